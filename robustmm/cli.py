@@ -1,0 +1,203 @@
+"""The ``robustmm`` command line: run, eval, list.
+
+Every error caused by bad input is printed as one line on stderr and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import RobustMMError
+
+log = logging.getLogger("robustmm")
+EXIT_USAGE = 2
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RobustMMError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, else 0)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="robustmm", description="Adversarial robustness of multimodal embedding models.")
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = ap.add_subparsers(dest="command")
+
+    p = sub.add_parser("run", help="the main job (no CONFIG = TinyBind on SynthScenes, all modalities)")
+    p.add_argument("config", nargs="?", help="TOML job file (default: the job shipped in the package)")
+    p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    p.add_argument("--quick", action="store_true", help="a small, fast version of the job")
+    p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished cells")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate one model on one modality, clean or under an attack")
+    p.add_argument("--model", default="tinybind")
+    p.add_argument("--data", default="synthscenes", help="dataset name (see `robustmm list datasets`)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--root", default=None, help="folder of a real dataset on disk")
+    p.add_argument("--n", type=int, default=None, help="evaluate the first N items")
+    p.add_argument("--modality", required=True)
+    p.add_argument("--attack", default=None, help="attack name (see `robustmm list attacks`); none = clean")
+    p.add_argument("--eps", type=float, nargs="*", default=None, help="budget(s) in the modality's unit")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--norm", default=None, choices=["linf", "l2"])
+    p.add_argument("--source", default=None, help="make adversarial examples on this model (transfer)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", default=None, help="output file; {model} {data} {modality} {attack} are filled in")
+    _common(p)
+
+    p = sub.add_parser("list", help="list models, attacks, datasets or modalities")
+    p.add_argument("what", choices=["models", "attacks", "datasets", "modalities"])
+    return ap
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.ERROR if getattr(args, "quiet", False) else (
+        logging.DEBUG if getattr(args, "verbose", 0) >= 2 else logging.INFO if getattr(args, "verbose", 0) == 1 else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import list_attacks, list_datasets, list_encoders
+    from .modalities import MODALITIES
+
+    if args.what == "models":
+        rows = list_encoders()
+        print("Model families (name or family:spec):")
+    elif args.what == "attacks":
+        rows = list_attacks()
+    elif args.what == "datasets":
+        rows = list_datasets()
+    else:
+        rows = {m: f"{s.description} domain {s.domain}, {s.norm}, eps grid "
+                   + ", ".join(s.format_eps(e) for e in s.eps_grid) + f" ({s.eps_unit})"
+                for m, s in MODALITIES.items()}
+    width = max((len(k) for k in rows), default=0)
+    for k, v in rows.items():
+        print(f"  {k:<{width}}  {v}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import load_config, run_job
+    from .report.tables import CLEAN_HEADERS, clean_rows, text_table
+
+    config = load_config(args.config)
+    if args.seed is not None:
+        config["run"]["seed"] = args.seed
+    results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
+                      device=_device(args.device), progress=not args.quiet)
+    clean = [r for r in results if r.threat == "clean"]
+    if clean and not args.quiet:
+        r0 = clean[0]
+        print(f"{r0.model['name']} on {r0.dataset['name']}/{r0.dataset['split']} (n={r0.n}), clean:")
+        print(text_table(CLEAN_HEADERS, clean_rows(clean)))
+    print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md")
+    return 0
+
+
+def _template(path: str, **fields: Any) -> str:
+    try:
+        return path.format(**{k: str(v).replace("/", "_").replace(":", "_") for k, v in fields.items()})
+    except (KeyError, IndexError) as e:
+        raise RobustMMError(f"--out {path!r}: unknown template field {e}; use {{model}} {{data}} {{modality}} {{attack}}") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .attacks import build_attack
+    from .data import load_dataset
+    from .encoders import load_encoder
+    from .evaluate import evaluate
+    from .modalities import get_modality
+    from .report.result import write_json, write_jsonl
+
+    spec = get_modality(args.modality)
+    device = _device(args.device)
+    seed = 0 if args.seed is None else args.seed
+    if args.eps is not None and any(e < 0 for e in args.eps):
+        raise RobustMMError(f"--eps must be >= 0, got {args.eps}")
+    if args.attack is None and (args.eps or args.source):
+        raise RobustMMError("--eps/--source need --attack")
+    target = load_encoder(args.model, device=device)
+    data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
+    source = load_encoder(args.source, device=device) if args.source else None
+    results = []
+    if args.attack is None:
+        results.append(evaluate(target, data, modality=args.modality, batch_size=args.batch_size, seed=seed,
+                                progress=not args.quiet))
+    else:
+        kw: dict[str, Any] = {}
+        if args.steps is not None:
+            kw["steps"] = args.steps
+        if args.norm is not None:
+            kw["norm"] = args.norm
+        for eps in args.eps or [spec.middle_eps]:
+            attack = build_attack(args.attack, eps=eps, **kw)
+            attack.fit(source or target, data)
+            results.append(evaluate(target, data, modality=args.modality, attack=attack, source=source,
+                                    batch_size=args.batch_size, seed=seed, progress=not args.quiet))
+    for r in results:
+        c, a = r.metrics["clean"], r.metrics.get("attacked")
+        line = f"{r.model['name']} {r.modality} n={r.n}"
+        if r.attack:
+            line += f" {r.attack['name']} eps={spec.format_eps(r.attack.get('eps', 0))}"
+        line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
+        if a:
+            line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
+        if not args.quiet:
+            print(line)
+    if args.out:
+        out = _template(args.out, model=args.model, data=args.data, modality=args.modality, attack=args.attack or "clean")
+        if len(results) == 1 and not out.endswith(".jsonl"):
+            write_json(out, results[0])
+        else:
+            write_jsonl(out, results)
+        if not args.quiet:
+            print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"robustmm {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args)
+    try:
+        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list}[args.command]
+        return handler(args)
+    except (RobustMMError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        print(f"robustmm {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("robustmm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

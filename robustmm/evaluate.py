@@ -1,0 +1,183 @@
+"""The runner: clean vs attacked metrics of one modality, with separate source and target encoders.
+
+``evaluate(target, dataset, modality="image")`` is a clean evaluation. With ``attack=`` the
+adversarial examples are made on ``source`` (default: the target itself, i.e. white-box /
+adaptive) and scored on ``target`` -- transfer attacks and head-unaware evaluation of a
+calibrated model are the same call with another source.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .attacks.base import Attack
+from .batch import Batch
+from .data.base import MultimodalDataset
+from .encoders.base import Encoder
+from .errors import RobustMMError
+from .metrics import attack_success_rate, caption_owner, retrieval_metrics, t2x_ranks, x2t_ranks, zeroshot_correct, zeroshot_metrics
+from .modalities import get_modality
+from .report.result import THREATS, Result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    """Everything the metrics need for one (clean or attacked) pass."""
+
+    items: torch.Tensor  # (N, D)
+    texts: torch.Tensor  # (M, D)
+    owner: torch.Tensor  # (M,)
+
+
+def iter_batches(dataset: MultimodalDataset, modality: str, batch_size: int, prompts: list[list[str]] | None):
+    """Yield :class:`Batch` objects over a dataset, in order."""
+    task = dataset.tasks.get(modality)
+    for s in range(0, len(dataset), batch_size):
+        idx = torch.arange(s, min(s + batch_size, len(dataset)))
+        yield Batch(
+            modality=modality,
+            x=dataset.get(modality, idx),
+            captions=[list(dataset.captions[i]) for i in idx.tolist()],
+            labels=None if task is None else task.labels[idx],
+            prompts=prompts,
+            index=idx,
+        )
+
+
+def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if class_emb is not None and labels is not None:
+        out |= zeroshot_metrics(emb.items, class_emb, labels)
+    out |= retrieval_metrics(emb.items, emb.texts, emb.owner)
+    return out
+
+
+def _default_threat(attack: Attack | None, source: Encoder | None, target: Encoder) -> str:
+    if attack is None:
+        return "clean"
+    if source is None or source is target:
+        return "white-box"
+    return "transfer"
+
+
+def evaluate(
+    target: Encoder,
+    dataset: MultimodalDataset,
+    *,
+    modality: str,
+    attack: Attack | None = None,
+    source: Encoder | None = None,
+    n: int | None = None,
+    batch_size: int = 128,
+    threat: str | None = None,
+    defense: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Result:
+    """Score ``target`` on ``dataset``'s ``modality``, clean and (optionally) under ``attack``.
+
+    Args:
+        target: the encoder whose metrics are reported.
+        dataset: items with captions (and a zero-shot task for ``modality`` if it has one).
+        modality: the modality whose items are embedded (and attacked).
+        attack: an :class:`~robustmm.attacks.Attack`, or None for a clean evaluation.
+        source: the encoder the attack differentiates (default ``target``).
+        n: evaluate the first ``n`` items only.
+        threat: the threat label recorded in the result (default: clean / white-box / transfer).
+        defense: the ``defense`` block recorded in the result (set by calibration code).
+        seed: seeds ``torch`` before attacking, so random starts are reproducible.
+    Returns:
+        A :class:`~robustmm.report.Result` with ``metrics.clean``, ``metrics.attacked``,
+        ``metrics.delta`` and ``metrics.asr`` (fraction of clean-correct items the attack flips).
+    """
+    get_modality(modality)
+    dataset.check_modality(modality)
+    target.check_modality(modality)
+    if n is not None:
+        if n <= 0:
+            raise RobustMMError(f"n must be positive, got {n}")
+        dataset = dataset.head(n)
+    dataset.check_nonempty()
+    source = target if source is None else source
+    threat = threat or _default_threat(attack, source, target)
+    if threat not in THREATS:
+        raise RobustMMError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
+    if attack is not None:
+        source.check_modality(modality)
+
+    t0 = time.perf_counter()
+    task = dataset.tasks.get(modality)
+    prompts = task.prompts() if task is not None else None
+    class_emb = target.class_embeddings(prompts) if prompts is not None else None
+    labels = task.labels if task is not None else None
+
+    texts, owner = caption_owner(dataset.captions)
+    clean_items, adv_items, adv_captions = [], [], []
+    torch.manual_seed(seed)
+    batches = iter_batches(dataset, modality, batch_size, prompts)
+    n_batches = (len(dataset) + batch_size - 1) // batch_size
+    desc = f"{target.name}/{modality}" + (f" {attack.name}" if attack else "")
+    for batch in tqdm(batches, total=n_batches, desc=desc, disable=not progress, leave=False):
+        batch = batch.replace(x=batch.x.to(target.device))
+        get_modality(modality).validate(batch.x)
+        with torch.no_grad():
+            clean_items.append(target.encode(modality, batch.x).cpu())
+        if attack is not None:
+            adv = attack(source, batch.replace(x=batch.x.to(source.device)))
+            with torch.no_grad():
+                adv_items.append(target.encode(modality, adv.x.to(target.device)).cpu())
+            adv_captions.extend(adv.captions)
+
+    with torch.no_grad():
+        text_emb = target.encode_text(texts).cpu()
+    clean = Embeddings(torch.cat(clean_items), text_emb, owner)
+    class_emb = None if class_emb is None else class_emb.cpu()
+    metrics: dict[str, Any] = {"clean": _metrics(clean, class_emb, labels), "attacked": None, "delta": None, "asr": None}
+
+    if attack is not None:
+        adv_texts, adv_owner = caption_owner(adv_captions)
+        if adv_texts == texts:
+            adv_text_emb = text_emb
+        else:
+            with torch.no_grad():
+                adv_text_emb = target.encode_text(adv_texts).cpu()
+        attacked = Embeddings(torch.cat(adv_items), adv_text_emb, adv_owner)
+        metrics["attacked"] = _metrics(attacked, class_emb, labels)
+        metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in metrics["clean"].items() if k in metrics["attacked"]}
+        asr: dict[str, float | None] = {}
+        if class_emb is not None:
+            asr["zeroshot_top1"] = attack_success_rate(
+                zeroshot_correct(clean.items, class_emb, labels), zeroshot_correct(attacked.items, class_emb, labels)
+            )
+        if len(adv_owner) == len(owner):
+            asr["x2t_R@1"] = attack_success_rate(
+                x2t_ranks(clean.items, clean.texts, owner) <= 1, x2t_ranks(attacked.items, attacked.texts, adv_owner) <= 1
+            )
+            asr["t2x_R@1"] = attack_success_rate(
+                t2x_ranks(clean.items, clean.texts, owner) <= 1, t2x_ranks(attacked.items, attacked.texts, adv_owner) <= 1
+            )
+        metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
+        metrics["asr_detail"] = asr
+
+    model_info = target.info()
+    if source is not target:
+        model_info["source"] = source.info()
+    return Result(
+        model=model_info,
+        dataset=dataset.info(),
+        modality=modality,
+        attack=None if attack is None else attack.describe(),
+        defense=defense,
+        threat=threat,
+        metrics=metrics,
+        n=len(dataset),
+        seed=seed,
+        timing_s=round(time.perf_counter() - t0, 3),
+    )
