@@ -2,7 +2,7 @@
 
 Recipe (seeded, CPU, 2 cores: about 10-15 minutes per model):
 
-1. Generate the SynthScenes ``train`` split (default 10,000 scenes, data seed 0) and a ``val``
+1. Generate the SynthScenes ``train`` split (default 5,000 scenes, data seed 0) and a ``val``
    split (data seed 1). The test split (seed 2) is never seen here.
 2. Embed every caption of every scene with the frozen all-MiniLM-L6-v2 (done once, cached on disk).
 3. For each modality, train its tower with AdamW + cosine schedule on a symmetric InfoNCE loss
@@ -85,7 +85,7 @@ def train_tower(model: TinyBind, modality: str, train, val, cap_emb, cap_counts,
     total = steps_per_epoch * args.epochs
     opt = torch.optim.AdamW(tower.parameters(), lr=args.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
     labels, label_emb = label_phrases(train, modality)
     t0, step = time.perf_counter(), 0
@@ -132,11 +132,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0, help="init / shuffling seed")
     ap.add_argument("--data-seed", type=int, default=0, help="SynthScenes seed of the training split")
-    ap.add_argument("--n-train", type=int, default=10000)
+    ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--n-val", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--label-weight", type=float, default=0.5)
     ap.add_argument("--augment-noise", type=float, default=0.03, help="max std of Gaussian pixel noise augmentation")

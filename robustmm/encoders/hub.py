@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -65,26 +66,41 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class HubMode:
+    """Whether hub look-ups may download; if not, why (for error messages)."""
+
+    online: bool
+    reason: str = ""
+
+
 @contextlib.contextmanager
-def hub_access(allow_download: bool = True) -> Iterator[bool]:
-    """Context in which hub look-ups either may download (yields True) or are local-only (False).
+def hub_access(allow_download: bool = True) -> Iterator[HubMode]:
+    """Context in which hub look-ups either may download or are local-only.
 
     Local-only mode patches ``huggingface_hub.constants.HF_HUB_OFFLINE`` for the duration of the
     block (transformers and open_clip both consult it), so nothing retries over the network.
     """
-    online = allow_download and not offline_requested() and hub_reachable()
-    if online:
-        yield True
+    if not allow_download:
+        mode = HubMode(False, "downloads disabled")
+    elif offline_requested():
+        mode = HubMode(False, "HF_HUB_OFFLINE is set")
+    elif not hub_reachable():
+        mode = HubMode(False, "the hub is unreachable")
+    else:
+        mode = HubMode(True)
+    if mode.online:
+        yield mode
         return
     try:
         from huggingface_hub import constants
     except ImportError:  # pragma: no cover
-        yield False
+        yield mode
         return
     saved = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:
-        yield False
+        yield mode
     finally:
         constants.HF_HUB_OFFLINE = saved
 

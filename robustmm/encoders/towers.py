@@ -13,25 +13,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.GELU(),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.GELU(),
-    )
+def _conv_block(cin: int, cout: int, double: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+    if double:
+        layers += [nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+    return nn.Sequential(*layers)
 
 
 class ConvBackbone(nn.Module):
-    """Strided CNN + global average pool: (N, C, H, W) -> (N, widths[-1])."""
+    """Strided CNN + global average pool: (N, C, H, W) -> (N, widths[-1]).
+
+    The first block is a single strided conv (cheap at full resolution); later blocks are doubled.
+    """
 
     def __init__(self, in_channels: int, widths: list[int]):
         super().__init__()
         blocks, c = [], in_channels
-        for w in widths:
-            blocks.append(_conv_block(c, w))
+        for i, w in enumerate(widths):
+            blocks.append(_conv_block(c, w, double=i > 0))
             c = w
         self.blocks = nn.Sequential(*blocks)
         self.out_dim = c
@@ -102,7 +101,7 @@ class PointTower(nn.Module):
         super().__init__()
         layers, c = [], in_features
         for w in widths:
-            layers += [nn.Linear(c, w), nn.LayerNorm(w), nn.GELU()]
+            layers += [nn.Linear(c, w), nn.GELU()]
             c = w
         self.point_mlp = nn.Sequential(*layers)
         self.proj = _mlp(2 * c, embed_dim, hidden)
@@ -136,8 +135,8 @@ def default_tower_config(widths_scale: float = 1.0) -> dict[str, dict[str, Any]]
     return {
         "image": {"in_channels": 3, "widths": w([32, 64, 128, 192]), "input_size": 64},
         "video": {"in_channels": 3, "widths": w([32, 64, 128]), "input_size": 32},
-        "audio": {"widths": w([32, 64, 128, 192]), "n_fft": 256, "hop": 64},
-        "depth": {"in_channels": 1, "widths": w([32, 64, 128, 192]), "input_size": 64},
-        "thermal": {"in_channels": 1, "widths": w([32, 64, 128, 192]), "input_size": 64},
-        "pointcloud": {"widths": w([64, 128, 256])},
+        "audio": {"widths": w([24, 48, 96, 160]), "n_fft": 256, "hop": 128},
+        "depth": {"in_channels": 1, "widths": w([24, 48, 96, 160]), "input_size": 64},
+        "thermal": {"in_channels": 1, "widths": w([24, 48, 96, 160]), "input_size": 64},
+        "pointcloud": {"widths": w([32, 64, 128])},
     }
