@@ -1,4 +1,4 @@
-"""The ``robustmm`` command line: run, eval, list.
+"""The ``robustmm`` command line: run, eval, calibrate, list.
 
 Every error caused by bad input is printed as one line on stderr and exits with status 2.
 """
@@ -61,7 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
     p.add_argument("--source", default=None, help="make adversarial examples on this model (transfer)")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--heads", default=None, help="calibration heads (HEADS.safetensors) applied to --model")
+    p.add_argument("--threat", default="head-unaware", choices=["head-unaware", "adaptive"],
+                   help="with --heads: make examples on the bare model (head-unaware) or through the heads (adaptive)")
     p.add_argument("--out", default=None, help="output file; {model} {data} {modality} {attack} are filled in")
+    _common(p)
+
+    p = sub.add_parser("calibrate", help="train a calibration head for one modality on adversarial examples")
+    p.add_argument("--model", default="tinybind")
+    p.add_argument("--data", default="synthscenes")
+    p.add_argument("--split", default="train", help="training split (default train)")
+    p.add_argument("--root", default=None)
+    p.add_argument("--n", type=int, default=2000, help="training items (default 2000)")
+    p.add_argument("--modality", required=True)
+    p.add_argument("--objective", default="ce", help="ce | l2 | infonce | a weighted sum like 'ce+0.5*l2'")
+    p.add_argument("--eps", type=float, default=None, help="training budget (default: the modality's middle eps)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps for the training examples")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--adaptive-every", type=int, default=None, help="regenerate examples through the head every K epochs")
+    p.add_argument("--clean-only", action="store_true", help="control: train the same head on clean data only")
+    p.add_argument("--out", required=True, help="HEADS.safetensors (a .json sidecar is written next to it)")
     _common(p)
 
     p = sub.add_parser("list", help="list models, attacks, datasets or modalities")
@@ -139,10 +158,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     target = load_encoder(args.model, device=device)
     data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
     source = load_encoder(args.source, device=device) if args.source else None
+    threat = None
+    defense = None
+    if args.heads:
+        from .defenses.calibrate import Calibration
+        from .defenses.heads import load_heads
+
+        heads, meta = load_heads(args.heads, target)
+        bare = target
+        target = bare.with_heads(heads)
+        defense = Calibration(heads, meta).defense_block()
+        if args.attack is not None and source is None:
+            threat = args.threat
+            source = bare if args.threat == "head-unaware" else target
     results = []
     if args.attack is None:
         results.append(evaluate(target, data, modality=args.modality, batch_size=args.batch_size, seed=seed,
-                                progress=not args.quiet))
+                                defense=defense, progress=not args.quiet))
     else:
         kw: dict[str, Any] = {}
         if args.steps is not None:
@@ -153,7 +185,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             attack = build_attack(args.attack, eps=eps, **kw)
             attack.fit(source or target, data)
             results.append(evaluate(target, data, modality=args.modality, attack=attack, source=source,
-                                    batch_size=args.batch_size, seed=seed, progress=not args.quiet))
+                                    batch_size=args.batch_size, seed=seed, threat=threat, defense=defense,
+                                    progress=not args.quiet))
     for r in results:
         c, a = r.metrics["clean"], r.metrics.get("attacked")
         line = f"{r.model['name']} {r.modality} n={r.n}"
@@ -175,6 +208,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .defenses.calibrate import calibrate, default_attack
+    from .encoders import load_encoder
+
+    if args.eps is not None and args.eps < 0:
+        raise RobustMMError(f"--eps must be >= 0, got {args.eps}")
+    if args.clean_only and args.adaptive_every:
+        raise RobustMMError("--clean-only and --adaptive-every exclude each other")
+    enc = load_encoder(args.model, device=_device(args.device))
+    data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
+    attack = default_attack(args.modality, args.modality in data.tasks, eps=args.eps, steps=args.steps)
+    cal = calibrate(enc, data, modality=args.modality, objective=args.objective, attack=attack, epochs=args.epochs,
+                    adaptive_every=args.adaptive_every, clean_only=args.clean_only,
+                    seed=0 if args.seed is None else args.seed, progress=not args.quiet)
+    cal.save(args.out)
+    if not args.quiet:
+        m = cal.meta
+        print(f"calibrated {m['encoder']}/{m['modality']} ({m['objective']}, {m['n_train']} items): "
+              f"attack {m['attack_s']}s, head training {m['train_s']}s, {m['trainable_params']} parameters")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
@@ -189,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args)
     try:
-        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list}[args.command]
+        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate}[args.command]
         return handler(args)
     except (RobustMMError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"robustmm {args.command}: error: {e}", file=sys.stderr)

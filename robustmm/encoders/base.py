@@ -42,6 +42,10 @@ class Encoder(nn.Module):
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def tower(self, modality: str) -> nn.Module:
+        """The sub-module that embeds ``modality`` (what fine-tuning baselines such as FARE train)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose a tower for {modality!r}")
+
     def preprocess_info(self) -> dict[str, Any]:
         """What the encoder does to raw inputs before its towers (recorded in results)."""
         return {}

@@ -134,6 +134,10 @@ class HFClipEncoder(Encoder):
         pixels = self.preprocess(x.to(self.device)).to(self._model_dtype())
         return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1)
 
+    def tower(self, modality: str) -> nn.Module:
+        self.check_modality(modality)
+        return nn.ModuleList([self.model.vision_model, self.model.visual_projection])
+
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]

@@ -166,6 +166,10 @@ class OpenClipEncoder(Encoder):
         pixels = self.preprocess(x.to(self.device)).to(self._model_dtype())
         return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
 
+    def tower(self, modality: str) -> nn.Module:
+        self.check_modality(modality)
+        return self.model.visual
+
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]

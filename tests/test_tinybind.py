@@ -1,0 +1,74 @@
+"""TinyBind: the encoder contract for every modality, persistence, clear errors."""
+import json
+
+import pytest
+import torch
+
+import robustmm
+from robustmm.encoders.tinybind import TinyBind
+from robustmm.errors import CheckpointError, MissingWeightsError, UnknownNameError
+from robustmm.modalities import CONTINUOUS_MODALITIES
+
+
+@pytest.mark.parametrize("modality", CONTINUOUS_MODALITIES)
+def test_encode_contract_and_gradient(rand_encoder, synth_small, modality):
+    x = synth_small.get(modality, torch.arange(4)).clone().requires_grad_(True)
+    z = rand_encoder.encode(modality, x)
+    assert z.shape == (4, rand_encoder.embed_dim)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(4), atol=1e-5)
+    (g,) = torch.autograd.grad(z[:, 0].sum(), x)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_encode_text_is_normalised_and_semantic(rand_encoder):
+    t = rand_encoder.encode_text(["a large red circle.", "a big red circle.", "a tiny blue star."])
+    assert t.shape == (3, 384) and torch.allclose(t.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert t[0] @ t[1] > t[0] @ t[2]  # the frozen MiniLM is a real sentence encoder
+
+
+def test_image_tower_resizes_other_sizes(rand_encoder):
+    assert rand_encoder.encode("image", torch.rand(2, 3, 96, 80)).shape == (2, 384)
+
+
+def test_save_load_roundtrip(tmp_path, rand_encoder, synth_small):
+    rand_encoder.save(tmp_path / "m")
+    loaded = robustmm.load_encoder(f"tinybind:{tmp_path / 'm'}")
+    x = synth_small.get("pointcloud", torch.arange(3))
+    assert torch.equal(loaded.encode("pointcloud", x), rand_encoder.encode("pointcloud", x))
+    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
+
+
+def test_missing_weights_is_clear(tmp_path):
+    with pytest.raises(MissingWeightsError, match="not found"):
+        robustmm.load_encoder(f"tinybind:{tmp_path / 'nothing'}")
+
+
+def test_corrupted_and_mismatched_checkpoints(tmp_path, rand_encoder):
+    rand_encoder.save(tmp_path / "m")
+    w = tmp_path / "m.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        TinyBind.load(tmp_path / "m")
+    rand_encoder.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m.json").read_text())
+    cfg["towers"]["image"]["widths"] = [8, 8, 8, 8]
+    (tmp_path / "m.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        TinyBind.load(tmp_path / "m")
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        TinyBind.load(tmp_path / "m")
+
+
+def test_unknown_model_name_suggests():
+    with pytest.raises(UnknownNameError, match="did you mean 'tinybind'"):
+        robustmm.load_encoder("tinybnd")
+
+
+def test_registry_lists_all_families():
+    assert {"tinybind", "tinybind-alt", "open_clip", "hf"} <= set(robustmm.list_encoders())
+
+
+def test_shipped_models_load_with_every_modality(trained):
+    assert set(trained.modalities) == set(CONTINUOUS_MODALITIES)
+    assert trained.info()["weights"].endswith(".safetensors")
