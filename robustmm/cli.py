@@ -83,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="HEADS.safetensors (a .json sidecar is written next to it)")
     _common(p)
 
+    p = sub.add_parser("check-attack", help="gradient-masking sanity checks of PGD on one model and modality")
+    p.add_argument("--model", default="tinybind")
+    p.add_argument("--data", default="synthscenes")
+    p.add_argument("--split", default="test")
+    p.add_argument("--root", default=None)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--modality", required=True)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--heads", default=None, help="check the model with these calibration heads (adaptive attack)")
+    p.add_argument("--surrogate", default=None,
+                   help="model for the transfer check (default: the bare model when --heads is given)")
+    p.add_argument("--out", default=None, help="write the checks as JSON")
+    _common(p)
+
     p = sub.add_parser("list", help="list models, attacks, datasets or modalities")
     p.add_argument("what", choices=["models", "attacks", "datasets", "modalities"])
     return ap
@@ -232,6 +246,35 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_attack(args: argparse.Namespace) -> int:
+    from .attacks import build_attack
+    from .checks import checks_to_dict, sanity_checks
+    from .data import load_dataset
+    from .encoders import load_encoder
+    from .report.result import atomic_write_text
+
+    device = _device(args.device)
+    enc = load_encoder(args.model, device=device)
+    surrogate = load_encoder(args.surrogate, device=device) if args.surrogate else None
+    if args.heads:
+        from .defenses.heads import load_heads
+
+        heads, _ = load_heads(args.heads, enc)
+        surrogate = surrogate or enc
+        enc = enc.with_heads(heads)
+    data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
+    seed = 0 if args.seed is None else args.seed
+    checks = sanity_checks(enc, data, modality=args.modality, attack=build_attack("pgd", steps=args.steps, seed=seed),
+                           surrogate=surrogate, seed=seed)
+    if not args.quiet:
+        for c in checks:
+            vals = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in c.values.items())
+            print(f"[{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail} ({vals})")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(checks_to_dict(checks), indent=2) + "\n")
+    return 0 if all(c.passed for c in checks) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
@@ -246,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args)
     try:
-        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate}[args.command]
+        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate,
+                   "check-attack": cmd_check_attack}[args.command]
         return handler(args)
     except (RobustMMError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"robustmm {args.command}: error: {e}", file=sys.stderr)

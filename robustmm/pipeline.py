@@ -21,7 +21,7 @@ from .encoders.registry import load_encoder
 from .errors import RobustMMError
 from .evaluate import evaluate
 from .report.result import Result, append_jsonl, atomic_write_text, read_jsonl
-from .report.tables import CLEAN_HEADERS, clean_rows, markdown_table, summary_csv
+from .report.tables import summary_csv
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Cell:
     """One unit of work: ``key`` identifies it in results.jsonl for --resume."""
 
     key: str
-    run: Callable[[], Result]
+    run: Callable[[], list[Result]]
 
 
 class Job:
@@ -67,35 +67,155 @@ class Job:
         self.config, self.quick, self.device, self.progress = config, quick, device, progress
         run = config["run"]
         self.n = int(run.get("quick_n", 200) if quick else run.get("n", 1000))
+        self.attack_n = min(self.n, int(run.get("quick_attack_n", 100) if quick else run.get("attack_n", self.n)))
         self.seed = int(run.get("seed", 0))
         self.batch_size = int(run.get("batch_size", 128))
+        self.model_name: str = run["model"]
         self.modalities: list[str] = list(run["modalities"])
         self._encoders: dict[str, Any] = {}
-        self._dataset = None
+        self._datasets: dict[tuple[str, int], Any] = {}
 
-    def encoder(self, name: str):
+    def section(self, name: str) -> dict[str, Any]:
+        return self.config.get(name, {})
+
+    def enabled(self, name: str) -> bool:
+        return bool(self.section(name).get("enabled", False))
+
+    def pick(self, section: str, key: str, default: Any) -> Any:
+        """``quick_KEY`` under --quick when present, else ``KEY``."""
+        sec = self.section(section)
+        return sec.get(f"quick_{key}", sec.get(key, default)) if self.quick else sec.get(key, default)
+
+    def encoder(self, name: str | None = None):
+        name = name or self.model_name
         if name not in self._encoders:
             self._encoders[name] = load_encoder(name, device=self.device)
         return self._encoders[name]
 
-    @property
-    def dataset(self):
-        if self._dataset is None:
-            run = self.config["run"]
-            self._dataset = load_dataset(run["dataset"], split=run.get("split", "test"), n=self.n,
-                                         root=run.get("root"))
-        return self._dataset
-
-    def cells(self) -> list[Cell]:
+    def dataset(self, split: str | None = None, n: int | None = None):
         run = self.config["run"]
-        model = run["model"]
+        split = split or run.get("split", "test")
+        n = n or self.n
+        if (split, n) not in self._datasets:
+            self._datasets[(split, n)] = load_dataset(run["dataset"], split=split, n=n, root=run.get("root"))
+        return self._datasets[(split, n)]
+
+    @property
+    def test(self):
+        return self.dataset(n=self.n)
+
+    @property
+    def attacked(self):
+        return self.dataset(n=self.attack_n)
+
+    def _kw(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "seed": self.seed, "progress": self.progress}
+
+    # -- cells ----------------------------------------------------------------------------------
+    def cells(self) -> list[Cell]:
         out: list[Cell] = []
-        if self.config.get("clean", {}).get("enabled", True):
+        model = self.model_name
+        if self.enabled("clean"):
             for m in self.modalities:
-                out.append(Cell(f"{model}|{m}|clean", lambda m=m: evaluate(
-                    self.encoder(model), self.dataset, modality=m, batch_size=self.batch_size,
-                    seed=self.seed, progress=self.progress)))
+                out.append(Cell(f"{model}|{m}|clean", lambda m=m: [evaluate(self.encoder(), self.test, modality=m, **self._kw())]))
+        if self.enabled("pgd"):
+            for m in self.modalities:
+                out.append(Cell(f"{model}|{m}|pgd-curve", lambda m=m: self._pgd_curve(m)))
+        if self.enabled("patch"):
+            m = self.section("patch").get("modality", "image")
+            out.append(Cell(f"{model}|{m}|patch", lambda m=m: self._patch(m)))
+        if self.enabled("sga"):
+            m = self.section("sga").get("modality", "image")
+            out.append(Cell(f"{model}|{m}|sga|white-box", lambda m=m: self._sga(m, None)))
+            for alt in self.section("sga").get("transfer_to", []):
+                out.append(Cell(f"{model}|{m}|sga|transfer:{alt}", lambda m=m, alt=alt: self._sga(m, alt)))
+        if self.enabled("xmai"):
+            m = self.section("xmai").get("modality", "image")
+            out.append(Cell(f"{model}|{m}|xmai", lambda m=m: self._xmai(m)))
+        if self.enabled("calibration"):
+            cal = self.section("calibration")
+            for m in cal.get("modalities") or self.modalities:
+                for obj in cal.get("objectives", ["ce"]):
+                    out.append(Cell(f"{model}|{m}|calibration:{obj}", lambda m=m, obj=obj: self._calibration(m, obj)))
+                if cal.get("clean_control", True):
+                    out.append(Cell(f"{model}|{m}|calibration:clean-control", lambda m=m: self._clean_control(m)))
         return out
+
+    def _pgd(self, modality: str, **kw: Any):
+        from .attacks import build_attack
+
+        return build_attack("pgd", steps=int(self.pick("pgd", "steps", 10)), **kw)
+
+    def _pgd_curve(self, modality: str) -> list[Result]:
+        from .attacks.sweep import robustness_curve
+
+        return robustness_curve(self.encoder(), self.attacked, modality=modality, attack=self._pgd(modality), **self._kw())
+
+    def _patch(self, modality: str) -> list[Result]:
+        from .attacks import build_attack
+
+        sec = self.section("patch")
+        attack = build_attack("patch", modality=modality, area=float(sec.get("area", 0.03)),
+                              epochs=int(sec.get("epochs", 5)), seed=self.seed)
+        fit_data = self.dataset(sec.get("fit_split", "train"), int(self.pick("patch", "fit_n", 1000)))
+        attack.fit(self.encoder(), fit_data)
+        res = evaluate(self.encoder(), self.attacked, modality=modality, attack=attack, **self._kw())
+        res.extra["fooling_rate"] = attack.fooling_rate(self.encoder(), self.attacked, modality)
+        res.extra["fit"] = fit_data.info()
+        return [res]
+
+    def _sga(self, modality: str, transfer_to: str | None) -> list[Result]:
+        from .attacks import build_attack
+
+        eps = float(self.section("sga").get("eps", 2 / 255))
+        sga = build_attack("sga", eps=eps, seed=self.seed)
+        src = self.encoder()
+        if transfer_to is None:
+            return [evaluate(src, self.attacked, modality=modality, attack=sga, **self._kw())]
+        tgt = self.encoder(transfer_to)
+        pgd = self._pgd(modality, eps=eps, loss="caption")
+        return [evaluate(tgt, self.attacked, modality=modality, attack=a, source=src, **self._kw()) for a in (sga, pgd)]
+
+    def _xmai(self, modality: str) -> list[Result]:
+        from .attacks import build_attack
+        from .attacks.xmai import caption_similarity
+
+        attack = build_attack("xmai")
+        attack.fit(self.encoder(), self.attacked)
+        res = evaluate(self.encoder(), self.attacked, modality=modality, attack=attack, **self._kw())
+        clean_mrr, adv_mrr = res.metrics["clean"]["t2x_MRR"], res.metrics["attacked"]["t2x_MRR"]
+        res.extra["relative_t2x_MRR_drop"] = (clean_mrr - adv_mrr) / clean_mrr if clean_mrr else None
+        edited = getattr(attack, "last_captions", None)
+        if edited is not None:
+            res.extra["caption_similarity"] = caption_similarity(self.encoder(), self.attacked.captions, edited)
+        return [res]
+
+    def _calibration_data(self):
+        cal = self.section("calibration")
+        return self.dataset(cal.get("train_split", "train"), int(self.pick("calibration", "train_n", 1000)))
+
+    def _calibration(self, modality: str, objective: str) -> list[Result]:
+        from .defenses.calibrate import calibrate, default_attack
+        from .defenses.threats import evaluate_threats
+
+        cal = self.section("calibration")
+        steps = int(self.pick("calibration", "steps", 10))
+        labelled = modality in self.attacked.tasks
+        attack = default_attack(modality, labelled, steps=steps)
+        calib = calibrate(self.encoder(), self._calibration_data(), modality=modality, objective=objective, attack=attack,
+                          epochs=int(cal.get("epochs", 60)), seed=self.seed, progress=self.progress)
+        return evaluate_threats(self.encoder(), calib, self.attacked, modality=modality, attack=attack,
+                                threats=("head-unaware", "adaptive"), **self._kw())
+
+    def _clean_control(self, modality: str) -> list[Result]:
+        from .defenses.calibrate import calibrate
+
+        cal = self.section("calibration")
+        objective = cal.get("objectives", ["ce"])[0]
+        calib = calibrate(self.encoder(), self._calibration_data(), modality=modality, objective=objective,
+                          epochs=int(cal.get("epochs", 60)), clean_only=True, seed=self.seed, progress=self.progress)
+        wrapped = self.encoder().with_heads(calib.heads)
+        return [evaluate(wrapped, self.attacked, modality=modality, defense=calib.defense_block(), **self._kw())]
 
 
 def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False, resume: bool = False,
@@ -114,11 +234,14 @@ def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False,
     log.info("%d cells, %d already done, %d to run", len(cells), len(cells) - len(todo), len(todo))
     from tqdm.auto import tqdm
 
-    for cell in tqdm(todo, desc="robustmm run", disable=not progress):
+    bar = tqdm(todo, desc="robustmm run", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.key)
         t0 = time.perf_counter()
-        result = cell.run()
-        result.extra["cell"] = cell.key
-        append_jsonl(results_path, [result])
+        results = cell.run()
+        for r in results:
+            r.extra["cell"] = cell.key
+        append_jsonl(results_path, results)
         log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
     results = [Result.from_dict(d) for d in read_jsonl(results_path)]
     write_report(results, out_dir)
@@ -126,23 +249,16 @@ def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False,
 
 
 def write_report(results: list[Result], out_dir: str | Path) -> None:
-    """summary.csv and report.md for a list of results."""
+    """summary.csv, plots/ and report.md for a list of results."""
+    from .report.markdown import render
+
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "summary.csv", summary_csv(results))
-    clean = [r for r in results if r.threat == "clean"]
-    lines = ["# robustmm report", ""]
-    if clean:
-        r0 = clean[0]
-        lines += [
-            f"Model **{r0.model.get('name')}** ({r0.model.get('weights') or 'random init'}) on "
-            f"**{r0.dataset.get('name')}** / {r0.dataset.get('split')} ({r0.n} items).",
-            "",
-            "## Clean evaluation",
-            "",
-            "Zero-shot top-1/top-5 on each modality's own task; retrieval R@K and MRR text->X (t2x) and"
-            " X->text (x2t), an item counting as retrieved if any of its captions is.",
-            "",
-            markdown_table(CLEAN_HEADERS, clean_rows(clean)),
-            "",
-        ]
-    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    plots: list[str] = []
+    try:
+        from .report.plots import write_all_plots
+
+        plots = [str(p.relative_to(out_dir)) for p in write_all_plots(results, out_dir / "plots") if p.suffix == ".png"]
+    except ImportError:  # pragma: no cover - plots module is optional at import time
+        log.warning("plots unavailable (robustmm.report.plots missing)")
+    atomic_write_text(out_dir / "report.md", render(results, plots))

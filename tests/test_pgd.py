@@ -47,9 +47,17 @@ def data():
     return synthscenes(N, seed=2)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small CPU tensors: one thread avoids oversubscription on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
-def enc(data):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+def enc(data, one_thread):
     return tiny_tinybind(data)
 
 

@@ -1,7 +1,8 @@
 """Cross-Modal Attribute Insertion (XMAI, ACL 2023): insert attribute words before object nouns.
 
 "a girl on a chair" -> "a little girl on a wooden chair". For every caption of an item, XMAI
-finds the nouns that name objects (a configurable noun list) and inserts one attribute word in
+finds the nouns that name objects (a configurable noun list; a noun directly followed by another
+noun, like "orange" in "orange circle", counts as a modifier) and inserts one attribute word in
 front of each, chosen to be plausible, consistent with the item's own attributes and, above all,
 to pull the caption away from the item under the victim encoder. Only words are *inserted*:
 deleting them gives back the original caption.
@@ -259,6 +260,14 @@ class XMAI(Attack):
             return False
         return w in self.nouns or (w.endswith("s") and w[:-1] in self.nouns) or (w.endswith("es") and w[:-2] in self.nouns)
 
+    def is_head_noun(self, words: Sequence[str], position: int) -> bool:
+        """A noun token that is not itself a modifier of a following noun ("orange" in "orange circle")."""
+        if not self.is_noun(words[position]):
+            return False
+        nxt = words[position + 1] if position + 1 < len(words) else ""
+        ends_phrase = split_token(words[position])[2] != ""  # "circle," / "star." close the phrase
+        return ends_phrase or not self.is_noun(nxt)
+
     def attribute_embeddings(self, encoder: Any, words: Sequence[str]) -> torch.Tensor:
         """(len(words), D) unit embeddings of attribute words: normalised mean over the templates."""
         key = id(encoder)
@@ -315,7 +324,7 @@ class XMAI(Attack):
             for c in range(len(flat)):
                 if self.max_insertions is not None and len(insertions[c]) >= self.max_insertions:
                     continue
-                pos = next((p for p in range(cursor[c], len(words[c])) if self.is_noun(words[c][p])), None)
+                pos = next((p for p in range(cursor[c], len(words[c])) if self.is_head_noun(words[c], p)), None)
                 if pos is None:
                     cursor[c] = len(words[c])
                     continue

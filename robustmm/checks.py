@@ -1,0 +1,108 @@
+"""Gradient-masking sanity checks for an attack evaluation (Carlini et al., 2019, "On Evaluating
+Adversarial Robustness"): a robustness number is only trustworthy if
+
+1. robust accuracy does not rise with the budget (attacks run independently at each eps);
+2. it does not rise with more attack steps;
+3. it falls to about zero at a very large budget;
+4. random noise of the same budget is weaker than the attack;
+5. a transfer attack from a surrogate model is weaker than the white-box attack.
+
+A model that "passes" an attack but fails these checks is probably masking gradients (or the
+attack is broken), and robustmm says so in the report.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .attacks.base import Attack, build_attack
+from .data.base import MultimodalDataset
+from .encoders.base import Encoder
+from .evaluate import evaluate
+from .modalities import get_modality
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Check:
+    """One sanity check: what was compared, the numbers, whether it passed."""
+
+    name: str
+    passed: bool
+    detail: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _top1(encoder: Encoder, data: MultimodalDataset, modality: str, attack: Attack | None, source: Encoder | None = None,
+          **kw: Any) -> float:
+    r = evaluate(encoder, data, modality=modality, attack=attack, source=source, progress=False, **kw)
+    return (r.metrics["attacked"] or r.metrics["clean"])["zeroshot_top1"]
+
+
+def sanity_checks(
+    encoder: Encoder,
+    dataset: MultimodalDataset,
+    *,
+    modality: str,
+    attack: Attack | None = None,
+    surrogate: Encoder | None = None,
+    steps: tuple[int, ...] = (1, 5, 20),
+    tolerance: float = 0.02,
+    seed: int = 0,
+) -> list[Check]:
+    """Run the five checks on ``encoder`` (any Encoder, e.g. one with calibration heads).
+
+    Args:
+        attack: the PGD-like attack under test (default PGD-10 with the modality's grid).
+        surrogate: the model a transfer attack is made on (default: none, check 5 skipped). For
+            a calibrated model pass the bare encoder: head-unaware must be weaker than adaptive.
+        tolerance: slack for sampling noise (fraction of items).
+    """
+    spec = get_modality(modality)
+    if modality not in dataset.tasks:
+        raise ValueError(f"sanity checks need a zero-shot task for {modality!r}")
+    attack = attack or build_attack("pgd", steps=10, seed=seed)
+    checks: list[Check] = []
+    clean = _top1(encoder, dataset, modality, None)
+    grid = list(spec.eps_grid)
+    accs = [_top1(encoder, dataset, modality, attack.with_eps(e), seed=seed) for e in grid]
+    rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1) if accs[i + 1] > accs[i] + tolerance]
+    checks.append(Check("non-increasing in eps", not rises and accs[0] <= clean + tolerance,
+                        "independent attacks per eps" + (f"; rises between {rises}" if rises else ""),
+                        {"clean": clean, **{spec.format_eps(e): a for e, a in zip(grid, accs)}}))
+    mid = spec.middle_eps
+    by_steps = {}
+    for s in steps:
+        a = attack.with_eps(mid)
+        if hasattr(a, "replace"):
+            a = a.replace(steps=s)
+        by_steps[s] = _top1(encoder, dataset, modality, a, seed=seed)
+    vals = list(by_steps.values())
+    ok = all(vals[i + 1] <= vals[i] + tolerance for i in range(len(vals) - 1))
+    checks.append(Check("non-increasing in steps", ok, f"at eps {spec.format_eps(mid)}",
+                        {f"steps={s}": v for s, v in by_steps.items()}))
+    big = (spec.domain[1] - spec.domain[0]) / 2
+    n_classes = len(dataset.tasks[modality].classnames)
+    floor = max(0.05, 2.0 / n_classes)
+    big_acc = _top1(encoder, dataset, modality, attack.with_eps(big), seed=seed)
+    checks.append(Check("about zero at a huge eps", big_acc <= floor,
+                        f"eps {spec.format_eps(big)} (half the value range) must leave <= {floor:.3f}",
+                        {"eps": big, "top1": big_acc}))
+    noise_acc = _top1(encoder, dataset, modality, build_attack("noise", eps=mid, seed=seed), seed=seed)
+    pgd_mid = accs[grid.index(mid)]
+    checks.append(Check("random noise weaker than the attack", noise_acc + tolerance >= pgd_mid,
+                        f"at eps {spec.format_eps(mid)}", {"noise": noise_acc, "attack": pgd_mid}))
+    if surrogate is not None:
+        transfer = _top1(encoder, dataset, modality, attack.with_eps(mid), source=surrogate, seed=seed)
+        checks.append(Check("transfer weaker than white-box", transfer + tolerance >= pgd_mid,
+                            f"at eps {spec.format_eps(mid)}, surrogate {surrogate.name}",
+                            {"transfer": transfer, "white-box": pgd_mid}))
+    for c in checks:
+        log.info("%s: %s (%s) %s", c.name, "ok" if c.passed else "FAILED", c.detail, c.values)
+    return checks
+
+
+def checks_to_dict(checks: list[Check]) -> dict[str, Any]:
+    return {"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]}

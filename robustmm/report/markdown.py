@@ -1,0 +1,174 @@
+"""report.md: per-modality vulnerability, attack comparison and before/after calibration tables,
+with a few sentences that name the most fragile modality and the strongest attack."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from ..modalities import MODALITIES
+from .result import Result
+from .tables import CLEAN_HEADERS, clean_rows, markdown_table
+
+
+def _top1(metrics: dict[str, Any] | None) -> float | None:
+    return None if not metrics else metrics.get("zeroshot_top1")
+
+
+def _eps_label(r: Result) -> str:
+    spec = MODALITIES.get(r.modality)
+    eps = (r.attack or {}).get("eps")
+    if eps is None:
+        return ""
+    return spec.format_eps(eps) if spec else f"{eps:g}"
+
+
+def curves(results: Sequence[Result]) -> dict[str, list[Result]]:
+    """PGD robustness-curve results without defense, per modality, sorted by eps."""
+    out: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        if r.attack and r.attack.get("name") == "pgd" and r.defense is None and r.threat == "white-box" and r.attack.get("nested"):
+            out[r.modality].append(r)
+    return {m: sorted(rs, key=lambda r: r.attack["eps"]) for m, rs in out.items()}
+
+
+def vulnerability_section(results: Sequence[Result]) -> list[str]:
+    cv = curves(results)
+    if not cv:
+        return []
+    width = max(len(rs) for rs in cv.values())
+    headers = ["modality", "clean top-1"] + [f"eps #{i + 1}" for i in range(width)] + ["unit"]
+    rows, fragility = [], {}
+    for m, rs in cv.items():
+        clean = _top1(rs[0].metrics["clean"])
+        cells = [f"{_eps_label(r)}: {_top1(r.metrics['attacked']):.3f}" for r in rs]
+        rows.append([m, clean, *cells, *([""] * (width - len(rs))), MODALITIES[m].eps_unit])
+        mid = rs[len(rs) // 2]
+        if clean:
+            fragility[m] = (_top1(mid.metrics["attacked"]) or 0.0) / clean
+    lines = ["## Per-modality vulnerability (PGD, white-box)", "",
+             "Zero-shot top-1 under PGD at each budget of the modality's default grid (nested balls: a sample"
+             " broken at a small budget stays broken at every larger one, so curves never rise).", "",
+             markdown_table(headers, rows), ""]
+    if fragility:
+        worst = min(fragility, key=fragility.get)
+        best = max(fragility, key=fragility.get)
+        mid = cv[worst][len(cv[worst]) // 2]
+        lines.append(
+            f"**Most fragile modality: {worst}** — at its middle budget ({_eps_label(mid)}) it keeps "
+            f"{100 * fragility[worst]:.0f}% of its clean top-1; the most robust, {best}, keeps "
+            f"{100 * fragility[best]:.0f}%. Budgets differ in unit across modalities (see the last column), "
+            "so compare modalities at the same position of their grid, not by number.")
+        lines.append("")
+    return lines
+
+
+def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]:
+    rows = []
+    for r in results:
+        if not r.attack or r.defense is not None:
+            continue
+        if r.attack.get("name") == "pgd" and r.attack.get("nested"):
+            continue  # curves have their own table
+        rows.append((r, r.metrics.get("asr")))
+    return rows
+
+
+def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) -> list[str]:
+    rows = []
+    candidates = []
+    for m, rs in curve.items():
+        mid = rs[len(rs) // 2]
+        rows.append(["pgd", m, mid.threat, mid.model.get("name"), _eps_label(mid), _top1(mid.metrics["clean"]),
+                     _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
+                     mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), ""])
+    for r, asr in _attack_rows(results):
+        note = []
+        for k in ("fooling_rate", "relative_t2x_MRR_drop", "caption_similarity"):
+            if r.extra.get(k) is not None:
+                note.append(f"{k.replace('_', ' ')} {r.extra[k]:.3f}")
+        detail = r.metrics.get("asr_detail") or {}
+        if detail.get("x2t_R@1") is not None:
+            note.append(f"ASR x2t/t2x R@1 {detail['x2t_R@1']:.3f}/{(detail.get('t2x_R@1') or 0):.3f}")
+        src = (r.model.get("source") or {}).get("name")
+        threat = r.threat + (f" ({src} → {r.model.get('name')})" if src else "")
+        rows.append([r.attack.get("name"), r.modality, threat, r.model.get("name"), _eps_label(r),
+                     _top1(r.metrics["clean"]), _top1(r.metrics["attacked"]), r.metrics["clean"].get("t2x_R@1"),
+                     r.metrics["attacked"].get("t2x_R@1"), asr, "; ".join(note)])
+        if r.threat == "white-box" and asr is not None:
+            candidates.append((asr, r))
+    if not rows:
+        return []
+    lines = ["## Attack comparison", "",
+             "ASR = fraction of items correct before the attack (zero-shot top-1, or retrieval R@1 when the attack"
+             " targets retrieval) that are wrong after it. Transfer rows make the examples on the source model and"
+             " score them on the target.", "",
+             markdown_table(["attack", "modality", "threat", "scored on", "eps", "clean top-1", "attacked top-1",
+                             "clean t2x R@1", "attacked t2x R@1", "ASR", "notes"], rows), ""]
+    for m, rs in curve.items():
+        mid = rs[len(rs) // 2]
+        if mid.metrics.get("asr") is not None:
+            candidates.append((mid.metrics["asr"], mid))
+    if candidates:
+        asr, r = max(candidates, key=lambda t: t[0])
+        lines += [f"**Strongest attack (white-box): {r.attack['name']}** on {r.modality}"
+                  f"{' at ' + _eps_label(r) if _eps_label(r) else ''}, ASR {asr:.3f}.", ""]
+    return lines
+
+
+def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]]) -> list[str]:
+    cal = [r for r in results if r.defense and r.defense.get("name") == "calibration"]
+    if not cal:
+        return []
+    by = defaultdict(dict)
+    controls = {}
+    for r in cal:
+        if r.defense.get("clean_only"):
+            controls[r.modality] = _top1(r.metrics["clean"])
+            continue
+        by[(r.modality, r.defense.get("objective"))][r.threat] = r
+    rows = []
+    for (m, obj), d in sorted(by.items()):
+        ref = d.get("head-unaware") or d.get("adaptive")
+        eps = _eps_label(ref)
+        bare = None
+        for r in curve.get(m, []):
+            if abs(r.attack["eps"] - ref.attack.get("eps", -1)) < 1e-12:
+                bare = _top1(r.metrics["attacked"])
+        hu, ad = d.get("head-unaware"), d.get("adaptive")
+        rows.append([m, obj, eps, _top1(ref.metrics["clean"]) if False else None, controls.get(m),
+                     bare, None if hu is None else _top1(hu.metrics["attacked"]),
+                     None if ad is None else _top1(ad.metrics["attacked"])])
+        # clean top-1 of the bare model and the calibrated one
+        rows[-1][3] = f"{_top1(curve[m][0].metrics['clean']):.3f} → {_top1(ref.metrics['clean']):.3f}" if m in curve else _top1(ref.metrics["clean"])
+    lines = ["## Calibration heads (encoder frozen)", "",
+             "Clean top-1 without → with the head; the clean-control head has the same size but was trained on"
+             " clean data only (a gain there is supervision, not robustness). Robust top-1 at the calibration budget:"
+             " white-box on the bare encoder, then through the head when the attacker does not see it"
+             " (head-unaware) and when it differentiates through it (adaptive).", "",
+             markdown_table(["modality", "objective", "eps", "clean top-1", "clean-control top-1",
+                             "robust, no head", "robust, head-unaware", "robust, adaptive"], rows), ""]
+    return lines
+
+
+def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
+    """The whole report.md text."""
+    clean = [r for r in results if r.threat == "clean" and r.defense is None]
+    lines = ["# robustmm report", ""]
+    if results:
+        r0 = (clean or list(results))[0]
+        lines += [f"Model **{r0.model.get('name')}** ({r0.model.get('weights') or 'random init'}) on "
+                  f"**{r0.dataset.get('name')}** / {r0.dataset.get('split')}. Clean evaluation on {r0.n} items; "
+                  "attacks as listed. All numbers are fractions in [0, 1].", ""]
+    if clean:
+        lines += ["## Clean evaluation", "",
+                  "Zero-shot top-1/top-5 on each modality's own task; retrieval R@K and MRR text→X (t2x) and X→text"
+                  " (x2t), an item counting as retrieved if any of its captions is.", "",
+                  markdown_table(CLEAN_HEADERS, clean_rows(clean)), ""]
+    cv = curves(results)
+    lines += vulnerability_section(results)
+    lines += attack_section(results, cv)
+    lines += calibration_section(results, cv)
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines) + "\n"

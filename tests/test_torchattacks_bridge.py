@@ -1,0 +1,193 @@
+"""The torchattacks bridge: ZeroShotClassifier + TorchAttacksAttack vs robustmm's own PGD."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from robustmm.attacks import build_attack
+from robustmm.attacks.pgd import PGD
+from robustmm.attacks.torchattacks_adapter import TorchAttacksAttack, ZeroShotClassifier, as_4d
+from robustmm.batch import Batch
+from robustmm.data.synthscenes import synthscenes
+from robustmm.encoders.tinybind import ASSETS, TinyBind
+from robustmm.encoders.towers import default_tower_config
+from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
+from robustmm.evaluate import iter_batches
+from robustmm.metrics import zeroshot_correct
+from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
+
+N = 8
+HAVE_WEIGHTS = (ASSETS / "tinybind.safetensors").exists() and (ASSETS / "tinybind.json").exists()
+needs_weights = pytest.mark.skipif(
+    not HAVE_WEIGHTS, reason="trained TinyBind weights (robustmm/assets/tinybind.*) not built yet"
+)
+
+
+def tiny_tinybind(data) -> TinyBind:
+    """A small random-init TinyBind with BatchNorm statistics calibrated on ``data``, frozen."""
+    torch.manual_seed(0)
+    enc = TinyBind({"name": "tinybind-random", "towers": default_tower_config(0.25)})
+    enc.train()
+    for m in enc.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    with torch.no_grad():
+        for modality in enc.modalities:
+            enc.encode(modality, data.get(modality, slice(None)))
+    return enc.freeze()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small CPU tensors: one thread avoids oversubscription on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthscenes(N, seed=2)
+
+
+@pytest.fixture(scope="module")
+def enc(data, one_thread):
+    return tiny_tinybind(data)
+
+
+def batch_of(data, modality: str) -> Batch:
+    return next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
+
+
+def predicted(enc, b: Batch) -> Batch:
+    """The batch labelled with the model's own predictions (every item correct on clean input)."""
+    with torch.no_grad():
+        logits = enc.encode(b.modality, b.x) @ enc.class_embeddings(b.prompts).T
+    return b.replace(labels=logits.argmax(1))
+
+
+@pytest.mark.parametrize("modality", CONTINUOUS_MODALITIES)
+def test_bridge_pgd_equals_robustmm_pgd_without_random_start(enc, data, modality):
+    """Same algorithm, same settings: torchattacks.PGD through the bridge gives the same examples.
+
+    For [-1, 1] domains the bridge rescales to [0, 1] and back, so a few near-zero gradients may
+    flip sign through rounding; allow 1% of the elements to differ.
+    """
+    b = batch_of(data, modality)
+    eps = get_modality(modality).eps_grid[-1]
+    ours = PGD(eps=eps, steps=3, step_size=eps / 4, random_start=False)(enc, b).x
+    theirs = TorchAttacksAttack("PGD", eps=eps, alpha=eps / 4, steps=3, random_start=False)(enc, b).x
+    assert theirs.shape == b.x.shape
+    differ = ((ours - theirs).abs() > 1e-6).float().mean().item()
+    assert differ <= 0.01, differ
+    assert (theirs - b.x).abs().max() <= eps + 1e-6
+
+
+def test_classifier_logits_are_zero_shot_logits(enc, data):
+    for modality in ("image", "audio"):
+        b = batch_of(data, modality)
+        raw = ZeroShotClassifier(enc, modality, b.prompts)
+        centers = enc.class_embeddings(b.prompts)
+        with torch.no_grad():
+            logits = raw(b.x)
+            assert torch.allclose(logits, 100 * enc.encode(modality, b.x) @ centers.T, atol=1e-4)
+            unit = ZeroShotClassifier(enc, modality, centers, input_range="unit", sample_shape=b.x.shape[1:])
+            x01 = unit.from_raw(b.x)
+            assert x01.min() >= 0 and x01.max() <= 1
+            assert torch.allclose(unit(as_4d(x01)), logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("name,kwargs", [("FGSM", {}), ("APGD", {"steps": 3}), ("PGDL2", {"steps": 2}),
+                                         ("Square", {"n_queries": 10})])
+@pytest.mark.parametrize("modality", ["image", "audio", "pointcloud"])
+def test_other_attacks_run_on_any_modality(enc, data, modality, name, kwargs):
+    b = predicted(enc, batch_of(data, modality))
+    spec = get_modality(modality)
+    eps = spec.eps_grid[-1] if name != "PGDL2" else spec.eps_grid[-1] * 8
+    x0 = b.x.clone()
+    adv = TorchAttacksAttack(name, eps=eps, **kwargs)(enc, b)
+    assert torch.equal(b.x, x0)  # input untouched
+    lo, hi = spec.domain
+    assert adv.x.shape == b.x.shape and adv.x.min() >= lo and adv.x.max() <= hi
+    d = (adv.x - b.x).flatten(1)
+    size = d.norm(dim=1) if name == "PGDL2" else d.abs().amax(1)
+    assert (size <= eps * (1 + 1e-5) + 1e-6).all()
+
+
+def test_state_restored_and_reproducible(enc, data):
+    b = predicted(enc, batch_of(data, "image"))
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    params = list(enc.parameters())
+    rng = torch.get_rng_state()
+    try:
+        enc.train()  # torchattacks calls model.eval() / model.train(); our flags must survive exactly
+        enc.towers["audio"].eval()
+        params[0].requires_grad_(True)
+        modes = {n: m.training for n, m in enc.named_modules()}
+        atk = TorchAttacksAttack("PGD", eps=8 / 255, alpha=2 / 255, steps=2, seed=3)
+        a1, a2 = atk(enc, b).x, atk(enc, b).x
+        assert {n: m.training for n, m in enc.named_modules()} == modes
+        assert params[0].requires_grad and not params[1].requires_grad
+    finally:
+        enc.freeze()
+    assert torch.equal(a1, a2)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is untouched
+    after = enc.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_registry_describe_and_validation(enc, data):
+    atk = build_attack("torchattacks", attack_name="APGD", eps=4 / 255, steps=5)
+    assert isinstance(atk, TorchAttacksAttack)
+    d = atk.describe()
+    assert d["name"] == "torchattacks" and d["attack_name"] == "APGD" and d["steps"] == 5
+    assert atk.with_eps(8 / 255).eps == pytest.approx(8 / 255)
+    with pytest.raises(UnknownNameError):
+        TorchAttacksAttack("NotAnAttack")
+    with pytest.raises(RobustMMError):
+        TorchAttacksAttack("PGD", stepz=3)
+    with pytest.raises(BudgetError):
+        TorchAttacksAttack("PGD", eps=-1.0)
+    b = batch_of(data, "image")
+    with pytest.raises(RobustMMError):
+        atk(enc, b.replace(labels=None))
+    assert torch.equal(TorchAttacksAttack("PGD", eps=0.0)(enc, b).x, b.x)
+
+
+# -- trained TinyBind: robust accuracies agree -------------------------------------------------------
+def _robust_accuracies(n: int, steps: int) -> tuple[float, float, float, float]:
+    import robustmm
+
+    enc = robustmm.load_encoder("tinybind")
+    ds = synthscenes(n, seed=2, modalities=("image",))
+    b = next(iter_batches(ds, "image", n, ds.tasks["image"].prompts()))
+    centers = enc.class_embeddings(b.prompts)
+    eps = 2 / 255
+    ours = PGD(eps=eps, norm="linf", steps=steps, step_size=eps / 4, random_start=True, seed=0)(enc, b).x
+    theirs = TorchAttacksAttack("PGD", eps=eps, alpha=eps / 4, steps=steps, random_start=True, seed=0)(enc, b).x
+
+    def acc(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return zeroshot_correct(enc.encode("image", x), centers, b.labels).float().mean().item()
+
+    return acc(b.x), acc(ours), acc(theirs), eps
+
+
+@needs_weights
+def test_bridge_matches_robustmm_pgd_on_trained_tinybind_fast():
+    clean, ours, theirs, _ = _robust_accuracies(64, 5)
+    assert clean > 0.3
+    assert ours < clean and theirs < clean
+    assert abs(ours - theirs) <= 4 / 64 + 1e-9, (clean, ours, theirs)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_bridge_matches_robustmm_pgd_on_trained_tinybind():
+    t0 = time.perf_counter()
+    clean, ours, theirs, _ = _robust_accuracies(200, 10)
+    assert ours < clean and theirs < clean
+    assert abs(ours - theirs) <= 0.03 + 1e-9, (clean, ours, theirs, time.perf_counter() - t0)
