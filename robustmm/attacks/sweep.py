@@ -147,7 +147,8 @@ def robustness_curve(
         ``len(eps_grid)`` results in the DESIGN.md schema. ``attack`` holds the budget and
         ``"nested": True``; ``extra`` holds ``n_attacked`` (samples attacked at this eps),
         ``n_naive`` (what the naive sweep attacks: every sample), ``n_robust`` (still robust after
-        this eps) and ``criterion``. ``timing_s`` of the first result includes the clean pass, so
+        this eps), ``criterion`` and ``retrieval: "nested"`` (retrieval metrics understate the
+        damage; see the module docstring). ``timing_s`` of the first result includes the clean pass, so
         the timings sum to the sweep's wall time.
     """
     dataset, source, threat = _prepare(target, dataset, modality, source, n, threat)
@@ -230,7 +231,7 @@ def robustness_curve(
                 seed=seed,
                 timing_s=round(elapsed, 3),
                 extra={"n_attacked": int(len(remaining)), "n_naive": n_items, "n_robust": int(robust.sum()),
-                       "criterion": criterion},
+                       "criterion": criterion, "retrieval": "nested"},
             )
         )
         log.info("%s/%s eps=%s: robust %s %.3f (attacked %d/%d, %.1fs)", target.name, modality,
@@ -268,6 +269,6 @@ def naive_curve(
         res = evaluate(target, dataset, modality=modality, attack=atk, source=source, n=n, batch_size=batch_size,
                        threat=threat, defense=defense, seed=seed, progress=progress)
         res.attack = (res.attack or {}) | {"eps": eps, "nested": False}
-        res.extra = res.extra | {"n_attacked": res.n, "n_naive": res.n}
+        res.extra = res.extra | {"n_attacked": res.n, "n_naive": res.n, "retrieval": "full"}
         results.append(res)
     return results

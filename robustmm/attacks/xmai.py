@@ -20,7 +20,9 @@ with ``(la, lb, lc) = (1, 5, 5)`` (the paper's setting), and the best candidate 
   instead (string values found in ``dataset.attributes[i]`` that are attribute-vocabulary words).
 * **Candidates**: with a masked LM (``substitutes=MaskedLMSubstitutes(...)``) the top-``k`` (3)
   words it proposes for a mask inserted before the noun; otherwise (the offline default) the
-  ``pool`` (8) attribute-vocabulary words that score highest for the item. Stop-words, the noun
+  ``pool`` (8) attribute-vocabulary words with the best word-level score
+  ``lb * max_sim(a, item attributes) + lc * (1 - cos("a {a} object.", x))`` -- the
+  caption-free part of the XMAI score, standing in for the masked LM's proposals. Stop-words, the noun
   itself and words already within ``window`` (3) tokens before or 1 after the noun are excluded.
 * **Plausibility**: the masked LM's probability of the word in the slot when one is given;
   otherwise (fallback) the text encoder's cosine similarity between the edited and the original
@@ -281,24 +283,35 @@ class XMAI(Attack):
         return torch.stack([self._attr_cache[(key, w)] for w in words]) if words else torch.zeros(0, 1)
 
     def item_attributes(self, encoder: Any, x_emb: torch.Tensor, index: torch.Tensor | None = None) -> tuple[list[list[str]], list[list[str]]]:
-        """Per item: (its ``n_attributes`` attributes, its ``pool`` best-scoring vocabulary words).
+        """Per item: (its ``n_attributes`` attributes, the attribute vocabulary ranked as candidates).
 
-        Mined from the x embeddings (N, D) by zero-shot scoring, or taken from the ground truth.
+        Attributes are mined from the x embeddings (N, D) by zero-shot scoring (or taken from the
+        ground truth). The candidate ranking is the XMAI score at word level, without the caption:
+        ``lb * max_sim(a, item attributes) + lc * (1 - cos(prompt(a), x))`` -- words close to the
+        item's attributes that still point away from the item; the offline fallback tries the
+        first ``pool`` of them in context.
         """
-        scores = x_emb.float().cpu() @ self.attribute_embeddings(encoder, self.attributes).T  # (N, A)
+        vocab_emb = self.attribute_embeddings(encoder, self.attributes)  # (A, D)
+        scores = x_emb.float().cpu() @ vocab_emb.T  # (N, A)
         ranked = [[self.attributes[j] for j in row] for row in torch.argsort(scores, dim=1, descending=True).tolist()]
-        pools = [r[: self.pool] for r in ranked]
         if not self.use_ground_truth:
-            return [r[: self.n_attributes] for r in ranked], pools
-        if self.ground_truth is None:
-            raise RobustMMError("xmai: use_ground_truth=True needs ground_truth=... or fit(encoder, dataset) first")
-        if index is None:
-            raise RobustMMError("xmai: use_ground_truth=True needs batch.index to look items up")
-        vocab = set(self.attributes)
-        attrs = []
-        for i in index.tolist():
-            words = [w for w in dict.fromkeys(_gt_words(self.ground_truth[i])) if w in vocab]
-            attrs.append(words[: self.n_attributes] if words else ranked[len(attrs)][: self.n_attributes])
+            attrs = [r[: self.n_attributes] for r in ranked]
+        else:
+            if self.ground_truth is None:
+                raise RobustMMError("xmai: use_ground_truth=True needs ground_truth=... or fit(encoder, dataset) first")
+            if index is None:
+                raise RobustMMError("xmai: use_ground_truth=True needs batch.index to look items up")
+            vocab = set(self.attributes)
+            attrs = []
+            for i in index.tolist():
+                words = [w for w in dict.fromkeys(_gt_words(self.ground_truth[i])) if w in vocab]
+                attrs.append(words[: self.n_attributes] if words else ranked[len(attrs)][: self.n_attributes])
+        _, lb, lc = self.lambdas
+        pools = []
+        for i, a in enumerate(attrs):
+            consistency = (vocab_emb @ self.attribute_embeddings(encoder, a).T).amax(1)  # (A,)
+            pre = lb * consistency + lc * (1.0 - scores[i])
+            pools.append([self.attributes[j] for j in torch.argsort(pre, descending=True).tolist()])
         return attrs, pools
 
     # -- the attack ------------------------------------------------------------------------
@@ -381,7 +394,7 @@ class XMAI(Attack):
             proposed = keep(w.lower() for w in self.substitutes.candidates(slot, pos, self.k + len(near)))
             if proposed:
                 return proposed[: self.k]
-        return keep(pool)
+        return keep(pool)[: self.pool]
 
     @staticmethod
     def _embed(encoder: Any, texts: list[str], chunk: int = 1024) -> torch.Tensor:

@@ -73,15 +73,22 @@ def _stem(out_path: str | Path) -> Path:
 
 def _save(fig: Any, stem: str | Path) -> list[Path]:
     """Write ``fig`` as ``stem.png`` and ``stem.svg`` atomically; return both paths."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    # lay out once, then freeze the layout and crop box: every format reuses them (one draw each)
+    canvas = FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    bbox = fig.get_tightbbox(canvas.get_renderer()).padded(0.1)
+    fig.set_layout_engine("none")
     written = []
     for ext in FORMATS:
         path = stem.parent / f"{stem.name}.{ext}"
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches="tight", pad_inches=0.1, facecolor="white")
+            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches=bbox, facecolor="white")
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
