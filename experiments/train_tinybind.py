@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(ROOT / ".cache"), help="folder for cached caption embeddings")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--resume", action="store_true", help="keep towers already saved in OUT and train the rest")
+    ap.add_argument("--retrain", nargs="*", default=None, help="with --resume: modalities to train again")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -174,6 +175,7 @@ def main() -> None:
         # continue an interrupted run: keep the towers already trained (saved after each tower)
         done = TinyBind.load(args.out)
         report = json.loads(Path(args.out).with_suffix(".json").read_text()).get("training", {}).get("val", {})
+        report = {m: r for m, r in report.items() if m not in (args.retrain or [])}
         for m in report:
             model.towers[m].load_state_dict(done.towers[m].state_dict())
         log.info("resuming: towers already trained: %s", ", ".join(report))

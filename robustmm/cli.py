@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="HEADS.safetensors (a .json sidecar is written next to it)")
     _common(p)
 
+    p = sub.add_parser("report", help="summary.csv + report.md + plots from result files")
+    p.add_argument("results", nargs="+", help="result files (.json or .jsonl)")
+    p.add_argument("--out", required=True, help="output folder")
+    _common(p)
+
     p = sub.add_parser("check-attack", help="gradient-masking sanity checks of PGD on one model and modality")
     p.add_argument("--model", default="tinybind")
     p.add_argument("--data", default="synthscenes")
@@ -246,6 +251,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .pipeline import write_report
+    from .report.result import load_results
+
+    for f in args.results:
+        if not Path(f).exists():
+            raise RobustMMError(f"result file not found: {f}")
+    try:
+        results = load_results(args.results)
+    except (ValueError, KeyError, TypeError) as e:
+        raise RobustMMError(f"cannot read results: {e}") from None
+    if not results:
+        raise RobustMMError("no results in " + ", ".join(args.results))
+    write_report(results, args.out)
+    if not args.quiet:
+        print(f"wrote {Path(args.out) / 'summary.csv'}, report.md, plots/ ({len(results)} results)")
+    return 0
+
+
 def cmd_check_attack(args: argparse.Namespace) -> int:
     from .attacks import build_attack
     from .checks import checks_to_dict, sanity_checks
@@ -289,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args)
     try:
-        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate,
+        handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
                    "check-attack": cmd_check_attack}[args.command]
         return handler(args)
     except (RobustMMError, FileNotFoundError, PermissionError, IsADirectoryError) as e:

@@ -74,6 +74,7 @@ class Job:
         self.modalities: list[str] = list(run["modalities"])
         self._encoders: dict[str, Any] = {}
         self._datasets: dict[tuple[str, int], Any] = {}
+        self.fitted_patch = None  # kept for the example gallery
 
     def section(self, name: str) -> dict[str, Any]:
         return self.config.get(name, {})
@@ -159,6 +160,7 @@ class Job:
                               epochs=int(sec.get("epochs", 5)), seed=self.seed)
         fit_data = self.dataset(sec.get("fit_split", "train"), int(self.pick("patch", "fit_n", 1000)))
         attack.fit(self.encoder(), fit_data)
+        self.fitted_patch = attack
         res = evaluate(self.encoder(), self.attacked, modality=modality, attack=attack, **self._kw())
         res.extra["fooling_rate"] = attack.fooling_rate(self.encoder(), self.attacked, modality)
         res.extra["fit"] = fit_data.info()
@@ -244,11 +246,21 @@ def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False,
         append_jsonl(results_path, results)
         log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
     results = [Result.from_dict(d) for d in read_jsonl(results_path)]
-    write_report(results, out_dir)
+    examples: list[str] = []
+    if job.section("report").get("examples", True):
+        from .report.examples import example_figures
+
+        try:
+            paths = example_figures(job.encoder(), job.dataset(n=min(job.n, 8)), out_dir / "plots",
+                                    patch=job.fitted_patch, steps=int(job.pick("pgd", "steps", 10)), seed=job.seed)
+            examples = [str(p.relative_to(out_dir)) for p in paths if p.suffix == ".png"]
+        except Exception as e:  # a figure must never cost the results
+            log.warning("example figures failed: %s", e)
+    write_report(results, out_dir, extra_plots=examples)
     return results
 
 
-def write_report(results: list[Result], out_dir: str | Path) -> None:
+def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None) -> None:
     """summary.csv, plots/ and report.md for a list of results."""
     from .report.markdown import render
 
@@ -261,4 +273,4 @@ def write_report(results: list[Result], out_dir: str | Path) -> None:
         plots = [str(p.relative_to(out_dir)) for p in write_all_plots(results, out_dir / "plots") if p.suffix == ".png"]
     except ImportError:  # pragma: no cover - plots module is optional at import time
         log.warning("plots unavailable (robustmm.report.plots missing)")
-    atomic_write_text(out_dir / "report.md", render(results, plots))
+    atomic_write_text(out_dir / "report.md", render(results, plots + list(extra_plots or [])))

@@ -283,17 +283,19 @@ def test_describe_registry_and_defaults():
 # -- trained TinyBind ----------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAVE_WEIGHTS, reason="trained TinyBind weights (robustmm/assets/tinybind.*) not built yet")
 def test_pgd_breaks_trained_tinybind_every_modality():
+    """At each modality's largest default budget, PGD at least halves zero-shot top-1."""
     import robustmm
     from robustmm.metrics import zeroshot_correct
 
     enc = robustmm.load_encoder("tinybind")
-    ds = synthscenes(64, seed=2)
+    n = 32
+    ds = synthscenes(n, seed=2)
     for modality in MODS:
-        b = next(iter_batches(ds, modality, 64, ds.tasks[modality].prompts()))
+        b = next(iter_batches(ds, modality, n, ds.tasks[modality].prompts()))
         centers = enc.class_embeddings(b.prompts)
-        adv = PGD(eps=big_eps(modality), steps=5)(enc, b)
+        adv = PGD(eps=big_eps(modality), steps=3)(enc, b)
         with torch.no_grad():
             clean = zeroshot_correct(enc.encode(modality, b.x), centers, b.labels).float().mean().item()
             robust = zeroshot_correct(enc.encode(modality, adv.x), centers, b.labels).float().mean().item()
-        assert clean > 0.2, (modality, clean)
-        assert robust < clean, (modality, clean, robust)
+        assert clean > 0.1, (modality, clean)  # well above chance (1/48, 1/12)
+        assert robust < clean and robust <= 0.5 * clean, (modality, clean, robust)

@@ -62,7 +62,7 @@ def test_registered_and_described():
     att = build_attack("xmai")
     assert isinstance(att, XMAI) and att.perturbs == ("captions",)
     d = att.describe()
-    assert d["lambdas"] == [1.0, 5.0, 5.0] and d["k"] == 3 and d["attributes"] == "mined (zero-shot)"
+    assert d["lambdas"] == [1.0, 5.0, 5.0] and d["k"] == 3 and d["attributes"].startswith("detected")
     json.dumps(d)
 
 
@@ -94,7 +94,7 @@ def test_ground_truth_attributes(enc, data):
     batch = batch_of(data)
     xmai = XMAI(use_ground_truth=True).fit(enc, data)
     x_emb = enc.encode("image", batch.x).detach()
-    attrs, _ = xmai.item_attributes(enc, x_emb, batch.index)
+    attrs = xmai.detected_attributes(enc, x_emb, index=batch.index)
     main = data.attributes[0]["objects"][0]
     assert main["color"] in attrs[0] or main["size"] in attrs[0]
     edited, insertions = xmai.edit(enc, batch)
@@ -135,6 +135,7 @@ def test_masked_lm_needs_local_weights(tmp_path):
 def test_xmai_lowers_t2x_mrr_on_trained_tinybind(trained):
     enc = trained
     test = robustmm.load_dataset("synthscenes", split="test", n=32, modalities="image")
-    res = robustmm.evaluate(enc, test, modality="image", attack=XMAI(pool=4), progress=False)
+    test.captions = [c[:3] for c in test.captions]  # text embedding dominates the cost on CPU
+    res = robustmm.evaluate(enc, test, modality="image", attack=XMAI(), progress=False)
     assert res.metrics["attacked"]["t2x_MRR"] < res.metrics["clean"]["t2x_MRR"]
     assert relative_drop(res) > 0.02

@@ -194,7 +194,7 @@ class SGA(Attack):
     Example::
 
         adv = SGA(eps=2 / 255)(encoder, batch)
-        adv.captions[0]     # e.g. ['a large red circle .', 'a large red ring next to ...']
+        adv.captions[0]     # e.g. ['a large red circle next to a tiny blue sun.', ...]
     """
 
     perturbs = ("x", "captions")

@@ -9,20 +9,25 @@ deleting them gives back the original caption.
 
 Per noun slot, each candidate word ``a`` gets
 
-    score(a) = la * plausibility + lb * max_sim(a, item attributes) + lc * (1 - cos(edited caption, x))
+    score(a) = la * plausibility + lb * max_sim(a, detected attributes) + lc * (1 - cos(edited caption, x))
 
-with ``(la, lb, lc) = (1, 5, 5)`` (the paper's setting), and the best candidate is inserted.
+with ``(la, lb, lc) = (1, 5, 5)`` (the paper's setting), each term min-max normalised over the
+slot's candidates first (as the reference implementation does), and the best candidate is
+inserted.
 
-* **Item attributes** are mined from the item itself by zero-shot attribute scoring: every word
-  of an attribute vocabulary (colours, sizes, materials, textures, states) is embedded through
-  prompts ("a {} object.", "something {}.") and the ``n_attributes`` words most similar to the
-  item's x embedding are kept. ``use_ground_truth=True`` uses the dataset's annotated attributes
-  instead (string values found in ``dataset.attributes[i]`` that are attribute-vocabulary words).
+* **Item attributes** are detected in the item itself by zero-shot attribute scoring, per
+  object: for the noun ``n`` of the slot, every word ``a`` of an attribute vocabulary (colours,
+  sizes, materials, textures, states) is scored by the similarity of the prompt
+  ``"a {a} {n}."`` to the item's x embedding and the ``n_attributes`` best are kept (XMAI uses an
+  object/attribute detector; a global embedding model can only be asked this way). Words are
+  compared to each other through prompts ("a {} object.", "something {}.").
+  ``use_ground_truth=True`` uses the dataset's annotated attributes instead (every string value
+  of ``dataset.attributes[i]`` that is a vocabulary word).
 * **Candidates**: with a masked LM (``substitutes=MaskedLMSubstitutes(...)``) the top-``k`` (3)
   words it proposes for a mask inserted before the noun; otherwise (the offline default) the
-  ``pool`` (8) attribute-vocabulary words with the best word-level score
-  ``lb * max_sim(a, item attributes) + lc * (1 - cos("a {a} object.", x))`` -- the
-  caption-free part of the XMAI score, standing in for the masked LM's proposals. Stop-words, the noun
+  ``pool`` (8) attribute-vocabulary words with the best caption-free score
+  ``lb * max_sim(a, detected) + lc * (1 - cos("a {a} {n}.", x))`` (terms min-max normalised over
+  the vocabulary), standing in for the masked LM's proposals. Stop-words, the noun
   itself and words already within ``window`` (3) tokens before or 1 after the noun are excluded.
 * **Plausibility**: the masked LM's probability of the word in the slot when one is given;
   otherwise (fallback) the text encoder's cosine similarity between the edited and the original
@@ -155,22 +160,36 @@ def _gt_words(attrs: Any) -> list[str]:
     return []
 
 
+def _minmax(v: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise a score over the candidates of one slot (the reference implementation's
+    rule: when all are equal the minimum is taken as 0, so equal non-zero scores become 1)."""
+    hi, lo = v.max(), v.min()
+    if hi == lo:
+        lo = torch.zeros_like(lo)
+    return (v - lo) / torch.clamp(hi - lo, min=1e-12)
+
+
 @register_attack("xmai")
 class XMAI(Attack):
-    """Cross-Modal Attribute Insertion: insert item-consistent, victim-misleading attribute words.
+    """Cross-Modal Attribute Insertion: insert object-consistent, victim-misleading attribute words.
 
     Args:
-        n_attributes: attributes mined (or taken from ground truth) per item (3).
+        n_attributes: attributes detected per object (3): the attribute words ``a`` whose prompt
+            ``object_template.format(a, noun)`` is most similar to the item's x embedding.
         k: candidates per slot from a masked LM (3, the paper's top-k).
-        pool: candidates per slot in the offline fallback: the item's best-scoring attribute words.
+        pool: candidates per slot in the offline fallback (8), see the module docstring.
         lambdas: (plausibility, attribute similarity, x-caption dissimilarity) weights; (1, 5, 5).
+            Each term is min-max normalised over the slot's candidates before weighting, as in
+            the reference implementation.
         attributes: the attribute vocabulary (a list, or a dict of lists by kind).
-        templates: prompts used to embed attribute words.
+        templates: prompts that embed a bare attribute word (for word-to-word similarity).
+        object_template: prompt with two ``{}`` (attribute, noun) for per-object attribute detection.
         nouns: object nouns to insert before (default :data:`DEFAULT_NOUNS`); plurals match too.
         substitutes: a generator that can fill :data:`~robustmm.attacks.substitutes.MASK` slots
             (e.g. :class:`~robustmm.attacks.substitutes.MaskedLMSubstitutes`); None = offline fallback.
-        use_ground_truth: use annotated attributes (from ``ground_truth`` or :meth:`fit`'s dataset)
-            instead of mined ones; items are looked up by ``batch.index``.
+        use_ground_truth: use the item's annotated attributes (from ``ground_truth`` or
+            :meth:`fit`'s dataset: every string value of the record that is a vocabulary word)
+            instead of detected ones; items are looked up by ``batch.index``.
         ground_truth: per-item attribute records (e.g. ``dataset.attributes``).
         max_insertions: insertions per caption at most (None: one before every matching noun).
         window: tokens before a noun whose words are not inserted again.
@@ -179,7 +198,7 @@ class XMAI(Attack):
     Example::
 
         xmai = XMAI()
-        adv = xmai(encoder, batch)            # batch.captions with attribute words inserted
+        adv = xmai(encoder, batch)                # batch.captions with attribute words inserted
         edited, ins = xmai.edit(encoder, batch)   # plus [(token index, word), ...] per caption
     """
 
@@ -194,6 +213,7 @@ class XMAI(Attack):
         lambdas: Sequence[float] = (1.0, 5.0, 5.0),
         attributes: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
         templates: Sequence[str] = DEFAULT_TEMPLATES,
+        object_template: str = "a {} {}.",
         nouns: Iterable[str] | None = None,
         substitutes: SubstituteGenerator | None = None,
         use_ground_truth: bool = False,
@@ -213,9 +233,12 @@ class XMAI(Attack):
         self.attributes: list[str] = list(dict.fromkeys(w.lower() for w in vocab if w.lower() not in self.stop_words))
         if not self.attributes:
             raise BudgetError("xmai: empty attribute vocabulary")
-        if not templates or any("{}" not in t for t in templates):
-            raise BudgetError("xmai: templates must each contain '{}'")
+        if not templates or any(t.count("{}") != 1 for t in templates):
+            raise BudgetError("xmai: templates must each contain one '{}'")
+        if object_template.count("{}") != 2:
+            raise BudgetError("xmai: object_template must contain two '{}' (attribute, noun)")
         self.templates = tuple(templates)
+        self.object_template = object_template
         self.nouns = frozenset(n.lower() for n in (DEFAULT_NOUNS if nouns is None else nouns))
         self.n_attributes = int(n_attributes)
         self.k = int(k)
@@ -226,7 +249,7 @@ class XMAI(Attack):
         self.ground_truth = None if ground_truth is None else list(ground_truth)
         self.max_insertions = max_insertions
         self.window = int(window)
-        self._attr_cache: dict[tuple[int, str], torch.Tensor] = {}
+        self._cache: dict[tuple[int, str, str], torch.Tensor] = {}
 
     def fit(self, encoder: Any, dataset: Any) -> "XMAI":
         """With ``use_ground_truth``: remember ``dataset.attributes`` (the split being attacked)."""
@@ -244,9 +267,9 @@ class XMAI(Attack):
             "k": self.k,
             "pool": self.pool,
             "lambdas": list(self.lambdas),
-            "attributes": "ground-truth" if self.use_ground_truth else "mined (zero-shot)",
+            "attributes": "ground-truth" if self.use_ground_truth else "detected (zero-shot, per object)",
             "attribute_vocabulary": len(self.attributes),
-            "templates": list(self.templates),
+            "object_template": self.object_template,
             "nouns": len(self.nouns),
             "substitutes": repr(self.substitutes) if self.substitutes is not None else "attribute vocabulary (offline fallback)",
             "plausibility": "masked-LM probability" if hasattr(self.substitutes, "plausibility") else "text-encoder similarity to the original caption",
@@ -270,91 +293,103 @@ class XMAI(Attack):
         ends_phrase = split_token(words[position])[2] != ""  # "circle," / "star." close the phrase
         return ends_phrase or not self.is_noun(nxt)
 
-    def attribute_embeddings(self, encoder: Any, words: Sequence[str]) -> torch.Tensor:
-        """(len(words), D) unit embeddings of attribute words: normalised mean over the templates."""
-        key = id(encoder)
-        missing = [w for w in dict.fromkeys(words) if (key, w) not in self._attr_cache]
+    def _prompt_embeddings(self, encoder: Any, kind: str, words: Sequence[str], noun: str = "") -> torch.Tensor:
+        """(len(words), D) unit prompt embeddings, cached per encoder; kind "word" or "object"."""
+        key = (id(encoder), kind, noun)
+        missing = [w for w in dict.fromkeys(words) if key + (w,) not in self._cache]  # type: ignore[operator]
         if missing:
-            prompts = [t.format(w) for w in missing for t in self.templates]
+            if kind == "word":
+                prompts = [t.format(w) for w in missing for t in self.templates]
+                per = len(self.templates)
+            else:
+                prompts = [self.object_template.format(w, noun) for w in missing]
+                per = 1
             with torch.no_grad():
-                emb = encoder.encode_text(prompts).float().cpu().reshape(len(missing), len(self.templates), -1).mean(1)
+                emb = encoder.encode_text(prompts).float().cpu().reshape(len(missing), per, -1).mean(1)
             for w, e in zip(missing, F.normalize(emb, dim=-1)):
-                self._attr_cache[(key, w)] = e
-        return torch.stack([self._attr_cache[(key, w)] for w in words]) if words else torch.zeros(0, 1)
+                self._cache[key + (w,)] = e  # type: ignore[index]
+        if not words:
+            return torch.zeros(0, getattr(encoder, "embed_dim", 1))
+        return torch.stack([self._cache[key + (w,)] for w in words])  # type: ignore[index]
 
-    def item_attributes(self, encoder: Any, x_emb: torch.Tensor, index: torch.Tensor | None = None) -> tuple[list[list[str]], list[list[str]]]:
-        """Per item: (its ``n_attributes`` attributes, the attribute vocabulary ranked as candidates).
+    def attribute_embeddings(self, encoder: Any, words: Sequence[str]) -> torch.Tensor:
+        """(len(words), D) unit embeddings of bare attribute words (mean over ``templates``)."""
+        return self._prompt_embeddings(encoder, "word", words)
 
-        Attributes are mined from the x embeddings (N, D) by zero-shot scoring (or taken from the
-        ground truth). The candidate ranking is the XMAI score at word level, without the caption:
-        ``lb * max_sim(a, item attributes) + lc * (1 - cos(prompt(a), x))`` -- words close to the
-        item's attributes that still point away from the item; the offline fallback tries the
-        first ``pool`` of them in context.
+    def object_scores(self, encoder: Any, x_emb: torch.Tensor, noun: str) -> torch.Tensor:
+        """(N, A) zero-shot scores of every vocabulary attribute for the object ``noun`` in each item."""
+        return x_emb.float().cpu() @ self._prompt_embeddings(encoder, "object", self.attributes, noun).T
+
+    def detected_attributes(self, encoder: Any, x_emb: torch.Tensor, noun: str = "object",
+                            index: torch.Tensor | None = None) -> list[list[str]]:
+        """Per item, the ``n_attributes`` attributes of its object ``noun``.
+
+        Detected by zero-shot scoring of ``object_template.format(attribute, noun)`` against the x
+        embeddings (N, D); with ``use_ground_truth`` the item's annotated attribute words.
         """
-        vocab_emb = self.attribute_embeddings(encoder, self.attributes)  # (A, D)
-        scores = x_emb.float().cpu() @ vocab_emb.T  # (N, A)
-        ranked = [[self.attributes[j] for j in row] for row in torch.argsort(scores, dim=1, descending=True).tolist()]
-        if not self.use_ground_truth:
-            attrs = [r[: self.n_attributes] for r in ranked]
-        else:
+        if self.use_ground_truth:
             if self.ground_truth is None:
                 raise RobustMMError("xmai: use_ground_truth=True needs ground_truth=... or fit(encoder, dataset) first")
             if index is None:
                 raise RobustMMError("xmai: use_ground_truth=True needs batch.index to look items up")
             vocab = set(self.attributes)
-            attrs = []
-            for i in index.tolist():
-                words = [w for w in dict.fromkeys(_gt_words(self.ground_truth[i])) if w in vocab]
-                attrs.append(words[: self.n_attributes] if words else ranked[len(attrs)][: self.n_attributes])
-        _, lb, lc = self.lambdas
-        pools = []
-        for i, a in enumerate(attrs):
-            consistency = (vocab_emb @ self.attribute_embeddings(encoder, a).T).amax(1)  # (A,)
-            pre = lb * consistency + lc * (1.0 - scores[i])
-            pools.append([self.attributes[j] for j in torch.argsort(pre, descending=True).tolist()])
-        return attrs, pools
+            return [[w for w in dict.fromkeys(_gt_words(self.ground_truth[i])) if w in vocab][: self.n_attributes]
+                    for i in index.tolist()]
+        top = torch.topk(self.object_scores(encoder, x_emb, noun), min(self.n_attributes, len(self.attributes)), dim=1)
+        return [[self.attributes[j] for j in row] for row in top.indices.tolist()]
+
+    def _attribute_similarity(self, encoder: Any, cands: Sequence[str], attrs: Sequence[str]) -> torch.Tensor:
+        if not attrs:
+            return torch.zeros(len(cands))
+        return (self.attribute_embeddings(encoder, cands) @ self.attribute_embeddings(encoder, attrs).T).amax(1)
 
     # -- the attack ------------------------------------------------------------------------
     def edit(self, encoder: Any, batch: Batch) -> tuple[list[list[str]], list[list[list[tuple[int, str]]]]]:
         """Edited captions and, per caption, the insertions ``(token index in the edited caption, word)``."""
         with _eval_mode(encoder), torch.no_grad():
-            x_emb = encoder.encode(batch.modality, batch.x).float().cpu()
-        x_emb = F.normalize(x_emb, dim=-1)
-        attrs, pools = self.item_attributes(encoder, x_emb, batch.index)
+            x_emb = F.normalize(encoder.encode(batch.modality, batch.x).float().cpu(), dim=-1)
         la, lb, lc = self.lambdas
         mlm = self.substitutes
         flat = [(i, c) for i, caps in enumerate(batch.captions) for c in caps]
         words = [split_words(c) for _, c in flat]
         owner = [i for i, _ in flat]
         orig_emb = F.normalize(self._embed(encoder, [c for _, c in flat]), dim=-1) if flat else None
-        attr_emb = [self.attribute_embeddings(encoder, a) for a in attrs]
+        per_noun: dict[str, tuple[torch.Tensor, list[list[str]]]] = {}  # noun -> (scores, detected)
+
+        def detected(noun: str) -> tuple[torch.Tensor, list[list[str]]]:
+            if noun not in per_noun:
+                per_noun[noun] = (self.object_scores(encoder, x_emb, noun),
+                                  self.detected_attributes(encoder, x_emb, noun, batch.index))
+            return per_noun[noun]
+
         insertions: list[list[tuple[int, str]]] = [[] for _ in flat]
-        # slot r of every caption in one round (insertions shift later slots by one)
         cursor = [0] * len(flat)  # next token index to look for a noun at
-        while True:
+        while True:  # one noun slot of every caption per round (insertions shift later slots)
             texts: list[str] = []
-            jobs: list[tuple[int, int, list[str], int]] = []  # caption, noun position, candidates, offset
+            jobs: list[tuple[int, int, list[str], list[str], int]] = []  # caption, pos, cands, attrs, offset
             for c in range(len(flat)):
                 if self.max_insertions is not None and len(insertions[c]) >= self.max_insertions:
+                    cursor[c] = len(words[c])
                     continue
                 pos = next((p for p in range(cursor[c], len(words[c])) if self.is_head_noun(words[c], p)), None)
                 if pos is None:
                     cursor[c] = len(words[c])
                     continue
                 cursor[c] = pos + 1
-                cands = self._candidates(words[c], pos, pools[owner[c]])
+                noun = split_token(words[c][pos])[1].lower()
+                scores, attrs = detected(noun)
+                i = owner[c]
+                cands = self._candidates(encoder, words[c], pos, scores[i], attrs[i])
                 if not cands:
                     continue
-                jobs.append((c, pos, cands, len(texts)))
-                for a in cands:
-                    texts.append(" ".join(words[c][:pos] + [a] + words[c][pos:]))
+                jobs.append((c, pos, cands, attrs[i], len(texts)))
+                texts.extend(" ".join(words[c][:pos] + [a] + words[c][pos:]) for a in cands)
             if not jobs:
-                if all(cursor[c] >= len(words[c]) or (self.max_insertions is not None and len(insertions[c]) >= self.max_insertions)
-                       for c in range(len(flat))):
+                if all(cur >= len(ws) for cur, ws in zip(cursor, words)):
                     break
                 continue
             emb = F.normalize(self._embed(encoder, texts), dim=-1)
-            for c, pos, cands, off in jobs:
+            for c, pos, cands, attrs, off in jobs:
                 e = emb[off : off + len(cands)]
                 dissim = 1.0 - e @ x_emb[owner[c]]
                 if mlm is not None and hasattr(mlm, "plausibility"):
@@ -362,9 +397,8 @@ class XMAI(Attack):
                     plaus = torch.tensor(mlm.plausibility(ws, pos, cands)).exp()  # type: ignore[attr-defined]
                 else:
                     plaus = e @ orig_emb[c]  # type: ignore[index]
-                a_emb = attr_emb[owner[c]]
-                attr_sim = (self.attribute_embeddings(encoder, cands) @ a_emb.T).amax(1) if a_emb.shape[0] else torch.zeros(len(cands))
-                score = la * plaus + lb * attr_sim + lc * dissim
+                attr_sim = self._attribute_similarity(encoder, cands, attrs)
+                score = la * _minmax(plaus) + lb * _minmax(attr_sim) + lc * _minmax(dissim)
                 best = cands[int(score.argmax())]
                 words[c] = words[c][:pos] + [best] + words[c][pos:]
                 insertions[c].append((pos, best))
@@ -382,7 +416,8 @@ class XMAI(Attack):
         captions, _ = self.edit(encoder, batch)
         return batch.replace(captions=captions)
 
-    def _candidates(self, words: list[str], pos: int, pool: list[str]) -> list[str]:
+    def _candidates(self, encoder: Any, words: list[str], pos: int, scores: torch.Tensor, attrs: list[str]) -> list[str]:
+        """Candidate words for the slot before ``words[pos]`` (exclusions applied)."""
         noun = split_token(words[pos])[1].lower()
         near = {split_token(w)[1].lower() for w in words[max(0, pos - self.window) : pos + 2]}
 
@@ -394,7 +429,11 @@ class XMAI(Attack):
             proposed = keep(w.lower() for w in self.substitutes.candidates(slot, pos, self.k + len(near)))
             if proposed:
                 return proposed[: self.k]
-        return keep(pool)[: self.pool]
+        # offline fallback: rank the vocabulary by the caption-free part of the XMAI score
+        _, lb, lc = self.lambdas
+        pre = lb * _minmax(self._attribute_similarity(encoder, self.attributes, attrs)) + lc * _minmax(1.0 - scores)
+        ranked = [self.attributes[j] for j in torch.argsort(pre, descending=True).tolist()]
+        return keep(ranked)[: self.pool]
 
     @staticmethod
     def _embed(encoder: Any, texts: list[str], chunk: int = 1024) -> torch.Tensor:

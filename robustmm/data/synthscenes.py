@@ -772,7 +772,7 @@ def synthscenes(
         tasks=zeroshot_tasks(scenes, mods),
         attributes=[scene_attributes(s) for s in scenes],
         seed=int(seed),
-        meta={"generator_version": GENERATOR_VERSION},
+        meta={"generator_version": GENERATOR_VERSION, "sample_rate": SAMPLE_RATE},
     )
 
 

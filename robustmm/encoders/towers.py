@@ -111,6 +111,41 @@ class PointTower(nn.Module):
         return self.proj(torch.cat([f.amax(1), f.mean(1)], dim=-1))
 
 
+class SplatPointTower(nn.Module):
+    """Point clouds (N, P, 6) -> a soft top-down raster -> CNN.
+
+    Every point is splatted onto a ``grid`` x ``grid`` raster of the x-y plane with a Gaussian
+    kernel, carrying its density, height (z) and colour; the raster goes through the same CNN as
+    images. Splatting is smooth in every coordinate, so gradients reach each point's position and
+    colour (the attack surface of a point cloud), and the CNN sees shapes the way it does in images.
+    """
+
+    def __init__(self, widths: list[int], embed_dim: int, grid: int = 32, sigma: float | None = None, hidden: int = 512):
+        super().__init__()
+        self.grid = grid
+        self.sigma = sigma or 2.0 / grid
+        self.register_buffer("centers", torch.linspace(-1, 1, grid), persistent=False)
+        self.backbone = ConvBackbone(6, widths)
+        self.proj = _mlp(self.backbone.out_dim, embed_dim, hidden)
+
+    def rasterize(self, x: torch.Tensor) -> torch.Tensor:
+        # separable Gaussian weights: (N, P, G) along x and along y
+        kx = torch.exp(-((x[..., 0:1] - self.centers) ** 2) / (2 * self.sigma**2))
+        ky = torch.exp(-((x[..., 1:2] - self.centers) ** 2) / (2 * self.sigma**2))
+        feats = torch.cat([torch.ones_like(x[..., :1]), x[..., 2:6]], dim=-1)  # density, z, r, g, b
+        # raster[n, c, i, j] = sum_p ky[n,p,i] * feats[n,p,c] * kx[n,p,j], as one batched matmul
+        n, p, g = ky.shape
+        c = feats.shape[-1]
+        a = (ky.unsqueeze(-1) * feats.unsqueeze(-2)).reshape(n, p, g * c)
+        raster = torch.bmm(a.transpose(1, 2), kx).reshape(n, g, c, g).permute(0, 2, 1, 3)
+        density = raster[:, :1]
+        means = raster[:, 1:] / (density + 1e-3)
+        return torch.cat([torch.log1p(density), means, density.clamp(max=1.0)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(self.rasterize(x)))
+
+
 def build_tower(modality: str, cfg: dict[str, Any], embed_dim: int) -> nn.Module:
     """Build the tower for ``modality`` from its JSON config block."""
     widths = list(cfg["widths"])
@@ -122,6 +157,8 @@ def build_tower(modality: str, cfg: dict[str, Any], embed_dim: int) -> nn.Module
     if modality == "audio":
         return AudioTower(widths, embed_dim, int(cfg.get("n_fft", 256)), int(cfg.get("hop", 64)), hidden=hidden)
     if modality == "pointcloud":
+        if cfg.get("type") == "splat":
+            return SplatPointTower(widths, embed_dim, int(cfg.get("grid", 32)), hidden=hidden)
         return PointTower(widths, embed_dim, hidden=hidden)
     raise ValueError(f"no TinyBind tower for modality {modality!r}")
 
@@ -138,5 +175,5 @@ def default_tower_config(widths_scale: float = 1.0) -> dict[str, dict[str, Any]]
         "audio": {"widths": w([24, 48, 96, 160]), "n_fft": 256, "hop": 128},
         "depth": {"in_channels": 1, "widths": w([24, 48, 96, 160]), "input_size": 64},
         "thermal": {"in_channels": 1, "widths": w([24, 48, 96, 160]), "input_size": 64},
-        "pointcloud": {"widths": w([32, 64, 128])},
+        "pointcloud": {"type": "splat", "grid": 32, "widths": w([32, 64, 128])},
     }
