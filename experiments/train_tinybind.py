@@ -10,7 +10,9 @@ Recipe (seeded, CPU, 2 cores: about 10-15 minutes per model):
    caption per step; temperature 0.05). With ``--label-weight`` > 0 the loss also includes a
    cross-entropy against the embeddings of the short label phrase of the main object
    ("a large red circle") -- the way many CLIP-style recipes add class names as extra captions.
-4. Report validation zero-shot top-1 per modality and write ``OUT.safetensors`` + ``OUT.json``.
+4. Report validation zero-shot top-1 per modality and write ``OUT.safetensors`` + ``OUT.json``
+   (checkpointed after every tower, so ``--resume`` continues an interrupted run; the final file
+   stores float16 weights).
 
 Usage::
 
@@ -189,6 +191,7 @@ def main() -> None:
         report[m] = train_tower(model, m, train, val, cap_emb, cap_counts, args, gen)
         training |= {"val": report, "torch": torch.__version__}
         model.save(args.out, extra={"training": training})  # checkpoint after every tower
+    model.save(args.out, extra={"training": training}, half=True)  # shipped weights: float16, half the size
     log.info("saved %s (.safetensors/.json): %s", args.out, json.dumps({m: r["val_top1"] for m, r in report.items()}))
 
 

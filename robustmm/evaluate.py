@@ -111,6 +111,8 @@ def evaluate(
         raise RobustMMError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
     if attack is not None:
         source.check_modality(modality)
+        if hasattr(attack, "resolve"):  # fill modality defaults (eps=None -> middle eps) so results record them
+            attack = attack.resolve(modality)
 
     t0 = time.perf_counter()
     task = dataset.tasks.get(modality)

@@ -75,14 +75,19 @@ class TinyBind(Encoder):
         }
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, stem: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write ``stem.safetensors`` (tower weights) and ``stem.json`` (config)."""
+    def save(self, stem: str | Path, extra: dict[str, Any] | None = None, half: bool = False) -> None:
+        """Write ``stem.safetensors`` (tower weights) and ``stem.json`` (config).
+
+        ``half=True`` stores floating tensors as float16 (the shipped assets: half the size);
+        :meth:`load` always returns a float32 model.
+        """
         from safetensors.torch import save_file
 
         stem = Path(stem)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        cfg = dict(self.config) | (extra or {})
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.towers.state_dict().items()}
+        cfg = dict(self.config) | (extra or {}) | {"weights_dtype": "float16" if half else "float32"}
+        tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+                   for k, v in self.towers.state_dict().items()}
         save_file(tensors, str(stem.with_suffix(".safetensors")))
         stem.with_suffix(".json").write_text(json.dumps(cfg, indent=2) + "\n")
 
@@ -118,7 +123,7 @@ class TinyBind(Encoder):
         for k, v in state.items():
             if v.shape != expected[k].shape:
                 raise CheckpointError(f"{wpath}: {k} has shape {tuple(v.shape)}, config expects {tuple(expected[k].shape)}")
-        model.towers.load_state_dict(state)
+        model.towers.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
         model.weights = model.weights or wpath.name
         return model
 
