@@ -137,6 +137,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--pointcloud-epochs", type=int, default=30, help="the point-cloud tower learns slower")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--temperature", type=float, default=0.05)
@@ -188,7 +189,8 @@ def main() -> None:
         # a different but fixed stream per modality, so resuming gives the same towers as one run
         gen = torch.Generator().manual_seed(args.seed * 1000 + modalities.index(m))
         torch.manual_seed(args.seed * 1000 + modalities.index(m))
-        report[m] = train_tower(model, m, train, val, cap_emb, cap_counts, args, gen)
+        tower_args = argparse.Namespace(**{**vars(args), "epochs": args.pointcloud_epochs if m == "pointcloud" else args.epochs})
+        report[m] = train_tower(model, m, train, val, cap_emb, cap_counts, tower_args, gen)
         training |= {"val": report, "torch": torch.__version__}
         model.save(args.out, extra={"training": training})  # checkpoint after every tower
     model.save(args.out, extra={"training": training}, half=True)  # shipped weights: float16, half the size

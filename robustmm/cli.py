@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
     p.add_argument("--source", default=None, help="make adversarial examples on this model (transfer)")
+    p.add_argument("--fit-n", type=int, default=1000, help="training items for learned attacks (patch)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--heads", default=None, help="calibration heads (HEADS.safetensors) applied to --model")
     p.add_argument("--threat", default="head-unaware", choices=["head-unaware", "adaptive"],
@@ -161,6 +162,7 @@ def _template(path: str, **fields: Any) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .attacks import build_attack
+    from .attacks.base import accepts
     from .data import load_dataset
     from .encoders import load_encoder
     from .evaluate import evaluate
@@ -196,13 +198,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 defense=defense, progress=not args.quiet))
     else:
         kw: dict[str, Any] = {}
-        if args.steps is not None:
-            kw["steps"] = args.steps
-        if args.norm is not None:
-            kw["norm"] = args.norm
-        for eps in args.eps or [spec.middle_eps]:
-            attack = build_attack(args.attack, eps=eps, **kw)
-            attack.fit(source or target, data)
+        for opt in ("steps", "norm"):
+            if getattr(args, opt) is not None:
+                if not accepts(args.attack, opt):
+                    raise RobustMMError(f"attack {args.attack!r} has no --{opt}")
+                kw[opt] = getattr(args, opt)
+        if args.eps is not None and not accepts(args.attack, "eps"):
+            raise RobustMMError(f"attack {args.attack!r} has no eps budget")
+        if args.eps and len(args.eps) > 1 and not args.heads:
+            # a robustness curve: nested balls, one result per budget
+            from .attacks.sweep import robustness_curve
+
+            attack = build_attack(args.attack, **kw)
+            results = robustness_curve(target, data, modality=args.modality, attack=attack, eps_grid=args.eps,
+                                       source=source, batch_size=args.batch_size, seed=seed, progress=not args.quiet)
+        budgets = (args.eps or [spec.middle_eps]) if accepts(args.attack, "eps") else [None]
+        for eps in budgets if not results else []:
+            attack = build_attack(args.attack, **({"eps": eps} if eps is not None else {}), **kw)
+            fit_split = getattr(attack, "fit_split", None)
+            if fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
+                attack.fit(source or target, load_dataset(args.data, split=fit_split, n=args.fit_n, root=args.root))
+            else:
+                attack.fit(source or target, data)
             results.append(evaluate(target, data, modality=args.modality, attack=attack, source=source,
                                     batch_size=args.batch_size, seed=seed, threat=threat, defense=defense,
                                     progress=not args.quiet))
@@ -210,7 +227,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         c, a = r.metrics["clean"], r.metrics.get("attacked")
         line = f"{r.model['name']} {r.modality} n={r.n}"
         if r.attack:
-            line += f" {r.attack['name']} eps={spec.format_eps(r.attack.get('eps', 0))}"
+            line += f" {r.attack['name']}" + (f" eps={spec.format_eps(r.attack['eps'])}" if r.attack.get("eps") is not None else "")
+            line += f" ({r.threat})"
         line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
         if a:
             line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"

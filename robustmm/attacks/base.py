@@ -68,6 +68,22 @@ def list_attacks() -> dict[str, str]:
     return {n: (c.__doc__ or "").strip().split("\n")[0] for n, c in sorted(_ATTACKS.items())}
 
 
+def attack_class(name: str) -> type[Attack]:
+    """The registered class of an attack (to inspect its arguments)."""
+    _ensure_builtin()
+    if name not in _ATTACKS:
+        raise UnknownNameError("attack", name, _ATTACKS)
+    return _ATTACKS[name]
+
+
+def accepts(name: str, argument: str) -> bool:
+    """Whether attack ``name`` takes keyword ``argument`` (e.g. ``eps``, ``steps``)."""
+    import inspect
+
+    params = inspect.signature(attack_class(name).__init__).parameters
+    return argument in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def build_attack(name: str, **kwargs: Any) -> Attack:
     """Instantiate a registered attack by name with its keyword settings."""
     _ensure_builtin()

@@ -91,6 +91,7 @@ def calibrate(
     consistency_weight: float = 1.0,
     adaptive_every: int | None = None,
     clean_only: bool = False,
+    embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Calibration:
@@ -102,6 +103,8 @@ def calibrate(
         adaptive_every: regenerate the examples through the current head every k epochs.
         clean_only: train the same head on clean embeddings only (the control that separates a
             gain from extra supervision from a gain in robustness).
+        embeddings: precomputed ``(clean, adv)`` from :func:`adversarial_embeddings` with the
+            same attack, to train several objectives from one attack run.
     Returns:
         A :class:`Calibration` (``.heads`` for ``encoder.with_heads``, ``.meta``, ``.save``).
     """
@@ -123,8 +126,13 @@ def calibrate(
     gen = torch.Generator().manual_seed(seed)
 
     t0 = time.perf_counter()
-    clean, adv = _embed_pass(encoder, dataset, modality, None if clean_only else attack, batch_size, progress,
-                             f"calibrate/{modality}: adversarial examples")
+    if embeddings is not None:
+        clean, adv = embeddings
+        if len(clean) != len(dataset) or len(adv) != len(dataset):
+            raise RobustMMError(f"embeddings cover {len(clean)} items, dataset has {len(dataset)}")
+    else:
+        clean, adv = _embed_pass(encoder, dataset, modality, None if clean_only else attack, batch_size, progress,
+                                 f"calibrate/{modality}: adversarial examples")
     if clean_only:
         adv = clean
     attack_s = time.perf_counter() - t0
@@ -190,6 +198,14 @@ def calibrate(
     }
     log.info("calibrated %s/%s (%s): attack %.1fs, train %.1fs", encoder.name, modality, objective, attack_s + regen_s, train_s)
     return Calibration({modality: head}, meta)
+
+
+def adversarial_embeddings(encoder: Encoder, dataset: MultimodalDataset, *, modality: str, attack: Attack,
+                           batch_size: int = 256, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean and adversarial embeddings of ``dataset`` under ``attack`` on the frozen encoder (the cache)."""
+    clean, adv = _embed_pass(encoder, dataset, modality, attack, batch_size, progress,
+                             f"calibrate/{modality}: adversarial examples")
+    return clean, adv
 
 
 @torch.no_grad()

@@ -10,12 +10,38 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..attacks.base import Attack
+from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..evaluate import evaluate
 from ..report.result import Result
 from .calibrate import Calibration
+
+
+class MemoAttack(Attack):
+    """Wraps an attack and remembers its output per (source encoder, items), so the white-box
+    examples made on the bare encoder are reused as the head-unaware ones instead of recomputed."""
+
+    def __init__(self, attack: Attack):
+        self.attack = attack
+        self.name = attack.name
+        self.perturbs = attack.perturbs
+        self._memo: dict[tuple[int, tuple[int, ...]], Batch] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return self.attack.describe()
+
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        if batch.index is None:
+            return self.attack(encoder, batch)
+        key = (id(encoder), tuple(batch.index.tolist()))
+        if key not in self._memo:
+            self._memo[key] = self.attack(encoder, batch)
+        out = self._memo[key]
+        return out.replace(x=out.x.clone().to(batch.x.device))
 
 
 def evaluate_threats(
@@ -31,6 +57,10 @@ def evaluate_threats(
     """One Result per threat; each carries clean metrics of the model it scores."""
     calibrated = encoder.with_heads(calibration.heads)
     block = calibration.defense_block()
+    if hasattr(attack, "resolve"):
+        attack = attack.resolve(modality)
+    if not isinstance(attack, MemoAttack):
+        attack = MemoAttack(attack)
     out = []
     for threat in threats:
         if threat == "white-box":
@@ -44,3 +74,9 @@ def evaluate_threats(
         else:
             raise ValueError(f"unknown threat {threat!r}")
     return out
+
+
+def reusable(attack: Attack) -> MemoAttack:
+    """An attack whose examples are shared by every :func:`evaluate_threats` call it is passed to
+    (e.g. one white-box run on the bare encoder for several objectives' head-unaware scores)."""
+    return attack if isinstance(attack, MemoAttack) else MemoAttack(attack)
