@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .attacks.base import Attack
+from .encoders.base import Encoder
 from .errors import RobustMMError
 
 log = logging.getLogger("robustmm")
@@ -19,13 +23,13 @@ EXIT_USAGE = 2
 
 
 def _device(name: str) -> str:
-    import torch
+    from .distributed import local_device
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RobustMMError(f"--device {name}: CUDA is not available on this machine")
-    return name
+    return local_device(name)  # under torchrun, plain "cuda" is this rank's GPU
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threat", default="head-unaware", choices=["head-unaware", "adaptive"],
                    help="with --heads: make examples on the bare model (head-unaware) or through the heads (adaptive)")
     p.add_argument("--out", default=None, help="output file; {model} {data} {modality} {attack} are filled in")
+    p.add_argument("--amp", action="store_true",
+                   help="run attacks under torch.autocast(bfloat16) (clean and scored embeddings stay float32)")
     _common(p)
 
     p = sub.add_parser("calibrate", help="train a calibration head for one modality on adversarial examples")
@@ -160,9 +166,84 @@ def _template(path: str, **fields: Any) -> str:
         raise RobustMMError(f"--out {path!r}: unknown template field {e}; use {{model}} {{data}} {{modality}} {{attack}}") from None
 
 
+class _AutocastEncoder(Encoder):
+    """A view of ``base`` whose modality ``encode`` runs under ``torch.autocast`` (``eval --amp``).
+
+    Only the differentiated path (modality input -> embedding) is autocast; the embedding is cast
+    back to float32, so losses and gradients w.r.t. the float32 input stay float32 and PGD's steps
+    and projections are exact. Text encoding is delegated untouched, so text embeddings (and
+    TinyBind's MiniLM cache) stay full precision.
+    """
+
+    def __init__(self, base: Encoder, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.base = base
+        self.dtype = dtype
+        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            z = self.base.encode(modality, x)
+        return z.float()
+
+    def encode_text(self, texts: Any) -> torch.Tensor:
+        return self.base.encode_text(texts)
+
+    def tower(self, modality: str) -> torch.nn.Module:
+        return self.base.tower(modality)
+
+    def info(self) -> dict[str, Any]:
+        return self.base.info()
+
+
+class _AutocastAttack(Attack):
+    """Any attack, made on an autocast (bfloat16) view of the source encoder (``robustmm eval --amp``).
+
+    ``resolve``/``with_eps`` return wrapped copies, so :func:`robustmm.evaluate` and robustness
+    curves keep the wrapper; ``describe()`` records ``"amp": "bfloat16"``. Inputs, projections and
+    the returned batch stay float32; clean and scored embeddings are computed outside autocast.
+    """
+
+    def __init__(self, inner: Attack):
+        self.inner = inner
+        self.name, self.perturbs = inner.name, inner.perturbs
+        self._views: dict[int, _AutocastEncoder] = {}
+
+    def __getattr__(self, key: str) -> Any:  # fit_split, budget, ... come from the wrapped attack
+        if key == "inner":
+            raise AttributeError(key)
+        return getattr(self.inner, key)
+
+    @property
+    def eps(self) -> Any:  # type: ignore[override]
+        return getattr(self.inner, "eps", None)
+
+    def _view(self, encoder: Encoder) -> _AutocastEncoder:
+        if id(encoder) not in self._views:
+            self._views[id(encoder)] = _AutocastEncoder(encoder)
+        return self._views[id(encoder)]
+
+    def __call__(self, encoder: Any, batch: Any) -> Any:
+        return self.inner(self._view(encoder), batch)
+
+    def fit(self, encoder: Any, dataset: Any) -> "_AutocastAttack":
+        self.inner.fit(self._view(encoder), dataset)
+        return self
+
+    def resolve(self, modality: str) -> "_AutocastAttack":
+        return _AutocastAttack(self.inner.resolve(modality) if hasattr(self.inner, "resolve") else self.inner)
+
+    def with_eps(self, eps: float) -> "_AutocastAttack":
+        return _AutocastAttack(self.inner.with_eps(eps))
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe() | {"amp": "bfloat16"}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .attacks import build_attack
     from .attacks.base import accepts
+    from . import distributed
     from .data import load_dataset
     from .encoders import load_encoder
     from .evaluate import evaluate
@@ -209,12 +290,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             # a robustness curve: nested balls, one result per budget
             from .attacks.sweep import robustness_curve
 
+            if distributed.rank() == 0 and distributed.is_distributed():
+                log.warning("nested robustness curves are not sharded: every rank computes the whole curve")
+
             attack = build_attack(args.attack, **kw)
+            attack = _AutocastAttack(attack) if args.amp else attack
             results = robustness_curve(target, data, modality=args.modality, attack=attack, eps_grid=args.eps,
                                        source=source, batch_size=args.batch_size, seed=seed, progress=not args.quiet)
         budgets = (args.eps or [spec.middle_eps]) if accepts(args.attack, "eps") else [None]
         for eps in budgets if not results else []:
             attack = build_attack(args.attack, **({"eps": eps} if eps is not None else {}), **kw)
+            attack = _AutocastAttack(attack) if args.amp else attack
             fit_split = getattr(attack, "fit_split", None)
             if fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
                 attack.fit(source or target, load_dataset(args.data, split=fit_split, n=args.fit_n, root=args.root))
@@ -232,9 +318,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
         if a:
             line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
-        if not args.quiet:
+        if not args.quiet and distributed.rank() == 0:
             print(line)
-    if args.out:
+    if args.out and distributed.rank() == 0:  # multi-process: every rank holds the same results; rank 0 writes
         out = _template(args.out, model=args.model, data=args.data, modality=args.modality, attack=args.attack or "clean")
         if len(results) == 1 and not out.endswith(".jsonl"):
             write_json(out, results[0])
@@ -330,9 +416,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging(args)
+    from . import distributed
+
+    started = False
     try:
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
                    "check-attack": cmd_check_attack}[args.command]
+        if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank
+            if args.command != "eval":
+                raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` only, not {args.command!r}")
+            started = distributed.init_from_env(_device(args.device))
         return handler(args)
     except (RobustMMError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"robustmm {args.command}: error: {e}", file=sys.stderr)
@@ -340,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robustmm: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if started:
+            distributed.destroy()
 
 
 if __name__ == "__main__":  # pragma: no cover

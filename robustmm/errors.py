@@ -49,3 +49,7 @@ class MissingWeightsError(RobustMMError):
 
 class CheckpointError(RobustMMError):
     """A corrupted, truncated or mismatched checkpoint (heads, towers)."""
+
+
+class MissingDataError(RobustMMError, FileNotFoundError):
+    """Dataset files (annotations, images, pickled batches) that are not on disk."""

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .attacks.base import Attack
 from .batch import Batch
 from .data.base import MultimodalDataset
@@ -36,11 +37,16 @@ class Embeddings:
     owner: torch.Tensor  # (M,)
 
 
-def iter_batches(dataset: MultimodalDataset, modality: str, batch_size: int, prompts: list[list[str]] | None):
-    """Yield :class:`Batch` objects over a dataset, in order."""
+def iter_batches(dataset: MultimodalDataset, modality: str, batch_size: int, prompts: list[list[str]] | None,
+                 items: range | None = None):
+    """Yield :class:`Batch` objects over a dataset (or the contiguous ``items`` of it), in order.
+
+    ``batch.index`` holds dataset positions, so per-item seeding is the same for any ``items``.
+    """
     task = dataset.tasks.get(modality)
-    for s in range(0, len(dataset), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(dataset)))
+    items = range(len(dataset)) if items is None else items
+    for s in range(items.start, items.stop, batch_size):
+        idx = torch.arange(s, min(s + batch_size, items.stop))
         yield Batch(
             modality=modality,
             x=dataset.get(modality, idx),
@@ -57,6 +63,27 @@ def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tens
         out |= zeroshot_metrics(emb.items, class_emb, labels)
     out |= retrieval_metrics(emb.items, emb.texts, emb.owner)
     return out
+
+
+def _gather_items(clean_items: list[torch.Tensor], adv_items: list[torch.Tensor], adv_captions: list[list[str]],
+                  attacked: bool, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[str]]]:
+    """Multi-process evaluation (:mod:`robustmm.distributed`): every rank's shard, in item order.
+
+    Outside a process group the lists are returned unchanged. Inside one, each rank holds the
+    embeddings of its own shard (of the same ``n``-item dataset on every rank); they are gathered
+    bit-exact, so every rank has all items and computes identical metrics. Adversarial captions
+    are gathered only under an attack (text attacks change them).
+    """
+    if not dist_utils.is_distributed():
+        return clean_items, adv_items, adv_captions
+    sizes = dist_utils.all_gather_object(n)
+    if len(set(sizes)) > 1:
+        raise RobustMMError(f"multi-process evaluate needs the same dataset on every rank; ranks hold {sizes} items")
+    clean = [dist_utils.all_gather_tensor(torch.cat(clean_items) if clean_items else None)]
+    adv = [dist_utils.all_gather_tensor(torch.cat(adv_items) if adv_items else None)] if attacked else []
+    if attacked:
+        adv_captions = [c for part in dist_utils.all_gather_object(adv_captions) for c in part]
+    return clean, adv, adv_captions
 
 
 def _default_threat(attack: Attack | None, source: Encoder | None, target: Encoder) -> str:
@@ -93,6 +120,12 @@ def evaluate(
         threat: the threat label recorded in the result (default: clean / white-box / transfer).
         defense: the ``defense`` block recorded in the result (set by calibration code).
         seed: seeds ``torch`` before attacking, so random starts are reproducible.
+
+    Inside an initialised ``torch.distributed`` process group (``torchrun ... robustmm eval``),
+    every rank must pass the same dataset: each embeds and attacks only its shard of whole
+    batches, and the per-item results are gathered in order, so every rank returns the metrics a
+    single process would (see :mod:`robustmm.distributed`).
+
     Returns:
         A :class:`~robustmm.report.Result` with ``metrics.clean``, ``metrics.attacked``,
         ``metrics.delta`` and ``metrics.asr`` (fraction of clean-correct items the attack flips).
@@ -123,9 +156,12 @@ def evaluate(
     texts, owner = caption_owner(dataset.captions)
     clean_items, adv_items, adv_captions = [], [], []
     torch.manual_seed(seed)
-    batches = iter_batches(dataset, modality, batch_size, prompts)
-    n_batches = (len(dataset) + batch_size - 1) // batch_size
+    # multi-process: this rank's whole batches only (everything when not distributed)
+    items = dist_utils.shard(len(dataset), align=batch_size)
+    batches = iter_batches(dataset, modality, batch_size, prompts, items)
+    n_batches = (len(items) + batch_size - 1) // batch_size
     desc = f"{target.name}/{modality}" + (f" {attack.name}" if attack else "")
+    progress = progress and dist_utils.rank() == 0
     for batch in tqdm(batches, total=n_batches, desc=desc, disable=not progress, leave=False):
         batch = batch.replace(x=batch.x.to(target.device))
         get_modality(modality).validate(batch.x)
@@ -136,6 +172,8 @@ def evaluate(
             with torch.no_grad():
                 adv_items.append(target.encode(modality, adv.x.to(target.device)).cpu())
             adv_captions.extend(adv.captions)
+    clean_items, adv_items, adv_captions = _gather_items(clean_items, adv_items, adv_captions, attack is not None,
+                                                         len(dataset))
 
     with torch.no_grad():
         text_emb = target.encode_text(texts).cpu()

@@ -42,8 +42,9 @@ def caption_owner(captions: Sequence[Sequence[str]]) -> tuple[list[str], torch.T
     return texts, torch.tensor(owner, dtype=torch.long)
 
 
-def t2x_ranks(item_emb: torch.Tensor, text_emb: torch.Tensor, owner: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def t2x_ranks(item_emb: torch.Tensor, text_emb: torch.Tensor, owner: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """For each caption, the 1-based rank of its item among all items (ties count against)."""
+    chunk = chunk or max(1, 2**25 // max(1, item_emb.shape[0]))
     ranks = []
     owner = owner.to(item_emb.device)
     for s in range(0, text_emb.shape[0], chunk):
@@ -54,8 +55,12 @@ def t2x_ranks(item_emb: torch.Tensor, text_emb: torch.Tensor, owner: torch.Tenso
     return torch.cat(ranks)
 
 
-def x2t_ranks(item_emb: torch.Tensor, text_emb: torch.Tensor, owner: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """For each item, the 1-based rank of its best-ranked caption among all captions (ties count against)."""
+def x2t_ranks(item_emb: torch.Tensor, text_emb: torch.Tensor, owner: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """For each item, the 1-based rank of its best-ranked caption among all captions (ties count against).
+
+    Items are processed in chunks sized so a chunk's similarity matrix stays near 32M entries.
+    """
+    chunk = chunk or max(1, 2**25 // max(1, text_emb.shape[0]))
     ranks = []
     owner = owner.to(item_emb.device)
     n = item_emb.shape[0]

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EmptyDatasetError, RobustMMError
+from ..errors import EmptyDatasetError, MissingDataError, RobustMMError
 
-
-class MissingDataError(RobustMMError, FileNotFoundError):
-    """Dataset files (annotations, images, pickled batches) that are not on disk."""
+__all__ = ["MissingDataError", "choose_subset"]
 
 
 def choose_subset(total: int, n: int | None, seed: int | None) -> tuple[np.ndarray, int | None]:

@@ -92,7 +92,7 @@ def fare_finetune(
         "attack": attack.describe(),
         "train_s": round(time.perf_counter() - t0, 2),
         "trainable_params": sum(p.numel() for p in params),
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(float(loss.detach()), 4),
     }
     log.info("FARE %s/%s: %d steps in %.1fs", encoder.name, modality, steps, report["train_s"])
     return tuned, report

@@ -68,10 +68,20 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def class_embeddings(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        """Class "semantic centers": per class, the normalised mean of its prompt embeddings."""
-        flat = [p for cls in prompts for p in cls]
-        emb = self.encode_text(flat).reshape(len(prompts), -1, self.embed_dim).mean(1)
-        return torch.nn.functional.normalize(emb, dim=-1)
+        """Class "semantic centers": per class, the normalised mean of its prompt embeddings.
+
+        Memoised per prompt set (the text tower is frozen), so attacks that need the centers on
+        every call do not re-run the text tower.
+        """
+        key = tuple(tuple(cls) for cls in prompts)
+        cache = self.__dict__.setdefault("_class_cache", {})
+        if key not in cache:
+            flat = [p for cls in prompts for p in cls]
+            emb = self.encode_text(flat).reshape(len(prompts), -1, self.embed_dim).mean(1)
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = torch.nn.functional.normalize(emb, dim=-1)
+        return cache[key].to(self.device)
 
     def with_heads(self, heads: Mapping[str, nn.Module]) -> "Encoder":
         """An Encoder whose ``modality`` embeddings pass through calibration heads."""

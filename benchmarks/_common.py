@@ -1,0 +1,104 @@
+"""Shared plumbing of the benchmark scripts: arguments, threads, timing, machine info, one JSON out.
+
+Every benchmark prints exactly one JSON object on stdout; logging, progress bars and anything a
+library prints go to stderr (stdout is redirected to stderr while the benchmark runs).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+log = logging.getLogger("benchmark")
+
+
+def add_common(ap: argparse.ArgumentParser) -> None:
+    """--quick, --threads, --device, --seed, -v."""
+    ap.add_argument("--quick", action="store_true", help="a tiny run (a few items, 1-2 steps) to check the script works")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's default for this machine); recorded in the JSON")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true", help="INFO logging on stderr")
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Logging on stderr, a fixed thread count, seeds, and a usable device."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available")
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timings are real."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: str | torch.device) -> tuple[float, Any]:
+    """(seconds, result) of one call, synchronised on GPU."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    """Median (the reported number), min and every repeat, in seconds."""
+    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
+            "all_s": [round(t, 4) for t in times]}
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import robustmm
+
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "robustmm": robustmm.__version__,
+        "device": str(device),
+    }
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for the one JSON object: anything printed inside goes to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def rounded(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(float(x), nd)

@@ -1,0 +1,81 @@
+"""Multi-process evaluation: ``torchrun -m robustmm eval`` over 2 CPU ranks (gloo, loopback only)
+gives exactly the metrics of a single-process run, clean and under PGD, with uneven shards."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robustmm import distributed
+from robustmm.distributed import shard
+
+
+@pytest.mark.parametrize("n, align, world", [(21, 4, 2), (21, 1, 2), (5, 4, 3), (0, 8, 2), (1000, 128, 7), (3, 128, 2)])
+def test_shards_tile_the_items_in_whole_batches(n, align, world):
+    parts = [shard(n, align=align, rank_=r, world=world) for r in range(world)]
+    assert [i for p in parts for i in p] == list(range(n))
+    assert all(p.start % align == 0 for p in parts if len(p))
+    blocks = [(len(p) + align - 1) // align for p in parts]
+    assert max(blocks) - min(blocks) <= 1  # as even as whole batches allow
+
+
+def test_helpers_are_noops_outside_a_process_group():
+    assert not distributed.is_distributed() and distributed.rank() == 0 and distributed.world_size() == 1
+    assert shard(10, align=4) == range(10)
+    t = torch.arange(6.0).reshape(3, 2)
+    assert distributed.all_gather_tensor(t) is t
+    assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random-init quarter-width TinyBind saved to disk (``tinybind:PATH``)."""
+    from robustmm.encoders.tinybind import TinyBind
+    from robustmm.encoders.towers import default_tower_config
+
+    torch.manual_seed(0)
+    stem = tmp_path_factory.mktemp("dist") / "m"
+    TinyBind({"name": "x", "towers": default_tower_config(0.25)}).save(stem)
+    return stem
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # same thread count in every process (results must be bit-identical), loopback-only gloo
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1",
+               MASTER_ADDR="127.0.0.1", TOKENIZERS_PARALLELISM="false")
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+@pytest.mark.parametrize("attack", [[], ["--attack", "pgd", "--steps", "2"]], ids=["clean", "pgd"])
+def test_torchrun_eval_matches_single_process(tmp_path, tiny_model, attack):
+    # 21 items in batches of 4: 6 batches -> ranks get 12 and 9 items (uneven shards, several batches each)
+    args = ["eval", "--model", f"tinybind:{tiny_model}", "--data", "synthscenes", "--n", "21", "--modality", "image",
+            "--batch-size", "4", *attack]
+    single, multi = tmp_path / "single.json", tmp_path / "multi.json"
+    p = subprocess.run([sys.executable, "-m", "robustmm", *args, "-q", "--out", str(single)],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                        "-m", "--", "robustmm", *args, "-v", "--out", str(multi)],
+                       env=_env(), capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rank 1 of 2 (gloo)" in p.stderr  # really two ranks
+    assert p.stdout.count("n=21") == 1 and p.stdout.count("wrote") == 1  # only rank 0 prints and writes
+    a, b = json.loads(single.read_text()), json.loads(multi.read_text())
+    assert a["n"] == b["n"] == 21
+    assert a["metrics"] == b["metrics"]  # exact: clean, attacked, delta, asr
+    assert (b["metrics"]["attacked"] is None) == (not attack)
+    assert a["attack"] == b["attack"]
