@@ -30,12 +30,10 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from ..batch import Batch
 from ..errors import BudgetError, CheckpointError, InputShapeError, MissingWeightsError, RobustMMError, UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, register_attack
+from .pgd import frozen
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,6 @@ IMAGE_LIKE: tuple[str, ...] = ("image", "video", "depth", "thermal")
 _CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
 
 
-@contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode inside the block; every submodule's own training flag is restored afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def paste_patch(x: torch.Tensor, patch: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
@@ -195,6 +184,8 @@ class UniversalPatch(Attack):
         patch.describe()["size_px"]        # 11 on SynthScenes' 64x64 images
     """
 
+    fit_split = "train"  # fitted on a training split, scored on held-out items (the CLI honours this)
+
     perturbs = ("x",)
 
     def __init__(
@@ -309,7 +300,7 @@ class UniversalPatch(Attack):
         steps_per_epoch = max(1, n // bs)  # drop the ragged tail: InfoNCE wants full batches
         history: list[dict[str, float]] = []
         t0 = time.perf_counter()
-        with _eval_mode(encoder):
+        with frozen(encoder):
             for epoch in range(self.epochs):
                 perm = torch.randperm(n, generator=g)
                 sums = {"objective": 0.0, "nce_clean": 0.0, "nce_text": 0.0, "topology": 0.0}

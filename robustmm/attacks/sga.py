@@ -32,9 +32,8 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +43,7 @@ from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, register_attack
+from .pgd import frozen
 from .substitutes import (
     STOP_WORDS,
     EmbeddingNeighbourSubstitutes,
@@ -64,16 +64,6 @@ _IMAGE_LIKE = ("image", "video", "depth", "thermal")
 _NORMS = ("linf", "l2")
 
 
-@contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode inside the block; every submodule's own training flag is restored afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _embed_texts(encoder: Any, texts: list[str], chunk: int = 1024) -> torch.Tensor:
@@ -283,7 +273,7 @@ class SGA(Attack):
         offset = int(batch.index[0]) if batch.index is not None and len(batch.index) else 0
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
         gen = self.generator(encoder)
-        with _eval_mode(encoder):
+        with frozen(encoder):
             with torch.no_grad():
                 clean_emb = encoder.encode(batch.modality, batch.x).float().cpu()
             # (1) text guided by the clean x

@@ -46,9 +46,8 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -58,6 +57,7 @@ from ..batch import Batch
 from ..data.synthscenes import SHAPES
 from ..errors import BudgetError, RobustMMError
 from .base import Attack, register_attack
+from .pgd import frozen
 from .substitutes import MASK, STOP_WORDS, SubstituteGenerator, split_token, split_words
 
 log = logging.getLogger(__name__)
@@ -138,15 +138,6 @@ def relative_drop(result: Any, key: str = "t2x_MRR") -> float | None:
     return (clean - adv) / clean
 
 
-@contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _gt_words(attrs: Any) -> list[str]:
@@ -346,7 +337,7 @@ class XMAI(Attack):
     # -- the attack ------------------------------------------------------------------------
     def edit(self, encoder: Any, batch: Batch) -> tuple[list[list[str]], list[list[list[tuple[int, str]]]]]:
         """Edited captions and, per caption, the insertions ``(token index in the edited caption, word)``."""
-        with _eval_mode(encoder), torch.no_grad():
+        with frozen(encoder), torch.no_grad():
             x_emb = F.normalize(encoder.encode(batch.modality, batch.x).float().cpu(), dim=-1)
         la, lb, lc = self.lambdas
         mlm = self.substitutes

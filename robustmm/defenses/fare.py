@@ -31,7 +31,7 @@ def fare_finetune(
     modality: str,
     attack: Attack | None = None,
     epochs: int = 2,
-    lr: float = 1e-4,
+    lr: float = 1e-5,
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
