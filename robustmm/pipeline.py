@@ -109,6 +109,11 @@ class Job:
     def attacked(self):
         return self.dataset(n=self.attack_n)
 
+    def attacked_for(self, section: str):
+        """The attacked items, or fewer when the section sets its own ``n`` (costly text attacks)."""
+        n = self.pick(section, "n", None)
+        return self.dataset(n=min(int(n), self.attack_n)) if n else self.attacked
+
     def _kw(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "seed": self.seed, "progress": self.progress}
 
@@ -172,24 +177,26 @@ class Job:
         eps = float(self.section("sga").get("eps", 2 / 255))
         sga = build_attack("sga", eps=eps, seed=self.seed)
         src = self.encoder()
+        data = self.attacked_for("sga")
         if transfer_to is None:
-            return [evaluate(src, self.attacked, modality=modality, attack=sga, **self._kw())]
+            return [evaluate(src, data, modality=modality, attack=sga, **self._kw())]
         tgt = self.encoder(transfer_to)
         pgd = self._pgd(modality, eps=eps, loss="caption")
-        return [evaluate(tgt, self.attacked, modality=modality, attack=a, source=src, **self._kw()) for a in (sga, pgd)]
+        return [evaluate(tgt, data, modality=modality, attack=a, source=src, **self._kw()) for a in (sga, pgd)]
 
     def _xmai(self, modality: str) -> list[Result]:
         from .attacks import build_attack
         from .attacks.xmai import caption_similarity
 
-        attack = build_attack("xmai")
-        attack.fit(self.encoder(), self.attacked)
-        res = evaluate(self.encoder(), self.attacked, modality=modality, attack=attack, **self._kw())
+        from .attacks.memo import MemoAttack
+
+        attack = MemoAttack(build_attack("xmai"))
+        data = self.attacked_for("xmai")
+        res = evaluate(self.encoder(), data, modality=modality, attack=attack, **self._kw())
         clean_mrr, adv_mrr = res.metrics["clean"]["t2x_MRR"], res.metrics["attacked"]["t2x_MRR"]
         res.extra["relative_t2x_MRR_drop"] = (clean_mrr - adv_mrr) / clean_mrr if clean_mrr else None
-        edited = getattr(attack, "last_captions", None)
-        if edited is not None:
-            res.extra["caption_similarity"] = caption_similarity(self.encoder(), self.attacked.captions, edited)
+        edited = [caps for b in attack.outputs() for caps in b.captions]
+        res.extra["caption_similarity"] = caption_similarity(self.encoder(), data.captions, edited)
         return [res]
 
     def _calibration_data(self):

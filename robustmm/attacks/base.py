@@ -58,7 +58,7 @@ def _ensure_builtin() -> None:
     from .. import attacks as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in ("base",):
+        if mod.name not in ("base", "memo"):
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
 
 

@@ -10,38 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ..attacks.base import Attack
-from ..batch import Batch
+from ..attacks.memo import MemoAttack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..evaluate import evaluate
 from ..report.result import Result
 from .calibrate import Calibration
-
-
-class MemoAttack(Attack):
-    """Wraps an attack and remembers its output per (source encoder, items), so the white-box
-    examples made on the bare encoder are reused as the head-unaware ones instead of recomputed."""
-
-    def __init__(self, attack: Attack):
-        self.attack = attack
-        self.name = attack.name
-        self.perturbs = attack.perturbs
-        self._memo: dict[tuple[int, tuple[int, ...]], Batch] = {}
-
-    def describe(self) -> dict[str, Any]:
-        return self.attack.describe()
-
-    def __call__(self, encoder: Any, batch: Batch) -> Batch:
-        if batch.index is None:
-            return self.attack(encoder, batch)
-        key = (id(encoder), tuple(batch.index.tolist()))
-        if key not in self._memo:
-            self._memo[key] = self.attack(encoder, batch)
-        out = self._memo[key]
-        return out.replace(x=out.x.clone().to(batch.x.device))
 
 
 def evaluate_threats(

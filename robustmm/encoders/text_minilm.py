@@ -52,12 +52,16 @@ class MiniLMTextTower(nn.Module):
         path = minilm_path()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         verbosity = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
