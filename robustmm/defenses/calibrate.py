@@ -88,7 +88,7 @@ def calibrate(
     lr: float = 2e-3,
     batch_size: int = 256,
     hidden: int = 128,
-    consistency_weight: float = 1.0,
+    consistency_weight: float = 8.0,
     adaptive_every: int | None = None,
     clean_only: bool = False,
     embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -79,10 +79,14 @@ def objective_loss(terms: dict[str, float], out_adv: torch.Tensor, b: CalibBatch
     return sum(w * OBJECTIVES[name](out_adv, b) for name, w in terms.items())
 
 
-def consistency(out_clean: torch.Tensor, b: CalibBatch, temperature: float = 0.05) -> torch.Tensor:
-    """Keep calibrated clean embeddings near the uncalibrated ones and matched to their captions."""
+def consistency(out_clean: torch.Tensor, b: CalibBatch, temperature: float = 0.05, scale: float = 50.0) -> torch.Tensor:
+    """Modality-consistent alignment: calibrated *clean* embeddings stay near the uncalibrated ones
+    and aligned with the text space -- with the frozen class centers when the modality has a task
+    (the same fixed-center cross-entropy, on clean inputs), else with their own captions."""
     z = _unit(out_clean)
     stay = (z - b.clean).square().sum(-1).mean()
-    logits = z @ b.caption.T / temperature
-    align = F.cross_entropy(logits, torch.arange(len(z), device=z.device))
-    return stay + 0.1 * align
+    if b.labels is not None and b.centers is not None:
+        align = F.cross_entropy(scale * z @ b.centers.T, b.labels)
+    else:
+        align = F.cross_entropy(z @ b.caption.T / temperature, torch.arange(len(z), device=z.device))
+    return stay + align
