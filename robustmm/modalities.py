@@ -67,6 +67,8 @@ class ModalitySpec:
             raise InputShapeError(f"{self.name}: expected shape {want}, got {tuple(x.shape)}")
         if batched and x.shape[0] == 0:
             raise InputShapeError(f"{self.name}: empty batch")
+        if x.numel() == 0:
+            raise InputShapeError(f"{self.name}: empty input, shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise InputValueError(f"{self.name}: input contains NaN or Inf")
         if check_domain:

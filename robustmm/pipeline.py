@@ -167,7 +167,8 @@ class Job:
         attack.fit(self.encoder(), fit_data)
         self.fitted_patch = attack
         res = evaluate(self.encoder(), self.attacked, modality=modality, attack=attack, **self._kw())
-        res.extra["fooling_rate"] = attack.fooling_rate(self.encoder(), self.attacked, modality)
+        if modality in self.attacked.tasks:  # fooling rate = zero-shot prediction changed
+            res.extra["fooling_rate"] = attack.fooling_rate(self.encoder(), self.attacked, modality)
         res.extra["fit"] = fit_data.info()
         return [res]
 

@@ -80,7 +80,7 @@ def test_config_runs_end_to_end(tmp_path, tiny_models, name, writer):
     writer(root)
     config = substitute(load_config(CONFIGS / name), tiny_models, root)
     results = run_job(config, tmp_path / "out", quick=True, progress=False)
-    cells = {r.extra["cell"].split("|", 2)[-1] for r in results}
+    cells = {r.extra["cell"].split("|", 1)[1] for r in results}
     expected = {"image|clean", "image|pgd-curve"} | {k for k, sec in [("image|patch", "patch"), ("image|xmai", "xmai")]
                                                       if config[sec]["enabled"]}
     assert expected <= cells

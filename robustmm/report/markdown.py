@@ -12,7 +12,14 @@ from .tables import CLEAN_HEADERS, clean_rows, markdown_table
 
 
 def _top1(metrics: dict[str, Any] | None) -> float | None:
-    return None if not metrics else metrics.get("zeroshot_top1")
+    """Zero-shot top-1, or text->X R@1 for retrieval-only datasets (no zero-shot task)."""
+    if not metrics:
+        return None
+    return metrics.get("zeroshot_top1", metrics.get("t2x_R@1"))
+
+
+def _f(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
 
 
 def _eps_label(r: Result) -> str:
@@ -41,13 +48,13 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
     rows, fragility = [], {}
     for m, rs in cv.items():
         clean = _top1(rs[0].metrics["clean"])
-        cells = [f"{_eps_label(r)}: {_top1(r.metrics['attacked']):.3f}" for r in rs]
+        cells = [f"{_eps_label(r)}: {_f(_top1(r.metrics['attacked']))}" for r in rs]
         rows.append([m, clean, *cells, *([""] * (width - len(rs))), MODALITIES[m].eps_unit])
         mid = rs[len(rs) // 2]
         if clean:
             fragility[m] = (_top1(mid.metrics["attacked"]) or 0.0) / clean
     lines = ["## Per-modality vulnerability (PGD, white-box)", "",
-             "Zero-shot top-1 under PGD at each budget of the modality's default grid (nested balls: a sample"
+             "Zero-shot top-1 (text→X R@1 where the dataset has no zero-shot task) under PGD at each budget of the modality's default grid (nested balls: a sample"
              " broken at a small budget stays broken at every larger one, so curves never rise).", "",
              markdown_table(headers, rows), ""]
     if fragility:
@@ -140,7 +147,7 @@ def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]
                      bare, None if hu is None else _top1(hu.metrics["attacked"]),
                      None if ad is None else _top1(ad.metrics["attacked"])])
         # clean top-1 of the bare model and the calibrated one
-        rows[-1][3] = f"{_top1(curve[m][0].metrics['clean']):.3f} → {_top1(ref.metrics['clean']):.3f}" if m in curve else _top1(ref.metrics["clean"])
+        rows[-1][3] = f"{_f(_top1(curve[m][0].metrics['clean']))} → {_f(_top1(ref.metrics['clean']))}" if m in curve else _top1(ref.metrics["clean"])
     lines = ["## Calibration heads (encoder frozen)", "",
              "Clean top-1 without → with the head; the clean-control head has the same size but was trained on"
              " clean data only (a gain there is supervision, not robustness). Robust top-1 at the calibration budget:"
