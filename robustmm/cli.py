@@ -150,12 +150,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         config["run"]["seed"] = args.seed
     results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
                       device=_device(args.device), progress=not args.quiet)
-    clean = [r for r in results if r.threat == "clean"]
+    clean = [r for r in results if r.threat == "clean" and r.defense is None]
     if clean and not args.quiet:
         r0 = clean[0]
         print(f"{r0.model['name']} on {r0.dataset['name']}/{r0.dataset['split']} (n={r0.n}), clean:")
         print(text_table(CLEAN_HEADERS, clean_rows(clean)))
-    print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md")
+    if not args.quiet:
+        print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md, plots/")
     return 0
 
 

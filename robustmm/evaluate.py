@@ -203,7 +203,11 @@ def evaluate(
             asr["t2x_R@1"] = attack_success_rate(
                 t2x_ranks(clean.items, clean.texts, owner) <= 1, t2x_ranks(attacked.items, attacked.texts, adv_owner) <= 1
             )
-        metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
+        # primary ASR: zero-shot for input attacks; retrieval (text->X R@1) when captions are attacked
+        if "captions" in getattr(attack, "perturbs", ("x",)) and asr.get("t2x_R@1") is not None:
+            metrics["asr"] = asr["t2x_R@1"]
+        else:
+            metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
         metrics["asr_detail"] = asr
 
     model_info = target.info()

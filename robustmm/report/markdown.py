@@ -53,7 +53,10 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
         mid = rs[len(rs) // 2]
         if clean:
             fragility[m] = (_top1(mid.metrics["attacked"]) or 0.0) / clean
+    n = next(iter(cv.values()))[0].n
     lines = ["## Per-modality vulnerability (PGD, white-box)", "",
+             f"On the first {n} items (the attacked subset, so clean numbers can differ slightly from the table above).",
+             "",
              "Zero-shot top-1 (text→X R@1 where the dataset has no zero-shot task) under PGD at each budget of the modality's default grid (nested balls: a sample"
              " broken at a small budget stays broken at every larger one, so curves never rise).", "",
              markdown_table(headers, rows), ""]
