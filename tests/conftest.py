@@ -37,3 +37,12 @@ def trained():
     import robustmm
 
     return robustmm.load_encoder("tinybind")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small CPU tensors: one thread avoids oversubscription on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

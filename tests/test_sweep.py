@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+
 from robustmm.attacks.base import Attack
 from robustmm.attacks.pgd import PGD
 from robustmm.attacks.sweep import naive_curve, robustness_curve
@@ -22,32 +23,13 @@ from robustmm.encoders.towers import default_tower_config
 from robustmm.errors import BudgetError, RobustMMError
 from robustmm.modalities import get_modality
 
+from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N = 16
 MODS = ("image", "audio", "thermal")
 FRACTIONS = (0.05, 0.1, 0.2, 0.4, 1.0)
-
-
-def tiny_tinybind(data) -> TinyBind:
-    """A small random-init TinyBind with BatchNorm statistics calibrated on ``data``, frozen."""
-    torch.manual_seed(0)
-    enc = TinyBind({"name": "tinybind-random", "towers": default_tower_config(0.25)})
-    enc.train()
-    for m in enc.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    with torch.no_grad():
-        for modality in data.modalities:
-            enc.encode(modality, data.get(modality, slice(None)))
-    return enc.freeze()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small CPU tensors: one thread avoids oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+
 from robustmm.attacks import build_attack
 from robustmm.attacks.pgd import PGD
 from robustmm.attacks.torchattacks_adapter import TorchAttacksAttack, ZeroShotClassifier, as_4d
@@ -18,34 +19,15 @@ from robustmm.evaluate import iter_batches
 from robustmm.metrics import zeroshot_correct
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
 
+from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N = 8
 HAVE_WEIGHTS = (ASSETS / "tinybind.safetensors").exists() and (ASSETS / "tinybind.json").exists()
 needs_weights = pytest.mark.skipif(
     not HAVE_WEIGHTS, reason="trained TinyBind weights (robustmm/assets/tinybind.*) not built yet"
 )
-
-
-def tiny_tinybind(data) -> TinyBind:
-    """A small random-init TinyBind with BatchNorm statistics calibrated on ``data``, frozen."""
-    torch.manual_seed(0)
-    enc = TinyBind({"name": "tinybind-random", "towers": default_tower_config(0.25)})
-    enc.train()
-    for m in enc.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    with torch.no_grad():
-        for modality in enc.modalities:
-            enc.encode(modality, data.get(modality, slice(None)))
-    return enc.freeze()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small CPU tensors: one thread avoids oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
