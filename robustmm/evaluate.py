@@ -43,18 +43,22 @@ def iter_batches(dataset: MultimodalDataset, modality: str, batch_size: int, pro
 
     ``batch.index`` holds dataset positions, so per-item seeding is the same for any ``items``.
     """
-    task = dataset.tasks.get(modality)
     items = range(len(dataset)) if items is None else items
     for s in range(items.start, items.stop, batch_size):
-        idx = torch.arange(s, min(s + batch_size, items.stop))
-        yield Batch(
-            modality=modality,
-            x=dataset.get(modality, idx),
-            captions=[list(dataset.captions[i]) for i in idx.tolist()],
-            labels=None if task is None else task.labels[idx],
-            prompts=prompts,
-            index=idx,
-        )
+        yield make_batch(dataset, modality, torch.arange(s, min(s + batch_size, items.stop)), prompts)
+
+
+def make_batch(dataset: MultimodalDataset, modality: str, idx: torch.Tensor, prompts: list[list[str]] | None) -> Batch:
+    """The :class:`Batch` of items ``idx`` (dataset positions) of one modality, loaded on demand."""
+    task = dataset.tasks.get(modality)
+    return Batch(
+        modality=modality,
+        x=dataset.get(modality, idx),
+        captions=[list(dataset.captions[i]) for i in idx.tolist()],
+        labels=None if task is None else task.labels[idx],
+        prompts=prompts,
+        index=idx,
+    )
 
 
 def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:

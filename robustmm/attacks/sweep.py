@@ -36,8 +36,8 @@ from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError
-from ..evaluate import Embeddings, evaluate, iter_batches
-from ..metrics import attack_success_rate, caption_owner, retrieval_metrics, t2x_ranks, x2t_ranks, zeroshot_correct, zeroshot_metrics
+from ..evaluate import Embeddings, _metrics, evaluate, iter_batches, make_batch
+from ..metrics import attack_success_rate, caption_owner, t2x_ranks, x2t_ranks, zeroshot_correct
 from ..modalities import get_modality
 from ..report.result import THREATS, Result
 from .base import Attack
@@ -93,25 +93,8 @@ def _prepare(target: Encoder, dataset: MultimodalDataset, modality: str, source:
 def _subset_batches(dataset: MultimodalDataset, modality: str, index: torch.Tensor, batch_size: int,
                     prompts: list[list[str]] | None) -> Iterator[Batch]:
     """Batches of the items ``index`` (dataset positions), loaded on demand."""
-    task = dataset.tasks.get(modality)
     for s in range(0, len(index), batch_size):
-        idx = index[s : s + batch_size]
-        yield Batch(
-            modality=modality,
-            x=dataset.get(modality, idx),
-            captions=[list(dataset.captions[i]) for i in idx.tolist()],
-            labels=None if task is None else task.labels[idx],
-            prompts=prompts,
-            index=idx,
-        )
-
-
-def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if class_emb is not None and labels is not None:
-        out |= zeroshot_metrics(emb.items, class_emb, labels)
-    out |= retrieval_metrics(emb.items, emb.texts, emb.owner)
-    return out
+        yield make_batch(dataset, modality, index[s : s + batch_size], prompts)
 
 
 def robustness_curve(
