@@ -21,6 +21,7 @@ from .data.base import MultimodalDataset
 from .encoders.base import Encoder
 from .evaluate import evaluate
 from .modalities import get_modality
+from .report.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +107,82 @@ def sanity_checks(
 
 def checks_to_dict(checks: list[Check]) -> dict[str, Any]:
     return {"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+#: the ``attack`` name of a result record that holds sanity checks instead of one attack's metrics
+CHECKS_ATTACK = "sanity-checks"
+
+
+def checks_result(checks: list[Check], encoder: Encoder, dataset: MultimodalDataset, *, modality: str, attack: Attack,
+                  defense: dict[str, Any] | None = None, seed: int = 0, timing_s: float = 0.0) -> Result:
+    """The checks as one result record (``attack.name == "sanity-checks"``, details in ``extra``),
+    so `robustmm run` keeps them in results.jsonl next to the numbers they vouch for."""
+    first = checks[0].values if checks else {}
+    return Result(
+        model=encoder.info(), dataset=dataset.info(), modality=modality,
+        attack={"name": CHECKS_ATTACK, "base": attack.describe()}, defense=defense,
+        threat="adaptive" if defense else "white-box",
+        metrics={"clean": {"zeroshot_top1": first.get("clean")}, "attacked": None, "asr": None,
+                 "checks_passed": all(c.passed for c in checks)},
+        n=len(dataset), seed=seed, timing_s=round(timing_s, 3), extra={"checks": checks_to_dict(checks)["checks"]},
+    )
+
+
+def is_checks(result: Result) -> bool:
+    return bool(result.attack) and result.attack.get("name") == CHECKS_ATTACK
+
+
+@dataclass
+class Flag:
+    """A calibrated model whose head-unaware robustness is not backed by the checks."""
+
+    modality: str
+    objective: str | None
+    message: str
+
+
+def masking_flags(results: list[Result], *, margin: float = 0.05, drop: float = 0.10) -> list[Flag]:
+    """Flags for the report: a calibrated model *passes* the head-unaware attack when its robust
+    top-1 beats the bare encoder's by ``margin``. It is flagged when its sanity checks failed, or
+    when the adaptive attack takes away more than ``drop`` of that head-unaware number (the
+    robustness is then only against an attacker that ignores the head)."""
+    def top1(m: dict[str, Any] | None) -> float | None:
+        return None if not m else m.get("zeroshot_top1", m.get("t2x_R@1"))
+
+    bare: dict[tuple[str, float], float] = {}
+    for r in results:
+        if r.attack and r.attack.get("name") == "pgd" and r.defense is None and r.threat == "white-box":
+            v = top1(r.metrics.get("attacked"))
+            if v is not None and r.attack.get("eps") is not None:
+                bare[(r.modality, round(float(r.attack["eps"]), 10))] = v
+    threats: dict[tuple[str, str | None], dict[str, Result]] = {}
+    checks: dict[tuple[str, str | None], Result] = {}
+    for r in results:
+        if not (r.defense and r.defense.get("name") == "calibration") or r.defense.get("clean_only"):
+            continue
+        key = (r.modality, r.defense.get("objective"))
+        if is_checks(r):
+            checks[key] = r
+        else:
+            threats.setdefault(key, {})[r.threat] = r
+    flags = []
+    for key, d in sorted(threats.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        hu, ad = d.get("head-unaware"), d.get("adaptive")
+        if hu is None:
+            continue
+        hu_v = top1(hu.metrics.get("attacked"))
+        base = bare.get((key[0], round(float((hu.attack or {}).get("eps") or -1), 10)))
+        if hu_v is None or base is None or hu_v < base + margin:
+            continue  # it does not pass the head-unaware attack: nothing to vouch for
+        where = f"{key[0]} / {key[1]} head"
+        chk = checks.get(key)
+        if chk is not None and not chk.metrics.get("checks_passed", True):
+            failed = [c["name"] for c in chk.extra.get("checks", []) if not c["passed"]]
+            flags.append(Flag(key[0], key[1], f"{where}: passes the head-unaware attack ({hu_v:.3f} vs {base:.3f} "
+                                              f"without head) but FAILS the sanity checks ({'; '.join(failed)}); "
+                                              "its robustness number is not trustworthy"))
+        ad_v = None if ad is None else top1(ad.metrics.get("attacked"))
+        if ad_v is not None and hu_v - ad_v > drop:
+            flags.append(Flag(key[0], key[1], f"{where}: head-unaware robust top-1 {hu_v:.3f}, adaptive {ad_v:.3f}; "
+                                              "the gain holds only against an attacker that ignores the head"))
+    return flags

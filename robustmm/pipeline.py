@@ -63,8 +63,10 @@ class Cell:
 class Job:
     """Lazily loads models and data once, builds the cells of a config, runs them."""
 
-    def __init__(self, config: dict[str, Any], *, quick: bool = False, device: str = "cpu", progress: bool = True):
+    def __init__(self, config: dict[str, Any], *, quick: bool = False, device: str = "cpu", progress: bool = True,
+                 out_dir: str | Path | None = None):
         self.config, self.quick, self.device, self.progress = config, quick, device, progress
+        self.out_dir = None if out_dir is None else Path(out_dir)
         run = config["run"]
         self.n = int(run.get("quick_n", 200) if quick else run.get("n", 1000))
         self.attack_n = min(self.n, int(run.get("quick_attack_n", 100) if quick else run.get("attack_n", self.n)))
@@ -75,6 +77,7 @@ class Job:
         self._encoders: dict[str, Any] = {}
         self._datasets: dict[tuple[str, int], Any] = {}
         self.fitted_patch = None  # kept for the example gallery
+        self._calibrations: dict[tuple[str, str], Any] = {}  # (modality, objective) -> Calibration
 
     def section(self, name: str) -> dict[str, Any]:
         return self.config.get(name, {})
@@ -145,6 +148,14 @@ class Job:
                     out.append(Cell(f"{model}|{m}|calibration:{obj}", lambda m=m, obj=obj: self._calibration(m, obj)))
                 if cal.get("clean_control", True):
                     out.append(Cell(f"{model}|{m}|calibration:clean-control", lambda m=m: self._clean_control(m)))
+        if self.enabled("checks"):  # after calibration: the calibrated checks reuse its heads
+            chk = self.section("checks")
+            cal = self.section("calibration")
+            for m in chk.get("modalities") or self.modalities:
+                out.append(Cell(f"{model}|{m}|checks", lambda m=m: self._checks(m, None)))
+                if chk.get("calibrated", True) and self.enabled("calibration") and m in (cal.get("modalities") or self.modalities):
+                    for obj in cal.get("objectives", ["ce"]):
+                        out.append(Cell(f"{model}|{m}|checks:calibration:{obj}", lambda m=m, obj=obj: self._checks(m, obj)))
         return out
 
     def _pgd(self, modality: str, **kw: Any):
@@ -214,8 +225,56 @@ class Job:
         attack = default_attack(modality, labelled, steps=steps)
         calib = calibrate(self.encoder(), self._calibration_data(), modality=modality, objective=objective, attack=attack,
                           epochs=int(cal.get("epochs", 60)), seed=self.seed, progress=self.progress)
+        self._calibrations[(modality, objective)] = calib
+        if self.out_dir is not None:
+            calib.save(str(self.heads_path(modality, objective)))
         return evaluate_threats(self.encoder(), calib, self.attacked, modality=modality, attack=attack,
                                 threats=("head-unaware", "adaptive"), **self._kw())
+
+    def heads_path(self, modality: str, objective: str) -> Path:
+        """Where the run keeps the heads of one calibration cell (``DIR/heads/MODEL-MODALITY-OBJ``)."""
+        assert self.out_dir is not None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in objective)
+        return self.out_dir / "heads" / f"{self.model_name.replace('/', '_')}-{modality}-{safe}.safetensors"
+
+    def _checks(self, modality: str, objective: str | None) -> list[Result]:
+        """Gradient-masking sanity checks (robustmm.checks) on the bare model, or on the model with
+        the heads of one calibration cell (adaptive attack; head-unaware as the transfer check)."""
+        from .checks import checks_result, sanity_checks
+        from .defenses.calibrate import default_attack
+
+        sec = self.section("checks")
+        n = min(int(self.pick("checks", "n", 100)), self.attack_n)
+        data = self.dataset(n=n)
+        if modality not in data.tasks:
+            log.warning("no sanity checks for %s: the dataset has no zero-shot task for it", modality)
+            return []
+        bare = self.encoder()
+        steps = tuple(int(s) for s in self.pick("checks", "steps", [1, 5, 20]))
+        attack = default_attack(modality, True, steps=int(self.pick("pgd", "steps", 10)))
+        attack = attack.replace(seed=self.seed) if hasattr(attack, "replace") else attack
+        defense = None
+        if objective is None:
+            target = bare
+            alt = sec.get("surrogate", "")
+            surrogate = self.encoder(alt) if alt else None
+        else:
+            calib = self._calibrations.get((modality, objective))
+            if calib is None and self.out_dir is not None and self.heads_path(modality, objective).exists():
+                from .defenses.calibrate import Calibration
+                from .defenses.heads import load_heads
+
+                heads, meta = load_heads(self.heads_path(modality, objective), bare)
+                calib = Calibration(heads, meta)
+            if calib is None:
+                log.warning("no heads for %s/%s: run its calibration cell first", modality, objective)
+                return []
+            target, surrogate, defense = bare.with_heads(calib.heads), bare, calib.defense_block()
+        t0 = time.perf_counter()
+        checks = sanity_checks(target, data, modality=modality, attack=attack, surrogate=surrogate, steps=steps,
+                               tolerance=float(sec.get("tolerance", 0.02)), seed=self.seed)
+        return [checks_result(checks, target, data, modality=modality, attack=attack, defense=defense, seed=self.seed,
+                              timing_s=time.perf_counter() - t0)]
 
     def _clean_control(self, modality: str) -> list[Result]:
         from .defenses.calibrate import calibrate
@@ -237,7 +296,7 @@ def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False,
         raise RobustMMError(f"{results_path} exists: pass --resume to continue that run or --overwrite to start again")
     if overwrite and results_path.exists():
         results_path.unlink()
-    job = Job(config, quick=quick, device=device, progress=progress)
+    job = Job(config, quick=quick, device=device, progress=progress, out_dir=out_dir)
     done = {d.get("extra", {}).get("cell") for d in read_jsonl(results_path)}
     cells = job.cells()
     todo = [c for c in cells if c.key not in done]
@@ -278,7 +337,10 @@ def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[s
     try:
         from .report.plots import write_all_plots
 
-        plots = [str(p.relative_to(out_dir)) for p in write_all_plots(results, out_dir / "plots") if p.suffix == ".png"]
+        from .checks import is_checks
+
+        numbers = [r for r in results if not is_checks(r)]
+        plots = [str(p.relative_to(out_dir)) for p in write_all_plots(numbers, out_dir / "plots") if p.suffix == ".png"]
     except ImportError:  # pragma: no cover - plots module is optional at import time
         log.warning("plots unavailable (robustmm.report.plots missing)")
     atomic_write_text(out_dir / "report.md", render(results, plots + list(extra_plots or [])))

@@ -38,7 +38,8 @@ def test_console_script_error_has_no_traceback():
 def test_run_clean_only_job(tmp_path, trained, capsys):
     cfg = tmp_path / "clean.toml"
     cfg.write_text("[run]\nquick_n = 30\n[pgd]\nenabled = false\n[patch]\nenabled = false\n[sga]\nenabled = false\n"
-                   "[xmai]\nenabled = false\n[calibration]\nenabled = false\n[report]\nexamples = false\n")
+                   "[xmai]\nenabled = false\n[calibration]\nenabled = false\n[checks]\nenabled = false\n"
+                   "[report]\nexamples = false\n")
     assert main(["run", str(cfg), "--quick", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "pointcloud" in out and "zero-shot top-1" in out
@@ -62,7 +63,8 @@ def test_run_quick_writes_everything_and_resumes(tmp_path, trained, capsys):
     assert {r["modality"] for r in rows if r["threat"] == "clean"} == {"image", "video", "audio", "depth", "thermal", "pointcloud"}
     assert (out / "summary.csv").read_text().count("\n") == len(rows) + 1
     report = (out / "report.md").read_text()
-    for section in ("Clean evaluation", "Per-modality vulnerability", "Attack comparison", "Calibration heads"):
+    for section in ("Clean evaluation", "Per-modality vulnerability", "Attack comparison", "Calibration heads",
+                    "Sanity checks"):
         assert section in report
     assert (out / "plots" / "robustness_top1.png").exists() and (out / "plots" / "gallery_image.png").exists()
     # a second run refuses to clobber; --resume finishes without duplicating rows

@@ -65,6 +65,9 @@ def substitute(config: dict, models: list[str], root: Path) -> dict:
     for sec, key in (("patch", "quick_fit_n"), ("calibration", "quick_train_n")):
         if sec in config:
             config[sec][key] = 8
+    if config.get("checks", {}).get("surrogate"):
+        config["checks"]["surrogate"] = models[1]
+    config.get("checks", {})["quick_n"] = 8
     config.get("calibration", {})["epochs"] = 2
     config.get("patch", {})["epochs"] = 1
     return config
@@ -87,5 +90,9 @@ def test_config_runs_end_to_end(tmp_path, tiny_models, name, writer):
     if config["sga"]["enabled"]:
         assert any(c.startswith("image|sga|transfer") for c in cells)
     assert any(r.defense for r in results)  # calibration ran
+    if config["checks"]["enabled"]:  # sanity checks of the bare model and of its heads, with the report section
+        assert {"image|checks", "image|checks:calibration:ce"} <= cells
+        assert "Sanity checks" in (tmp_path / "out" / "report.md").read_text()
+        assert list((tmp_path / "out" / "heads").glob("*.safetensors"))
     for f in ("results.jsonl", "summary.csv", "report.md"):
         assert (tmp_path / "out" / f).stat().st_size > 0

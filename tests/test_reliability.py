@@ -35,6 +35,8 @@ enabled = false
 enabled = false
 [calibration]
 enabled = false
+[checks]
+enabled = false
 [report]
 examples = false
 """)

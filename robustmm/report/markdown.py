@@ -161,8 +161,63 @@ def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]
     return lines
 
 
+def checks_section(checks: Sequence[Result], results: Sequence[Result]) -> list[str]:
+    """Gradient-masking sanity checks per model, and flags for calibrated models they do not back."""
+    from ..checks import masking_flags
+
+    flags = masking_flags(list(results) + list(checks))
+    if not checks and not flags:
+        return []
+    lines = ["## Sanity checks (gradient masking)", "",
+             "Independent PGD runs (not nested) on the checked items: robust top-1 must not rise with the budget or"
+             " the steps, must reach about 0 at half the value range, random noise of the same budget must be weaker"
+             " than PGD, and a transfer attack (from a surrogate model, or from the bare encoder for a calibrated"
+             " one, i.e. the head-unaware threat) weaker than the white-box one. A failure means the attack or the"
+             " model's gradients cannot be trusted (Carlini et al., 2019).", ""]
+    if checks:
+        names: list[str] = []
+        for r in checks:
+            for c in r.extra.get("checks", []):
+                if c["name"] not in names:
+                    names.append(c["name"])
+        rows = []
+        for r in checks:
+            by = {c["name"]: c for c in r.extra.get("checks", [])}
+            model = r.model.get("name", "?") + (f" + {r.defense.get('objective')} head (adaptive)" if r.defense else "")
+            cells = []
+            for name in names:
+                c = by.get(name)
+                cells.append("—" if c is None else ("ok" if c["passed"] else "**FAIL**") + f" ({_check_values(c)})")
+            rows.append([model, r.modality, r.n, *cells])
+        lines += [markdown_table(["model", "modality", "n", *names], rows), ""]
+        failed = [r for r in checks if not r.metrics.get("checks_passed", True)]
+        lines.append(f"{len(checks) - len(failed)} of {len(checks)} checked models pass every check." +
+                     (" Failed: " + ", ".join(f"{r.modality}" + (f"/{r.defense.get('objective')} head" if r.defense else "")
+                                             for r in failed) + "." if failed else ""))
+        lines.append("")
+    if flags:
+        lines += ["**Flags:**", ""] + [f"- ⚠ {f.message}." for f in flags] + [""]
+    return lines
+
+
+def _check_values(c: dict[str, Any]) -> str:
+    """The numbers of one check, short: ``noise 0.41 / attack 0.05``."""
+    v = c.get("values", {})
+    if c["name"] == "non-increasing in eps":
+        return " → ".join(f"{x:.2f}" for x in v.values() if isinstance(x, (int, float)))
+    if c["name"] == "non-increasing in steps":
+        return " → ".join(f"{x:.2f}" for x in v.values())
+    if c["name"] == "about zero at a huge eps":
+        return f"{v.get('top1', 0):.3f}"
+    return " / ".join(f"{k} {x:.2f}" for k, x in v.items() if isinstance(x, (int, float)))
+
+
 def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
     """The whole report.md text."""
+    from ..checks import is_checks
+
+    checks = [r for r in results if is_checks(r)]
+    results = [r for r in results if not is_checks(r)]
     clean = [r for r in results if r.threat == "clean" and r.defense is None]
     lines = ["# robustmm report", ""]
     if results:
@@ -179,6 +234,7 @@ def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
     lines += vulnerability_section(results)
     lines += attack_section(results, cv)
     lines += calibration_section(results, cv)
+    lines += checks_section(checks, results)
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ COLUMNS = (
     "model", "modality", "attack", "eps", "eps_label", "defense", "threat", "n",
     "clean_zeroshot_top1", "attacked_zeroshot_top1", "clean_t2x_R@1", "attacked_t2x_R@1",
     "clean_x2t_R@1", "attacked_x2t_R@1", "clean_t2x_MRR", "attacked_t2x_MRR", "asr", "timing_s",
+    "checks_passed",
 )
 
 
@@ -40,6 +41,7 @@ def row(r: Result) -> dict[str, Any]:
         "n": r.n,
         "asr": r.metrics.get("asr"),
         "timing_s": r.timing_s,
+        "checks_passed": r.metrics.get("checks_passed"),
     }
     for k in ("zeroshot_top1", "t2x_R@1", "x2t_R@1", "t2x_MRR"):
         out[f"clean_{k}"] = clean.get(k)
