@@ -100,5 +100,14 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def execute(args: argparse.Namespace, run: Callable[[argparse.Namespace], dict[str, Any]]) -> None:
+    """Set up (logging, threads, seed, device), run the benchmark with stdout kept for its one JSON
+    object, and print that object."""
+    setup(args)
+    with stdout_to_stderr():
+        result = run(args)
+    emit(result)
+
+
 def rounded(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)

@@ -24,7 +24,7 @@ import argparse
 import logging
 from typing import Any
 
-from _common import add_common, emit, machine_info, rounded, setup, stdout_to_stderr, timed
+from _common import add_common, execute, machine_info, rounded, timed
 
 log = logging.getLogger("benchmark.calibration")
 
@@ -106,10 +106,7 @@ def main() -> None:
     if args.quick:
         args.n_train, args.n_test = min(args.n_train, 16), min(args.n_test, 8)
         args.steps, args.epochs, args.fare_epochs = min(args.steps, 1), min(args.epochs, 2), 1
-    setup(args)
-    with stdout_to_stderr():
-        result = run(args)
-    emit(result)
+    execute(args, run)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import contextlib
 import logging
 from typing import Any
 
-from _common import add_common, emit, machine_info, rounded, setup, stdout_to_stderr, summary, timed
+from _common import add_common, execute, machine_info, rounded, summary, timed
 
 import torch
 import torch.nn.functional as F
@@ -187,10 +187,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.batch_size, args.steps, args.repeats = min(args.n, 8), min(args.batch_size, 4), min(args.steps, 2), 1
-    setup(args)
-    with stdout_to_stderr():
-        result = run(args)
-    emit(result)
+    execute(args, run)
 
 
 if __name__ == "__main__":

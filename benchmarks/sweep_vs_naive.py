@@ -22,7 +22,7 @@ import argparse
 import logging
 from typing import Any
 
-from _common import add_common, emit, machine_info, rounded, setup, stdout_to_stderr, timed
+from _common import add_common, execute, machine_info, rounded, timed
 
 log = logging.getLogger("benchmark.sweep")
 
@@ -95,10 +95,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.steps, args.batch_size = min(args.n, 8), min(args.steps, 1), min(args.batch_size, 8)
-    setup(args)
-    with stdout_to_stderr():
-        result = run(args)
-    emit(result)
+    execute(args, run)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,27 @@ def _default_threat(attack: Attack | None, source: Encoder | None, target: Encod
     return "transfer"
 
 
+def prepare(target: Encoder, dataset: MultimodalDataset, modality: str, attack: Attack | None,
+            source: Encoder | None, n: int | None, threat: str | None) -> tuple[MultimodalDataset, Encoder, str]:
+    """Validate the arguments shared by :func:`evaluate` and the curve sweeps; returns the first
+    ``n`` items, the source encoder (``target`` when None) and the threat name."""
+    get_modality(modality)
+    dataset.check_modality(modality)
+    target.check_modality(modality)
+    if n is not None:
+        if n <= 0:
+            raise RobustMMError(f"n must be positive, got {n}")
+        dataset = dataset.head(n)
+    dataset.check_nonempty()
+    if source is not None:
+        source.check_modality(modality)
+    threat = threat or _default_threat(attack, source, target)
+    source = target if source is None else source
+    if threat not in THREATS:
+        raise RobustMMError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
+    return dataset, source, threat
+
+
 def evaluate(
     target: Encoder,
     dataset: MultimodalDataset,
@@ -134,18 +155,7 @@ def evaluate(
         A :class:`~robustmm.report.Result` with ``metrics.clean``, ``metrics.attacked``,
         ``metrics.delta`` and ``metrics.asr`` (fraction of clean-correct items the attack flips).
     """
-    get_modality(modality)
-    dataset.check_modality(modality)
-    target.check_modality(modality)
-    if n is not None:
-        if n <= 0:
-            raise RobustMMError(f"n must be positive, got {n}")
-        dataset = dataset.head(n)
-    dataset.check_nonempty()
-    source = target if source is None else source
-    threat = threat or _default_threat(attack, source, target)
-    if threat not in THREATS:
-        raise RobustMMError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
+    dataset, source, threat = prepare(target, dataset, modality, attack, source, n, threat)
     if attack is not None:
         source.check_modality(modality)
         if hasattr(attack, "resolve"):  # fill modality defaults (eps=None -> middle eps) so results record them

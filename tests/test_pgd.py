@@ -17,8 +17,7 @@ from robustmm.attacks.losses import LOSSES, effective_loss, make_objective, reso
 from robustmm.attacks.pgd import PGD, frozen
 from robustmm.batch import Batch
 from robustmm.data.synthscenes import synthscenes
-from robustmm.encoders.tinybind import ASSETS, TinyBind
-from robustmm.encoders.towers import default_tower_config
+from robustmm.encoders.tinybind import ASSETS
 from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
 from robustmm.evaluate import iter_batches
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality

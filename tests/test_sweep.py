@@ -18,8 +18,6 @@ from robustmm.attacks.sweep import naive_curve, robustness_curve
 from robustmm.batch import Batch
 from robustmm.data.base import ZeroShotTask
 from robustmm.data.synthscenes import synthscenes
-from robustmm.encoders.tinybind import TinyBind
-from robustmm.encoders.towers import default_tower_config
 from robustmm.errors import BudgetError, RobustMMError
 from robustmm.modalities import get_modality
 

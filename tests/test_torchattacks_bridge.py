@@ -12,8 +12,7 @@ from robustmm.attacks.pgd import PGD
 from robustmm.attacks.torchattacks_adapter import TorchAttacksAttack, ZeroShotClassifier, as_4d
 from robustmm.batch import Batch
 from robustmm.data.synthscenes import synthscenes
-from robustmm.encoders.tinybind import ASSETS, TinyBind
-from robustmm.encoders.towers import default_tower_config
+from robustmm.encoders.tinybind import ASSETS
 from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
 from robustmm.evaluate import iter_batches
 from robustmm.metrics import zeroshot_correct

@@ -36,10 +36,10 @@ from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError
-from ..evaluate import Embeddings, _metrics, evaluate, iter_batches, make_batch
+from ..evaluate import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
 from ..metrics import attack_success_rate, caption_owner, t2x_ranks, x2t_ranks, zeroshot_correct
 from ..modalities import get_modality
-from ..report.result import THREATS, Result
+from ..report.result import Result
 from .base import Attack
 from .pgd import check_eps
 
@@ -70,24 +70,6 @@ def _check_attack(attack: Attack) -> None:
         raise RobustMMError(
             f"attack {attack.name!r} perturbs {attack.perturbs}; nested robustness curves need an attack on the inputs only"
         )
-
-
-def _prepare(target: Encoder, dataset: MultimodalDataset, modality: str, source: Encoder | None,
-             n: int | None, threat: str | None) -> tuple[MultimodalDataset, Encoder, str]:
-    get_modality(modality)
-    dataset.check_modality(modality)
-    target.check_modality(modality)
-    if n is not None:
-        if n <= 0:
-            raise RobustMMError(f"n must be positive, got {n}")
-        dataset = dataset.head(n)
-    dataset.check_nonempty()
-    source = target if source is None else source
-    source.check_modality(modality)
-    threat = threat or ("white-box" if source is target else "transfer")
-    if threat not in THREATS:
-        raise RobustMMError(f"unknown threat {threat!r}; known: {', '.join(THREATS)}")
-    return dataset, source, threat
 
 
 def _subset_batches(dataset: MultimodalDataset, modality: str, index: torch.Tensor, batch_size: int,
@@ -134,7 +116,7 @@ def robustness_curve(
         damage; see the module docstring). ``timing_s`` of the first result includes the clean pass, so
         the timings sum to the sweep's wall time.
     """
-    dataset, source, threat = _prepare(target, dataset, modality, source, n, threat)
+    dataset, source, threat = prepare(target, dataset, modality, attack, source, n, threat)
     _check_attack(attack)
     grid = _grid(eps_grid, modality)
     spec = get_modality(modality)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EmptyDatasetError, MissingDataError, RobustMMError
+from ..errors import EmptyDatasetError, MissingDataError
 
 __all__ = ["MissingDataError", "choose_subset"]
 
