@@ -19,6 +19,7 @@ from typing import Any
 from .attacks.base import Attack, build_attack
 from .data.base import MultimodalDataset
 from .encoders.base import Encoder
+from .errors import RobustMMError
 from .evaluate import evaluate
 from .modalities import get_modality
 from .report.result import Result
@@ -63,7 +64,8 @@ def sanity_checks(
     """
     spec = get_modality(modality)
     if modality not in dataset.tasks:
-        raise ValueError(f"sanity checks need a zero-shot task for {modality!r}")
+        raise RobustMMError(f"sanity checks score zero-shot top-1, and {dataset.name} has no zero-shot task for "
+                            f"{modality!r} (tasks: {', '.join(dataset.tasks) or 'none'})")
     attack = attack or build_attack("pgd", steps=10, seed=seed)
     checks: list[Check] = []
     clean = _top1(encoder, dataset, modality, None)

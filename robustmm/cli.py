@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -39,8 +39,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other robustmm error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="robustmm", description="Adversarial robustness of multimodal embedding models.")
+    ap = _OneLineParser(prog="robustmm", description="Adversarial robustness of multimodal embedding models.")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command")
 
@@ -407,7 +414,10 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a one-line usage error (2)
+        return int(e.code or 0)
     if args.version:
         from . import __version__
 
@@ -428,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` only, not {args.command!r}")
             started = distributed.init_from_env(_device(args.device))
         return handler(args)
-    except (RobustMMError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"robustmm {args.command}: error: {e}", file=sys.stderr)
+    except (RobustMMError, OSError) as e:  # bad input, or a file the user named that cannot be read/written
+        print(f"robustmm {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("robustmm: interrupted", file=sys.stderr)

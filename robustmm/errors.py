@@ -51,5 +51,9 @@ class CheckpointError(RobustMMError):
     """A corrupted, truncated or mismatched checkpoint (heads, towers)."""
 
 
+class ResultFileError(RobustMMError):
+    """A results file that is not valid JSON or not a ``robustmm.result/1`` record."""
+
+
 class MissingDataError(RobustMMError, FileNotFoundError):
     """Dataset files (annotations, images, pickled batches) that are not on disk."""

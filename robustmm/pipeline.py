@@ -49,7 +49,52 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
             base[section] = {**base[section], **values}
         else:
             base[section] = values
+    validate_config(base, str(path))
     return base
+
+
+#: keys a job may set that the default config leaves out
+OPTIONAL_KEYS: dict[str, set[str]] = {"run": {"root"}, "report": {"examples"}}
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> None:
+    """Fail before any work on what a typo would otherwise break minutes into a run: unknown
+    sections and keys (with "did you mean"), model, dataset, modality and objective names."""
+    from .defenses.objectives import parse_objective
+    from .encoders.registry import _ensure_builtin, _FACTORIES
+    from .errors import UnknownNameError
+    from .modalities import get_modality
+
+    base = default_config()
+    for section, values in config.items():
+        if section not in base and section not in OPTIONAL_KEYS:
+            raise UnknownNameError(f"section of {source}", f"[{section}]", {f"[{k}]" for k in (*base, *OPTIONAL_KEYS)})
+        if not isinstance(values, dict):
+            raise RobustMMError(f"{source}: [{section}] must be a table of keys, got {values!r}")
+        known = set(base.get(section, {})) | OPTIONAL_KEYS.get(section, set())
+        for key in values:
+            if key not in known:
+                raise UnknownNameError(f"key of [{section}] in {source}", key, known)
+    run = config["run"]
+    _ensure_builtin()
+    names = [run["model"], *config.get("sga", {}).get("transfer_to", [])]
+    if config.get("checks", {}).get("surrogate"):
+        names.append(config["checks"]["surrogate"])
+    for name in names:
+        if name.partition(":")[0] not in _FACTORIES:
+            raise UnknownNameError("model", name, _FACTORIES)
+    from .data.registry import _ensure_builtin as _data_builtin, _LOADERS
+
+    _data_builtin()
+    if run["dataset"] not in _LOADERS:
+        raise UnknownNameError("dataset", run["dataset"], _LOADERS)
+    modalities = list(run["modalities"]) + list(config.get("calibration", {}).get("modalities") or []) + \
+        list(config.get("checks", {}).get("modalities") or [])
+    modalities += [config[s]["modality"] for s in ("patch", "sga", "xmai") if "modality" in config.get(s, {})]
+    for m in modalities:
+        get_modality(m)
+    for obj in config.get("calibration", {}).get("objectives", []):
+        parse_objective(obj)
 
 
 @dataclass
@@ -291,6 +336,9 @@ def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False,
             overwrite: bool = False, device: str = "cpu", progress: bool = True) -> list[Result]:
     """Run every cell of ``config`` into ``out_dir``; returns all results (old and new)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RobustMMError(f"output folder {out_dir} is a file")
+    validate_config(config)
     results_path = out_dir / "results.jsonl"
     if results_path.exists() and not (resume or overwrite):
         raise RobustMMError(f"{results_path} exists: pass --resume to continue that run or --overwrite to start again")

@@ -28,6 +28,64 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, needle):
     assert needle in err and "\n" not in err and "Traceback" not in err
 
 
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    """Files a user might pass by mistake: broken TOML, broken results, truncated heads."""
+    d = tmp_path_factory.mktemp("bad")
+    (d / "broken.toml").write_text("[run\nmodel = ")
+    (d / "unknown_model.toml").write_text('[run]\nmodel = "tinybnd"\n')
+    (d / "unknown_modality.toml").write_text('[run]\nmodalities = ["imagee"]\n')
+    (d / "results.jsonl").write_text('{"schema": "robustmm.result/1"\nnot json\n{}\n')
+    (d / "other.json").write_text('{"schema": "something-else"}')
+    (d / "heads.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    (d / "heads.json").write_text(json.dumps({"format": "robustmm.heads/1", "encoder": "tinybind",
+                                              "heads": {"image": {"dim": 384, "hidden": 128}}}))
+    (d / "afile").write_text("x")
+    (d / "typo_section.toml").write_text("[pdg]\nsteps = 3\n")
+    (d / "typo_key.toml").write_text("[pgd]\nstesp = 3\n")
+    return d
+
+
+# every way a user can get the command line wrong: one line on stderr, exit code 2, no traceback
+AUDIT = [
+    (["eval", "--modality", "image", "--n", "abc"], "invalid int value"),
+    (["eval"], "--modality"),
+    (["frobnicate"], "invalid choice"),
+    (["eval", "--modality", "image", "--norm", "l3"], "invalid choice"),
+    (["eval", "--data", "synthscene", "--modality", "image"], "did you mean 'synthscenes'"),
+    (["eval", "--modality", "imag"], "did you mean 'image'"),
+    (["eval", "--modality", "image", "--attack", "pgdd"], "did you mean 'pgd'"),
+    (["eval", "--modality", "image", "--attack", "pgd", "--eps", "nan"], "eps"),
+    (["eval", "--modality", "image", "--n", "0"], "n must be"),
+    (["eval", "--modality", "image", "--split", "validation"], "split"),
+    (["eval", "--modality", "image", "--data", "coco", "--root", "/nonexistent"], "/nonexistent"),
+    (["eval", "--modality", "image", "--model", "open_clip:ViT-B-32@laion2b_s34b_b79k"], "weights"),
+    (["eval", "--modality", "image", "--heads", "/nonexistent/h.safetensors"], "not found"),
+    (["eval", "--modality", "image", "--heads", "{bad}/heads.safetensors"], "corrupted or truncated"),
+    (["eval", "--modality", "image", "--device", "cuda:7"], "cuda"),
+    (["calibrate", "--modality", "image", "--objective", "infonc", "--out", "{bad}/h.safetensors"], "did you mean 'infonce'"),
+    (["run", "{bad}/broken.toml"], "invalid TOML"),
+    (["run", "{bad}/unknown_model.toml", "--out", "{bad}/o1"], "did you mean 'tinybind'"),
+    (["run", "{bad}/unknown_modality.toml", "--out", "{bad}/o2"], "did you mean 'image'"),
+    (["run", "--quick", "--out", "{bad}/afile"], "afile"),
+    (["report", "{bad}/results.jsonl", "--out", "{bad}/r"], "not valid JSON"),
+    (["report", "{bad}/other.json", "--out", "{bad}/r"], "robustmm.result/1"),
+    (["report", "/nonexistent.jsonl", "--out", "{bad}/r"], "nonexistent"),
+    (["check-attack", "--modality", "text"], "no zero-shot task for 'text'"),
+    (["run", "{bad}/typo_section.toml"], "did you mean '[pgd]'"),
+    (["run", "{bad}/typo_key.toml"], "did you mean 'steps'"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", AUDIT, ids=[" ".join(a[:2]) + f" #{i}" for i, (a, _) in enumerate(AUDIT)])
+def test_cli_audit_one_line_errors(capsys, bad_files, argv, needle):
+    argv = [a.replace("{bad}", str(bad_files)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err, err
+    assert "\n" not in err and "Traceback" not in err
+
+
 def test_console_script_error_has_no_traceback():
     p = subprocess.run([sys.executable, "-m", "robustmm", "eval", "--model", "nope", "--modality", "image"],
                        capture_output=True, text=True, timeout=120)

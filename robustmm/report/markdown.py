@@ -173,7 +173,9 @@ def checks_section(checks: Sequence[Result], results: Sequence[Result]) -> list[
              " the steps, must reach about 0 at half the value range, random noise of the same budget must be weaker"
              " than PGD, and a transfer attack (from a surrogate model, or from the bare encoder for a calibrated"
              " one, i.e. the head-unaware threat) weaker than the white-box one. A failure means the attack or the"
-             " model's gradients cannot be trusted (Carlini et al., 2019).", ""]
+             " model's gradients cannot be trusted (Carlini et al., 2019). In brackets: top-1 clean → at each budget"
+             " of the grid; at the middle budget after each number of steps; at the huge budget; noise vs PGD;"
+             " transfer vs white-box.", ""]
     if checks:
         names: list[str] = []
         for r in checks:

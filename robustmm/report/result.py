@@ -5,9 +5,11 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..errors import ResultFileError
 
 SCHEMA = "robustmm.result/1"
 THREATS = ("clean", "white-box", "head-unaware", "adaptive", "transfer")
@@ -49,9 +51,14 @@ class Result:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Result":
         if d.get("schema") != SCHEMA:
-            raise ValueError(f"not a {SCHEMA} record (schema={d.get('schema')!r})")
+            raise ResultFileError(f"not a {SCHEMA} record (schema={d.get('schema')!r})")
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**fields)
+        try:
+            return cls(**fields)
+        except TypeError:
+            missing = [k for k, f in cls.__dataclass_fields__.items() if k not in d and f.default is MISSING
+                       and f.default_factory is MISSING]
+            raise ResultFileError(f"{SCHEMA} record without {', '.join(missing) or 'valid fields'}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=False)
@@ -103,7 +110,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            raise ResultFileError(f"{path}: line {i + 1} is not valid JSON") from None
     return out
 
 
@@ -127,6 +134,12 @@ def load_results(paths: Iterable[str | Path]) -> list[Result]:
         if p.suffix == ".jsonl":
             out += [Result.from_dict(d) for d in read_jsonl(p)]
         else:
-            d = json.loads(p.read_text())
-            out += [Result.from_dict(x) for x in (d if isinstance(d, list) else [d])]
+            try:
+                d = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise ResultFileError(f"{p}: not valid JSON ({e})") from None
+            try:
+                out += [Result.from_dict(x) for x in (d if isinstance(d, list) else [d])]
+            except ResultFileError as e:
+                raise ResultFileError(f"{p}: {e}") from None
     return out
