@@ -126,13 +126,13 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, domain:
     Clamping after the projection keeps the ball constraint: the box contains ``x``, so clamping
     only moves each coordinate toward ``x``.
     """
-    d = x_adv - x
+    d = x_adv - x  # the one new tensor; the rest works in place on it (same values as out-of-place)
     if norm == "linf":
-        d = d.clamp(-eps, eps)
+        d.clamp_(-eps, eps)
     else:
         n = d.flatten(1).norm(dim=1)
-        d = d * _per_sample((eps / n.clamp_min(1e-12)).clamp(max=1.0), d)
-    return (x + d).clamp(*domain)
+        d.mul_(_per_sample((eps / n.clamp_min(1e-12)).clamp(max=1.0), d))
+    return d.add_(x).clamp_(*domain)
 
 
 def item_seed(seed: int, index: int) -> int:
@@ -171,10 +171,12 @@ def random_delta(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     return d * _per_sample(r * eps / n, d)
 
 
-def _ascent_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
+def _ascent_step(g: torch.Tensor, norm: str, step: float) -> torch.Tensor:
+    """``step`` x the steepest-ascent direction of ``norm``, computed in place in the gradient
+    ``g`` (a fresh tensor from autograd.grad that nothing else holds)."""
     if norm == "linf":
-        return g.sign()
-    return g / _per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
+        return g.sign_().mul_(step)
+    return g.div_(_per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)).mul_(step)
 
 
 @dataclass
@@ -345,7 +347,7 @@ class PGD(Attack):
                         loss_first[active] = loss.detach().to(loss_first.dtype)
                     loss_last[active] = loss.detach().to(loss_last.dtype)
                     x0 = x if full else x[active]
-                    new = project(xa.detach() + step * _ascent_direction(grad, norm), x0, eps, norm, spec.domain)
+                    new = project(_ascent_step(grad, norm, step).add_(xa.detach()), x0, eps, norm, spec.domain)
                     done = objective.success(emb, active) if self.early_stop else None
                     if done is not None and bool(done.any()):
                         new[done] = xa.detach()[done]  # keep the iterate that already succeeded

@@ -318,11 +318,13 @@ def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path) -> li
     out_dir = Path(out_dir)
     written: list[Path] = []
     specs = (
-        ("robustness_top1", ("zeroshot_top1",), "zero-shot top-1 accuracy"),
-        ("robustness_r1", _RETRIEVAL_KEYS, "retrieval R@1 (MRR where R@1 is absent)"),
+        ("robustness_top1", ("zeroshot_top1",), "zero-shot top-1 accuracy", ""),
+        ("robustness_r1", _RETRIEVAL_KEYS, "retrieval R@1 (MRR where R@1 is absent)",
+         "R@1 under an attack on the zero-shot loss is a side effect, and a nested sweep keeps each item's"
+         " first successful example, so such curves can stay flat; SGA and caption-loss PGD attack retrieval itself"),
     )
-    for fname, keys, what in specs:
-        fig = _curve_figure(curve, cleans, keys, what, colours)
+    for fname, keys, what, note in specs:
+        fig = _curve_figure(curve, cleans, keys, what, colours, note)
         if fig is None:
             log.info("plot_robustness_curves: no %s in the results; skipping %s", what, fname)
             continue
@@ -331,7 +333,7 @@ def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path) -> li
 
 
 def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str], what: str,
-                  colours: dict[str, Any]) -> Any:
+                  colours: dict[str, Any], note: str = "") -> Any:
     from matplotlib.lines import Line2D
 
     panels: dict[tuple[str, str], list[Result]] = defaultdict(list)
@@ -389,7 +391,9 @@ def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str]
             match = [c for c in cleans if c.modality == modality and _model_name(c) == _model_name(r0)
                      and _defense_label(c) == _defense_label(r0) and _metric(c, "clean", key) is not None]
             from_clean = [v for c in match if (v := _metric(c, "clean", key)) is not None]
-            clean_v = _mean(from_clean) if from_clean else _mean(own_clean[label])
+            # the clean point of the same items when the records carry it (a separate clean run may
+            # use a bigger gallery, and retrieval scores fall with gallery size)
+            clean_v = _mean(own_clean[label]) if own_clean[label] else (_mean(from_clean) if from_clean else None)
             pts = sorted((e, float(np.mean(vs))) for e, vs in series[label].items())
             if clean_v is not None and 0.0 not in series[label]:
                 pts = [(0.0, clean_v), *pts]
@@ -423,7 +427,8 @@ def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str]
         ax.grid(True, alpha=0.3)
         ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(f"Robustness curves: {what} vs attack budget ε\n"
-                 "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack)", fontsize=11)
+                 "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack on the same items)"
+                 + (f"\n{_wrap(note, 120)}" if note else ""), fontsize=11)
     labels = sorted(legend)
     fig.legend([legend[k] for k in labels], labels, loc="outside lower center", ncols=min(3, len(labels)),
                fontsize=8.5, frameon=False, title="model + defense (threat model)", title_fontsize=8.5)
