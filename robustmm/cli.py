@@ -14,8 +14,6 @@ from typing import Any, NoReturn
 
 import torch
 
-from .attacks.base import Attack
-from .encoders.base import Encoder
 from .errors import RobustMMError
 
 log = logging.getLogger("robustmm")
@@ -57,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small, fast version of the job")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished cells")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    p.add_argument("--amp", action="store_true",
+                   help="attacks under torch.autocast(bfloat16), as `[run] amp = true` (for GPUs)")
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate one model on one modality, clean or under an attack")
@@ -155,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.seed is not None:
         config["run"]["seed"] = args.seed
+    if args.amp:
+        config["run"]["amp"] = True
     results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
                       device=_device(args.device), progress=not args.quiet)
     clean = [r for r in results if r.threat == "clean" and r.defense is None]
@@ -174,82 +176,9 @@ def _template(path: str, **fields: Any) -> str:
         raise RobustMMError(f"--out {path!r}: unknown template field {e}; use {{model}} {{data}} {{modality}} {{attack}}") from None
 
 
-class _AutocastEncoder(Encoder):
-    """A view of ``base`` whose modality ``encode`` runs under ``torch.autocast`` (``eval --amp``).
-
-    Only the differentiated path (modality input -> embedding) is autocast; the embedding is cast
-    back to float32, so losses and gradients w.r.t. the float32 input stay float32 and PGD's steps
-    and projections are exact. Text encoding is delegated untouched, so text embeddings (and
-    TinyBind's MiniLM cache) stay full precision.
-    """
-
-    def __init__(self, base: Encoder, dtype: torch.dtype = torch.bfloat16):
-        super().__init__()
-        self.base = base
-        self.dtype = dtype
-        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
-
-    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=self.dtype):
-            z = self.base.encode(modality, x)
-        return z.float()
-
-    def encode_text(self, texts: Any) -> torch.Tensor:
-        return self.base.encode_text(texts)
-
-    def tower(self, modality: str) -> torch.nn.Module:
-        return self.base.tower(modality)
-
-    def info(self) -> dict[str, Any]:
-        return self.base.info()
-
-
-class _AutocastAttack(Attack):
-    """Any attack, made on an autocast (bfloat16) view of the source encoder (``robustmm eval --amp``).
-
-    ``resolve``/``with_eps`` return wrapped copies, so :func:`robustmm.evaluate` and robustness
-    curves keep the wrapper; ``describe()`` records ``"amp": "bfloat16"``. Inputs, projections and
-    the returned batch stay float32; clean and scored embeddings are computed outside autocast.
-    """
-
-    def __init__(self, inner: Attack):
-        self.inner = inner
-        self.name, self.perturbs = inner.name, inner.perturbs
-        self._views: dict[int, _AutocastEncoder] = {}
-
-    def __getattr__(self, key: str) -> Any:  # fit_split, budget, ... come from the wrapped attack
-        if key == "inner":
-            raise AttributeError(key)
-        return getattr(self.inner, key)
-
-    @property
-    def eps(self) -> Any:  # type: ignore[override]
-        return getattr(self.inner, "eps", None)
-
-    def _view(self, encoder: Encoder) -> _AutocastEncoder:
-        if id(encoder) not in self._views:
-            self._views[id(encoder)] = _AutocastEncoder(encoder)
-        return self._views[id(encoder)]
-
-    def __call__(self, encoder: Any, batch: Any) -> Any:
-        return self.inner(self._view(encoder), batch)
-
-    def fit(self, encoder: Any, dataset: Any) -> "_AutocastAttack":
-        self.inner.fit(self._view(encoder), dataset)
-        return self
-
-    def resolve(self, modality: str) -> "_AutocastAttack":
-        return _AutocastAttack(self.inner.resolve(modality) if hasattr(self.inner, "resolve") else self.inner)
-
-    def with_eps(self, eps: float) -> "_AutocastAttack":
-        return _AutocastAttack(self.inner.with_eps(eps))
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe() | {"amp": "bfloat16"}
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from .attacks import build_attack
+    from .attacks.amp import AutocastAttack
     from .attacks.base import accepts
     from . import distributed
     from .data import load_dataset
@@ -302,13 +231,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 log.warning("nested robustness curves are not sharded: every rank computes the whole curve")
 
             attack = build_attack(args.attack, **kw)
-            attack = _AutocastAttack(attack) if args.amp else attack
+            attack = AutocastAttack(attack) if args.amp else attack
             results = robustness_curve(target, data, modality=args.modality, attack=attack, eps_grid=args.eps,
                                        source=source, batch_size=args.batch_size, seed=seed, progress=not args.quiet)
         budgets = (args.eps or [spec.middle_eps]) if accepts(args.attack, "eps") else [None]
         for eps in budgets if not results else []:
             attack = build_attack(args.attack, **({"eps": eps} if eps is not None else {}), **kw)
-            attack = _AutocastAttack(attack) if args.amp else attack
+            attack = AutocastAttack(attack) if args.amp else attack
             fit_split = getattr(attack, "fit_split", None)
             if fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
                 attack.fit(source or target, load_dataset(args.data, split=fit_split, n=args.fit_n, root=args.root))

@@ -111,6 +111,7 @@ class Job:
     def __init__(self, config: dict[str, Any], *, quick: bool = False, device: str = "cpu", progress: bool = True,
                  out_dir: str | Path | None = None):
         self.config, self.quick, self.device, self.progress = config, quick, device, progress
+        self.amp = bool(config["run"].get("amp", False))
         self.out_dir = None if out_dir is None else Path(out_dir)
         run = config["run"]
         self.n = int(run.get("quick_n", 200) if quick else run.get("n", 1000))
@@ -203,10 +204,18 @@ class Job:
                         out.append(Cell(f"{model}|{m}|checks:calibration:{obj}", lambda m=m, obj=obj: self._checks(m, obj)))
         return out
 
+    def _amp(self, attack: Any) -> Any:
+        """The attack under bfloat16 autocast when ``[run] amp`` (or ``run --amp``) is on."""
+        if not self.amp:
+            return attack
+        from .attacks.amp import AutocastAttack
+
+        return AutocastAttack(attack)
+
     def _pgd(self, modality: str, **kw: Any):
         from .attacks import build_attack
 
-        return build_attack("pgd", steps=int(self.pick("pgd", "steps", 10)), **kw)
+        return self._amp(build_attack("pgd", steps=int(self.pick("pgd", "steps", 10)), **kw))
 
     def _pgd_curve(self, modality: str) -> list[Result]:
         from .attacks.sweep import robustness_curve
@@ -220,9 +229,9 @@ class Job:
         attack = build_attack("patch", modality=modality, area=float(sec.get("area", 0.03)),
                               epochs=int(sec.get("epochs", 5)), seed=self.seed)
         fit_data = self.dataset(sec.get("fit_split", "train"), int(self.pick("patch", "fit_n", 1000)))
-        attack.fit(self.encoder(), fit_data)
+        self._amp(attack).fit(self.encoder(), fit_data)  # fits ``attack`` itself
         self.fitted_patch = attack
-        res = evaluate(self.encoder(), self.attacked, modality=modality, attack=attack, **self._kw())
+        res = evaluate(self.encoder(), self.attacked, modality=modality, attack=self._amp(attack), **self._kw())
         if modality in self.attacked.tasks:  # fooling rate = zero-shot prediction changed
             res.extra["fooling_rate"] = attack.fooling_rate(self.encoder(), self.attacked, modality)
         res.extra["fit"] = fit_data.info()
@@ -232,7 +241,7 @@ class Job:
         from .attacks import build_attack
 
         eps = float(self.section("sga").get("eps", 2 / 255))
-        sga = build_attack("sga", eps=eps, seed=self.seed)
+        sga = self._amp(build_attack("sga", eps=eps, seed=self.seed))
         src = self.encoder()
         data = self.attacked_for("sga")
         if transfer_to is None:
@@ -267,7 +276,7 @@ class Job:
         cal = self.section("calibration")
         steps = int(self.pick("calibration", "steps", 10))
         labelled = modality in self.attacked.tasks
-        attack = default_attack(modality, labelled, steps=steps)
+        attack = self._amp(default_attack(modality, labelled, steps=steps))
         calib = calibrate(self.encoder(), self._calibration_data(), modality=modality, objective=objective, attack=attack,
                           epochs=int(cal.get("epochs", 60)), seed=self.seed, progress=self.progress)
         self._calibrations[(modality, objective)] = calib
@@ -297,7 +306,7 @@ class Job:
         bare = self.encoder()
         steps = tuple(int(s) for s in self.pick("checks", "steps", [1, 5, 20]))
         attack = default_attack(modality, True, steps=int(self.pick("pgd", "steps", 10)))
-        attack = attack.replace(seed=self.seed) if hasattr(attack, "replace") else attack
+        attack = self._amp(attack.replace(seed=self.seed) if hasattr(attack, "replace") else attack)
         defense = None
         if objective is None:
             target = bare

@@ -23,3 +23,14 @@ def tiny_tinybind(data) -> TinyBind:
             if modality in enc.modalities:
                 enc.encode(modality, data.get(modality, slice(None)))
     return enc.freeze()
+
+
+#: job-file lines that switch off the patch and the caption attacks (slow on CPU), for small run tests
+NO_PATCH_SGA_XMAI = """
+[patch]
+enabled = false
+[sga]
+enabled = false
+[xmai]
+enabled = false
+"""

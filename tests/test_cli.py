@@ -7,6 +7,8 @@ import pytest
 
 from robustmm.cli import main
 
+from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
+
 
 @pytest.mark.parametrize("what, expect", [("models", "tinybind"), ("datasets", "synthscenes"),
                                           ("modalities", "pointcloud"), ("attacks", "")])
@@ -129,3 +131,40 @@ def test_run_quick_writes_everything_and_resumes(tmp_path, trained, capsys):
     assert main(["run", "--quick", "--out", str(out), "-q"]) == 2
     assert main(["run", "--quick", "--out", str(out), "-q", "--resume"]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_run_amp_marks_every_attack(tmp_path, rand_encoder):
+    """`run --amp`: PGD curves, calibration and the checks all run under bfloat16 autocast (on CPU
+    here), say so in their records, and still stay inside the budget."""
+    rand_encoder.save(tmp_path / "model")
+    cfg = tmp_path / "amp.toml"
+    cfg.write_text(f"""
+[run]
+model = "tinybind:{tmp_path / 'model'}"
+quick_n = 12
+quick_attack_n = 12
+modalities = ["thermal"]
+batch_size = 12
+[pgd]
+quick_steps = 1
+{NO_PATCH_SGA_XMAI}
+[calibration]
+quick_train_n = 12
+epochs = 2
+quick_steps = 1
+clean_control = false
+[checks]
+quick_n = 12
+quick_steps = [1, 2]
+surrogate = ""
+[report]
+examples = false
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--quick", "--amp", "--out", str(out), "-q"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    attacked = [r for r in rows if r["attack"]]
+    assert {r["extra"]["cell"].split("|", 2)[2] for r in attacked} >= {"pgd-curve", "calibration:ce", "checks"}
+    for r in attacked:
+        a = r["attack"]["base"] if r["attack"]["name"] == "sanity-checks" else r["attack"]
+        assert a.get("amp") == "bfloat16", r["extra"]["cell"]

@@ -14,6 +14,8 @@ import robustmm
 from robustmm.attacks import build_attack
 from robustmm.report.result import append_jsonl, read_jsonl
 
+from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
+
 
 def _job(tmp_path, model_stem, modalities):
     cfg = tmp_path / "job.toml"
@@ -27,12 +29,7 @@ batch_size = 8
 [pgd]
 enabled = true
 steps = 2
-[patch]
-enabled = false
-[sga]
-enabled = false
-[xmai]
-enabled = false
+{NO_PATCH_SGA_XMAI}
 [calibration]
 enabled = false
 [checks]
