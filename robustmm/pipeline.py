@@ -176,6 +176,9 @@ class Job:
         if self.enabled("pgd"):
             for m in self.modalities:
                 out.append(Cell(f"{model}|{m}|pgd-curve", lambda m=m: self._pgd_curve(m)))
+            if self.section("pgd").get("retrieval", False):
+                for m in self.modalities:
+                    out.append(Cell(f"{model}|{m}|pgd-retrieval-curve", lambda m=m: self._retrieval_curve(m)))
         if self.enabled("patch"):
             m = self.section("patch").get("modality", "image")
             out.append(Cell(f"{model}|{m}|patch", lambda m=m: self._patch(m)))
@@ -221,6 +224,15 @@ class Job:
         from .attacks.sweep import robustness_curve
 
         return robustness_curve(self.encoder(), self.attacked, modality=modality, attack=self._pgd(modality), **self._kw())
+
+    def _retrieval_curve(self, modality: str) -> list[Result]:
+        """PGD on the caption loss (push the item away from its own captions), every item attacked
+        at every eps: the retrieval curve a nested zero-shot sweep cannot give."""
+        from .attacks.sweep import naive_curve
+
+        n = min(int(self.pick("pgd", "retrieval_n", 100)), self.attack_n)
+        return naive_curve(self.encoder(), self.dataset(n=n), modality=modality,
+                           attack=self._pgd(modality, loss="caption"), **self._kw())
 
     def _patch(self, modality: str) -> list[Result]:
         from .attacks import build_attack

@@ -73,6 +73,16 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
     return lines
 
 
+_LOSS_NAMES = {"ce": "zero-shot loss", "caption": "caption loss", "embedding": "embedding loss"}
+
+
+def _attack_name(r: Result) -> str:
+    """``pgd (caption loss)``: PGD rows say what they maximise, since one report has several."""
+    name = str((r.attack or {}).get("name"))
+    loss = (r.attack or {}).get("loss")
+    return f"{name} ({_LOSS_NAMES.get(loss, str(loss) + ' loss')})" if name == "pgd" and loss else name
+
+
 def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]:
     rows = []
     for r in results:
@@ -80,6 +90,9 @@ def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]
             continue
         if r.attack.get("name") == "pgd" and r.attack.get("nested"):
             continue  # curves have their own table
+        if r.attack.get("nested") is False and r.modality in MODALITIES and r.attack.get("eps") is not None \
+                and abs(r.attack["eps"] - MODALITIES[r.modality].middle_eps) > 1e-12:
+            continue  # of a full (naive) curve, only the middle budget, like the nested curves above
         rows.append((r, r.metrics.get("asr")))
     return rows
 
@@ -89,7 +102,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
     candidates = []
     for m, rs in curve.items():
         mid = rs[len(rs) // 2]
-        rows.append(["pgd", m, mid.threat, mid.model.get("name"), _eps_label(mid), _top1(mid.metrics["clean"]),
+        rows.append([_attack_name(mid), m, mid.threat, mid.model.get("name"), _eps_label(mid), _top1(mid.metrics["clean"]),
                      _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
                      mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), ""])
     for r, asr in _attack_rows(results):
@@ -102,7 +115,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
             note.append(f"ASR x2t/t2x R@1 {detail['x2t_R@1']:.3f}/{(detail.get('t2x_R@1') or 0):.3f}")
         src = (r.model.get("source") or {}).get("name")
         threat = r.threat + (f" ({src} → {r.model.get('name')})" if src else "")
-        rows.append([r.attack.get("name"), r.modality, threat, r.model.get("name"), _eps_label(r),
+        rows.append([_attack_name(r), r.modality, threat, r.model.get("name"), _eps_label(r),
                      _top1(r.metrics["clean"]), _top1(r.metrics["attacked"]), r.metrics["clean"].get("t2x_R@1"),
                      r.metrics["attacked"].get("t2x_R@1"), asr, "; ".join(note)])
         if r.threat == "white-box" and asr is not None:
@@ -121,7 +134,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
             candidates.append((mid.metrics["asr"], mid))
     if candidates:
         asr, r = max(candidates, key=lambda t: t[0])
-        lines += [f"**Strongest attack (white-box): {r.attack['name']}** on {r.modality}"
+        lines += [f"**Strongest attack (white-box): {_attack_name(r)}** on {r.modality}"
                   f"{' at ' + _eps_label(r) if _eps_label(r) else ''}, ASR {asr:.3f}.", ""]
     return lines
 

@@ -233,9 +233,22 @@ def _variant_labels(slots: Iterable[Sequence[Result]]) -> dict[int, str]:
     out = {}
     for rs in slots:
         for r in rs:
-            suffix = ", ".join(f"{k}={(r.attack or {}).get(k)}" for k in sorted(varying))
+            suffix = ", ".join(_variant_text(k, (r.attack or {}).get(k)) for k in sorted(varying)
+                               if (r.attack or {}).get(k) is not None)
             out[id(r)] = _series_label(r) + (f" [{suffix}]" if suffix else "")
     return out
+
+
+_LOSS_TEXT = {"ce": "zero-shot loss", "caption": "caption loss", "embedding": "embedding loss"}
+
+
+def _variant_text(key: str, value: Any) -> str:
+    """How one differing attack setting reads in a legend (``caption loss``, ``nested sweep``)."""
+    if key == "loss":
+        return _LOSS_TEXT.get(str(value), f"{value} loss")
+    if key == "nested":
+        return "nested sweep" if value else "every item attacked"
+    return f"{key}={value}"
 
 
 def _palette(n: int) -> list[Any]:
