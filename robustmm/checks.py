@@ -21,7 +21,7 @@ from .data.base import MultimodalDataset
 from .encoders.base import Encoder
 from .errors import RobustMMError
 from .evaluate import evaluate
-from .modalities import get_modality
+from .modalities import CONTINUOUS_MODALITIES, get_modality
 from .report.result import Result
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,16 @@ class Check:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def _top1(encoder: Encoder, data: MultimodalDataset, modality: str, attack: Attack | None, source: Encoder | None = None,
-          **kw: Any) -> float:
+def _score(encoder: Encoder, data: MultimodalDataset, modality: str, attack: Attack | None, metric: str,
+           source: Encoder | None = None, **kw: Any) -> float:
     r = evaluate(encoder, data, modality=modality, attack=attack, source=source, progress=False, **kw)
-    return (r.metrics["attacked"] or r.metrics["clean"])["zeroshot_top1"]
+    return (r.metrics["attacked"] or r.metrics["clean"])[metric]
+
+
+def check_metric(dataset: MultimodalDataset, modality: str) -> str:
+    """What the checks score: zero-shot top-1 when the dataset has a task for the modality, else
+    X->text R@1 (a per-item score, so it too must fall with the budget)."""
+    return "zeroshot_top1" if modality in dataset.tasks else "x2t_R@1"
 
 
 def sanity_checks(
@@ -57,17 +63,25 @@ def sanity_checks(
     """Run the five checks on ``encoder`` (any Encoder, e.g. one with calibration heads).
 
     Args:
-        attack: the PGD-like attack under test (default PGD-10 with the modality's grid).
+        attack: the PGD-like attack under test (default PGD-10 with the modality's grid, on the
+            zero-shot loss, or on the caption loss for a dataset without a zero-shot task, which is
+            then scored by X->text R@1 instead of top-1).
         surrogate: the model a transfer attack is made on (default: none, check 5 skipped). For
             a calibrated model pass the bare encoder: head-unaware must be weaker than adaptive.
         tolerance: slack for sampling noise (fraction of items).
     """
     spec = get_modality(modality)
-    if modality not in dataset.tasks:
-        raise RobustMMError(f"sanity checks score zero-shot top-1, and {dataset.name} has no zero-shot task for "
-                            f"{modality!r} (tasks: {', '.join(dataset.tasks) or 'none'})")
-    attack = attack or build_attack("pgd", steps=10, seed=seed)
+    if modality not in CONTINUOUS_MODALITIES:
+        raise RobustMMError(f"sanity checks attack a continuous input; {modality!r} is not one "
+                            f"({', '.join(CONTINUOUS_MODALITIES)})")
+    dataset.check_modality(modality)
+    metric = check_metric(dataset, modality)
+    attack = attack or build_attack("pgd", steps=10, seed=seed, loss="ce" if metric == "zeroshot_top1" else "caption")
     checks: list[Check] = []
+
+    def _top1(enc: Encoder, data: MultimodalDataset, mod: str, atk: Attack | None, **kw: Any) -> float:
+        return _score(enc, data, mod, atk, metric, **kw)
+
     clean = _top1(encoder, dataset, modality, None)
     grid = list(spec.eps_grid)
     accs = [_top1(encoder, dataset, modality, attack.with_eps(e), seed=seed) for e in grid]
@@ -87,12 +101,12 @@ def sanity_checks(
     checks.append(Check("non-increasing in steps", ok, f"at eps {spec.format_eps(mid)}",
                         {f"steps={s}": v for s, v in by_steps.items()}))
     big = (spec.domain[1] - spec.domain[0]) / 2
-    n_classes = len(dataset.tasks[modality].classnames)
-    floor = max(0.05, 2.0 / n_classes)
+    chance = 1.0 / len(dataset.tasks[modality].classnames) if metric == "zeroshot_top1" else 1.0 / len(dataset)
+    floor = max(0.05, 2.0 * chance)
     big_acc = _top1(encoder, dataset, modality, attack.with_eps(big), seed=seed)
     checks.append(Check("about zero at a huge eps", big_acc <= floor,
                         f"eps {spec.format_eps(big)} (half the value range) must leave <= {floor:.3f}",
-                        {"eps": big, "top1": big_acc}))
+                        {"eps": big, "top1" if metric == "zeroshot_top1" else metric: big_acc}))
     noise_acc = _top1(encoder, dataset, modality, build_attack("noise", eps=mid, seed=seed), seed=seed)
     pgd_mid = accs[grid.index(mid)]
     checks.append(Check("random noise weaker than the attack", noise_acc + tolerance >= pgd_mid,
@@ -124,7 +138,7 @@ def checks_result(checks: list[Check], encoder: Encoder, dataset: MultimodalData
         model=encoder.info(), dataset=dataset.info(), modality=modality,
         attack={"name": CHECKS_ATTACK, "base": attack.describe()}, defense=defense,
         threat="adaptive" if defense else "white-box",
-        metrics={"clean": {"zeroshot_top1": first.get("clean")}, "attacked": None, "asr": None,
+        metrics={"clean": {check_metric(dataset, modality): first.get("clean")}, "attacked": None, "asr": None,
                  "checks_passed": all(c.passed for c in checks)},
         n=len(dataset), seed=seed, timing_s=round(timing_s, 3), extra={"checks": checks_to_dict(checks)["checks"]},
     )

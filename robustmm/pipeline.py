@@ -307,18 +307,16 @@ class Job:
         """Gradient-masking sanity checks (robustmm.checks) on the bare model, or on the model with
         the heads of one calibration cell (adaptive attack; head-unaware as the transfer check)."""
         from .checks import checks_result, sanity_checks
-        from .defenses.calibrate import default_attack
+
+        from .attacks import build_attack
 
         sec = self.section("checks")
         n = min(int(self.pick("checks", "n", 100)), self.attack_n)
         data = self.dataset(n=n)
-        if modality not in data.tasks:
-            log.warning("no sanity checks for %s: the dataset has no zero-shot task for it", modality)
-            return []
         bare = self.encoder()
         steps = tuple(int(s) for s in self.pick("checks", "steps", [1, 5, 20]))
-        attack = default_attack(modality, True, steps=int(self.pick("pgd", "steps", 10)))
-        attack = self._amp(attack.replace(seed=self.seed) if hasattr(attack, "replace") else attack)
+        loss = "ce" if modality in data.tasks else "caption"  # scored by top-1, else by X->text R@1
+        attack = self._amp(build_attack("pgd", steps=int(self.pick("pgd", "steps", 10)), loss=loss, seed=self.seed))
         defense = None
         if objective is None:
             target = bare

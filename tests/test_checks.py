@@ -70,3 +70,17 @@ def test_flags_need_a_head_unaware_gain():
     assert masking_flags([res("white-box", 0.1, nested=True), res("head-unaware", 0.12, d), res("adaptive", 0.0, d)]) == []
     flags = masking_flags([res("white-box", 0.1, nested=True), res("head-unaware", 0.5, d), res("adaptive", 0.0, d)])
     assert len(flags) == 1 and "ignores the head" in flags[0].message
+
+
+def test_retrieval_checks_without_a_zero_shot_task(trained):
+    """A dataset with no zero-shot task (COCO-like): the checks attack the caption loss and score
+    X->text R@1, which must fall with the budget like top-1 does."""
+    import copy
+
+    data = copy.copy(robustmm.load_dataset("synthscenes", split="test", n=24, modalities=("audio",)))
+    data.tasks = {}
+    checks = sanity_checks(trained, data, modality="audio", steps=(1, 3))
+    by = {c.name: c for c in checks}
+    assert all(c.passed for c in checks), [(c.name, c.values) for c in checks if not c.passed]
+    assert by["about zero at a huge eps"].values["x2t_R@1"] <= 0.1
+    assert by["non-increasing in eps"].values["clean"] > 0.3  # a real retrieval score, not chance

@@ -73,7 +73,7 @@ AUDIT = [
     (["report", "{bad}/results.jsonl", "--out", "{bad}/r"], "not valid JSON"),
     (["report", "{bad}/other.json", "--out", "{bad}/r"], "robustmm.result/1"),
     (["report", "/nonexistent.jsonl", "--out", "{bad}/r"], "nonexistent"),
-    (["check-attack", "--modality", "text"], "no zero-shot task for 'text'"),
+    (["check-attack", "--modality", "text"], "'text' is not one"),
     (["run", "{bad}/typo_section.toml"], "did you mean '[pgd]'"),
     (["run", "{bad}/typo_key.toml"], "did you mean 'steps'"),
 ]

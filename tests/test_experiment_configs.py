@@ -91,7 +91,8 @@ def test_config_runs_end_to_end(tmp_path, tiny_models, name, writer):
         assert any(c.startswith("image|sga|transfer") for c in cells)
     assert any(r.defense for r in results)  # calibration ran
     if config["checks"]["enabled"]:  # sanity checks of the bare model and of its heads, with the report section
-        assert {"image|checks", "image|checks:calibration:ce"} <= cells
+        obj = config["calibration"]["objectives"][0]  # COCO: label-free objectives, checks on R@1
+        assert {"image|checks", f"image|checks:calibration:{obj}"} <= cells
         assert "Sanity checks" in (tmp_path / "out" / "report.md").read_text()
         assert list((tmp_path / "out" / "heads").glob("*.safetensors"))
     for f in ("results.jsonl", "summary.csv", "report.md"):
