@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the main job (no CONFIG = TinyBind on SynthScenes, all modalities)")
     p.add_argument("config", nargs="?", help="TOML job file (default: the job shipped in the package)")
-    p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    p.add_argument("--out", default="runs/default",
+                   help="output folder (default runs/default); {model} {data} {config} are filled in")
     p.add_argument("--quick", action="store_true", help="a small, fast version of the job")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished cells")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--adaptive-every", type=int, default=None, help="regenerate examples through the head every K epochs")
     p.add_argument("--clean-only", action="store_true", help="control: train the same head on clean data only")
-    p.add_argument("--out", required=True, help="HEADS.safetensors (a .json sidecar is written next to it)")
+    p.add_argument("--out", required=True, help="HEADS.safetensors (a .json sidecar is written next to it); "
+                   "{model} {data} {modality} {objective} are filled in")
     _common(p)
 
     p = sub.add_parser("report", help="summary.csv + report.md + plots from result files")
@@ -157,6 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         config["run"]["seed"] = args.seed
     if args.amp:
         config["run"]["amp"] = True
+    args.out = _template(args.out, model=config["run"]["model"], data=config["run"]["dataset"],
+                         config=Path(args.config).stem if args.config else "default")
     results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
                       device=_device(args.device), progress=not args.quiet)
     clean = [r for r in results if r.threat == "clean" and r.defense is None]
@@ -170,10 +174,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _template(path: str, **fields: Any) -> str:
+    """Fill ``{model}``-style fields of an output path (values made path-safe)."""
     try:
         return path.format(**{k: str(v).replace("/", "_").replace(":", "_") for k, v in fields.items()})
-    except (KeyError, IndexError) as e:
-        raise RobustMMError(f"--out {path!r}: unknown template field {e}; use {{model}} {{data}} {{modality}} {{attack}}") from None
+    except (KeyError, IndexError, ValueError) as e:
+        known = " ".join("{" + k + "}" for k in fields)
+        raise RobustMMError(f"--out {path!r}: unknown template field {e}; use {known}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -277,6 +283,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise RobustMMError(f"--eps must be >= 0, got {args.eps}")
     if args.clean_only and args.adaptive_every:
         raise RobustMMError("--clean-only and --adaptive-every exclude each other")
+    args.out = _template(args.out, model=args.model, data=args.data, modality=args.modality, objective=args.objective)
     enc = load_encoder(args.model, device=_device(args.device))
     data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
     attack = default_attack(args.modality, args.modality in data.tasks, eps=args.eps, steps=args.steps)

@@ -74,6 +74,8 @@ AUDIT = [
     (["report", "{bad}/other.json", "--out", "{bad}/r"], "robustmm.result/1"),
     (["report", "/nonexistent.jsonl", "--out", "{bad}/r"], "nonexistent"),
     (["check-attack", "--modality", "text"], "'text' is not one"),
+    (["run", "--out", "runs/{modell}"], "unknown template field 'modell'; use {model} {data} {config}"),
+    (["calibrate", "--modality", "image", "--out", "{bad}/{mod}.safetensors"], "unknown template field 'mod'"),
     (["run", "{bad}/typo_section.toml"], "did you mean '[pgd]'"),
     (["run", "{bad}/typo_key.toml"], "did you mean 'steps'"),
 ]
@@ -168,3 +170,11 @@ examples = false
     for r in attacked:
         a = r["attack"]["base"] if r["attack"]["name"] == "sanity-checks" else r["attack"]
         assert a.get("amp") == "bfloat16", r["extra"]["cell"]
+
+
+def test_run_out_is_templated(tmp_path, trained):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[run]\nquick_n = 8\nmodalities = [\"audio\"]\n[pgd]\nenabled = false\n" + NO_PATCH_SGA_XMAI +
+                   "[calibration]\nenabled = false\n[checks]\nenabled = false\n[report]\nexamples = false\n")
+    assert main(["run", str(cfg), "--quick", "-q", "--out", str(tmp_path / "{config}-{model}-{data}")]) == 0
+    assert (tmp_path / "tiny-tinybind-synthscenes" / "results.jsonl").exists()

@@ -29,6 +29,7 @@ batch_size = 8
 [pgd]
 enabled = true
 steps = 2
+retrieval = false
 {NO_PATCH_SGA_XMAI}
 [calibration]
 enabled = false
