@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with amp():
             for _ in range(args.steps):
                 xa = b.x.detach().requires_grad_(True)
-                emb = enc.encode(args.modality, xa)
+                emb = enc.encode(args.modality, xa, validate=False)
                 loss = F.cross_entropy(args.logit_scale * emb @ class_emb.to(emb.dtype).T, b.labels, reduction="sum")
                 torch.autograd.grad(loss, xa)
 

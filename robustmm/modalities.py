@@ -69,6 +69,7 @@ class ModalitySpec:
             raise InputShapeError(f"{self.name}: empty batch")
         if x.numel() == 0:
             raise InputShapeError(f"{self.name}: empty input, shape {tuple(x.shape)}")
+        x = x.detach()  # checking values needs no graph (and must not warn on inputs that require grad)
         if not torch.isfinite(x).all():
             raise InputValueError(f"{self.name}: input contains NaN or Inf")
         if check_domain:

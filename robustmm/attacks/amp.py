@@ -32,7 +32,7 @@ class AutocastEncoder(Encoder):
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=self.dtype):
-            z = self.base.encode(modality, x)
+            z = self.base.encode(modality, x, validate=False)  # the outer encode() checked x
         return z.float()
 
     def encode_text(self, texts: Any) -> torch.Tensor:

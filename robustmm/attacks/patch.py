@@ -312,7 +312,7 @@ class UniversalPatch(Attack):
                         clean = encoder.encode(self.modality, x)
                         text = _caption_set_embeddings(encoder, captions, device)
                     rows, cols = self.corners(len(idx), h, w, g)
-                    adv = encoder.encode(self.modality, paste_patch(x, torch.sigmoid(logits), rows, cols))
+                    adv = encoder.encode(self.modality, paste_patch(x, torch.sigmoid(logits), rows, cols), validate=False)
                     objective, parts = patch_objective(
                         adv, clean, text, temperature=self.temperature,
                         adv_weight=self.adv_weight, topology_weight=self.topology_weight,

@@ -338,7 +338,7 @@ class PGD(Attack):
             for t in range(self.steps):
                 full = len(active) == n
                 xa = (x_adv if full else x_adv[active]).detach().requires_grad_(True)
-                emb = encoder.encode(modality, xa)
+                emb = encoder.encode(modality, xa, validate=False)
                 loss = objective(emb, active)
                 forwards += len(active)
                 (grad,) = torch.autograd.grad(loss.sum(), xa)

@@ -333,7 +333,8 @@ class SGA(Attack):
         views = 1 + (len(self.scales) if modality in _IMAGE_LIKE else 0)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            emb = encoder.encode(modality, self._views(modality, x_adv, domain, g)).float()  # (views*N, D)
+            # the scaled, noised views are the attack's own input-diversity transforms, not raw inputs
+            emb = encoder.encode(modality, self._views(modality, x_adv, domain, g), validate=False).float()  # (views*N, D)
             sims = emb @ text_emb.T  # (views*N, M)
             loss = (sims.reshape(views, n, -1) * mine).sum(-1).mean(1).sum()  # similarity to own caption set
             (grad,) = torch.autograd.grad(loss, [x_adv])

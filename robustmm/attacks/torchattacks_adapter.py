@@ -110,7 +110,7 @@ class ZeroShotClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.sample_shape is not None:
             x = x.reshape(x.shape[0], *self.sample_shape)
-        emb = self.encoder.encode(self.modality, self.to_raw(x))
+        emb = self.encoder.encode(self.modality, self.to_raw(x), validate=False)  # torchattacks keeps x in range
         return self.logit_scale * emb @ self.class_emb.to(emb.dtype).T
 
 

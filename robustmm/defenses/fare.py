@@ -75,7 +75,7 @@ def fare_finetune(
             xa = attack(tuned, batch.replace(x=x)).x
             for p in params:
                 p.requires_grad_(True)
-            loss = (tuned.encode(modality, xa) - target).square().sum(-1).mean()
+            loss = (tuned.encode(modality, xa, validate=False) - target).square().sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -12,8 +12,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import CheckpointError, EmptyDatasetError, InputShapeError, UnknownNameError
 from ..modalities import get_modality
+
+
+def check_texts(texts: Any) -> list[str]:
+    """A list of strings for ``encode_text`` (one string is a list of one); clear errors otherwise."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise InputShapeError(f"encode_text expects a list of strings, got {type(texts).__name__}"
+                              + ("" if not isinstance(texts, Sequence) else " with non-string items"))
+    if len(texts) == 0:
+        raise EmptyDatasetError("encode_text got an empty list of texts")
+    return list(texts)
 
 
 class Encoder(nn.Module):
@@ -30,9 +42,16 @@ class Encoder(nn.Module):
     weights: str = ""
 
     # -- the public contract ---------------------------------------------------------------
-    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        """Embed a batch of raw ``modality`` inputs: (N, *shape) -> (N, D), unit norm."""
+    def encode(self, modality: str, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        """Embed a batch of raw ``modality`` inputs: (N, *shape) -> (N, D), unit norm.
+
+        ``x`` is checked against the modality's spec (shape, floating dtype, finite, inside the
+        domain) unless ``validate=False``, which attacks use inside their step loops, where the
+        input was checked once and every iterate is projected back into the domain.
+        """
         self.check_modality(modality)
+        if validate:
+            get_modality(modality).validate(x)
         return self._encode(modality, x)
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -86,6 +105,14 @@ class Encoder(nn.Module):
     def with_heads(self, heads: Mapping[str, nn.Module]) -> "Encoder":
         """An Encoder whose ``modality`` embeddings pass through calibration heads."""
         from .calibrated import CalibratedEncoder
+
+        for m, head in heads.items():
+            self.check_modality(m)
+            if not isinstance(head, nn.Module):
+                raise CheckpointError(f"head for {m!r} is a {type(head).__name__}, not a torch module")
+            dim = getattr(head, "dim", None) or getattr(head, "in_features", None)
+            if dim is not None and dim != self.embed_dim:
+                raise CheckpointError(f"head for {m!r} expects embed_dim {dim}, encoder {self.name!r} has {self.embed_dim}")
 
         return CalibratedEncoder(self, heads)
 

@@ -27,7 +27,7 @@ class CalibratedEncoder(Encoder):
         self.weights = base.weights
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        z = self.base.encode(modality, x)
+        z = self.base.encode(modality, x, validate=False)  # the outer encode() checked x
         if modality in self.heads:
             z = torch.nn.functional.normalize(self.heads[modality](z), dim=-1)
         return z

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MissingWeightsError, RobustMMError
-from .base import Encoder
+from .base import Encoder, check_texts
 from .hub import first_line, hub_access, hub_cache_dir
 from .preprocess import ImagePreprocessor
 from .registry import register_encoder
@@ -139,8 +139,7 @@ class HFClipEncoder(Encoder):
         return nn.ModuleList([self.model.vision_model, self.model.visual_projection])
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = check_texts(texts)
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
         )

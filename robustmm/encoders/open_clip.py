@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, RobustMMError, UnknownNameError
-from .base import Encoder
+from .base import Encoder, check_texts
 from .hub import HubMode, first_line, hub_access, hub_cache_dir
 from .preprocess import ImagePreprocessor
 from .registry import register_encoder
@@ -171,8 +171,7 @@ class OpenClipEncoder(Encoder):
         return self.model.visual
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = check_texts(texts)
         tokens = self.tokenizer(list(texts)).to(self.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 

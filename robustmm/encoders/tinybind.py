@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError
-from .base import Encoder
+from .base import Encoder, check_texts
 from .registry import register_encoder
 from .text_minilm import MiniLMTextTower
 from .towers import build_tower
@@ -63,7 +63,7 @@ class TinyBind(Encoder):
         return torch.nn.functional.normalize(self.towers[modality](x), dim=-1)
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.text_tower(texts).to(self.device)
+        return self.text_tower(check_texts(texts)).to(self.device)
 
     def tower(self, modality: str) -> nn.Module:
         self.check_modality(modality)
