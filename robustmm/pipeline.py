@@ -264,9 +264,8 @@ class Job:
 
     def _xmai(self, modality: str) -> list[Result]:
         from .attacks import build_attack
-        from .attacks.xmai import caption_similarity
-
         from .attacks.memo import MemoAttack
+        from .attacks.xmai import caption_similarity
 
         attack = MemoAttack(build_attack("xmai"))
         data = self.attacked_for("xmai")
@@ -306,9 +305,8 @@ class Job:
     def _checks(self, modality: str, objective: str | None) -> list[Result]:
         """Gradient-masking sanity checks (robustmm.checks) on the bare model, or on the model with
         the heads of one calibration cell (adaptive attack; head-unaware as the transfer check)."""
-        from .checks import checks_result, sanity_checks
-
         from .attacks import build_attack
+        from .checks import checks_result, sanity_checks
 
         sec = self.section("checks")
         n = min(int(self.pick("checks", "n", 100)), self.attack_n)
