@@ -23,6 +23,7 @@ from .errors import RobustMMError
 from .evaluate import evaluate
 from .modalities import CONTINUOUS_MODALITIES, get_modality
 from .report.result import Result
+from .report.tables import headline_score as top1
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,6 @@ def masking_flags(results: list[Result], *, margin: float = 0.05, drop: float = 
     top-1 beats the bare encoder's by ``margin``. It is flagged when its sanity checks failed, or
     when the adaptive attack takes away more than ``drop`` of that head-unaware number (the
     robustness is then only against an attacker that ignores the head)."""
-    def top1(m: dict[str, Any] | None) -> float | None:
-        return None if not m else m.get("zeroshot_top1", m.get("t2x_R@1"))
-
     bare: dict[tuple[str, float], float] = {}
     for r in results:
         if r.attack and r.attack.get("name") == "pgd" and r.defense is None and r.threat == "white-box":

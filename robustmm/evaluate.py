@@ -178,8 +178,7 @@ def evaluate(
     progress = progress and dist_utils.rank() == 0
     for batch in tqdm(batches, total=n_batches, desc=desc, disable=not progress, leave=False):
         batch = batch.replace(x=batch.x.to(target.device))
-        get_modality(modality).validate(batch.x)
-        with torch.no_grad():
+        with torch.no_grad():  # encode() validates the batch against the modality's spec
             clean_items.append(target.encode(modality, batch.x).cpu())
         if attack is not None:
             adv = attack(source, batch.replace(x=batch.x.to(source.device)))

@@ -55,8 +55,6 @@ IMAGE_LIKE: tuple[str, ...] = ("image", "video", "depth", "thermal")
 _CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
 
 
-
-
 def paste_patch(x: torch.Tensor, patch: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
     """Copy of ``x`` with ``patch`` (C, s, s) pasted at (rows[i], cols[i]) of item i (top-left corner).
 

@@ -64,8 +64,6 @@ _IMAGE_LIKE = ("image", "video", "depth", "thermal")
 _NORMS = ("linf", "l2")
 
 
-
-
 def _embed_texts(encoder: Any, texts: list[str], chunk: int = 1024) -> torch.Tensor:
     if not texts:
         return torch.zeros(0, getattr(encoder, "embed_dim", 1))

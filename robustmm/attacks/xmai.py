@@ -138,8 +138,6 @@ def relative_drop(result: Any, key: str = "t2x_MRR") -> float | None:
     return (clean - adv) / clean
 
 
-
-
 def _gt_words(attrs: Any) -> list[str]:
     """Every string value (recursively) of an item's ground-truth attribute record."""
     if isinstance(attrs, str):

@@ -8,14 +8,7 @@ from typing import Any
 
 from ..modalities import MODALITIES
 from .result import Result
-from .tables import CLEAN_HEADERS, clean_rows, markdown_table
-
-
-def _top1(metrics: dict[str, Any] | None) -> float | None:
-    """Zero-shot top-1, or text->X R@1 for retrieval-only datasets (no zero-shot task)."""
-    if not metrics:
-        return None
-    return metrics.get("zeroshot_top1", metrics.get("t2x_R@1"))
+from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, headline_score as _top1, markdown_table
 
 
 def _f(v: float | None) -> str:
@@ -73,14 +66,11 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
     return lines
 
 
-_LOSS_NAMES = {"ce": "zero-shot loss", "caption": "caption loss", "embedding": "embedding loss"}
-
-
 def _attack_name(r: Result) -> str:
     """``pgd (caption loss)``: PGD rows say what they maximise, since one report has several."""
     name = str((r.attack or {}).get("name"))
     loss = (r.attack or {}).get("loss")
-    return f"{name} ({_LOSS_NAMES.get(loss, str(loss) + ' loss')})" if name == "pgd" and loss else name
+    return f"{name} ({LOSS_NAMES.get(loss, str(loss) + ' loss')})" if name == "pgd" and loss else name
 
 
 def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]:
@@ -219,10 +209,8 @@ def checks_section(checks: Sequence[Result], results: Sequence[Result]) -> list[
 def _check_values(c: dict[str, Any]) -> str:
     """The numbers of one check, short: ``noise 0.41 / attack 0.05``."""
     v = c.get("values", {})
-    if c["name"] == "non-increasing in eps":
+    if c["name"].startswith("non-increasing"):
         return " → ".join(f"{x:.2f}" for x in v.values() if isinstance(x, (int, float)))
-    if c["name"] == "non-increasing in steps":
-        return " → ".join(f"{x:.2f}" for x in v.values())
     if c["name"] == "about zero at a huge eps":
         return " ".join(f"{x:.3f}" for k, x in v.items() if k != "eps")
     return " / ".join(f"{k} {x:.2f}" for k, x in v.items() if isinstance(x, (int, float)))

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..modalities import MODALITIES
 from .result import Result
+from .tables import LOSS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +240,10 @@ def _variant_labels(slots: Iterable[Sequence[Result]]) -> dict[int, str]:
     return out
 
 
-_LOSS_TEXT = {"ce": "zero-shot loss", "caption": "caption loss", "embedding": "embedding loss"}
-
-
 def _variant_text(key: str, value: Any) -> str:
     """How one differing attack setting reads in a legend (``caption loss``, ``nested sweep``)."""
     if key == "loss":
-        return _LOSS_TEXT.get(str(value), f"{value} loss")
+        return LOSS_NAMES.get(str(value), f"{value} loss")
     if key == "nested":
         return "nested sweep" if value else "every item attacked"
     return f"{key}={value}"
