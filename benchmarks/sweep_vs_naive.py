@@ -1,7 +1,7 @@
 """Nested robustness curve vs the naive one-evaluate-per-eps sweep: time and robust accuracy.
 
-:func:`robustmm.attacks.sweep.robustness_curve` attacks, at each budget (ascending), only the
-items still robust at the previous one; :func:`~robustmm.attacks.sweep.naive_curve` runs one full
+:func:`robustmm.evaluation.robustness_curve` attacks, at each budget (ascending), only the
+items still robust at the previous one; :func:`~robustmm.evaluation.naive_curve` runs one full
 :func:`robustmm.evaluate` per budget. Same encoder, data, attack (PGD, per-item seeded random
 start) and grid; reported: both wall times, ``time_ratio`` = nested / naive (target <= 0.5), the
 per-eps robust accuracy of both and whether they are identical, and how many items each attacks.
@@ -30,7 +30,7 @@ log = logging.getLogger("benchmark.sweep")
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import robustmm
     from robustmm.attacks.pgd import PGD
-    from robustmm.attacks.sweep import naive_curve, robustness_curve
+    from robustmm.evaluation import naive_curve, robustness_curve
     from robustmm.modalities import get_modality
 
     spec = get_modality(args.modality)

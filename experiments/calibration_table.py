@@ -22,9 +22,9 @@ from robustmm.attacks import build_attack
 from robustmm.defenses import calibrate, fare_finetune
 from robustmm.defenses.calibrate import adversarial_embeddings
 from robustmm.defenses.threats import evaluate_threats, reusable
-from robustmm.evaluate import evaluate
+from robustmm.evaluation import evaluate
 from robustmm.modalities import get_modality
-from robustmm.report.result import atomic_write_text
+from robustmm.persist import atomic_write_text
 from robustmm.report.tables import markdown_table
 
 log = logging.getLogger("calibration_table")

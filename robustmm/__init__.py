@@ -8,14 +8,14 @@ The public surface::
     res = robustmm.evaluate(enc, data, modality="audio")
     print(res.metrics["clean"]["zeroshot_top1"])
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .attacks import Attack, build_attack, list_attacks
 from .batch import Batch
 from .data import MultimodalDataset, ZeroShotTask, list_datasets, load_dataset
 from .encoders import Encoder, list_encoders, load_encoder
 from .errors import RobustMMError
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .modalities import MODALITIES, ModalitySpec, get_modality, list_modalities
 from .report import Result, load_results
 

@@ -20,10 +20,10 @@ from .attacks.base import Attack, build_attack
 from .data.base import MultimodalDataset
 from .encoders.base import Encoder
 from .errors import RobustMMError
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .modalities import CONTINUOUS_MODALITIES, get_modality
-from .report.result import Result
-from .report.tables import headline_score as top1
+from .records import Result
+from .records import headline_score as top1
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,7 @@ def sanity_checks(
     mid = spec.middle_eps
     by_steps = {}
     for s in steps:
-        a = attack.with_eps(mid)
-        if hasattr(a, "replace"):
-            a = a.replace(steps=s)
+        a = attack.with_eps(mid).replace(steps=s)
         by_steps[s] = _top1(encoder, dataset, modality, a, seed=seed)
     vals = list(by_steps.values())
     ok = all(vals[i + 1] <= vals[i] + tolerance for i in range(len(vals) - 1))

@@ -189,9 +189,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import distributed
     from .data import load_dataset
     from .encoders import load_encoder
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .modalities import get_modality
-    from .report.result import write_json, write_jsonl
+    from .records import write_json, write_jsonl
 
     spec = get_modality(args.modality)
     device = _device(args.device)
@@ -231,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise RobustMMError(f"attack {args.attack!r} has no eps budget")
         if args.eps and len(args.eps) > 1 and not args.heads:
             # a robustness curve: nested balls, one result per budget
-            from .attacks.sweep import robustness_curve
+            from .evaluation import robustness_curve
 
             if distributed.rank() == 0 and distributed.is_distributed():
                 log.warning("nested robustness curves are not sharded: every rank computes the whole curve")
@@ -244,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for eps in budgets if not results else []:
             attack = build_attack(args.attack, **({"eps": eps} if eps is not None else {}), **kw)
             attack = AutocastAttack(attack) if args.amp else attack
-            fit_split = getattr(attack, "fit_split", None)
+            fit_split = attack.fit_split
             if fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
                 attack.fit(source or target, load_dataset(args.data, split=fit_split, n=args.fit_n, root=args.root))
             else:
@@ -301,7 +301,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .pipeline import write_report
-    from .report.result import load_results
+    from .records import load_results
 
     for f in args.results:
         if not Path(f).exists():
@@ -323,7 +323,7 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
     from .checks import checks_to_dict, sanity_checks
     from .data import load_dataset
     from .encoders import load_encoder
-    from .report.result import atomic_write_text
+    from .persist import atomic_write_text
 
     device = _device(args.device)
     enc = load_encoder(args.model, device=device)

@@ -19,8 +19,9 @@ from typing import Any
 from .data.registry import load_dataset
 from .encoders.registry import load_encoder
 from .errors import RobustMMError
-from .evaluate import evaluate
-from .report.result import Result, append_jsonl, atomic_write_text, read_jsonl
+from .evaluation import evaluate
+from .persist import atomic_write_text
+from .records import Result, append_jsonl, read_jsonl
 from .report.tables import summary_csv
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def validate_config(config: dict[str, Any], source: str = "config") -> None:
     """Fail before any work on what a typo would otherwise break minutes into a run: unknown
     sections and keys (with "did you mean"), model, dataset, modality and objective names."""
     from .defenses.objectives import parse_objective
-    from .encoders.registry import _ensure_builtin, _FACTORIES
+    from .data.registry import check_dataset_name
+    from .encoders.registry import check_model_name
     from .errors import UnknownNameError
     from .modalities import get_modality
 
@@ -76,18 +78,12 @@ def validate_config(config: dict[str, Any], source: str = "config") -> None:
             if key not in known:
                 raise UnknownNameError(f"key of [{section}] in {source}", key, known)
     run = config["run"]
-    _ensure_builtin()
     names = [run["model"], *config.get("sga", {}).get("transfer_to", [])]
     if config.get("checks", {}).get("surrogate"):
         names.append(config["checks"]["surrogate"])
     for name in names:
-        if name.partition(":")[0] not in _FACTORIES:
-            raise UnknownNameError("model", name, _FACTORIES)
-    from .data.registry import _ensure_builtin as _data_builtin, _LOADERS
-
-    _data_builtin()
-    if run["dataset"] not in _LOADERS:
-        raise UnknownNameError("dataset", run["dataset"], _LOADERS)
+        check_model_name(name)
+    check_dataset_name(run["dataset"])
     modalities = list(run["modalities"]) + list(config.get("calibration", {}).get("modalities") or []) + \
         list(config.get("checks", {}).get("modalities") or [])
     modalities += [config[s]["modality"] for s in ("patch", "sga", "xmai") if "modality" in config.get(s, {})]
@@ -221,14 +217,14 @@ class Job:
         return self._amp(build_attack("pgd", steps=int(self.pick("pgd", "steps", 10)), **kw))
 
     def _pgd_curve(self, modality: str) -> list[Result]:
-        from .attacks.sweep import robustness_curve
+        from .evaluation import robustness_curve
 
         return robustness_curve(self.encoder(), self.attacked, modality=modality, attack=self._pgd(modality), **self._kw())
 
     def _retrieval_curve(self, modality: str) -> list[Result]:
         """PGD on the caption loss (push the item away from its own captions), every item attacked
         at every eps: the retrieval curve a nested zero-shot sweep cannot give."""
-        from .attacks.sweep import naive_curve
+        from .evaluation import naive_curve
 
         n = min(int(self.pick("pgd", "retrieval_n", 100)), self.attack_n)
         return naive_curve(self.encoder(), self.dataset(n=n), modality=modality,

@@ -7,7 +7,7 @@ import torch
 from robustmm.attacks import build_attack
 from robustmm.attacks.amp import AutocastAttack
 from robustmm.cli import main
-from robustmm.evaluate import iter_batches
+from robustmm.evaluation import iter_batches
 
 
 def test_autocast_attack_keeps_float32_budget_and_domain(rand_encoder, synth_small):

@@ -58,7 +58,7 @@ def test_masking_head_fails_the_checks_and_is_flagged(trained):
 
 def test_flags_need_a_head_unaware_gain():
     """No flag for a head that does not beat the bare encoder head-unaware: nothing is claimed."""
-    from robustmm.report.result import Result
+    from robustmm.records import Result
 
     def res(threat, top1, defense=None, nested=None):
         attack = {"name": "pgd", "eps": 4 / 255, **({"nested": True} if nested else {})}

@@ -7,7 +7,7 @@ import torch
 import robustmm
 from robustmm.encoders.base import Encoder
 from robustmm.errors import EmptyDatasetError, UnknownNameError
-from robustmm.report.result import SCHEMA, Result
+from robustmm.records import SCHEMA, Result
 
 
 class OracleEncoder(Encoder):

@@ -10,7 +10,7 @@ from robustmm.attacks.patch import UniversalPatch, paste_patch, patch_objective
 from robustmm.encoders.tinybind import TinyBind
 from robustmm.encoders.towers import default_tower_config
 from robustmm.errors import BudgetError, CheckpointError, InputShapeError, RobustMMError, UnknownNameError
-from robustmm.evaluate import iter_batches
+from robustmm.evaluation import iter_batches
 
 
 

@@ -19,7 +19,7 @@ from robustmm.batch import Batch
 from robustmm.data.synthscenes import synthscenes
 from robustmm.encoders.tinybind import ASSETS
 from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
-from robustmm.evaluate import iter_batches
+from robustmm.evaluation import iter_batches
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
 
 from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)

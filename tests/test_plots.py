@@ -17,7 +17,7 @@ from robustmm.report.plots import (
     plot_spectrograms,
     write_all_plots,
 )
-from robustmm.report.result import Result
+from robustmm.records import Result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODEL = {"name": "tinybind", "weights": "tinybind.safetensors", "preprocess": {}}

@@ -12,7 +12,7 @@ import torch
 
 import robustmm
 from robustmm.attacks import build_attack
-from robustmm.report.result import append_jsonl, read_jsonl
+from robustmm.records import append_jsonl, read_jsonl
 
 from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
 
@@ -79,17 +79,35 @@ def test_append_is_atomic_even_if_interrupted(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "replace", boom)
+    monkeypatch.setattr(os, "write", boom)
     with pytest.raises(KeyboardInterrupt):
         append_jsonl(path, [{"a": 2}])
+    monkeypatch.undo()
     assert read_jsonl(path) == [{"a": 1}]
     assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]  # no temp file left behind
 
 
-def test_torn_last_line_is_ignored(tmp_path):
+def test_append_is_one_line_per_record_not_a_rewrite(tmp_path, monkeypatch):
+    path = tmp_path / "r.jsonl"
+    append_jsonl(path, [{"a": 1}])
+    monkeypatch.setattr(os, "replace", lambda *a, **k: pytest.fail("append rewrote the whole file"))
+    append_jsonl(path, [{"a": 2}, {"a": 3}])
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+def test_torn_last_line_is_ignored(tmp_path, caplog):
     path = tmp_path / "r.jsonl"
     path.write_text('{"a": 1}\n{"a": 2, "b"')
     assert read_jsonl(path) == [{"a": 1}]
+    assert "torn last line" in caplog.text  # reported, not silently dropped
+
+
+def test_append_after_a_torn_line_removes_it(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2, "b"')
+    append_jsonl(path, [{"a": 3}])
+    assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
+    assert path.read_text().endswith("\n")
 
 
 def test_same_seed_same_results(rand_encoder, synth_small):

@@ -20,7 +20,7 @@ from robustmm.attacks.substitutes import (
 from robustmm.encoders.tinybind import TinyBind
 from robustmm.encoders.towers import default_tower_config
 from robustmm.errors import BudgetError
-from robustmm.evaluate import iter_batches
+from robustmm.evaluation import iter_batches
 
 VOCAB = load_vocabulary(n=120) + ["blue", "green", "yellow", "purple", "square", "circle", "ring", "tiny", "huge"]
 

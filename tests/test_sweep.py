@@ -14,7 +14,7 @@ import torch
 
 from robustmm.attacks.base import Attack
 from robustmm.attacks.pgd import PGD
-from robustmm.attacks.sweep import naive_curve, robustness_curve
+from robustmm.evaluation import naive_curve, robustness_curve
 from robustmm.batch import Batch
 from robustmm.data.base import ZeroShotTask
 from robustmm.data.synthscenes import synthscenes

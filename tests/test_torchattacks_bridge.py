@@ -14,7 +14,7 @@ from robustmm.batch import Batch
 from robustmm.data.synthscenes import synthscenes
 from robustmm.encoders.tinybind import ASSETS
 from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
-from robustmm.evaluate import iter_batches
+from robustmm.evaluation import iter_batches
 from robustmm.metrics import zeroshot_correct
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
 

@@ -10,7 +10,7 @@ from robustmm.attacks.substitutes import MASK, STOP_WORDS, MaskedLMSubstitutes, 
 from robustmm.attacks.xmai import XMAI, caption_similarity, relative_drop, remove_insertions
 from robustmm.encoders.text_minilm import minilm_path
 from robustmm.errors import MissingWeightsError, RobustMMError
-from robustmm.evaluate import iter_batches
+from robustmm.evaluation import iter_batches
 
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..encoders.base import Encoder
-from .base import Attack
+from .base import Attack, AttackWrapper
 
 
 class AutocastEncoder(Encoder):
@@ -45,35 +45,30 @@ class AutocastEncoder(Encoder):
         return self.base.info()
 
 
-class AutocastAttack(Attack):
+class AutocastAttack(AttackWrapper):
     """Any attack, made on an autocast (bfloat16) view of the source encoder (``robustmm eval/run --amp``).
 
-    ``resolve``/``with_eps`` return wrapped copies, so :func:`robustmm.evaluate` and robustness
-    curves keep the wrapper; ``describe()`` records ``"amp": "bfloat16"``. Inputs, projections and
-    the returned batch stay float32; clean and scored embeddings are computed outside autocast.
+    ``resolve``/``with_eps``/``replace`` return wrapped copies (see :class:`AttackWrapper`), so
+    :func:`robustmm.evaluate` and robustness curves keep the wrapper; ``describe()`` records
+    ``"amp": "bfloat16"``. Inputs, projections and the returned batch stay float32; clean and
+    scored embeddings are computed outside autocast.
     """
 
     def __init__(self, inner: Attack):
-        self.inner = inner
-        self.name, self.perturbs = inner.name, inner.perturbs
-        self._views: dict[int, AutocastEncoder] = {}
+        super().__init__(inner)
+        self._views: dict[int, tuple[Encoder, AutocastEncoder]] = {}
 
     def __getattr__(self, key: str) -> Any:  # fit_split, budget, ... come from the wrapped attack
-        if key == "inner":
+        if key in ("inner", "_views"):
             raise AttributeError(key)
-        value = getattr(self.inner, key)
-        if key == "replace":  # a changed copy (e.g. other steps) keeps autocast
-            return lambda **changes: AutocastAttack(value(**changes))
-        return value
-
-    @property
-    def eps(self) -> Any:  # type: ignore[override]
-        return getattr(self.inner, "eps", None)
+        return getattr(self.inner, key)
 
     def _view(self, encoder: Encoder) -> AutocastEncoder:
-        if id(encoder) not in self._views:
-            self._views[id(encoder)] = AutocastEncoder(encoder)
-        return self._views[id(encoder)]
+        held = self._views.get(id(encoder))
+        if held is None or held[0] is not encoder:
+            held = (encoder, AutocastEncoder(encoder))
+            self._views[id(encoder)] = held
+        return held[1]
 
     def __call__(self, encoder: Any, batch: Any) -> Any:
         return self.inner(self._view(encoder), batch)
@@ -81,12 +76,6 @@ class AutocastAttack(Attack):
     def fit(self, encoder: Any, dataset: Any) -> "AutocastAttack":
         self.inner.fit(self._view(encoder), dataset)
         return self
-
-    def resolve(self, modality: str) -> "AutocastAttack":
-        return AutocastAttack(self.inner.resolve(modality) if hasattr(self.inner, "resolve") else self.inner)
-
-    def with_eps(self, eps: float) -> "AutocastAttack":
-        return AutocastAttack(self.inner.with_eps(eps))
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe() | {"amp": "bfloat16"}

@@ -3,7 +3,11 @@
 ``attack(encoder, batch) -> batch`` returns a perturbed copy of the batch (never mutating it).
 Continuous attacks change ``batch.x`` inside the modality's domain and eps-ball; text attacks
 change ``batch.captions``; joint attacks (SGA) change both. Attacks that learn first (the
-universal patch) also implement ``fit(encoder, dataset) -> self``.
+universal patch) set ``needs_fit`` and implement ``fit(encoder, dataset) -> self``.
+
+A new attack is one file in this package with a class decorated by :func:`register_attack`;
+``robustmm list attacks``, ``robustmm eval --attack``, the contract tests and the job's attack
+cell pick it up with no other edit (docs/ARCHITECTURE.md has a worked example).
 """
 from __future__ import annotations
 
@@ -11,33 +15,131 @@ from collections.abc import Callable
 from typing import Any
 
 from ..batch import Batch
-from ..errors import UnknownNameError
+from ..errors import BudgetError, UnknownNameError
 
 _ATTACKS: dict[str, type["Attack"]] = {}
 
 
 class Attack:
-    """Base class. Subclasses set ``name`` and implement :meth:`__call__`."""
+    """The attack contract. Subclasses set ``name`` (through :func:`register_attack`), implement
+    :meth:`__call__` and :meth:`settings`, and get every other method from here.
+
+    Every method below has a sound default, so callers (runners, curves, checks, the job) use
+    them directly and never probe with ``hasattr``:
+
+    * :meth:`settings` -- the constructor keywords that rebuild this attack;
+    * :meth:`replace` -- a copy with some settings changed (``steps=50``, ``loss="caption"``);
+    * :meth:`with_eps` -- a copy at another budget (robustness curves);
+    * :meth:`resolve` -- a copy with the modality's defaults filled in (``eps=None`` becomes the
+      modality's middle eps), so result records name concrete values;
+    * :meth:`fit` -- learn from a training split (universal attacks); a no-op by default;
+    * :meth:`describe` -- the ``attack`` block of a result record.
+    """
 
     name: str = "attack"
     #: what the attack perturbs: "x" (the modality tensor), "captions", or both
     perturbs: tuple[str, ...] = ("x",)
-    eps: float = 0.0
+    #: the budget in the modality's unit; None = the modality's middle eps at call time
+    eps: float | None = None
+    #: True for attacks that must be fitted on a training split before use (the universal patch)
+    needs_fit: bool = False
+    #: the split a learned attack is fitted on (None: per-sample attacks, nothing to fit)
+    fit_split: str | None = None
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:  # pragma: no cover - abstract
+        """Return a perturbed copy of ``batch``; never mutate it, leave the encoder as it was."""
         raise NotImplementedError
 
+    def settings(self) -> dict[str, Any]:
+        """The constructor keywords that rebuild this attack (``type(self)(**settings())``)."""
+        return {}
+
+    def replace(self, **changes: Any) -> "Attack":
+        """A copy with some settings changed; an unknown setting is a one-line error."""
+        current = self.settings()
+        unknown = sorted(set(changes) - set(current))
+        if unknown:
+            raise UnknownNameError(f"setting of attack {self.name!r}", unknown[0], current)
+        return type(self)(**(current | changes))
+
+    def with_eps(self, eps: float) -> "Attack":
+        """A copy at budget ``eps`` (for robustness curves)."""
+        if "eps" not in self.settings():
+            raise BudgetError(f"attack {self.name!r} has no eps budget")
+        return self.replace(eps=eps)
+
+    def resolve(self, modality: str) -> "Attack":
+        """A copy with ``modality``'s defaults filled in (attacks without defaults return self)."""
+        return self
+
     def fit(self, encoder: Any, dataset: Any) -> "Attack":
-        """Learn from a training split (no-op for per-sample attacks)."""
+        """Learn from a training split (no-op for per-sample attacks); returns self."""
         return self
 
     def describe(self) -> dict[str, Any]:
         """The ``attack`` block of a result record: name and every setting."""
-        return {"name": self.name}
+        return {"name": self.name, **{k: v for k, v in self.settings().items() if _recordable(v)}}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.settings().items()) + ")"
+
+
+def _recordable(value: Any) -> bool:
+    """Whether a setting can go into a JSON record as it is."""
+    return value is None or isinstance(value, (bool, int, float, str)) or (
+        isinstance(value, (list, tuple)) and all(_recordable(v) for v in value))
+
+
+class AttackWrapper(Attack):
+    """An attack that runs another one under some change (autocast, memoisation, EOT).
+
+    ``resolve``, ``with_eps`` and ``replace`` act on the inner attack and re-wrap it, so a wrapped
+    attack keeps its wrapper through curves and checks. Subclasses implement :meth:`wrap` (the
+    same wrapper around another inner attack) and usually :meth:`__call__`.
+    """
+
+    def __init__(self, inner: Attack):
+        if not isinstance(inner, Attack):
+            raise TypeError(f"{type(self).__name__} wraps an Attack, got {type(inner).__name__}")
+        self.inner = inner
+        self.name, self.perturbs, self.needs_fit = inner.name, inner.perturbs, inner.needs_fit
+
+    @property
+    def eps(self) -> float | None:  # type: ignore[override]
+        return self.inner.eps
+
+    @property
+    def fit_split(self) -> str | None:  # type: ignore[override]
+        return self.inner.fit_split
+
+    def wrap(self, inner: Attack) -> "AttackWrapper":
+        """This wrapper, with its own settings, around ``inner``."""
+        return type(self)(inner)
+
+    def settings(self) -> dict[str, Any]:
+        return self.inner.settings()
+
+    def replace(self, **changes: Any) -> "Attack":
+        return self.wrap(self.inner.replace(**changes))
 
     def with_eps(self, eps: float) -> "Attack":
-        """A copy at another budget (for robustness curves)."""
-        raise NotImplementedError(f"attack {self.name!r} has no eps budget")
+        return self.wrap(self.inner.with_eps(eps))
+
+    def resolve(self, modality: str) -> "Attack":
+        return self.wrap(self.inner.resolve(modality))
+
+    def fit(self, encoder: Any, dataset: Any) -> "Attack":
+        self.inner.fit(encoder, dataset)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        return self.inner(encoder, batch)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
 
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -58,7 +160,7 @@ def _ensure_builtin() -> None:
     from .. import attacks as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in ("base", "memo"):
+        if mod.name not in ("base", "memo") and not mod.name.startswith("_"):
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
 
 

@@ -8,36 +8,47 @@ from __future__ import annotations
 from typing import Any
 
 from ..batch import Batch
-from .base import Attack
+from .base import Attack, AttackWrapper
 
 
-class MemoAttack(Attack):
-    """Wraps an attack and remembers its output per (source encoder, items), so the white-box
-    examples made on the bare encoder are reused as the head-unaware ones instead of recomputed."""
+class MemoAttack(AttackWrapper):
+    """Wraps an attack and remembers its output per (source encoder, modality, items), so the
+    white-box examples made on the bare encoder are reused as the head-unaware ones.
 
-    def __init__(self, attack: Attack):
-        self.attack = attack
-        self.name = attack.name
-        self.perturbs = attack.perturbs
-        self._memo: dict[tuple[int, tuple[int, ...]], Batch] = {}
+    The memo holds a reference to every encoder it has outputs for and checks identity on lookup,
+    so a freed encoder whose ``id()`` is reused by another model can never match its entries.
+    """
 
-    def describe(self) -> dict[str, Any]:
-        return self.attack.describe()
+    def __init__(self, inner: Attack):
+        super().__init__(inner)
+        self._memo: dict[tuple[int, str, tuple[int, ...]], tuple[Any, Batch]] = {}
+
+    @property
+    def attack(self) -> Attack:
+        """The wrapped attack (kept for callers of the first round's API)."""
+        return self.inner
+
+    def resolve(self, modality: str) -> Attack:
+        """Self when resolving changes nothing (the memo stays shared), else a fresh memo."""
+        resolved = self.inner.resolve(modality)
+        return self if resolved.settings() == self.inner.settings() else MemoAttack(resolved)
 
     def fit(self, encoder: Any, dataset: Any) -> "MemoAttack":
-        self.attack.fit(encoder, dataset)
+        self.inner.fit(encoder, dataset)
         self._memo.clear()
         return self
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         if batch.index is None:
-            return self.attack(encoder, batch)
-        key = (id(encoder), tuple(batch.index.tolist()))
-        if key not in self._memo:
-            self._memo[key] = self.attack(encoder, batch)
-        out = self._memo[key]
+            return self.inner(encoder, batch)
+        key = (id(encoder), batch.modality, tuple(batch.index.tolist()))
+        hit = self._memo.get(key)
+        if hit is None or hit[0] is not encoder:
+            hit = (encoder, self.inner(encoder, batch))
+            self._memo[key] = hit
+        out = hit[1]
         return out.replace(x=out.x.clone().to(batch.x.device))
 
     def outputs(self) -> list[Batch]:
         """Every remembered output batch, in the order they were first made."""
-        return list(self._memo.values())
+        return [out for _, out in self._memo.values()]

@@ -244,20 +244,12 @@ class PGD(Attack):
         self.early_stop = bool(early_stop)
 
     # -- settings ---------------------------------------------------------------------------
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
         return {
             "eps": self.eps, "norm": self.norm, "steps": self.steps, "step_size": self.step_size,
             "random_start": self.random_start, "loss": self.loss, "targeted": self.targeted,
             "target": self.target, "seed": self.seed, "logit_scale": self.logit_scale, "early_stop": self.early_stop,
         }
-
-    def replace(self, **changes: Any) -> "PGD":
-        """A copy with some settings changed."""
-        return type(self)(**(self._settings() | changes))
-
-    def with_eps(self, eps: float) -> "PGD":
-        """A copy at budget ``eps`` (a default step size scales with it)."""
-        return self.replace(eps=eps)
 
     def resolve(self, modality: str) -> "PGD":
         """A copy with the modality defaults filled in (concrete eps and norm)."""
@@ -295,9 +287,6 @@ class PGD(Attack):
         if self.target is not None:
             out["target"] = self.target if isinstance(self.target, (int, str)) else "custom"
         return out
-
-    def __repr__(self) -> str:
-        return "PGD(" + ", ".join(f"{k}={v!r}" for k, v in self._settings().items()) + ")"
 
     # -- the attack -------------------------------------------------------------------------
     def __call__(self, encoder: Any, batch: Batch) -> Batch:

@@ -54,7 +54,6 @@ import torch
 import torch.nn.functional as F
 
 from ..batch import Batch
-from ..data.synthscenes import SHAPES
 from ..errors import BudgetError, RobustMMError
 from .base import Attack, register_attack
 from .pgd import frozen
@@ -88,7 +87,7 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: prompts used to embed an attribute word for zero-shot attribute scoring
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a {} object.", "something {}.")
 
-#: common object nouns (COCO-like) plus the SynthScenes shape names; plurals are matched too
+#: common object nouns (COCO-like) plus geometric shape nouns; plurals are matched too
 DEFAULT_NOUNS: tuple[str, ...] = tuple(dict.fromkeys((
     "person", "man", "woman", "girl", "boy", "child", "kid", "baby", "people", "player", "dog", "cat",
     "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "bird", "animal", "car", "bus",
@@ -99,7 +98,7 @@ DEFAULT_NOUNS: tuple[str, ...] = tuple(dict.fromkeys((
     "flower", "plant", "house", "building", "door", "window", "wall", "fence", "sign", "pizza", "cake",
     "sandwich", "apple", "banana", "orange", "box", "toy", "skateboard", "surfboard", "board", "frisbee",
     "racket", "bat", "road", "street", "field", "beach", "shape", "object", "thing", "item",
-    *SHAPES,
+    "circle", "square", "triangle", "star", "cross", "ring", "rectangle", "polygon", "dot", "line",
 )))
 
 

@@ -36,6 +36,13 @@ def list_datasets() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
+def check_dataset_name(name: str) -> None:
+    """Raise :class:`UnknownNameError` (with "did you mean") unless ``name`` is registered."""
+    _ensure_builtin()
+    if name not in _LOADERS:
+        raise UnknownNameError("dataset", name, _LOADERS)
+
+
 def load_dataset(
     name: str,
     *,

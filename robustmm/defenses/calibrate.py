@@ -28,7 +28,7 @@ from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
-from ..evaluate import iter_batches
+from ..evaluation import iter_batches
 from ..modalities import get_modality
 from .heads import ResidualHead, save_heads
 from .objectives import CalibBatch, consistency, objective_loss, parse_objective

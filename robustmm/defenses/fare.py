@@ -56,7 +56,7 @@ def fare_finetune(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    from ..evaluate import iter_batches
+    from ..evaluation import iter_batches
 
     task = dataset.tasks.get(modality)
     prompts = task.prompts() if task is not None else None

@@ -50,7 +50,7 @@ def save_heads(path: str | Path, heads: Mapping[str, ResidualHead], meta: Mappin
     """Write ``heads`` (modality -> head) and metadata (encoder, objective, attack, ...)."""
     from safetensors.torch import save_file
 
-    from ..report.result import atomic_write_text
+    from ..persist import atomic_write_text
 
     wpath, cpath = heads_paths(path)
     wpath.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from ..attacks.base import Attack
 from ..attacks.memo import MemoAttack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
-from ..evaluate import evaluate
-from ..report.result import Result
+from ..evaluation import evaluate
+from ..records import Result
 from .calibrate import Calibration
 
 
@@ -32,8 +32,7 @@ def evaluate_threats(
     """One Result per threat; each carries clean metrics of the model it scores."""
     calibrated = encoder.with_heads(calibration.heads)
     block = calibration.defense_block()
-    if hasattr(attack, "resolve"):
-        attack = attack.resolve(modality)
+    attack = attack.resolve(modality)
     if not isinstance(attack, MemoAttack):
         attack = MemoAttack(attack)
     out = []

@@ -40,6 +40,16 @@ def list_encoders() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
+def check_model_name(name: str) -> None:
+    """Raise :class:`UnknownNameError` (with "did you mean") unless ``name``'s family is registered.
+
+    Loads nothing, so a job can check every model name before any work starts.
+    """
+    _ensure_builtin()
+    if name.partition(":")[0] not in _FACTORIES:
+        raise UnknownNameError("model", name, _FACTORIES)
+
+
 def load_encoder(name: str, *, device: str | torch.device = "cpu", **kwargs: Any) -> Encoder:
     """Build a frozen, eval-mode encoder from a model name (see DESIGN.md "Model names")."""
     _ensure_builtin()

@@ -15,7 +15,7 @@ import torch
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
-from ..evaluate import iter_batches
+from ..evaluation import iter_batches
 from ..modalities import get_modality
 from .plots import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
 

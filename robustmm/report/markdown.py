@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..modalities import MODALITIES
-from .result import Result
-from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, headline_score as _top1, markdown_table
+from ..records import Result
+from ..records import headline_score as _top1
+from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, markdown_table
 
 
 def _f(v: float | None) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..modalities import MODALITIES
-from .result import Result
+from ..records import Result
 from .tables import LOSS_NAMES
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .result import Result
+from ..records import Result, headline_score
 
 #: columns of summary.csv, in order
 COLUMNS = (
@@ -19,13 +19,6 @@ COLUMNS = (
 
 #: how a PGD loss reads in tables and legends
 LOSS_NAMES = {"ce": "zero-shot loss", "caption": "caption loss", "embedding": "embedding loss"}
-
-
-def headline_score(metrics: dict[str, Any] | None) -> float | None:
-    """Zero-shot top-1, or text->X R@1 for retrieval-only datasets (no zero-shot task)."""
-    if not metrics:
-        return None
-    return metrics.get("zeroshot_top1", metrics.get("t2x_R@1"))
 
 
 def _fmt_eps(r: Result) -> str:

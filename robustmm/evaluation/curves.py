@@ -36,12 +36,12 @@ from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError
-from ..evaluate import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
+from .runner import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
 from ..metrics import attack_success_rate, caption_owner, t2x_ranks, x2t_ranks, zeroshot_correct
 from ..modalities import get_modality
-from ..report.result import Result
-from .base import Attack
-from .pgd import check_eps
+from ..records import Result
+from ..attacks.base import Attack
+from ..attacks.pgd import check_eps
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,7 @@ def _grid(eps_grid: Sequence[float] | None, modality: str) -> list[float]:
 
 def _at_eps(attack: Attack, eps: float, modality: str) -> Attack:
     """``attack`` at budget ``eps`` with modality defaults resolved (so results record real values)."""
-    atk = attack.with_eps(eps)
-    resolve = getattr(atk, "resolve", None)
-    return resolve(modality) if callable(resolve) else atk
+    return attack.with_eps(eps).resolve(modality)
 
 
 def _check_attack(attack: Attack) -> None:

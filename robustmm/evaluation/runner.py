@@ -15,15 +15,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed as dist_utils
-from .attacks.base import Attack
-from .batch import Batch
-from .data.base import MultimodalDataset
-from .encoders.base import Encoder
-from .errors import RobustMMError
-from .metrics import attack_success_rate, caption_owner, retrieval_metrics, t2x_ranks, x2t_ranks, zeroshot_correct, zeroshot_metrics
-from .modalities import get_modality
-from .report.result import THREATS, Result
+from .. import distributed as dist_utils
+from ..attacks.base import Attack
+from ..batch import Batch
+from ..data.base import MultimodalDataset
+from ..encoders.base import Encoder
+from ..errors import RobustMMError
+from ..metrics import attack_success_rate, caption_owner, retrieval_metrics, t2x_ranks, x2t_ranks, zeroshot_correct, zeroshot_metrics
+from ..modalities import get_modality
+from ..records import THREATS, Result
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ def evaluate(
     dataset, source, threat = prepare(target, dataset, modality, attack, source, n, threat)
     if attack is not None:
         source.check_modality(modality)
-        if hasattr(attack, "resolve"):  # fill modality defaults (eps=None -> middle eps) so results record them
-            attack = attack.resolve(modality)
+        attack = attack.resolve(modality)  # fill modality defaults (eps=None -> middle eps) so results record them
 
     t0 = time.perf_counter()
     task = dataset.tasks.get(modality)
@@ -217,7 +216,7 @@ def evaluate(
                 t2x_ranks(clean.items, clean.texts, owner) <= 1, t2x_ranks(attacked.items, attacked.texts, adv_owner) <= 1
             )
         # primary ASR: zero-shot for input attacks; retrieval (text->X R@1) when captions are attacked
-        if "captions" in getattr(attack, "perturbs", ("x",)) and asr.get("t2x_R@1") is not None:
+        if "captions" in attack.perturbs and asr.get("t2x_R@1") is not None:
             metrics["asr"] = asr["t2x_R@1"]
         else:
             metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))

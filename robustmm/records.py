@@ -1,27 +1,55 @@
-"""The result record (schema ``robustmm.result/1``) and atomic JSON / JSON-lines writers."""
+"""The result record (schema ``robustmm.result/1``), the threat models it names, and its JSON /
+JSON-lines readers and writers (atomic, see :mod:`robustmm.persist`).
+
+This is a base-layer module: the runners produce records, the report and the job read them.
+"""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import logging
 from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResultFileError
+from ._version import __version__
+from .errors import ResultFileError
+from .persist import append_line_durably, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "robustmm.result/1"
-THREATS = ("clean", "white-box", "head-unaware", "adaptive", "transfer")
 
+class Threat(StrEnum):
+    """Who made the adversarial examples a result scores (str-valued: JSON keeps the plain name).
+
+    ``clean``: no attack. ``white-box``: made on the scored model itself. ``head-unaware``: made on
+    the bare encoder, scored through calibration heads. ``adaptive``: made through the heads (or
+    any defense). ``transfer``: made on another model. ``certified``: a certificate, not an attack.
+    """
+
+    CLEAN = "clean"
+    WHITE_BOX = "white-box"
+    HEAD_UNAWARE = "head-unaware"
+    ADAPTIVE = "adaptive"
+    TRANSFER = "transfer"
+    CERTIFIED = "certified"
+
+THREATS: tuple[str, ...] = tuple(t.value for t in Threat)
+
+def headline_score(metrics: dict[str, Any] | None) -> float | None:
+    """Zero-shot top-1, or text->X R@1 for retrieval-only datasets (no zero-shot task)."""
+    if not metrics:
+        return None
+    return metrics.get("zeroshot_top1", metrics.get("t2x_R@1"))
 
 def versions() -> dict[str, str]:
+    """The package versions recorded in every result."""
     import torch
 
-    from .. import __version__
-
     return {"robustmm": __version__, "torch": torch.__version__}
-
 
 @dataclass
 class Result:
@@ -50,8 +78,11 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Result":
-        if d.get("schema") != SCHEMA:
-            raise ResultFileError(f"not a {SCHEMA} record (schema={d.get('schema')!r})")
+        schema = d.get("schema") if isinstance(d, dict) else None
+        if isinstance(schema, str) and schema.startswith("robustmm.result/") and schema != SCHEMA:
+            raise ResultFileError(f"record of schema {schema!r}: written by another robustmm version (this one reads {SCHEMA})")
+        if schema != SCHEMA:
+            raise ResultFileError(f"not a {SCHEMA} record (schema={schema!r})")
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         try:
             return cls(**fields)
@@ -70,61 +101,63 @@ class Result:
     def attacked(self, key: str) -> float | None:
         return (self.metrics.get("attacked") or {}).get(key)
 
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_json(path: str | Path, result: Result | dict[str, Any]) -> None:
     d = result.to_dict() if isinstance(result, Result) else result
     atomic_write_text(path, json.dumps(d, indent=2) + "\n")
 
-
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (killed writer) is ignored."""
+    """Records of a JSON-lines file. A torn last line (a writer killed mid-line) is skipped with a
+    warning naming the file; a bad line anywhere else is a :class:`ResultFileError`."""
     path = Path(path)
     if not path.exists():
         return []
+    if path.is_dir():
+        raise ResultFileError(f"{path} is a directory, not a results file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ResultFileError(f"{path}: not a UTF-8 text file") from None
     out = []
-    lines = path.read_text().splitlines()
+    lines = text.splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                log.warning("%s: torn last line (a writer was killed mid-line); ignoring it", path)
                 break
             raise ResultFileError(f"{path}: line {i + 1} is not valid JSON") from None
     return out
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an unterminated last line (left by a crash) so that appended lines start clean."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    log.warning("%s: removing a torn last line of %d bytes before appending", path, len(data) - keep)
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+
+        os.fsync(f.fileno())
 
 def write_jsonl(path: str | Path, records: Iterable[Result | dict[str, Any]]) -> None:
     """Atomically (re)write a JSON-lines file."""
     lines = [json.dumps(r.to_dict() if isinstance(r, Result) else r) for r in records]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
-
 def append_jsonl(path: str | Path, records: Iterable[Result | dict[str, Any]]) -> None:
-    """Append records atomically: the file is rewritten whole through a temp file + rename,
-    so a crash leaves either the old or the new file, never a torn line."""
-    write_jsonl(path, [*read_jsonl(path), *records])
-
+    """Append records, one complete line each with fsync (O(record), not O(file)): a crash leaves
+    at most a torn last line, which readers report and the next append removes."""
+    path = Path(path)
+    _drop_torn_tail(path)
+    for r in records:
+        append_line_durably(path, json.dumps(r.to_dict() if isinstance(r, Result) else r))
 
 def load_results(paths: Iterable[str | Path]) -> list[Result]:
     """Results from .json (one record or a list) and .jsonl files."""
