@@ -36,9 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import add_common, emit, machine_info, rounded, setup, stdout_to_stderr
-
 import torch
+from _common import add_common, emit, machine_info, rounded, setup, stdout_to_stderr
 
 log = logging.getLogger("benchmark.eval")
 MB = 2**20

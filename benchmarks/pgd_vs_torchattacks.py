@@ -39,10 +39,9 @@ import logging
 import statistics
 from typing import Any
 
-from _common import add_common, execute, machine_info, rounded, summary, timed
-
 import torch
 import torch.nn.functional as F
+from _common import add_common, execute, machine_info, rounded, summary, timed
 
 log = logging.getLogger("benchmark.pgd")
 
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fns = {"robustmm": robustmm_pgd, "torchattacks": torchattacks_pgd, "raw": raw_fwd_bwd}
     names = list(fns)
     advs: dict[str, list[Any]] = {k: [None] * len(batches) for k in fns}
-    for name, fn in fns.items():  # warm-up: kernels, allocator, autotuning, text caches
+    for fn in fns.values():  # warm-up: kernels, allocator, autotuning, text caches
         for _ in range(args.warmup):
             for b in batches:
                 fn(b)
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             k = (r + i) % len(names)
             t_b: dict[str, float] = {}
             for name in names[k:] + names[:k]:
-                t, res = timed(lambda: fns[name](b), device)
+                t, res = timed(lambda name=name, b=b: fns[name](b), device)
                 t_b[name] = t
                 total[name] += t
                 advs[name][i] = res

@@ -8,8 +8,7 @@ The public surface::
     res = robustmm.evaluate(enc, data, modality="audio")
     print(res.metrics["clean"]["zeroshot_top1"])
 """
-from ._version import __version__
-
+from ._version import __version__  # noqa: F401  (robustmm.__version__)
 from .attacks import Attack, build_attack, list_attacks
 from .batch import Batch
 from .data import MultimodalDataset, ZeroShotTask, list_datasets, load_dataset

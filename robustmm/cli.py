@@ -183,10 +183,10 @@ def _template(path: str, **fields: Any) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from . import distributed
     from .attacks import build_attack
     from .attacks.amp import AutocastAttack
     from .attacks.base import accepts
-    from . import distributed
     from .data import load_dataset
     from .encoders import load_encoder
     from .evaluation import evaluate

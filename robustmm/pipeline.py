@@ -61,8 +61,8 @@ OPTIONAL_KEYS: dict[str, set[str]] = {"run": {"root"}, "report": {"examples"}}
 def validate_config(config: dict[str, Any], source: str = "config") -> None:
     """Fail before any work on what a typo would otherwise break minutes into a run: unknown
     sections and keys (with "did you mean"), model, dataset, modality and objective names."""
-    from .defenses.objectives import parse_objective
     from .data.registry import check_dataset_name
+    from .defenses.objectives import parse_objective
     from .encoders.registry import check_model_name
     from .errors import UnknownNameError
     from .modalities import get_modality
@@ -362,7 +362,7 @@ def run_job(config: dict[str, Any], out_dir: str | Path, *, quick: bool = False,
     cells = job.cells()
     todo = [c for c in cells if c.key not in done]
     log.info("%d cells, %d already done, %d to run", len(cells), len(cells) - len(todo), len(todo))
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     bar = tqdm(todo, desc="robustmm run", disable=not progress)
     for cell in bar:
@@ -396,9 +396,8 @@ def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[s
     atomic_write_text(out_dir / "summary.csv", summary_csv(results))
     plots: list[str] = []
     try:
-        from .report.plots import write_all_plots
-
         from .checks import is_checks
+        from .report.plots import write_all_plots
 
         numbers = [r for r in results if not is_checks(r)]
         plots = [str(p.relative_to(out_dir)) for p in write_all_plots(numbers, out_dir / "plots") if p.suffix == ".png"]

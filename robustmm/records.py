@@ -6,8 +6,8 @@ This is a base-layer module: the runners produce records, the report and the job
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field
 from enum import StrEnum

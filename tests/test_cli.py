@@ -4,10 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.cli import main
-
-from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.mark.parametrize("what, expect", [("models", "tinybind"), ("datasets", "synthscenes"),

@@ -13,7 +13,6 @@ from robustmm.errors import BudgetError, CheckpointError, InputShapeError, Robus
 from robustmm.evaluation import iter_batches
 
 
-
 @pytest.fixture(scope="module")
 def enc(rand_encoder):
     return rand_encoder

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-
+from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.losses import LOSSES, effective_loss, make_objective, resolve_loss
@@ -21,8 +21,6 @@ from robustmm.encoders.tinybind import ASSETS
 from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
 from robustmm.evaluation import iter_batches
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
-
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

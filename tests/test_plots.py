@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from robustmm.modalities import MODALITIES
+from robustmm.records import Result
 from robustmm.report.plots import (
     amplified_perturbation,
     plot_attack_bars,
@@ -17,7 +18,6 @@ from robustmm.report.plots import (
     plot_spectrograms,
     write_all_plots,
 )
-from robustmm.records import Result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODEL = {"name": "tinybind", "weights": "tinybind.safetensors", "preprocess": {}}

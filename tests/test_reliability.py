@@ -9,12 +9,11 @@ import time
 
 import pytest
 import torch
+from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
 
 import robustmm
 from robustmm.attacks import build_attack
 from robustmm.records import append_jsonl, read_jsonl
-
-from _tiny import NO_PATCH_SGA_XMAI  # noqa: E402  (tests/ is on sys.path)
 
 
 def _job(tmp_path, model_stem, modalities):

@@ -10,18 +10,16 @@ import json
 
 import pytest
 import torch
-
+from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks.base import Attack
 from robustmm.attacks.pgd import PGD
-from robustmm.evaluation import naive_curve, robustness_curve
 from robustmm.batch import Batch
 from robustmm.data.base import ZeroShotTask
 from robustmm.data.synthscenes import synthscenes
 from robustmm.errors import BudgetError, RobustMMError
+from robustmm.evaluation import naive_curve, robustness_curve
 from robustmm.modalities import get_modality
-
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-
+from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.pgd import PGD
@@ -17,8 +17,6 @@ from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
 from robustmm.evaluation import iter_batches
 from robustmm.metrics import zeroshot_correct
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
-
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

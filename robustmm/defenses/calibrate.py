@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
@@ -30,6 +29,7 @@ from ..encoders.base import Encoder
 from ..errors import RobustMMError
 from ..evaluation import iter_batches
 from ..modalities import get_modality
+from ..progress import tqdm
 from .heads import ResidualHead, save_heads
 from .objectives import CalibBatch, consistency, objective_loss, parse_objective
 

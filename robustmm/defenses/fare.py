@@ -13,13 +13,13 @@ import time
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
 from ..modalities import get_modality
+from ..progress import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def fare_finetune(
     t0 = time.perf_counter()
     n = len(dataset)
     steps = 0
-    for epoch in tqdm(range(epochs), desc=f"fare/{modality}", disable=not progress, leave=False):
+    for _epoch in tqdm(range(epochs), desc=f"fare/{modality}", disable=not progress, leave=False):
         perm = torch.randperm(n, generator=gen)
         shuffled = dataset.subset(perm)
         for batch in iter_batches(shuffled, modality, batch_size, prompts):

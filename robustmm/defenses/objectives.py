@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import UnknownNameError, RobustMMError
+from ..errors import RobustMMError, UnknownNameError
 
 
 @dataclass

@@ -30,18 +30,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from ..attacks.base import Attack
+from ..attacks.pgd import check_eps
 from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError
-from .runner import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
 from ..metrics import attack_success_rate, caption_owner, t2x_ranks, x2t_ranks, zeroshot_correct
 from ..modalities import get_modality
+from ..progress import tqdm
 from ..records import Result
-from ..attacks.base import Attack
-from ..attacks.pgd import check_eps
+from .runner import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
 
 log = logging.getLogger(__name__)
 

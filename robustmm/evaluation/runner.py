@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
 from ..attacks.base import Attack
@@ -21,8 +20,17 @@ from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
-from ..metrics import attack_success_rate, caption_owner, retrieval_metrics, t2x_ranks, x2t_ranks, zeroshot_correct, zeroshot_metrics
+from ..metrics import (
+    attack_success_rate,
+    caption_owner,
+    retrieval_metrics,
+    t2x_ranks,
+    x2t_ranks,
+    zeroshot_correct,
+    zeroshot_metrics,
+)
 from ..modalities import get_modality
+from ..progress import tqdm
 from ..records import THREATS, Result
 
 log = logging.getLogger(__name__)

@@ -119,7 +119,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
              " score them on the target.", "",
              markdown_table(["attack", "modality", "threat", "scored on", "eps", "clean top-1", "attacked top-1",
                              "clean t2x R@1", "attacked t2x R@1", "ASR", "notes"], rows), ""]
-    for m, rs in curve.items():
+    for rs in curve.values():
         mid = rs[len(rs) // 2]
         if mid.metrics.get("asr") is not None:
             candidates.append((mid.metrics["asr"], mid))

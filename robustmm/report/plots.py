@@ -880,7 +880,7 @@ def plot_pointcloud(clean: Any, adversarial: Any, out_path: str | Path, max_poin
         ax.set_zlim(lo[2], hi[2])
         ax.set_box_aspect(tuple(np.maximum(hi - lo, 0.05 * extent)), zoom=0.95)
         ax.view_init(elev=20, azim=-60)
-        for axis, name in zip((ax.xaxis, ax.yaxis, ax.zaxis), "xyz"):
+        for axis, _name in zip((ax.xaxis, ax.yaxis, ax.zaxis), "xyz"):
             axis.set_major_locator(_max_n_locator(3))
             axis.set_tick_params(labelsize=7, pad=0)
         ax.set_xlabel("x", fontsize=8, labelpad=0)

@@ -6,7 +6,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..records import Result, headline_score
+from ..records import Result
 
 #: columns of summary.csv, in order
 COLUMNS = (
