@@ -16,10 +16,19 @@ to "clearly visible/audible" for that signal:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 
 from .errors import InputShapeError, InputValueError, UnknownNameError
+
+
+class Norm(StrEnum):
+    """Threat norms of continuous attacks. Members are ``str`` (``Norm.LINF == "linf"``), so
+    result records and configs keep writing the plain strings."""
+
+    LINF = "linf"
+    L2 = "l2"
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class ModalitySpec:
     name: str
     shape: tuple[int | None, ...]
     domain: tuple[float, float]
-    norm: str
+    norm: Norm | str  # a Norm for continuous modalities; "discrete" for text
     eps_grid: tuple[float, ...]
     eps_unit: str
     eps_scale: float = 1.0  # multiply eps by this for display in ``eps_unit`` (255 for k/255)
@@ -43,6 +52,14 @@ class ModalitySpec:
     def middle_eps(self) -> float:
         """The middle budget of the default grid (used for single-budget tables)."""
         return self.eps_grid[len(self.eps_grid) // 2]
+
+    @property
+    def image_like(self) -> bool:
+        """Whether every sample ends in (channels, height, width): image, depth, thermal -- and
+        video, whose (T, C, H, W) samples are image-like frame by frame (a patch is pasted on every
+        frame, SGA resizes each frame). Audio, point clouds and text are not. Attacks and towers
+        that resize or paste pixels use this instead of lists of modality names."""
+        return len(self.shape) >= 3 and isinstance(self.shape[-3], int) and self.shape[-2:] == (None, None)
 
     def format_eps(self, eps: float) -> str:
         """Human-readable budget, e.g. ``4/255`` or ``0.01``."""
@@ -86,28 +103,28 @@ _PIXEL_UNIT = "L-inf, /255 of the value range"
 
 MODALITIES: dict[str, ModalitySpec] = {
     "image": ModalitySpec(
-        "image", (3, None, None), (0.0, 1.0), "linf", _PIXEL_GRID, _PIXEL_UNIT, 255.0,
+        "image", (3, None, None), (0.0, 1.0), Norm.LINF, _PIXEL_GRID, _PIXEL_UNIT, 255.0,
         "RGB image, channels first, values in [0, 1].",
     ),
     "video": ModalitySpec(
-        "video", (None, 3, None, None), (0.0, 1.0), "linf", _PIXEL_GRID, _PIXEL_UNIT, 255.0,
+        "video", (None, 3, None, None), (0.0, 1.0), Norm.LINF, _PIXEL_GRID, _PIXEL_UNIT, 255.0,
         "RGB frames (T, 3, H, W), values in [0, 1].",
     ),
     "depth": ModalitySpec(
-        "depth", (1, None, None), (0.0, 1.0), "linf", _PIXEL_GRID, _PIXEL_UNIT, 255.0,
+        "depth", (1, None, None), (0.0, 1.0), Norm.LINF, _PIXEL_GRID, _PIXEL_UNIT, 255.0,
         "Depth map (1, H, W): 0 = far plane, 1 = near plane.",
     ),
     "thermal": ModalitySpec(
-        "thermal", (1, None, None), (0.0, 1.0), "linf", _PIXEL_GRID, _PIXEL_UNIT, 255.0,
+        "thermal", (1, None, None), (0.0, 1.0), Norm.LINF, _PIXEL_GRID, _PIXEL_UNIT, 255.0,
         "Thermal image (1, H, W): normalised temperature in [0, 1].",
     ),
     "audio": ModalitySpec(
-        "audio", (None,), (-1.0, 1.0), "linf", (0.001, 0.002, 0.004, 0.008, 0.016),
+        "audio", (None,), (-1.0, 1.0), Norm.LINF, (0.001, 0.002, 0.004, 0.008, 0.016),
         "L-inf, fraction of full scale", 1.0,
         "Mono waveform in [-1, 1] (full scale = 1), 8 kHz in SynthScenes.",
     ),
     "pointcloud": ModalitySpec(
-        "pointcloud", (None, 6), (-1.0, 1.0), "linf", (0.005, 0.01, 0.02, 0.04, 0.08),
+        "pointcloud", (None, 6), (-1.0, 1.0), Norm.LINF, (0.005, 0.01, 0.02, 0.04, 0.08),
         "L-inf per-point displacement, coordinate units (scene extent 2)", 1.0,
         "Points (P, 6): x, y, z, r, g, b, every channel in [-1, 1].",
     ),

@@ -22,7 +22,7 @@ import torch
 from ..batch import Batch
 from ..modalities import get_modality
 from .base import Attack, register_attack
-from .pgd import check_eps, project, random_delta, resolve_norm
+from .ops import check_eps, project, random_delta, resolve_norm
 
 
 @register_attack("noise")

@@ -44,7 +44,7 @@ from ..batch import Batch
 from ..errors import BudgetError, CheckpointError, InputShapeError, MissingWeightsError, RobustMMError, UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, register_attack
-from .pgd import frozen
+from .ops import frozen
 
 log = logging.getLogger(__name__)
 

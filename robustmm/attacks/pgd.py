@@ -46,138 +46,22 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..batch import Batch
 from ..errors import BudgetError, RobustMMError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, ModalitySpec, get_modality
+from ..modalities import CONTINUOUS_MODALITIES, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE, effective_loss, make_objective, resolve_loss
+from .ops import ascent_step, check_eps, frozen, item_seed, project, random_delta, resolve_norm
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PGD", "PGDOutput", "check_eps", "frozen", "item_seed", "project", "random_delta", "resolve_norm"]
-
-NORMS = ("linf", "l2")
-_NORM_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l-inf": "linf", "l2": "l2", "l_2": "l2"}
-
-
-# -- helpers shared by the attacks ------------------------------------------------------------------
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` inside the block; every flag restored exactly after.
-
-    Each submodule's ``training`` flag and each parameter's ``requires_grad`` are recorded and put
-    back, even when the block raises or code inside it (e.g. torchattacks) calls ``train()``.
-    Eval mode also keeps BatchNorm running statistics untouched during the attack.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        module.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def resolve_norm(norm: str | None, spec: ModalitySpec | None = None) -> str:
-    """Canonical norm name ("linf" | "l2"); None means the modality's default."""
-    if norm is None:
-        if spec is None:
-            raise BudgetError("norm=None needs a modality to take its default norm from")
-        norm = spec.norm
-    key = str(norm).lower()
-    if key not in _NORM_ALIASES:
-        raise UnknownNameError("threat norm", str(norm), NORMS)
-    return _NORM_ALIASES[key]
-
-
-def check_eps(eps: Any, what: str = "eps") -> float:
-    """A finite, non-negative float budget (``BudgetError`` otherwise)."""
-    try:
-        v = float(eps)
-    except (TypeError, ValueError):
-        raise BudgetError(f"{what} must be a number, got {eps!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise BudgetError(f"{what} must be finite and >= 0, got {eps!r}")
-    return v
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, domain: tuple[float, float]) -> torch.Tensor:
-    """Project ``x_adv`` onto the ``norm`` eps-ball around ``x`` (per sample), then clamp to ``domain``.
-
-    Clamping after the projection keeps the ball constraint: the box contains ``x``, so clamping
-    only moves each coordinate toward ``x``.
-    """
-    d = x_adv - x  # the one new tensor; the rest works in place on it (same values as out-of-place)
-    if norm == "linf":
-        d.clamp_(-eps, eps)
-    else:
-        n = d.flatten(1).norm(dim=1)
-        d.mul_(_per_sample((eps / n.clamp_min(1e-12)).clamp(max=1.0), d))
-    return d.add_(x).clamp_(*domain)
-
-
-def item_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for item ``index`` of an attack seeded with ``seed`` (splitmix-style mixing)."""
-    z = (int(seed) * 0x9E3779B97F4A7C15 + (int(index) + 1) * 0xBF58476D1CE4E5B9) % 2**64
-    z = ((z ^ (z >> 31)) * 0x94D049BB133111EB) % 2**64
-    return (z ^ (z >> 29)) & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def random_delta(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None, *,
-                 seed: int = 0, index: torch.Tensor | None = None) -> torch.Tensor:
-    """A random start: uniform in the L-inf ball, or a uniform direction with radius U(0, eps) (L2).
-
-    With ``index`` (the items' dataset indices) every item draws from its own CPU generator seeded
-    with :func:`item_seed`, so an item gets the same start whatever batch it is in; otherwise the
-    whole batch draws from ``generator``.
-    """
-    if index is not None:
-        parts = []
-        for i in index.tolist():
-            g = torch.Generator().manual_seed(item_seed(seed, i))
-            if norm == "linf":
-                parts.append(torch.rand(x.shape[1:], generator=g, dtype=x.dtype))
-            else:
-                d = torch.randn(x.shape[1:], generator=g, dtype=x.dtype)
-                parts.append(d * (torch.rand((), generator=g, dtype=x.dtype) / d.norm().clamp_min(1e-12)))
-        u = torch.stack(parts).to(x.device)
-        return (u * 2 - 1) * eps if norm == "linf" else u * eps
-    if generator is None:
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-    if norm == "linf":
-        return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
-    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    n = d.flatten(1).norm(dim=1).clamp_min(1e-12)
-    r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-    return d * _per_sample(r * eps / n, d)
-
-
-def _ascent_step(g: torch.Tensor, norm: str, step: float) -> torch.Tensor:
-    """``step`` x the steepest-ascent direction of ``norm``, computed in place in the gradient
-    ``g`` (a fresh tensor from autograd.grad that nothing else holds)."""
-    if norm == "linf":
-        return g.sign_().mul_(step)
-    return g.div_(_per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)).mul_(step)
-
 
 @dataclass
 class PGDOutput:
@@ -336,7 +220,7 @@ class PGD(Attack):
                         loss_first[active] = loss.detach().to(loss_first.dtype)
                     loss_last[active] = loss.detach().to(loss_last.dtype)
                     x0 = x if full else x[active]
-                    new = project(_ascent_step(grad, norm, step).add_(xa.detach()), x0, eps, norm, spec.domain)
+                    new = project(ascent_step(grad, norm, step).add_(xa.detach()), x0, eps, norm, spec.domain)
                     done = objective.success(emb, active) if self.early_stop else None
                     if done is not None and bool(done.any()):
                         new[done] = xa.detach()[done]  # keep the iterate that already succeeded

@@ -43,7 +43,7 @@ from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, register_attack
-from .pgd import frozen
+from .ops import frozen
 from .substitutes import (
     STOP_WORDS,
     EmbeddingNeighbourSubstitutes,

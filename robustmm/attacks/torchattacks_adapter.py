@@ -46,7 +46,7 @@ from ..errors import RobustMMError, UnknownNameError
 from ..modalities import CONTINUOUS_MODALITIES, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE
-from .pgd import check_eps, frozen, project
+from .ops import check_eps, frozen, project
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from ..batch import Batch
 from ..errors import BudgetError, RobustMMError
 from .base import Attack, register_attack
-from .pgd import frozen
+from .ops import frozen
 from .substitutes import MASK, STOP_WORDS, SubstituteGenerator, split_token, split_words
 
 log = logging.getLogger(__name__)

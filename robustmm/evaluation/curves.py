@@ -31,8 +31,9 @@ from typing import Any
 
 import torch
 
+from .. import distributed as dist_utils
 from ..attacks.base import Attack
-from ..attacks.pgd import check_eps
+from ..attacks.ops import check_eps
 from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
@@ -127,14 +128,14 @@ def robustness_curve(
     texts, owner = caption_owner(dataset.captions)
     torch.manual_seed(seed)
 
-    clean_items = []
-    for batch in iter_batches(dataset, modality, batch_size, prompts):
+    clean_items = []  # multi-process: this rank's whole batches, gathered in item order
+    for batch in iter_batches(dataset, modality, batch_size, prompts, dist_utils.shard(len(dataset), align=batch_size)):
         x = batch.x.to(target.device)
         with torch.no_grad():  # encode() validates x
             clean_items.append(target.encode(modality, x).cpu())
     with torch.no_grad():
         text_emb = target.encode_text(texts).cpu()
-    clean = Embeddings(torch.cat(clean_items), text_emb, owner)
+    clean = Embeddings(dist_utils.gather_cat(clean_items), text_emb, owner)
 
     criterion = "zeroshot_top1" if class_emb is not None else "x2t_R@1"
 
@@ -154,16 +155,24 @@ def robustness_curve(
     log.info("%s/%s clean %s: %.3f (%.1fs)", target.name, modality, criterion, clean_correct.float().mean().item(), elapsed)
 
     results: list[Result] = []
+    progress = progress and dist_utils.rank() == 0
     bar = tqdm(total=None, desc=f"{target.name}/{modality} nested {attack.name}", disable=not progress, leave=False)
     for eps in grid:
         t1 = time.perf_counter()
         atk = _at_eps(attack, eps, modality)
         remaining = robust.nonzero().flatten()
-        for batch in _subset_batches(dataset, modality, remaining, batch_size, prompts):
+        # multi-process: each rank attacks whole batches of the still-robust items (the same
+        # batches one process makes), and every rank gets all of them back in order
+        span = dist_utils.shard(len(remaining), align=batch_size)
+        mine = remaining[span.start : span.stop]
+        chunks = []
+        for batch in _subset_batches(dataset, modality, mine, batch_size, prompts):
             adv = atk(source, batch.replace(x=batch.x.to(source.device)))
             with torch.no_grad():
-                adv_items[batch.index] = target.encode(modality, adv.x.to(target.device)).cpu()
+                chunks.append(target.encode(modality, adv.x.to(target.device)).cpu())
             bar.update(len(batch))
+        if len(remaining):
+            adv_items[remaining] = dist_utils.gather_cat(chunks)
         # monotone by construction: only samples robust before can be robust now
         robust = robust & correct(adv_items)
         attacked = Embeddings(adv_items.clone(), text_emb, owner)
