@@ -7,7 +7,7 @@ import torch
 import robustmm
 from robustmm.attacks import build_attack
 from robustmm.attacks.sga import SGA, attack_captions
-from robustmm.attacks.substitutes import (
+from robustmm.text.substitutes import (
     MASK,
     STOP_WORDS,
     EmbeddingNeighbourSubstitutes,

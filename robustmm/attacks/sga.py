@@ -5,7 +5,7 @@ Three steps per batch, all on the encoder given to ``__call__`` (the *source* mo
 1. **text, guided by the clean x** -- every caption of an item is attacked BERT-Attack style:
    words are ranked by importance (how much the caption's similarity to the clean x embedding
    drops when the word is removed), stop-words are skipped, the top-``k`` substitutes of the
-   most important word come from a :class:`~robustmm.attacks.substitutes.SubstituteGenerator`,
+   most important word come from a :class:`~robustmm.text.substitutes.SubstituteGenerator`,
    and the substitute that lowers the x-caption similarity most is kept if it lowers it at all;
    otherwise the next word is tried. At most ``max_words`` words change per caption.
 2. **x, guided by the set of adversarial captions** -- PGD (L-inf by default: eps 2/255, 10
@@ -42,9 +42,7 @@ import torch.nn.functional as F
 from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
 from ..modalities import get_modality
-from .base import Attack, register_attack
-from .ops import frozen
-from .substitutes import (
+from ..text.substitutes import (
     STOP_WORDS,
     EmbeddingNeighbourSubstitutes,
     SubstituteGenerator,
@@ -53,6 +51,8 @@ from .substitutes import (
     split_token,
     split_words,
 )
+from .base import Attack, register_attack
+from .ops import frozen
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,8 @@ class SGA(Attack):
         noise_std: Gaussian noise added to the scaled copies (0.05).
         max_words: words changed per caption, at most (1).
         k: substitutes tried per word (10).
-        substitutes: a :class:`~robustmm.attacks.substitutes.SubstituteGenerator` (default: an
-            :class:`~robustmm.attacks.substitutes.EmbeddingNeighbourSubstitutes` over the built-in
+        substitutes: a :class:`~robustmm.text.substitutes.SubstituteGenerator` (default: an
+            :class:`~robustmm.text.substitutes.EmbeddingNeighbourSubstitutes` over the built-in
             vocabulary, in the space of the encoder being attacked).
         vocabulary: the default generator's vocabulary (None = the built-in word list).
         stop_words: words never attacked or proposed.

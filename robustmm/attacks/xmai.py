@@ -55,9 +55,9 @@ import torch.nn.functional as F
 
 from ..batch import Batch
 from ..errors import BudgetError, RobustMMError
+from ..text.substitutes import MASK, STOP_WORDS, SubstituteGenerator, split_token, split_words
 from .base import Attack, register_attack
 from .ops import frozen
-from .substitutes import MASK, STOP_WORDS, SubstituteGenerator, split_token, split_words
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ class XMAI(Attack):
         templates: prompts that embed a bare attribute word (for word-to-word similarity).
         object_template: prompt with two ``{}`` (attribute, noun) for per-object attribute detection.
         nouns: object nouns to insert before (default :data:`DEFAULT_NOUNS`); plurals match too.
-        substitutes: a generator that can fill :data:`~robustmm.attacks.substitutes.MASK` slots
-            (e.g. :class:`~robustmm.attacks.substitutes.MaskedLMSubstitutes`); None = offline fallback.
+        substitutes: a generator that can fill :data:`~robustmm.text.substitutes.MASK` slots
+            (e.g. :class:`~robustmm.text.substitutes.MaskedLMSubstitutes`); None = offline fallback.
         use_ground_truth: use the item's annotated attributes (from ``ground_truth`` or
             :meth:`fit`'s dataset: every string value of the record that is a vocabulary word)
             instead of detected ones; items are looked up by ``batch.index``.
