@@ -27,7 +27,7 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "all_gather_object", "all_gather_tensor", "barrier", "destroy", "env_world_size", "init_from_env",
+    "all_gather_object", "all_gather_tensor", "barrier", "gather_cat", "destroy", "env_world_size", "init_from_env",
     "is_distributed", "local_device", "rank", "shard", "world_size",
 ]
 
@@ -166,3 +166,16 @@ def all_gather_tensor(t: torch.Tensor | None) -> torch.Tensor:
     parts = [torch.empty_like(buf) for _ in sizes]
     dist.all_gather(parts, buf)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(home)
+
+
+def gather_cat(chunks: list[torch.Tensor]) -> torch.Tensor | None:
+    """This rank's row chunks concatenated, then every rank's, in rank order.
+
+    The one-call form of the shard-compute-gather pattern: each rank handles its :func:`shard`
+    of the items and passes the rows it computed; every rank gets all rows in item order. Outside
+    a process group it is ``torch.cat(chunks)`` (None for no chunks).
+    """
+    local = torch.cat(chunks) if chunks else None
+    if not is_distributed():
+        return local
+    return all_gather_tensor(local)

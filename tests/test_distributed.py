@@ -79,3 +79,23 @@ def test_torchrun_eval_matches_single_process(tmp_path, tiny_model, attack):
     assert a["metrics"] == b["metrics"]  # exact: clean, attacked, delta, asr
     assert (b["metrics"]["attacked"] is None) == (not attack)
     assert a["attack"] == b["attack"]
+
+
+def test_torchrun_nested_curve_matches_single_process(tmp_path, tiny_model):
+    # a nested curve: the still-robust items of every budget are sharded in whole batches
+    args = ["eval", "--model", f"tinybind:{tiny_model}", "--data", "synthscenes", "--n", "21", "--modality", "audio",
+            "--batch-size", "4", "--attack", "pgd", "--steps", "2", "--eps", "0.001", "0.004", "0.016"]
+    single, multi = tmp_path / "single.jsonl", tmp_path / "multi.jsonl"
+    p = subprocess.run([sys.executable, "-m", "robustmm", *args, "-q", "--out", str(single)],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                        "-m", "--", "robustmm", *args, "-q", "--out", str(multi)],
+                       env=_env(), capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a = [json.loads(line) for line in single.read_text().splitlines()]
+    b = [json.loads(line) for line in multi.read_text().splitlines()]
+    assert len(a) == len(b) == 3
+    assert [r["metrics"] for r in a] == [r["metrics"] for r in b]
+    assert [r["extra"]["n_attacked"] for r in a] == [r["extra"]["n_attacked"] for r in b]
