@@ -1,0 +1,61 @@
+"""Figures from result records and from single examples (matplotlib, headless).
+
+Every function writes the same figure twice -- ``.png`` (150 dpi) and ``.svg`` -- each through a
+temp file in the target folder and ``os.replace``, and returns the paths it wrote. Nothing here
+touches ``matplotlib.pyplot`` or the global backend: figures are plain
+:class:`matplotlib.figure.Figure` objects rendered by the Agg / SVG canvases, so importing this
+module never changes an interactive session and works without a display.
+
+From result records (``robustmm.result/1``):
+
+* :func:`plot_robustness_curves` -- metric vs budget eps, one panel per (modality, attack).
+* :func:`plot_attack_bars` -- clean vs attacked bars with the attack success rate, per attack.
+* :func:`plot_calibration` -- bare vs calibrated encoder, clean and under both threat models.
+* :func:`write_all_plots` -- the three above into one folder (what ``robustmm report`` calls).
+
+From examples: :func:`plot_gallery` (image grids), :func:`plot_spectrograms` (audio),
+:func:`plot_pointcloud` (3-D points). Malformed records are skipped with a warning, never fatal;
+empty input returns ``[]``.
+
+The package: :mod:`.style` (canvas, output, palette), :mod:`.fields` (reading records),
+:mod:`.curves`, :mod:`.bars`, :mod:`.calibration` (one figure kind each) and :mod:`.examples`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ...records import Result
+from .bars import plot_attack_bars
+from .calibration import plot_calibration
+from .curves import CURVE_ATTACKS, plot_robustness_curves
+from .examples import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
+from .fields import _as_results
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CURVE_ATTACKS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_gallery",
+    "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
+]
+
+
+def write_all_plots(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
+    """Robustness curves, per-attack bars and the calibration chart into ``out_dir`` (created).
+
+    A failure in one figure is logged and the others are still written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rs = _as_results(results)
+    if not rs:
+        log.info("write_all_plots: no results; nothing to plot")
+        return []
+    written: list[Path] = []
+    for fn in (plot_robustness_curves, plot_attack_bars, plot_calibration):
+        try:
+            written += fn(rs, out_dir)
+        except Exception:  # noqa: BLE001 - a report should not die on one figure
+            log.exception("write_all_plots: %s failed; continuing", fn.__name__)
+    return written

@@ -1,0 +1,124 @@
+"""Calibration chart: bare vs calibrated encoder, clean and under both threat models."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...records import Result
+from .fields import _as_results, _attack_key, _chart_key, _eps, _mean, _metric, _model_name, _pick_eps
+from .style import _eps_formatter, _figure, _metric_label, _modality_order, _save
+
+log = logging.getLogger(__name__)
+
+#: (legend label, colour) of the five calibration bars, in order
+_CAL_BARS = (
+    ("clean, no head", "#b0b0b0"),
+    ("clean, with head", "#9ecae1"),
+    ("attacked, no head (white-box)", "#505050"),
+    ("attacked, with head: head-unaware", "#3182bd"),
+    ("attacked, with head: adaptive", "#e6550d"),
+)
+
+
+def _is_calibrated(r: Result) -> bool:
+    return (isinstance(r.defense, dict) and r.defense.get("name") == "calibration"
+            and r.threat in ("head-unaware", "adaptive"))
+
+
+def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
+    """Bare vs calibrated encoder (``calibration.png``/``.svg``), one panel per (model, objective).
+
+    Per modality five bars: clean without head, clean with head (``metrics.clean`` of a calibrated
+    result), attacked without head (``defense=None``, ``threat="white-box"``, same attack and
+    budget), attacked with head under the head-unaware and the adaptive threat model. Missing
+    numbers are marked "n/a".
+    """
+    rs = _as_results(results)
+    cal = [r for r in rs if _is_calibrated(r) and isinstance(r.attack, dict)]
+    if not cal:
+        log.info("plot_calibration: no calibrated (head-unaware/adaptive) results; nothing to plot")
+        return []
+    bare = [r for r in rs if r.defense is None and r.threat == "white-box" and isinstance(r.attack, dict)]
+    cleans = [r for r in rs if r.defense is None and r.threat == "clean"]
+    facets: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in cal:
+        facets[(_model_name(r), str((r.defense or {}).get("objective") or "?"))].append(r)
+    rows = []
+    for (model, objective), recs in sorted(facets.items()):
+        groups = []
+        for m in sorted({r.modality for r in recs}, key=_modality_order):
+            mrecs = [r for r in recs if r.modality == m]
+            eps = _pick_eps(mrecs, m)
+            if eps is not None:
+                mrecs = [r for r in mrecs if _eps(r) == eps]
+            akey = _attack_key(mrecs[0])[0]
+            key = _chart_key(mrecs)
+            if key is None:
+                continue
+            base = [r for r in bare if r.modality == m and _model_name(r) == model and _attack_key(r)[0] == akey
+                    and (eps is None or _eps(r) == eps)]
+            base_clean = [r for r in cleans if r.modality == m and _model_name(r) == model]
+            ha = [r for r in mrecs if r.threat == "head-unaware"]
+            ad = [r for r in mrecs if r.threat == "adaptive"]
+            clean_nohead = _mean([v for r in base if (v := _metric(r, "clean", key)) is not None])
+            if clean_nohead is None:
+                clean_nohead = _mean([v for r in base_clean if (v := _metric(r, "clean", key)) is not None])
+            values = [
+                clean_nohead,
+                _mean([v for r in mrecs if (v := _metric(r, "clean", key)) is not None]),
+                _mean([v for r in base if (v := _metric(r, "attacked", key)) is not None]),
+                _mean([v for r in ha if (v := _metric(r, "attacked", key)) is not None]),
+                _mean([v for r in ad if (v := _metric(r, "attacked", key)) is not None]),
+            ]
+            fmt, _ = _eps_formatter(m, (mrecs[0].attack or {}).get("norm"))
+            alabel = _attack_key(mrecs[0])[1]
+            tick = f"{m}\n{alabel}" + (f" ε = {fmt(eps)}" if eps is not None else "") + f"\n({_metric_label(key, m)})"
+            groups.append((m, tick, values))
+        if groups:
+            rows.append((model, objective, groups))
+    if not rows:
+        log.info("plot_calibration: calibrated results carry no plottable metric")
+        return []
+    return _save(_calibration_figure(rows), Path(out_dir) / "calibration")
+
+
+def _calibration_figure(rows: list[tuple[str, str, list[tuple[str, str, list[float | None]]]]]) -> Any:
+    from matplotlib.patches import Patch
+
+    # every facet puts a modality at the same x position, so facets can be compared by eye
+    mods = sorted({m for _, _, groups in rows for m, _, _ in groups}, key=_modality_order)
+    fig = _figure(max(7.0, 1.2 + len(mods) * 2.3), 3.9 * len(rows) + 1.3)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    width = 0.8 / len(_CAL_BARS)
+    for ax, (model, objective, groups) in zip(axes, rows):
+        ticks = [f"{m}\n(not run)" for m in mods]
+        for m, tick, values in groups:
+            gi = mods.index(m)
+            ticks[gi] = tick
+            for bi, ((_, colour), v) in enumerate(zip(_CAL_BARS, values)):
+                x = gi - 0.4 + width * (bi + 0.5)
+                if v is None:
+                    ax.text(x, 0.01, "n/a", ha="center", va="bottom", fontsize=6.5, rotation=90, color="0.4")
+                    continue
+                ax.bar(x, v, width, color=colour, edgecolor="black", linewidth=0.4)
+                ax.text(x, v + 0.012, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5)
+        ax.set_xticks(range(len(mods)))
+        ax.set_xticklabels(ticks, fontsize=8)
+        ax.set_xlim(-0.5, len(mods) - 0.5)
+        ax.set_ylim(0, 1.1)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.set_ylabel("score (see group label)", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.set_title(f"{model}, calibration objective “{objective}”", fontsize=10, fontweight="bold")
+    fig.suptitle("Calibration heads: clean and robust score without vs with the head\n"
+                 "head-unaware = attack crafted on the bare encoder, scored with the head\n"
+                 "adaptive = the attacker also differentiates through the head", fontsize=10)
+    handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=lbl) for lbl, c in _CAL_BARS]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    return fig

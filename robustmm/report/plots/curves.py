@@ -1,0 +1,180 @@
+"""Robustness curves: metric vs budget eps, one panel per (modality, attack, norm)."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...records import Result
+from .fields import (
+    _RETRIEVAL_KEYS,
+    _as_results,
+    _attack_key,
+    _colour_key,
+    _colour_map,
+    _defense_label,
+    _eps,
+    _first_key,
+    _mean,
+    _metric,
+    _model_name,
+    _series_label,
+    _variant_labels,
+)
+from .style import _eps_formatter, _figure, _metric_label, _modality_order, _palette, _save, _wrap
+
+log = logging.getLogger(__name__)
+
+#: attacks whose results form robustness curves over a budget eps (norm-bounded, iterative)
+CURVE_ATTACKS: frozenset[str] = frozenset({"pgd", "torchattacks", "sga", "fgsm", "apgd", "autoattack"})
+
+_THREAT_STYLE = {  # linestyle, marker
+    "white-box": ("-", "o"), "clean": ("-", "o"), "transfer": ("--", "D"),
+    "head-unaware": ("--", "s"), "adaptive": (":", "^"),
+}
+
+
+def _is_curve(r: Result) -> bool:
+    a = r.attack
+    return isinstance(a, dict) and a.get("name") in CURVE_ATTACKS and _eps(r) is not None and r.threat != "clean"
+
+
+def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
+    """Robustness curves (metric vs eps) from the norm-bounded attack results in ``results``.
+
+    Writes ``robustness_top1`` (zero-shot top-1) and ``robustness_r1`` (text->X R@1, else X->text
+    R@1, else text->X MRR), each ``.png`` + ``.svg``. One panel per (modality, attack, norm) with
+    the modality's own budget unit on x (budgets evenly spaced, eps = 0 is the clean score, taken
+    from a ``threat="clean"`` record of the same model/modality/defense when there is one, else
+    from the attacked records' own clean metrics); one line per (model, defense, threat).
+    """
+    rs = _as_results(results)
+    curve = [r for r in rs if _is_curve(r)]
+    if not curve:
+        log.info("plot_robustness_curves: no PGD-like results with a budget eps; nothing to plot")
+        return []
+    cleans = [r for r in rs if r.threat == "clean"]
+    colours = _colour_map(rs)
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    specs = (
+        ("robustness_top1", ("zeroshot_top1",), "zero-shot top-1 accuracy", ""),
+        ("robustness_r1", _RETRIEVAL_KEYS, "retrieval R@1 (MRR where R@1 is absent)",
+         "R@1 under an attack on the zero-shot loss is a side effect, and a nested sweep keeps each item's"
+         " first successful example, so such curves can stay flat; SGA and caption-loss PGD attack retrieval itself"),
+    )
+    for fname, keys, what, note in specs:
+        fig = _curve_figure(curve, cleans, keys, what, colours, note)
+        if fig is None:
+            log.info("plot_robustness_curves: no %s in the results; skipping %s", what, fname)
+            continue
+        written += _save(fig, out_dir / fname)
+    return written
+
+
+def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str], what: str,
+                  colours: dict[str, Any], note: str = "") -> Any:
+    from matplotlib.lines import Line2D
+
+    panels: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    attack_labels: dict[str, str] = {}
+    for r in curve:
+        akey, alabel = _attack_key(r)
+        attack_labels[akey] = alabel
+        panels[(r.modality, akey)].append(r)
+    order = sorted(panels, key=lambda k: (_modality_order(k[0]), k[1]))
+    drawn = []
+    for pk in order:
+        key = _first_key(panels[pk], keys)
+        if key is not None:
+            drawn.append((pk, key))
+    if not drawn:
+        return None
+    ncols = min(3, len(drawn))
+    nrows = math.ceil(len(drawn) / ncols)
+    fig = _figure(4.6 * ncols, 3.6 * nrows + 1.3)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    legend: dict[str, Any] = {}
+    style_of: dict[str, tuple[Any, str, str]] = {}  # label -> (colour, linestyle, marker), figure-wide
+    spare = iter([c for c in _palette(10) if c not in colours.values()] + _palette(20)[1::2])
+    for ax in axes.flat[len(drawn):]:
+        ax.set_visible(False)
+    for ax, ((modality, akey), key) in zip(axes.flat, drawn):
+        recs = panels[(modality, akey)]
+        norm = (recs[0].attack or {}).get("norm")
+        fmt, xlabel = _eps_formatter(modality, norm)
+        series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+        own_clean: dict[str, list[float]] = defaultdict(list)
+        meta: dict[str, Result] = {}
+        usable = []
+        for r in recs:
+            if _metric(r, "attacked", key) is None:
+                log.warning("plots: %s/%s result at eps=%s has no attacked %s; skipped",
+                            _model_name(r), modality, _eps(r), key)
+            else:
+                usable.append(r)
+        slots: dict[tuple[str, float | None], list[Result]] = defaultdict(list)
+        for r in usable:
+            slots[(_series_label(r), _eps(r))].append(r)
+        label_of = _variant_labels(slots.values())
+        for r in usable:
+            v = _metric(r, "attacked", key)
+            label = label_of[id(r)]
+            meta.setdefault(label, r)
+            series[label][_eps(r)].append(v)  # type: ignore[index]
+            if (c := _metric(r, "clean", key)) is not None:
+                own_clean[label].append(c)
+        eps_all = sorted({0.0, *(e for s in series.values() for e in s)})
+        pos = {e: i for i, e in enumerate(eps_all)}
+        for label in sorted(series):
+            r0 = meta[label]
+            match = [c for c in cleans if c.modality == modality and _model_name(c) == _model_name(r0)
+                     and _defense_label(c) == _defense_label(r0) and _metric(c, "clean", key) is not None]
+            from_clean = [v for c in match if (v := _metric(c, "clean", key)) is not None]
+            # the clean point of the same items when the records carry it (a separate clean run may
+            # use a bigger gallery, and retrieval scores fall with gallery size)
+            clean_v = _mean(own_clean[label]) if own_clean[label] else (_mean(from_clean) if from_clean else None)
+            pts = sorted((e, float(np.mean(vs))) for e, vs in series[label].items())
+            if clean_v is not None and 0.0 not in series[label]:
+                pts = [(0.0, clean_v), *pts]
+            if label not in style_of:
+                ls, marker = _THREAT_STYLE.get(r0.threat, ("-.", "v"))
+                style = (colours.get(_colour_key(r0), "k"), ls, marker)
+                if style in style_of.values():  # an attack variant of an existing series: new colour
+                    style = (next(spare, "k"), ls, marker)
+                style_of[label] = style
+            colour, ls, marker = style_of[label]
+            xs, ys = [pos[e] for e, _ in pts], [v for _, v in pts]
+            # segments that jump over budgets this series was not run at are drawn faint and thin:
+            # a reader should not read values off them
+            ax.plot(xs, ys, linestyle=ls, color=colour, linewidth=1.0, alpha=0.35)
+            runs: list[list[int]] = [[0]]
+            for i in range(1, len(xs)):
+                (runs[-1].append(i) if xs[i] == xs[i - 1] + 1 else runs.append([i]))
+            for run in runs:
+                ax.plot([xs[i] for i in run], [ys[i] for i in run], linestyle=ls, marker=marker, color=colour,
+                        linewidth=1.8, markersize=5, alpha=0.9)
+            legend.setdefault(label, Line2D([], [], linestyle=ls, marker=marker, color=colour, linewidth=1.8))
+        ax.set_xticks(range(len(eps_all)))
+        ticks = ["clean" if e == 0 else fmt(e) for e in eps_all]
+        rotate = len(eps_all) > 6 or max(len(t) for t in ticks) > 6
+        ax.set_xticklabels(ticks, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
+        ax.set_xlim(-0.3, len(eps_all) - 0.7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(_wrap(xlabel, 44), fontsize=8.5)
+        ax.set_ylabel(_metric_label(key, modality), fontsize=9)
+        ax.set_title(f"{modality} — {attack_labels[akey]}", fontsize=10, fontweight="bold")
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"Robustness curves: {what} vs attack budget ε\n"
+                 "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack on the same items)"
+                 + (f"\n{_wrap(note, 120)}" if note else ""), fontsize=11)
+    labels = sorted(legend)
+    fig.legend([legend[k] for k in labels], labels, loc="outside lower center", ncols=min(3, len(labels)),
+               fontsize=8.5, frameon=False, title="model + defense (threat model)", title_fontsize=8.5)
+    return fig

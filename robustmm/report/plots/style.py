@@ -1,0 +1,101 @@
+"""How every figure looks and is written: canvas, atomic PNG + SVG output, palette, axis labels.
+
+Nothing here touches ``matplotlib.pyplot`` or the global backend: figures are plain
+:class:`matplotlib.figure.Figure` objects rendered by the Agg / SVG canvases.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...modalities import MODALITIES
+
+log = logging.getLogger(__name__)
+
+DPI = 150
+FORMATS = ("png", "svg")
+_IMAGE_SUFFIXES = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
+_NORMS = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _stem(out_path: str | Path) -> Path:
+    p = Path(out_path)
+    return p.with_suffix("") if p.suffix.lower() in _IMAGE_SUFFIXES else p
+
+
+def _save(fig: Any, stem: str | Path) -> list[Path]:
+    """Write ``fig`` as ``stem.png`` and ``stem.svg`` atomically; return both paths."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    # lay out once, then freeze the layout and crop box: every format reuses them (one draw each)
+    canvas = FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    bbox = fig.get_tightbbox(canvas.get_renderer()).padded(0.1)
+    fig.set_layout_engine("none")
+    written = []
+    for ext in FORMATS:
+        path = stem.parent / f"{stem.name}.{ext}"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches=bbox, facecolor="white")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        written.append(path)
+    log.info("wrote %s.{%s}", stem, ",".join(FORMATS))
+    return written
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "attack"
+
+
+def _palette(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(max(n, 1))]
+
+
+def _modality_order(m: str) -> tuple[int, str]:
+    names = list(MODALITIES)
+    return (names.index(m) if m in names else len(names), m)
+
+
+def _eps_formatter(modality: str, norm: Any) -> tuple[Callable[[float], str], str]:
+    """Tick formatter and axis label for a modality's budget (its own unit when norms match)."""
+    spec = MODALITIES.get(modality)
+    if spec is not None and (norm is None or norm == spec.norm):
+        return spec.format_eps, f"budget ε ({spec.eps_unit})"
+    return (lambda e: f"{e:g}"), f"budget ε ({_NORMS.get(str(norm), norm)} norm, raw input units)"
+
+
+def _metric_label(key: str, modality: str) -> str:
+    return {
+        "zeroshot_top1": "zero-shot top-1 accuracy",
+        "t2x_R@1": f"text→{modality} R@1",
+        "x2t_R@1": f"{modality}→text R@1",
+        "t2x_MRR": f"text→{modality} MRR",
+    }.get(key, key)
+
+
+def _wrap(s: str, width: int = 48) -> str:
+    return "\n".join(textwrap.wrap(s, width)) or s
