@@ -151,7 +151,7 @@ def test_loss_goes_up(enc, data, modality, loss):
     b = batch_of(data, modality)
     atk = PGD(eps=big_eps(modality), steps=STEPS, loss=loss, seed=0)
     out = atk.run(enc, b)
-    assert out.loss == loss and out.forwards == STEPS * N
+    assert out.loss == loss and out.forwards == (STEPS + 1) * N  # keep_best: one forward of the final iterate
     # the same objective (same random target classes: same seed, drawn first) on clean and adversarial
     obj = make_objective(loss, enc, b, target=None, generator=torch.Generator().manual_seed(0))
     idx = torch.arange(N)
@@ -180,6 +180,23 @@ def test_label_free_fallback_to_caption_loss(enc, data, modality):
     assert out.loss == "caption"
     assert effective_loss("ce", True, b) == "caption-targeted"
     assert not torch.equal(out.batch.x, b.x)
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_keep_best_returns_the_most_damaging_iterate(enc, data, modality):
+    """keep_best (the default) scores >= the last iterate on every item, > on some; False is plain PGD."""
+    b = batch_of(data, modality)
+    kw = {"eps": big_eps(modality), "steps": 4, "step_size": big_eps(modality), "seed": 3}  # big steps overshoot
+    best, last = PGD(**kw).run(enc, b), PGD(**kw, keep_best=False).run(enc, b)
+    obj = make_objective("ce", enc, b, target=None, generator=torch.Generator().manual_seed(3))
+    idx = torch.arange(N)
+    with torch.no_grad():
+        l_best, l_last = obj(enc.encode(modality, best.batch.x), idx), obj(enc.encode(modality, last.batch.x), idx)
+    assert (l_best >= l_last - 1e-5).all()
+    assert (l_best > l_last + 1e-6).any()
+    assert torch.allclose(best.loss_best, l_best, atol=1e-4) and torch.allclose(best.loss_last, l_last, atol=1e-4)
+    assert last.loss_best is None and last.forwards == 4 * N
+    assert "keep_best" not in PGD(keep_best=False).describe() and PGD().describe()["keep_best"] is True
 
 
 def test_early_stop_freezes_broken_samples(enc, data):

@@ -187,8 +187,15 @@ def accepts(name: str, argument: str) -> bool:
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
-    """Instantiate a registered attack by name with its keyword settings."""
-    _ensure_builtin()
-    if name not in _ATTACKS:
-        raise UnknownNameError("attack", name, _ATTACKS)
-    return _ATTACKS[name](**kwargs)
+    """Instantiate a registered attack by name with its keyword settings; a keyword the attack
+    does not take is a one-line :class:`UnknownNameError` (never silently dropped)."""
+    import inspect
+
+    cls = attack_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        known = [k for k in params if k != "self"]
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise UnknownNameError(f"setting of attack {name!r}", unknown[0], known)
+    return cls(**kwargs)

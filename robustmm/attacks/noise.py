@@ -5,7 +5,8 @@ follows carry no information -- a classic sign of gradient masking (Athalye et a
 
 Arguments:
     eps (float | None): budget in the modality's unit; None = the modality's middle eps.
-    norm ("linf" | "l2" | None): None = the modality's default norm.
+    norm ("linf" | "l2" | None): None = the modality's default norm. L2 noise lies on the sphere
+        of radius eps (a uniform direction at the full budget), then is clamped to the domain.
     seed (int): per-item seeds, so an item gets the same noise whatever batch it is in.
 
 Example::
@@ -27,18 +28,20 @@ from .ops import check_eps, project, random_delta, resolve_norm
 
 @register_attack("noise")
 class RandomNoise(Attack):
-    """Uniform random perturbation in the L-inf ball (or on a random L2 direction), clamped to the domain."""
+    """Uniform random perturbation in the L-inf ball (or on the L2 sphere of radius eps), clamped to the domain."""
 
-    def __init__(self, eps: float | None = None, norm: str | None = None, seed: int = 0, **_: Any):
+    def __init__(self, eps: float | None = None, norm: str | None = None, seed: int = 0):
         self.eps = None if eps is None else check_eps(eps)
-        self.norm = norm
+        self.norm = None if norm is None else resolve_norm(norm)
         self.seed = int(seed)
 
-    def with_eps(self, eps: float) -> "RandomNoise":
-        return RandomNoise(eps, self.norm, self.seed)
+    def settings(self) -> dict[str, Any]:
+        return {"eps": self.eps, "norm": self.norm, "seed": self.seed}
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "eps": self.eps, "norm": self.norm, "seed": self.seed}
+    def resolve(self, modality: str) -> "RandomNoise":
+        """A copy with the modality's middle eps and default norm filled in."""
+        spec = get_modality(modality)
+        return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         spec = get_modality(batch.modality)
@@ -48,5 +51,5 @@ class RandomNoise(Attack):
         if eps == 0:
             return batch.replace(x=x.clone())
         index = batch.index if batch.index is not None else torch.arange(len(x))
-        delta = random_delta(x, eps, norm, seed=self.seed, index=index.cpu()).to(x.device, x.dtype)
+        delta = random_delta(x, eps, norm, seed=self.seed, index=index.cpu(), sphere=True).to(x.device, x.dtype)
         return batch.replace(x=project(x + delta, x, eps, norm, spec.domain).detach())

@@ -29,7 +29,10 @@ Arguments:
     logit_scale (float): zero-shot logit scale for the ce losses. Default 100.
     early_stop (bool): freeze a sample at the first iterate that already meets the zero-shot goal
         (misclassified / classified as the target), judged on the logits of that step's forward
-        pass, and stop computing it. Default False (plain PGD returns the last iterate).
+        pass, and stop computing it (a stopped sample returns that iterate). Default False.
+    keep_best (bool): return each sample's most damaging iterate -- the highest objective seen,
+        judged on the forward pass every step already does, plus one forward of the final
+        iterate -- instead of the last one. Default True; False reproduces plain PGD (last iterate).
 
 Shape:
     batch.x: (N, *ModalitySpec.shape) in ``ModalitySpec.domain``; returns a Batch with ``x`` of
@@ -63,13 +66,17 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PGD", "PGDOutput", "check_eps", "frozen", "item_seed", "project", "random_delta", "resolve_norm"]
 
+
 @dataclass
 class PGDOutput:
     """What :meth:`PGD.run` returns besides the adversarial batch (bookkeeping, no extra passes).
 
     ``loss_first``/``loss_last``: (N,) objective at the first and last evaluated iterate (the
-    random start, then the iterate before the final step); ``stopped``: (N,) samples frozen by
-    early stopping; ``forwards``: number of forward passes (sum of rows over steps).
+    random start; then the final iterate with ``keep_best``, else the iterate before the final
+    step); ``loss_best``: (N,) objective of the returned iterate with ``keep_best`` (the best seen;
+    the stopping iterate's for samples stopped early), else None; ``stopped``: (N,) samples frozen
+    by early stopping; ``forwards``: number of forward passes (sum of rows over steps, plus the
+    final iterate's forward with ``keep_best``).
     """
 
     batch: Batch
@@ -78,6 +85,7 @@ class PGDOutput:
     loss_last: torch.Tensor | None
     stopped: torch.Tensor
     forwards: int
+    loss_best: torch.Tensor | None = None
 
 
 # -- the attack -------------------------------------------------------------------------------------
@@ -103,6 +111,7 @@ class PGD(Attack):
         seed: int = 0,
         logit_scale: float = DEFAULT_SCALE,
         early_stop: bool = False,
+        keep_best: bool = True,
     ):
         self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
         self.norm = None if norm is None else resolve_norm(norm)
@@ -126,6 +135,7 @@ class PGD(Attack):
         self.seed = int(seed)
         self.logit_scale = float(logit_scale)
         self.early_stop = bool(early_stop)
+        self.keep_best = bool(keep_best)
 
     # -- settings ---------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -133,6 +143,7 @@ class PGD(Attack):
             "eps": self.eps, "norm": self.norm, "steps": self.steps, "step_size": self.step_size,
             "random_start": self.random_start, "loss": self.loss, "targeted": self.targeted,
             "target": self.target, "seed": self.seed, "logit_scale": self.logit_scale, "early_stop": self.early_stop,
+            "keep_best": self.keep_best,
         }
 
     def resolve(self, modality: str) -> "PGD":
@@ -168,6 +179,8 @@ class PGD(Attack):
             out["logit_scale"] = self.logit_scale
         if self.early_stop:
             out["early_stop"] = True
+        if self.keep_best:  # records without the key returned the last iterate
+            out["keep_best"] = True
         if self.target is not None:
             out["target"] = self.target if isinstance(self.target, (int, str)) else "custom"
         return out
@@ -207,6 +220,7 @@ class PGD(Attack):
             stopped = none.clone()
             loss_first = torch.full((n,), float("nan"), device=x.device)
             loss_last = loss_first.clone()
+            best = _Best(x_adv, n) if self.keep_best else None
             forwards = 0
             for t in range(self.steps):
                 full = len(active) == n
@@ -219,6 +233,8 @@ class PGD(Attack):
                     if t == 0:
                         loss_first[active] = loss.detach().to(loss_first.dtype)
                     loss_last[active] = loss.detach().to(loss_last.dtype)
+                    if best is not None:
+                        best.update(active, xa.detach(), loss.detach())
                     x0 = x if full else x[active]
                     new = project(ascent_step(grad, norm, step).add_(xa.detach()), x0, eps, norm, spec.domain)
                     done = objective.success(emb, active) if self.early_stop else None
@@ -233,10 +249,41 @@ class PGD(Attack):
                         active = active[~done]
                 if len(active) == 0:
                     break
+            if best is not None and self.steps and len(active):  # the final iterate: one more forward
+                with torch.no_grad():
+                    xa = x_adv[active]
+                    loss = objective(encoder.encode(modality, xa, validate=False), active)
+                forwards += len(active)
+                loss_last[active] = loss.to(loss_last.dtype)
+                best.update(active, xa, loss)
+                x_adv = torch.where(_per_item(stopped, x_adv), x_adv, best.x)  # stopped: the stopping iterate
         if self.steps and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "pgd %s %s eps=%g step=%g: loss %.4f -> %.4f (%d forwards, %d stopped early)",
                 modality, loss_name, eps, step, float(loss_first.nanmean()), float(loss_last.nanmean()),
                 forwards, int(stopped.sum()),
             )
-        return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards)
+        loss_best = None
+        if best is not None and self.steps:
+            loss_best = torch.where(stopped, loss_last, best.loss)
+        return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards, loss_best)
+
+
+def _per_item(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+class _Best:
+    """Each item's most damaging iterate so far (highest objective), for ``keep_best``."""
+
+    def __init__(self, x: torch.Tensor, n: int):
+        self.x = x.detach().clone()
+        self.loss = torch.full((n,), float("-inf"), device=x.device)
+
+    def update(self, rows: torch.Tensor, xa: torch.Tensor, loss: torch.Tensor) -> None:
+        """Keep ``xa[j]`` for item ``rows[j]`` where its ``loss[j]`` beats the best so far."""
+        loss = loss.to(self.loss.dtype)
+        better = loss > self.loss[rows]
+        if bool(better.any()):
+            self.loss[rows[better]] = loss[better]
+            self.x[rows[better]] = xa[better]
