@@ -36,6 +36,7 @@ class Threat(StrEnum):
     ADAPTIVE = "adaptive"
     TRANSFER = "transfer"
     CERTIFIED = "certified"
+    WORST_CASE = "worst-case"  # per item, the most damaging of every threat run on a defended model
 
 THREATS: tuple[str, ...] = tuple(t.value for t in Threat)
 
@@ -109,14 +110,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file. A torn last line (a writer killed mid-line) is skipped with a
     warning naming the file; a bad line anywhere else is a :class:`ResultFileError`."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
-    if path.is_dir():
-        raise ResultFileError(f"{path} is a directory, not a results file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ResultFileError(f"{path}: not a UTF-8 text file") from None
+    text = _read_text(path)
     out = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -159,20 +155,35 @@ def append_jsonl(path: str | Path, records: Iterable[Result | dict[str, Any]]) -
     for r in records:
         append_line_durably(path, json.dumps(r.to_dict() if isinstance(r, Result) else r))
 
+def _read_text(path: Path) -> str:
+    """A results file's text, or a one-line :class:`ResultFileError` for every way it can fail."""
+    try:
+        if path.is_dir():
+            raise ResultFileError(f"{path} is a directory, not a results file")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ResultFileError(f"{path}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise ResultFileError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def load_results(paths: Iterable[str | Path]) -> list[Result]:
     """Results from .json (one record or a list) and .jsonl files."""
     out: list[Result] = []
     for p in paths:
         p = Path(p)
         if p.suffix == ".jsonl":
-            out += [Result.from_dict(d) for d in read_jsonl(p)]
-        else:
             try:
-                d = json.loads(p.read_text())
-            except json.JSONDecodeError as e:
-                raise ResultFileError(f"{p}: not valid JSON ({e})") from None
-            try:
-                out += [Result.from_dict(x) for x in (d if isinstance(d, list) else [d])]
+                out += [Result.from_dict(d) for d in read_jsonl(p)]
             except ResultFileError as e:
-                raise ResultFileError(f"{p}: {e}") from None
+                raise ResultFileError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
+            continue
+        try:
+            d = json.loads(_read_text(p))
+        except json.JSONDecodeError as e:
+            raise ResultFileError(f"{p}: not valid JSON ({e})") from None
+        try:
+            out += [Result.from_dict(x) for x in (d if isinstance(d, list) else [d])]
+        except ResultFileError as e:
+            raise ResultFileError(f"{p}: {e}") from None
     return out
