@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for i, b in enumerate(batches):
                 k = (r + i) % len(names)
                 for name in names[k:] + names[:k]:
-                    dt, adv = timed(lambda name=name, b=b: variants[name](enc, b), args.device)
+                    dt, adv = timed(lambda atk=variants[name], b=b: atk(enc, b), args.device)
                     t[name] += dt
                     if r == 0:
                         emb = enc.encode(modality, adv.x).detach()
