@@ -86,17 +86,18 @@ def load_weights(path: str | Path, what: str = "weights") -> tuple[dict[str, Any
     wpath, cpath = weight_paths(path)
     for p in (wpath, cpath):
         if p.is_dir():
-            raise CheckpointError(f"{what}: {p} is a directory, not a file")
+            raise CheckpointError(f"{p}: a directory, not a {what} file")
         if not p.exists():
             raise MissingWeightsError(f"{what} not found: {p}")
     try:
         config = json.loads(cpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{what}: {cpath} is not valid JSON ({e})") from None
+        raise CheckpointError(f"{cpath}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"{what}: {cpath} must hold a JSON object")
+        raise CheckpointError(f"{cpath}: {what} config must be a JSON object")
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{what}: {wpath} is not a valid safetensors file ({str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{wpath}: corrupted or truncated safetensors file ({first})") from None
     return tensors, config

@@ -11,7 +11,6 @@ script.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError
+from ..persist import load_weights, save_weights
 from .base import Encoder, check_texts
 from .registry import register_encoder
 from .text_minilm import MiniLMTextTower
@@ -76,45 +76,27 @@ class TinyBind(Encoder):
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, stem: str | Path, extra: dict[str, Any] | None = None, half: bool = False) -> None:
-        """Write ``stem.safetensors`` (tower weights) and ``stem.json`` (config).
+        """Write ``stem.safetensors`` (tower weights) and ``stem.json`` (config), each atomically.
 
         ``half=True`` stores floating tensors as float16 (the shipped assets: half the size);
         :meth:`load` always returns a float32 model.
         """
-        from safetensors.torch import save_file
-
-        stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
         cfg = dict(self.config) | (extra or {}) | {"weights_dtype": "float16" if half else "float32"}
-        tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-                   for k, v in self.towers.state_dict().items()}
-        save_file(tensors, str(stem.with_suffix(".safetensors")))
-        stem.with_suffix(".json").write_text(json.dumps(cfg, indent=2) + "\n")
+        tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.towers.state_dict().items()}
+        save_weights(stem, tensors, cfg)
 
     @classmethod
     def load(cls, stem: str | Path, text_tower: MiniLMTextTower | None = None) -> "TinyBind":
         """Load a model saved by :meth:`save`; shapes are verified against the config."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         stem = Path(stem)
-        wpath, cpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-        for p in (wpath, cpath):
-            if not p.exists():
-                raise MissingWeightsError(
-                    f"TinyBind weights not found: {p} (train them with experiments/train_tinybind.py)"
-                )
+        wpath = stem.with_suffix(".safetensors")
         try:
-            config = json.loads(cpath.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cpath}: not valid JSON ({e})") from None
+            state, config = load_weights(stem, "TinyBind weights")
+        except MissingWeightsError as e:
+            raise MissingWeightsError(f"{e} (train them with experiments/train_tinybind.py)") from None
         if "towers" not in config:
-            raise CheckpointError(f"{cpath}: no 'towers' block; not a TinyBind config")
+            raise CheckpointError(f"{stem.with_suffix('.json')}: no 'towers' block; not a TinyBind config")
         model = cls(config, text_tower)
-        try:
-            state = load_file(str(wpath))
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{wpath}: corrupted or truncated safetensors file ({e})") from None
         expected = model.towers.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
