@@ -49,8 +49,8 @@ def tiny_languagebind_config(modality: str, vocab_size: int) -> dict:
 
 
 def as_peft_lora(sd: dict, rank: int = 2) -> dict:
-    """Rewrite a state dict the way a peft-wrapped LoRA encoder saves it, with zero-effect... no:
-    with random LoRA factors; returns (peft-style dict, expected merged dict)."""
+    """Rewrite a state dict the way a peft-wrapped LoRA encoder saves it, with random LoRA factors
+    on q/v; returns (the peft-style dict, the merged dict the loader must produce)."""
     g = torch.Generator().manual_seed(3)
     out, merged = {}, {}
     for k, v in sd.items():
