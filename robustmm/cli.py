@@ -5,16 +5,16 @@ Every error caused by bad input is printed as one line on stderr and exits with 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import torch
 
 from .errors import RobustMMError
+from .outdir import fill_template
 
 log = logging.getLogger("robustmm")
 EXIT_USAGE = 2
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small, fast version of the job")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished cells")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    p.add_argument("--wait", action="store_true", help="if another run holds --out, wait for it instead of failing")
     p.add_argument("--amp", action="store_true",
                    help="attacks under torch.autocast(bfloat16), as `[run] amp = true` (for GPUs)")
     _common(p)
@@ -151,18 +152,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import load_config, run_job
+    from .job import load_config, run_job
     from .report.tables import CLEAN_HEADERS, clean_rows, text_table
 
     config = load_config(args.config)
     if args.seed is not None:
-        config["run"]["seed"] = args.seed
+        config.run.seed = args.seed
     if args.amp:
-        config["run"]["amp"] = True
-    args.out = _template(args.out, model=config["run"]["model"], data=config["run"]["dataset"],
-                         config=Path(args.config).stem if args.config else "default")
+        config.run.amp = True
+    args.out = fill_template(args.out, model=config.run.model, data=config.run.dataset,
+                             config=Path(args.config).stem if args.config else "default")
     results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
-                      device=_device(args.device), progress=not args.quiet)
+                      device=_device(args.device), progress=not args.quiet, wait=args.wait)
     clean = [r for r in results if r.threat == "clean" and r.defense is None]
     if clean and not args.quiet:
         r0 = clean[0]
@@ -173,124 +174,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _template(path: str, **fields: Any) -> str:
-    """Fill ``{model}``-style fields of an output path (values made path-safe)."""
-    try:
-        return path.format(**{k: str(v).replace("/", "_").replace(":", "_") for k, v in fields.items()})
-    except (KeyError, IndexError, ValueError) as e:
-        known = " ".join("{" + k + "}" for k in fields)
-        raise RobustMMError(f"--out {path!r}: unknown template field {e}; use {known}") from None
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import distributed
-    from .attacks import build_attack
-    from .attacks.amp import AutocastAttack
-    from .attacks.base import accepts
-    from .data import load_dataset
-    from .encoders import load_encoder
-    from .evaluation import evaluate
-    from .modalities import get_modality
-    from .records import write_json, write_jsonl
+    from .job.eval_command import EvalRequest, result_line, run_eval, write_eval
 
-    spec = get_modality(args.modality)
-    device = _device(args.device)
-    seed = 0 if args.seed is None else args.seed
-    if args.eps is not None and any(e < 0 for e in args.eps):
-        raise RobustMMError(f"--eps must be >= 0, got {args.eps}")
-    if args.attack is None and (args.eps or args.source):
-        raise RobustMMError("--eps/--source need --attack")
-    target = load_encoder(args.model, device=device)
-    data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
-    source = load_encoder(args.source, device=device) if args.source else None
-    threat = None
-    defense = None
-    if args.heads:
-        from .defenses.calibrate import Calibration
-        from .defenses.heads import load_heads
-
-        heads, meta = load_heads(args.heads, target)
-        bare = target
-        target = bare.with_heads(heads)
-        defense = Calibration(heads, meta).defense_block()
-        if args.attack is not None and source is None:
-            threat = args.threat
-            source = bare if args.threat == "head-unaware" else target
-    results = []
-    if args.attack is None:
-        results.append(evaluate(target, data, modality=args.modality, batch_size=args.batch_size, seed=seed,
-                                defense=defense, progress=not args.quiet))
-    else:
-        kw: dict[str, Any] = {}
-        for opt in ("steps", "norm"):
-            if getattr(args, opt) is not None:
-                if not accepts(args.attack, opt):
-                    raise RobustMMError(f"attack {args.attack!r} has no --{opt}")
-                kw[opt] = getattr(args, opt)
-        if args.eps is not None and not accepts(args.attack, "eps"):
-            raise RobustMMError(f"attack {args.attack!r} has no eps budget")
-        if args.eps and len(args.eps) > 1 and not args.heads:
-            # a robustness curve: nested balls, one result per budget
-            from .evaluation import robustness_curve
-
-            if distributed.rank() == 0 and distributed.is_distributed():
-                log.warning("nested robustness curves are not sharded: every rank computes the whole curve")
-
-            attack = build_attack(args.attack, **kw)
-            attack = AutocastAttack(attack) if args.amp else attack
-            results = robustness_curve(target, data, modality=args.modality, attack=attack, eps_grid=args.eps,
-                                       source=source, batch_size=args.batch_size, seed=seed, progress=not args.quiet)
-        budgets = (args.eps or [spec.middle_eps]) if accepts(args.attack, "eps") else [None]
-        for eps in budgets if not results else []:
-            attack = build_attack(args.attack, **({"eps": eps} if eps is not None else {}), **kw)
-            attack = AutocastAttack(attack) if args.amp else attack
-            fit_split = attack.fit_split
-            if fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
-                attack.fit(source or target, load_dataset(args.data, split=fit_split, n=args.fit_n, root=args.root))
-            else:
-                attack.fit(source or target, data)
-            results.append(evaluate(target, data, modality=args.modality, attack=attack, source=source,
-                                    batch_size=args.batch_size, seed=seed, threat=threat, defense=defense,
-                                    progress=not args.quiet))
-    for r in results:
-        c, a = r.metrics["clean"], r.metrics.get("attacked")
-        line = f"{r.model['name']} {r.modality} n={r.n}"
-        if r.attack:
-            line += f" {r.attack['name']}" + (f" eps={spec.format_eps(r.attack['eps'])}" if r.attack.get("eps") is not None else "")
-            line += f" ({r.threat})"
-        line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
-        if a:
-            line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
-        if not args.quiet and distributed.rank() == 0:
-            print(line)
-    if args.out and distributed.rank() == 0:  # multi-process: every rank holds the same results; rank 0 writes
-        out = _template(args.out, model=args.model, data=args.data, modality=args.modality, attack=args.attack or "clean")
-        if len(results) == 1 and not out.endswith(".jsonl"):
-            write_json(out, results[0])
-        else:
-            write_jsonl(out, results)
-        if not args.quiet:
-            print(f"wrote {out}")
+    fields = {f: getattr(args, f) for f in ("modality", "model", "data", "split", "root", "n", "attack", "eps", "steps",
+                                            "norm", "source", "fit_n", "batch_size", "heads", "threat", "out", "amp")}
+    req = EvalRequest(**fields, seed=0 if args.seed is None else args.seed, device=_device(args.device),
+                      progress=not args.quiet)
+    results = run_eval(req)
+    if not args.quiet and distributed.rank() == 0:
+        for r in results:
+            print(result_line(r))
+    out = write_eval(req, results)
+    if out and not args.quiet:
+        print(f"wrote {out}")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .defenses.calibrate import calibrate, default_attack
-    from .encoders import load_encoder
+    from .job.commands import calibrate_command
 
-    if args.eps is not None and args.eps < 0:
-        raise RobustMMError(f"--eps must be >= 0, got {args.eps}")
-    if args.clean_only and args.adaptive_every:
-        raise RobustMMError("--clean-only and --adaptive-every exclude each other")
-    args.out = _template(args.out, model=args.model, data=args.data, modality=args.modality, objective=args.objective)
-    enc = load_encoder(args.model, device=_device(args.device))
-    data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
-    attack = default_attack(args.modality, args.modality in data.tasks, eps=args.eps, steps=args.steps)
-    cal = calibrate(enc, data, modality=args.modality, objective=args.objective, attack=attack, epochs=args.epochs,
-                    adaptive_every=args.adaptive_every, clean_only=args.clean_only,
-                    seed=0 if args.seed is None else args.seed, progress=not args.quiet)
-    cal.save(args.out)
+    args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality, objective=args.objective)
+    keys = ("model", "data", "split", "root", "n", "modality", "objective", "eps", "steps", "epochs", "adaptive_every",
+            "clean_only", "out")
+    cal = calibrate_command(**{k: getattr(args, k) for k in keys}, seed=0 if args.seed is None else args.seed,
+                            device=_device(args.device), progress=not args.quiet)
     if not args.quiet:
         m = cal.meta
         print(f"calibrated {m['encoder']}/{m['modality']} ({m['objective']}, {m['n_train']} items): "
@@ -300,50 +209,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .pipeline import write_report
-    from .records import load_results
+    from .job.commands import report_command
 
-    for f in args.results:
-        if not Path(f).exists():
-            raise RobustMMError(f"result file not found: {f}")
-    try:
-        results = load_results(args.results)
-    except (ValueError, KeyError, TypeError) as e:
-        raise RobustMMError(f"cannot read results: {e}") from None
-    if not results:
-        raise RobustMMError("no results in " + ", ".join(args.results))
-    write_report(results, args.out)
+    results = report_command(args.results, args.out)
     if not args.quiet:
         print(f"wrote {Path(args.out) / 'summary.csv'}, report.md, plots/ ({len(results)} results)")
     return 0
 
 
 def cmd_check_attack(args: argparse.Namespace) -> int:
-    from .attacks import build_attack
-    from .checks import checks_to_dict, sanity_checks
-    from .data import load_dataset
-    from .encoders import load_encoder
-    from .persist import atomic_write_text
+    from .job.commands import check_attack_command
 
-    device = _device(args.device)
-    enc = load_encoder(args.model, device=device)
-    surrogate = load_encoder(args.surrogate, device=device) if args.surrogate else None
-    if args.heads:
-        from .defenses.heads import load_heads
-
-        heads, _ = load_heads(args.heads, enc)
-        surrogate = surrogate or enc
-        enc = enc.with_heads(heads)
-    data = load_dataset(args.data, split=args.split, n=args.n, root=args.root)
-    seed = 0 if args.seed is None else args.seed
-    checks = sanity_checks(enc, data, modality=args.modality, attack=build_attack("pgd", steps=args.steps, seed=seed),
-                           surrogate=surrogate, seed=seed)
+    keys = ("model", "data", "split", "root", "n", "modality", "steps", "heads", "surrogate", "out")
+    checks = check_attack_command(**{k: getattr(args, k) for k in keys}, seed=0 if args.seed is None else args.seed,
+                                  device=_device(args.device))
     if not args.quiet:
         for c in checks:
             vals = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in c.values.items())
             print(f"[{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail} ({vals})")
-    if args.out:
-        atomic_write_text(args.out, json.dumps(checks_to_dict(checks), indent=2) + "\n")
     return 0 if all(c.passed for c in checks) else 1
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
 
-from robustmm.pipeline import load_config, run_job  # noqa: E402
+from robustmm.job import parse_config, read_toml, run_job  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 TINY = {
@@ -58,18 +58,17 @@ def write_cifar10(root: Path, n: int = 24) -> None:
 
 
 def substitute(config: dict, models: list[str], root: Path) -> dict:
-    """Swap the real model and data for the tiny ones; shrink sizes so the test stays fast."""
+    """Swap the real model and data for the tiny ones (in the file's tables, before they are
+    typed); shrink sizes so the test stays fast."""
     config["run"] |= {"model": models[0], "root": str(root), "quick_n": 8, "quick_attack_n": 8, "batch_size": 8}
-    if "sga" in config:
-        config["sga"]["transfer_to"] = [models[1]]
-    for sec, key in (("patch", "quick_fit_n"), ("calibration", "quick_train_n")):
-        if sec in config:
-            config[sec][key] = 8
-    if config.get("checks", {}).get("surrogate"):
+    for sec in ("sga", "patch", "calibration", "checks"):
+        config.setdefault(sec, {})
+    config["sga"]["transfer_to"] = [models[1]]
+    config["patch"] |= {"quick_fit_n": 8, "epochs": 1}
+    config["calibration"] |= {"quick_train_n": 8, "epochs": 2}
+    if config["checks"].get("surrogate"):
         config["checks"]["surrogate"] = models[1]
-    config.get("checks", {})["quick_n"] = 8
-    config.get("calibration", {})["epochs"] = 2
-    config.get("patch", {})["epochs"] = 1
+    config["checks"]["quick_n"] = 8
     return config
 
 
@@ -81,17 +80,17 @@ def test_config_runs_end_to_end(tmp_path, tiny_models, name, writer):
     root = tmp_path / "data"
     root.mkdir()
     writer(root)
-    config = substitute(load_config(CONFIGS / name), tiny_models, root)
+    config = parse_config(substitute(read_toml(CONFIGS / name), tiny_models, root), name)
     results = run_job(config, tmp_path / "out", quick=True, progress=False)
     cells = {r.extra["cell"].split("|", 1)[1] for r in results}
     expected = {"image|clean", "image|pgd-curve"} | {k for k, sec in [("image|patch", "patch"), ("image|xmai", "xmai")]
-                                                      if config[sec]["enabled"]}
+                                                      if config.section(sec).enabled}
     assert expected <= cells
-    if config["sga"]["enabled"]:
+    if config.section("sga").enabled:
         assert any(c.startswith("image|sga|transfer") for c in cells)
     assert any(r.defense for r in results)  # calibration ran
-    if config["checks"]["enabled"]:  # sanity checks of the bare model and of its heads, with the report section
-        obj = config["calibration"]["objectives"][0]  # COCO: label-free objectives, checks on R@1
+    if config.section("checks").enabled:  # sanity checks of the bare model and of its heads, with the report section
+        obj = config.section("calibration").objectives[0]  # COCO: label-free objectives, checks on R@1
         assert {"image|checks", f"image|checks:calibration:{obj}"} <= cells
         assert "Sanity checks" in (tmp_path / "out" / "report.md").read_text()
         assert list((tmp_path / "out" / "heads").glob("*.safetensors"))

@@ -1,0 +1,100 @@
+"""``[attacks.NAME]``: any registered attack, run through ``evaluate`` with only a job-file entry.
+
+A new attack (one file in ``robustmm/attacks/`` with ``@register_attack("NAME")``) runs in
+``robustmm run`` with a section like::
+
+    [attacks.NAME]
+    modalities = ["image"]       # empty = every modality of [run]
+    eps = [0.0157]               # budgets in the modality's unit; empty = the attack's default
+    settings = { steps = 20 }    # the attack's constructor keywords
+
+One cell per modality (key ``MODEL|MODALITY|attack:NAME``), one result per budget. Attacks that
+``needs_fit`` are first fitted on ``fit_n`` items of their ``fit_split``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ...attacks.base import accepts, attack_class, build_attack
+from ...errors import UnknownNameError
+from ...evaluation import evaluate
+from ...modalities import get_modality
+from ...records import Result
+from ..context import JobContext
+from ..fields import ConfigError, Section, option
+from ..registry import Cell, CellKind, register_cell
+
+
+@dataclasses.dataclass
+class AttackCellConfig(Section):
+    enabled: bool = True
+    modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
+    eps: list[float] = option([], minimum=0)  # budgets; empty = the attack's default (the modality's middle eps)
+    n: int | None = option(None, positive=True)  # attacked items (None = [run] attack_n)
+    quick_n: int | None = option(None, positive=True)
+    fit_n: int = option(1000, positive=True)  # training items of learned attacks
+    quick_fit_n: int | None = option(100, positive=True)
+    settings: dict[str, Any] = option({})  # the attack's constructor keywords
+
+
+@register_cell("attacks", order=55)
+class AttackCells(CellKind):
+    """Any registered attack by name, one ``[attacks.NAME]`` table each, through evaluate."""
+
+    @classmethod
+    def parse(cls, table: Any, source: str) -> dict[str, AttackCellConfig]:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [attacks]: expected tables [attacks.NAME], got {table!r}")
+        out = {}
+        for name, sub in table.items():
+            attack_class(name)  # unknown attack: "did you mean"
+            cfg = AttackCellConfig.from_table(sub, f"attacks.{name}", source)
+            for key in cfg.settings:
+                if not accepts(name, key):
+                    raise UnknownNameError(f"setting of attack {name!r} in [attacks.{name}] of {source}", key,
+                                           _params(name))
+            if cfg.eps and not accepts(name, "eps"):
+                raise ConfigError(f"{source}: [attacks.{name}] eps: attack {name!r} has no eps budget")
+            out[name] = cfg
+        return out
+
+    @classmethod
+    def default(cls) -> dict[str, AttackCellConfig]:
+        return {}
+
+    @classmethod
+    def to_table(cls, section: Any) -> dict[str, Any]:
+        return {name: cfg.to_table() for name, cfg in section.items()}
+
+    def enabled(self, section: Any) -> bool:
+        return any(cfg.enabled for cfg in section.values())
+
+    def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
+        return [Cell(ctx.key(m, f"attack:{name}"), lambda name=name, cfg=cfg, m=m: run_attack(ctx, name, cfg, m))
+                for name, cfg in section.items() if cfg.enabled for m in (cfg.modalities or ctx.modalities)]
+
+
+def _params(name: str) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(attack_class(name).__init__).parameters if p != "self"]
+
+
+def run_attack(ctx: JobContext, name: str, cfg: AttackCellConfig, modality: str) -> list[Result]:
+    """Build attack ``name`` with its settings at each budget, fit it when it learns, evaluate it."""
+    base = build_attack(name, **cfg.settings)
+    n = cfg.pick("n", ctx.quick)
+    data = ctx.dataset(n=min(int(n), ctx.attack_n)) if n else ctx.attacked
+    fit_data = None
+    results = []
+    for attack in [base.with_eps(e) for e in cfg.eps] or [base]:
+        attack = ctx.amp_wrap(attack)
+        if attack.needs_fit:  # learned attacks: fitted per budget on a training split, scored on held-out items
+            fit_data = fit_data or ctx.dataset(attack.fit_split or "train", int(cfg.pick("fit_n", ctx.quick)))
+            attack.fit(ctx.encoder(), fit_data)
+        res = evaluate(ctx.encoder(), data, modality=modality, attack=attack, **ctx.kw())
+        if fit_data is not None:
+            res.extra["fit"] = fit_data.info()
+        results.append(res)
+    return results

@@ -1,0 +1,87 @@
+"""The library side of `robustmm calibrate`, `report` and `check-attack`: each checks its inputs
+and its output path before any model is loaded, then does its work (the CLI only parses and prints)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import RobustMMError
+from ..outdir import check_writable_dir, check_writable_file
+from ..persist import atomic_write_text
+from ..records import Result
+
+
+def calibrate_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, objective: str,
+                      eps: float | None, steps: int, epochs: int, adaptive_every: int | None, clean_only: bool,
+                      out: str, seed: int = 0, device: str = "cpu", progress: bool = True) -> Any:
+    """Train calibration heads for one modality and save them to ``out``; returns the Calibration."""
+    from ..data import load_dataset
+    from ..defenses.calibrate import calibrate, default_attack
+    from ..defenses.objectives import parse_objective
+    from ..encoders import load_encoder
+    from ..modalities import get_modality
+
+    if eps is not None and eps < 0:
+        raise RobustMMError(f"--eps must be >= 0, got {eps}")
+    if clean_only and adaptive_every:
+        raise RobustMMError("--clean-only and --adaptive-every exclude each other")
+    get_modality(modality)
+    parse_objective(objective)
+    check_writable_file(out, "--out")
+    enc = load_encoder(model, device=device)
+    dataset = load_dataset(data, split=split, n=n, root=root)
+    attack = default_attack(modality, modality in dataset.tasks, eps=eps, steps=steps)
+    cal = calibrate(enc, dataset, modality=modality, objective=objective, attack=attack, epochs=epochs,
+                    adaptive_every=adaptive_every, clean_only=clean_only, seed=seed, progress=progress)
+    cal.save(out)
+    return cal
+
+
+def report_command(paths: list[str], out: str | Path) -> list[Result]:
+    """Read result files and write summary.csv, plots/ and report.md into ``out``; returns the results."""
+    from ..records import load_results
+    from .runner import write_report
+
+    check_writable_dir(out)
+    for f in paths:
+        if not Path(f).exists():
+            raise RobustMMError(f"result file not found: {f}")
+    try:
+        results = load_results(paths)
+    except (ValueError, KeyError, TypeError) as e:
+        raise RobustMMError(f"cannot read results: {e}") from None
+    if not results:
+        raise RobustMMError("no results in " + ", ".join(paths))
+    write_report(results, out)
+    return results
+
+
+def check_attack_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, steps: int,
+                         heads: str | None, surrogate: str | None, out: str | None, seed: int = 0,
+                         device: str = "cpu") -> list[Any]:
+    """Gradient-masking sanity checks of PGD on one model (optionally with heads); writes them as
+    JSON to ``out`` when given; returns the checks."""
+    from ..attacks import build_attack
+    from ..checks import checks_to_dict, sanity_checks
+    from ..data import load_dataset
+    from ..encoders import load_encoder
+    from ..modalities import get_modality
+
+    get_modality(modality)
+    if out:
+        check_writable_file(out, "--out")
+    enc = load_encoder(model, device=device)
+    alt = load_encoder(surrogate, device=device) if surrogate else None
+    if heads:
+        from ..defenses.heads import load_heads
+
+        loaded, _ = load_heads(heads, enc)
+        alt = alt or enc
+        enc = enc.with_heads(loaded)
+    dataset = load_dataset(data, split=split, n=n, root=root)
+    checks = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
+                           surrogate=alt, seed=seed)
+    if out:
+        atomic_write_text(out, json.dumps(checks_to_dict(checks), indent=2) + "\n")
+    return checks

@@ -1,0 +1,139 @@
+"""The typed `robustmm run` job: ``[run]``, ``[report]`` and one section per registered cell kind.
+
+:func:`load_config` reads a TOML job file and checks all of it before any work: the file must be
+UTF-8 TOML, every section and key must be known ("did you mean" otherwise), every value must have
+its key's type and range, and every model, dataset, modality and objective name must be
+registered. Keys a file leaves out take their defaults, which live in the section dataclasses
+(``RunConfig`` below, each kind's ``Config`` in ``robustmm/job/cells/``) and nowhere else;
+``robustmm/configs/default.toml`` lists them for copying, and a test keeps it equal to them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..data.registry import check_dataset_name
+from ..encoders.registry import check_model_name
+from ..errors import RobustMMError, UnknownNameError
+from ..modalities import get_modality
+from .fields import ConfigError, Section, option
+from .registry import cell_kinds
+
+ALL_MODALITIES = ["image", "video", "audio", "depth", "thermal", "pointcloud"]
+
+
+@dataclasses.dataclass
+class RunConfig(Section):
+    """``[run]``: the model, the data and the sizes every cell shares."""
+
+    model: str = option("tinybind", check=check_model_name)
+    dataset: str = option("synthscenes", check=check_dataset_name)
+    root: str | None = None  # folder of a real dataset on disk
+    split: str = "test"
+    n: int = option(1000, positive=True)  # items of the clean evaluation
+    attack_n: int | None = option(300, positive=True)  # items attacked (None = n)
+    quick_n: int | None = option(200, positive=True)
+    quick_attack_n: int | None = option(64, positive=True)
+    modalities: list[str] = option(ALL_MODALITIES, check=get_modality)
+    batch_size: int = option(250, positive=True)
+    seed: int = option(0, minimum=0)
+    amp: bool = False  # attacks under bfloat16 autocast
+
+
+@dataclasses.dataclass
+class ReportConfig(Section):
+    """``[report]``: what the final report draws besides the result plots."""
+
+    examples: bool = True  # example figures (gallery, spectrograms, point cloud)
+
+
+FIXED = {"run": RunConfig, "report": ReportConfig}
+
+
+@dataclasses.dataclass
+class JobConfig:
+    """A whole job: ``run``, ``report`` and the typed section of every cell kind."""
+
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    sections: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = "config"
+
+    def __post_init__(self) -> None:
+        for kind in cell_kinds():
+            self.sections.setdefault(kind.name, kind.default())
+
+    def section(self, name: str) -> Any:
+        """The typed section of cell kind ``name`` (its defaults when the file leaves it out)."""
+        if name in FIXED:
+            return getattr(self, name)
+        if name not in self.sections:
+            raise UnknownNameError("config section", f"[{name}]", [f"[{k}]" for k in (*FIXED, *self.sections)])
+        return self.sections[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as plain TOML-like tables (what :func:`parse_config` reads back)."""
+        out: dict[str, Any] = {"run": self.run.to_table(), "report": self.report.to_table()}
+        for kind in cell_kinds():
+            out[kind.name] = kind.to_table(self.sections[kind.name])
+        return out
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> JobConfig:
+    """Check a job given as plain tables (a parsed TOML file) and type it; ``source`` names the
+    file in errors. Unknown sections and keys, wrong types and unknown names are one-line errors."""
+    kinds = {k.name: k for k in cell_kinds()}
+    known = [f"[{k}]" for k in (*FIXED, *kinds)]
+    fixed: dict[str, Section] = {}
+    sections: dict[str, Any] = {}
+    for name, table in raw.items():
+        if name in FIXED:
+            fixed[name] = FIXED[name].from_table(table, name, source)
+        elif name in kinds:
+            sections[name] = kinds[name].parse(table, source)
+        else:
+            raise UnknownNameError(f"section of {source}", f"[{name}]", known)
+    return JobConfig(run=fixed.get("run", RunConfig()), report=fixed.get("report", ReportConfig()),  # type: ignore[arg-type]
+                     sections=sections, source=source)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file; a missing, unreadable, non-UTF-8 or non-TOML file is a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise RobustMMError(f"config file not found: {path}")
+    if path.is_dir():
+        raise RobustMMError(f"config file {path} is a folder, not a file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RobustMMError(f"{path}: not a UTF-8 text file (invalid byte at offset {e.start})") from None
+    except OSError as e:
+        raise RobustMMError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RobustMMError(f"{path}: invalid TOML ({e})") from None
+
+
+def load_config(path: str | Path | None) -> JobConfig:
+    """The job in TOML file ``path`` (None = the default job); left-out keys take their defaults."""
+    if path is None:
+        return JobConfig(source="default job")
+    return parse_config(read_toml(path), str(path))
+
+
+def default_config() -> JobConfig:
+    """The default job (TinyBind / SynthScenes, every modality, every cell kind)."""
+    return load_config(None)
+
+
+def as_config(config: JobConfig | dict[str, Any]) -> JobConfig:
+    """``config`` typed: a :class:`JobConfig` as it is, plain tables checked by :func:`parse_config`."""
+    if isinstance(config, JobConfig):
+        return config
+    if not isinstance(config, dict):
+        raise ConfigError(f"a job config is a JobConfig or a dict of tables, got {type(config).__name__}")
+    return parse_config(config)

@@ -1,0 +1,160 @@
+"""The library side of `robustmm eval`: one model on one modality, clean, under an attack at one
+or more budgets, transferred from a source model, or through calibration heads.
+
+:class:`EvalRequest` holds the command's options (the CLI fills it from its arguments);
+:func:`run_eval` checks them all and the output path before any model is loaded, then returns
+the results; :func:`write_eval` writes them and :func:`result_line` prints one line each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+from .. import distributed
+from ..errors import RobustMMError
+from ..outdir import check_writable_file, fill_template
+from ..records import Result, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalRequest:
+    """The options of `robustmm eval` (see ``robustmm eval --help``)."""
+
+    modality: str
+    model: str = "tinybind"
+    data: str = "synthscenes"
+    split: str = "test"
+    root: str | None = None
+    n: int | None = None
+    attack: str | None = None
+    eps: list[float] | None = None
+    steps: int | None = None
+    norm: str | None = None
+    source: str | None = None
+    fit_n: int = 1000
+    batch_size: int = 128
+    heads: str | None = None
+    threat: str = "head-unaware"
+    out: str | None = None
+    amp: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def out_path(self) -> str | None:
+        """``out`` with its ``{model} {data} {modality} {attack}`` fields filled in."""
+        if not self.out:
+            return None
+        return fill_template(self.out, model=self.model, data=self.data, modality=self.modality,
+                             attack=self.attack or "clean")
+
+
+def _check(req: EvalRequest) -> None:
+    """Every check that needs no model: budgets, option combinations, attack keywords, the output."""
+    from ..attacks.base import accepts, attack_class
+    from ..modalities import get_modality
+
+    get_modality(req.modality)
+    if req.eps is not None and any(not math.isfinite(e) or e < 0 for e in req.eps):
+        raise RobustMMError(f"--eps must be >= 0 and finite, got {req.eps}")
+    if req.attack is None and (req.eps or req.source):
+        raise RobustMMError("--eps/--source need --attack")
+    if req.attack is not None:
+        attack_class(req.attack)  # an unknown name: "did you mean", before any model loads
+        for opt in ("steps", "norm"):
+            if getattr(req, opt) is not None and not accepts(req.attack, opt):
+                raise RobustMMError(f"attack {req.attack!r} has no --{opt}")
+        if req.eps is not None and not accepts(req.attack, "eps"):
+            raise RobustMMError(f"attack {req.attack!r} has no eps budget")
+    out = req.out_path()
+    if out and distributed.rank() == 0:
+        check_writable_file(out, "--out")
+
+
+def run_eval(req: EvalRequest) -> list[Result]:
+    """The results of one `robustmm eval` (a robustness curve when several budgets are given
+    without heads, else one result per budget); nothing is loaded before every check passes."""
+    from ..attacks import build_attack
+    from ..attacks.amp import AutocastAttack
+    from ..attacks.base import accepts
+    from ..data import load_dataset
+    from ..encoders import load_encoder
+    from ..evaluation import evaluate
+    from ..modalities import get_modality
+
+    _check(req)
+    spec = get_modality(req.modality)
+    target = load_encoder(req.model, device=req.device)
+    data = load_dataset(req.data, split=req.split, n=req.n, root=req.root)
+    source = load_encoder(req.source, device=req.device) if req.source else None
+    threat, defense = None, None
+    if req.heads:
+        from ..defenses.calibrate import Calibration
+        from ..defenses.heads import load_heads
+
+        heads, meta = load_heads(req.heads, target)
+        bare = target
+        target = bare.with_heads(heads)
+        defense = Calibration(heads, meta).defense_block()
+        if req.attack is not None and source is None:
+            threat = req.threat
+            source = bare if req.threat == "head-unaware" else target
+    common: dict[str, Any] = {"batch_size": req.batch_size, "seed": req.seed, "progress": req.progress}
+    if req.attack is None:
+        return [evaluate(target, data, modality=req.modality, defense=defense, **common)]
+    kw = {opt: getattr(req, opt) for opt in ("steps", "norm") if getattr(req, opt) is not None}
+
+    def make(**extra: Any) -> Any:
+        attack = build_attack(req.attack, **extra, **kw)
+        return AutocastAttack(attack) if req.amp else attack
+
+    if req.eps and len(req.eps) > 1 and not req.heads:  # a robustness curve: nested balls, one result per budget
+        from ..evaluation import robustness_curve
+
+        if distributed.rank() == 0 and distributed.is_distributed():
+            log.warning("nested robustness curves are not sharded: every rank computes the whole curve")
+        return robustness_curve(target, data, modality=req.modality, attack=make(), eps_grid=req.eps, source=source,
+                                **common)
+    results = []
+    for eps in (req.eps or [spec.middle_eps]) if accepts(req.attack, "eps") else [None]:
+        attack = make(**({"eps": eps} if eps is not None else {}))
+        if attack.fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
+            attack.fit(source or target, load_dataset(req.data, split=attack.fit_split, n=req.fit_n, root=req.root))
+        else:
+            attack.fit(source or target, data)
+        results.append(evaluate(target, data, modality=req.modality, attack=attack, source=source, threat=threat,
+                                defense=defense, **common))
+    return results
+
+
+def result_line(r: Result) -> str:
+    """One line per result: model, modality, attack and budget, clean and attacked top-1 and R@1."""
+    from ..modalities import get_modality
+
+    spec = get_modality(r.modality)
+    c, a = r.metrics["clean"], r.metrics.get("attacked")
+    line = f"{r.model['name']} {r.modality} n={r.n}"
+    if r.attack:
+        line += f" {r.attack['name']}" + (f" eps={spec.format_eps(r.attack['eps'])}" if r.attack.get("eps") is not None else "")
+        line += f" ({r.threat})"
+    line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
+    if a:
+        line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
+    return line
+
+
+def write_eval(req: EvalRequest, results: list[Result]) -> str | None:
+    """Write the results to ``req.out`` (one JSON, or JSONL for several or a ``.jsonl`` name) on
+    rank 0; returns the path written, or None."""
+    out = req.out_path()
+    if not out or distributed.rank() != 0:  # multi-process: every rank holds the same results; rank 0 writes
+        return None
+    if len(results) == 1 and not out.endswith(".jsonl"):
+        write_json(out, results[0])
+    else:
+        write_jsonl(out, results)
+    return out

@@ -1,0 +1,157 @@
+"""Typed config sections: a dataclass per TOML table, every key checked against its annotation.
+
+A section is a dataclass subclassing :class:`Section`; each field's annotation is its type
+(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[str, Any]``) and its
+default is the one default of that key anywhere in robustmm. :func:`option` adds what a type
+cannot say: a lower bound and a name check (``check_model_name`` ...). Loading a
+table checks every key (unknown keys get "did you mean"), so a wrong value is a one-line error
+naming the section, key and expected type, before any model is loaded.
+
+``quick_KEY`` fields are the ``--quick`` overrides of ``KEY``: :meth:`Section.pick` returns them
+under ``--quick`` when set (not None), else ``KEY``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import RobustMMError, UnknownNameError
+
+
+class ConfigError(RobustMMError):
+    """A job-file value of the wrong type or out of range."""
+
+
+def option(default: Any, *, minimum: float | None = None, positive: bool = False,
+           check: Callable[[Any], Any] | None = None) -> Any:
+    """A dataclass field with a bound (``minimum``, or ``positive`` for > 0) and/or a name check.
+
+    Both apply to each element of a list. ``check`` is one of the registries' public checks (it
+    raises ``UnknownNameError``); mutable defaults (lists) are copied per instance.
+    """
+    meta = {"rule": Rule(minimum, positive, check)}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a type annotation cannot say about a key: its bound and its name check."""
+
+    minimum: float | None = None
+    positive: bool = False
+    check: Callable[[Any], Any] | None = None
+
+    def bound(self) -> str:
+        """' >= 0', ' > 0' or '' for error messages."""
+        return " > 0" if self.positive else "" if self.minimum is None else f" >= {self.minimum:g}"
+
+    def holds(self, value: float) -> bool:
+        """Whether a number meets the bound."""
+        return not ((self.positive and value <= 0) or (self.minimum is not None and value < self.minimum))
+
+
+NO_RULE = Rule()
+
+
+@dataclasses.dataclass
+class Section:
+    """Base of every config section: typed loading and ``quick_KEY`` picks."""
+
+    def pick(self, key: str, quick: bool) -> Any:
+        """``quick_KEY`` under --quick when it is set, else ``KEY``."""
+        if quick and getattr(self, f"quick_{key}", None) is not None:
+            return getattr(self, f"quick_{key}")
+        return getattr(self, key)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys this section accepts."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_table(cls, table: Any, section: str, source: str = "config") -> Section:
+        """Build the section ``[section]`` from a TOML table of file ``source`` (named in errors)."""
+        where = f"{source}: [{section}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table of keys, got {_show(table)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in table.items():
+            if key not in fields:
+                raise UnknownNameError(f"key of [{section}] in {source}", key, fields)
+            f = fields[key]
+            values[key] = convert(value, hints[key], f"{where} {key}", f.metadata.get("rule", NO_RULE))
+        return cls(**values)
+
+    def to_table(self) -> dict[str, Any]:
+        """The section as a plain TOML-like table (None values left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _describe(tp: Any, rule: Rule) -> str:
+    """'an integer >= 0', 'a list of strings', 'a number or nothing' ... for error messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _describe(inner[0], rule)
+    if origin is list:
+        return "a list of " + _describe(args[0], rule).split(" ", 1)[1].replace("integer", "integers") \
+            .replace("number", "numbers").replace("string", "strings").replace("boolean", "booleans")
+    if origin is dict:
+        return "a table of keys"
+    name = {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string"}.get(tp, str(tp))
+    return name + (rule.bound() if tp in (int, float) else "")
+
+
+def convert(value: Any, tp: Any, where: str, rule: Rule = NO_RULE) -> Any:
+    """``value`` checked (and ints widened to float) against type ``tp`` and ``rule``.
+
+    Raises :class:`ConfigError` naming ``where`` and the expected type, or the rule's name check's
+    ``UnknownNameError``; returns the value (a float for an integer given where a number belongs).
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{where}: expected {_describe(tp, rule)}, got {_show(value)}")
+
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(value, inner[0], where, rule)
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad()
+        return [convert(v, args[0], f"{where}[{i}]", rule) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        return dict(value)
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a section annotated with a type this loader does not know
+        raise TypeError(f"{where}: unsupported config type {tp!r}")
+    if not ok or (tp in (int, float) and not rule.holds(value)):
+        raise bad()
+    if rule.check is not None:
+        rule.check(value)
+    return value
