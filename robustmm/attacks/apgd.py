@@ -1,0 +1,240 @@
+"""Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks", ICML 2020) on any continuous modality of any encoder.
+
+APGD is PGD without a step size to tune: it starts at step ``2 * eps``, moves with momentum 0.75
+(``z = P(x_k + eta * dir(grad))``, ``x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1}))``),
+and at checkpoints (fractions 0, 0.22, then gaps shrinking by 0.03 down to 0.06 of ``steps``)
+halves the step of every item whose loss rose in fewer than ``rho`` of the steps since the last
+checkpoint, or whose step and best loss both stayed put; a halved item restarts from its best
+(highest-loss) point. ``n_restarts`` runs from fresh random starts on the items still robust.
+
+Losses (``loss``):
+
+=================== ================================================================ =========
+``ce``              zero-shot cross-entropy on ``logit_scale * cos`` logits            labels
+``dlr``             Difference of Logits Ratio (scale-invariant)                      labels
+``dlr-targeted``    targeted DLR toward each of the ``n_target_classes`` classes with  labels
+                    the highest clean logits after the top one (APGD-T)
+``caption``         away from the item's own captions (losses.py)                     captions
+``embedding``       away from the clean embedding (losses.py)                         nothing
+=================== ================================================================ =========
+
+Without labels ``ce``/``dlr`` fall back to ``caption`` and ``dlr-targeted`` to ``caption-targeted``
+toward each of the ``n_target_classes`` captions of other items closest to the clean embedding.
+
+With a zero-shot task an item is *broken* when its true class is no longer the strict top-1:
+items broken at the clean input are returned unchanged (AutoAttack's practice), restarts and
+targets run only on items still robust, and each item gets its most damaging iterate -- a broken
+one if any, else its highest-loss one. Label-free losses have no notion of broken: every run
+attacks every item and the highest-loss iterate is kept.
+
+Conventions as :mod:`robustmm.attacks.pgd`: eps/norm in the modality's unit (None: its middle eps
+and default norm), per-item random starts seeded by ``(seed, run, batch.index)``, deterministic,
+input never mutated, encoder weights/modes/``requires_grad`` restored (``frozen``).
+
+Example::
+
+    >>> apgd = build_attack("apgd", steps=100)                          # APGD-CE at the middle eps
+    >>> apgdt = build_attack("apgd", loss="dlr-targeted", n_target_classes=9)
+    >>> res = robustmm.evaluate(enc, data, modality="audio", attack=apgd)
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..batch import Batch
+from ..errors import BudgetError, UnknownNameError
+from ..modalities import CONTINUOUS_MODALITIES, get_modality
+from .base import Attack, register_attack
+from .losses import DEFAULT_SCALE, make_objective
+from .margin_losses import Scorer, dlr, dlr_targeted
+from .pgd import check_eps, frozen, item_seed, project, random_delta, resolve_norm
+
+log = logging.getLogger(__name__)
+
+__all__ = ["APGD", "LOSS_NAMES", "checkpoints"]
+
+LOSS_NAMES = ("ce", "dlr", "dlr-targeted", "caption", "embedding")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def checkpoints(steps: int) -> list[tuple[int, int]]:
+    """(iteration, steps since the previous checkpoint) pairs: the first gap is 0.22 * steps,
+    each next one 0.03 * steps shorter, never below 0.06 * steps (integer parts, at least 1)."""
+    gap, low, dec = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    out, t = [], gap
+    while t <= steps:
+        out.append((t, gap))
+        gap = max(gap - dec, low)
+        t += gap
+    return out
+
+
+def _int(v: Any, what: str, low: int) -> int:
+    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())) or v < low:
+        raise BudgetError(f"{what} must be an integer >= {low}, got {v!r}")
+    return int(v)
+
+
+def _per(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+@register_attack("apgd")
+class APGD(Attack):
+    """Auto-PGD (L-inf / L2; CE, DLR, targeted DLR = APGD-T, caption, embedding losses).
+
+    See the module docstring for the algorithm, losses, conventions and an example.
+    """
+
+    perturbs = ("x",)
+
+    def __init__(self, eps: float | None = None, norm: str | None = None, steps: int = 100, n_restarts: int = 1,
+                 loss: str = "ce", n_target_classes: int = 9, rho: float = 0.75, random_start: bool = True,
+                 seed: int = 0, logit_scale: float = DEFAULT_SCALE):
+        self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
+        self.norm = None if norm is None else resolve_norm(norm)
+        self.steps = _int(steps, "steps", 0)
+        self.n_restarts = _int(n_restarts, "n_restarts", 1)
+        if loss not in LOSS_NAMES:
+            raise UnknownNameError("APGD loss", str(loss), LOSS_NAMES)
+        self.loss = loss
+        self.n_target_classes = _int(n_target_classes, "n_target_classes", 1)
+        self.rho = float(rho)
+        if not 0 < self.rho <= 1:
+            raise BudgetError(f"rho must lie in (0, 1], got {rho!r}")
+        self.random_start = bool(random_start)
+        self.seed = int(seed)
+        self.logit_scale = float(logit_scale)
+
+    def settings(self) -> dict[str, Any]:
+        return {"eps": self.eps, "norm": self.norm, "steps": self.steps, "n_restarts": self.n_restarts,
+                "loss": self.loss, "n_target_classes": self.n_target_classes, "rho": self.rho,
+                "random_start": self.random_start, "seed": self.seed, "logit_scale": self.logit_scale}
+
+    def resolve(self, modality: str) -> "APGD":
+        """A copy with the modality's middle eps and default norm filled in."""
+        spec = get_modality(modality)
+        return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.loss != "dlr-targeted":
+            out.pop("n_target_classes")
+        return out
+
+    # -- binding the losses -------------------------------------------------------------------
+    def _runs(self, encoder: Any, batch: Batch, x: torch.Tensor, clean: torch.Tensor,
+              scorer: Scorer) -> list[tuple[str, LossFn]]:
+        """(effective loss name, loss_fn(emb, rows)) per target; one entry for untargeted losses."""
+        name, dev = self.loss, x.device
+        if not scorer.zero_shot and name in ("ce", "dlr"):
+            name = "caption"
+        if name in ("ce", "caption", "embedding"):
+            return [(name, make_objective(name, encoder, batch, x=x, scale=self.logit_scale))]
+        if name == "dlr":
+            return [(name, lambda e, r: dlr(scorer.logits(e), scorer.labels[r]))]
+        if scorer.zero_shot:  # APGD-T: the classes ranked 2..k+1 on the clean input
+            k = min(self.n_target_classes, scorer.class_emb.shape[0] - 1)
+            order = scorer.logits(clean).argsort(dim=1, descending=True)
+            return [("dlr-targeted", lambda e, r, t=order[:, j].to(dev): dlr_targeted(scorer.logits(e), scorer.labels[r], t[r]))
+                    for j in range(1, k + 1)]
+        targets = scorer.other_captions(clean, self.n_target_classes)
+        return [("caption-targeted", make_objective("caption-targeted", encoder, batch, x=x, target=t)) for t in targets]
+
+    # -- the attack -------------------------------------------------------------------------
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        """Return a perturbed copy of ``batch`` (``x`` changed, everything else shared)."""
+        modality = batch.modality
+        if modality not in CONTINUOUS_MODALITIES:
+            raise UnknownNameError("continuous modality for APGD", modality, CONTINUOUS_MODALITIES)
+        spec = get_modality(modality)
+        encoder.check_modality(modality)
+        spec.validate(batch.x)
+        r = self.resolve(modality)
+        eps, norm = float(r.eps), str(r.norm)
+        x = batch.x.detach()
+        if eps == 0:
+            return batch.replace(x=x.clone())
+        n = len(batch)
+        index = torch.as_tensor(batch.index) if batch.index is not None and len(batch.index) == n else torch.arange(n)
+        with frozen(encoder), torch.enable_grad():
+            scorer = Scorer.of(encoder, batch, self.logit_scale, x.device)
+            with torch.no_grad():
+                clean = encoder.encode(modality, x, validate=False)
+            zero_shot = scorer.zero_shot and self.loss in ("ce", "dlr", "dlr-targeted")
+            all_rows = torch.arange(n, device=x.device)
+            best_x = x.clone()
+            best_loss = torch.full((n,), float("-inf"), device=x.device)
+            broken = ~scorer.robust(clean, all_rows) if zero_shot else torch.zeros(n, dtype=torch.bool, device=x.device)
+            runs = self._runs(encoder, batch, x, clean, scorer)
+            for t, (name, loss_fn) in enumerate(runs):
+                for restart in range(self.n_restarts):
+                    rows = all_rows[~broken] if zero_shot else all_rows
+                    if len(rows) == 0:
+                        break
+                    seed = item_seed(self.seed, t * self.n_restarts + restart)
+                    xs, ls, bs = self._run(encoder, modality, x[rows], rows, index[rows.cpu()], loss_fn,
+                                           scorer if zero_shot else None, eps, norm, spec.domain, seed)
+                    better = bs & ~broken[rows] | (bs == broken[rows]) & (ls > best_loss[rows])
+                    best_x[rows[better]] = xs[better]
+                    best_loss[rows[better]] = ls[better]
+                    broken[rows] |= bs
+                    log.debug("apgd %s %s run %d.%d: %d items, %d broken so far", modality, name, t, restart,
+                              len(rows), int(broken.sum()))
+        return batch.replace(x=best_x.detach())
+
+    def _run(self, encoder: Any, modality: str, x0: torch.Tensor, rows: torch.Tensor, index: torch.Tensor,
+             loss_fn: LossFn, scorer: Scorer | None, eps: float, norm: str, domain: tuple[float, float],
+             seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One APGD run on ``rows``: each item's most damaging iterate, its loss and broken flag."""
+
+        def probe(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            z = z.detach().requires_grad_(True)
+            emb = encoder.encode(modality, z, validate=False)
+            loss = loss_fn(emb, rows)
+            (g,) = torch.autograd.grad(loss.sum(), z)
+            hit = ~scorer.robust(emb, rows) if scorer is not None else torch.zeros_like(loss, dtype=torch.bool)
+            return loss.detach().float(), g, hit
+
+        xk = x0.clone()
+        if self.random_start:
+            xk = project(x0 + random_delta(x0, eps, norm, seed=seed, index=index), x0, eps, norm, domain)
+        loss, grad, hit = probe(xk)
+        best_x, best_l, best_b = xk.clone(), loss.clone(), hit.clone()  # what is returned
+        x_max, g_max, l_max = xk.clone(), grad.clone(), loss.clone()  # where a halved step restarts
+        eta = torch.full((len(rows),), 2.0 * eps, device=x0.device, dtype=x0.dtype)
+        x_prev, l_prev = xk, loss
+        rises = torch.zeros_like(loss)
+        l_max_at_check, halved_at_check = l_max.clone(), torch.zeros_like(hit)
+        marks = dict(checkpoints(self.steps))
+        for k in range(self.steps):
+            with torch.no_grad():
+                if norm == "linf":
+                    step = grad.sign()
+                else:
+                    step = grad / _per(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+                z = project(xk + _per(eta, xk) * step, x0, eps, norm, domain)
+                a = 1.0 if k == 0 else 0.75
+                x_new = project(xk + a * (z - xk) + (1 - a) * (xk - x_prev), x0, eps, norm, domain)
+            x_prev, xk = xk, x_new
+            loss, grad, hit = probe(xk)
+            with torch.no_grad():
+                rises += (loss > l_prev).to(rises.dtype)
+                l_prev = loss
+                up = loss > l_max
+                x_max[up], g_max[up], l_max[up] = xk[up], grad[up], loss[up]
+                better = hit & ~best_b | (hit == best_b) & (loss > best_l)
+                best_x[better], best_l[better], best_b[better] = xk[better], loss[better], hit[better]
+                if k + 1 in marks:
+                    halve = (rises < self.rho * marks[k + 1]) | (~halved_at_check & (l_max_at_check >= l_max))
+                    halved_at_check, l_max_at_check = halve, l_max.clone()
+                    eta[halve] /= 2
+                    xk = torch.where(_per(halve, xk), x_max, xk)
+                    grad = torch.where(_per(halve, grad), g_max, grad)
+                    rises.zero_()
+        return best_x, best_l, best_b
