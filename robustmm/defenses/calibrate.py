@@ -26,14 +26,17 @@ import torch
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
-from ..errors import RobustMMError
+from ..errors import RobustMMError, UnknownNameError
 from ..evaluation import iter_batches
 from ..modalities import get_modality
 from ..progress import tqdm
 from .heads import ResidualHead, save_heads
-from .objectives import CalibBatch, consistency, objective_loss, parse_objective
+from .objectives import DEFAULT_REGULARISER, REGULARISERS, CalibBatch, objective_loss, parse_spec, regulariser_loss, uses_labels
 
 log = logging.getLogger(__name__)
+
+#: regulariser weight when ``calibrate(consistency_weight=None)``, per regulariser
+DEFAULT_CONSISTENCY_WEIGHTS: dict[str, float] = {"supervised": 8.0, "label-free": 8.0, "none": 0.0}
 
 
 def default_attack(modality: str, labelled: bool, eps: float | None = None, steps: int = 10) -> Attack:
@@ -52,7 +55,8 @@ class Calibration:
 
     def defense_block(self) -> dict[str, Any]:
         """The ``defense`` block of a result record."""
-        keys = ("objective", "attack", "epochs", "hidden", "adaptive_every", "clean_only", "n_train", "train_s", "attack_s")
+        keys = ("objective", "regulariser", "consistency_weight", "uses_labels", "attack", "epochs", "hidden",
+                "adaptive_every", "clean_only", "n_train", "train_s", "attack_s")
         return {"name": "calibration", **{k: self.meta.get(k) for k in keys if k in self.meta}}
 
     def save(self, path: str) -> None:
@@ -88,18 +92,24 @@ def calibrate(
     lr: float = 2e-3,
     batch_size: int = 256,
     hidden: int = 128,
-    consistency_weight: float = 8.0,
+    consistency_weight: float | None = None,
     adaptive_every: int | None = None,
     clean_only: bool = False,
     embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
     progress: bool = True,
+    regulariser: str | None = None,
 ) -> Calibration:
     """Train a head for ``modality`` of a frozen ``encoder`` on adversarial examples of ``dataset``.
 
     Args:
-        objective: ``ce``, ``l2``, ``infonce`` or a weighted sum such as ``"ce+0.5*l2"``.
-        attack: how training examples are made (default :func:`default_attack`).
+        objective: ``ce``, ``l2``, ``infonce`` or a weighted sum such as ``"ce+0.5*l2"``, optionally
+            with a regulariser suffix (``"l2@label-free"``); see :mod:`.objectives` for what each reads.
+        consistency_weight: weight of the regulariser (None: :data:`DEFAULT_CONSISTENCY_WEIGHTS`).
+        regulariser: ``supervised`` (default), ``label-free`` (the paper's setting: nothing labelled
+            is read unless the objective itself is ``ce``) or ``none``; must agree with a suffix.
+        attack: how training examples are made (default :func:`default_attack`; its zero-shot CE
+            loss reads labels, so label-free training defaults to the embedding loss).
         adaptive_every: regenerate the examples through the current head every k epochs.
         clean_only: train the same head on clean embeddings only (the control that separates a
             gain from extra supervision from a gain in robustness).
@@ -108,7 +118,16 @@ def calibrate(
     Returns:
         A :class:`Calibration` (``.heads`` for ``encoder.with_heads``, ``.meta``, ``.save``).
     """
-    terms = parse_objective(objective)
+    terms, suffix = parse_spec(objective)
+    if regulariser is not None and suffix is not None and regulariser != suffix:
+        raise RobustMMError(f"objective {objective!r} names regulariser {suffix!r}, but regulariser={regulariser!r}")
+    regulariser = regulariser or suffix or DEFAULT_REGULARISER
+    if regulariser not in REGULARISERS:
+        raise UnknownNameError("regulariser", regulariser, REGULARISERS)
+    if consistency_weight is None:
+        consistency_weight = DEFAULT_CONSISTENCY_WEIGHTS[regulariser]
+    if consistency_weight < 0:
+        raise RobustMMError(f"consistency_weight must be >= 0, got {consistency_weight}")
     dataset.check_modality(modality)
     dataset.check_nonempty()
     encoder.check_modality(modality)
@@ -121,7 +140,9 @@ def calibrate(
     task = dataset.tasks.get(modality)
     if "ce" in terms and task is None:
         raise RobustMMError(f"objective 'ce' needs a zero-shot task for {modality!r}; dataset {dataset.name!r} has none")
-    attack = attack or default_attack(modality, task is not None)
+    labelled = uses_labels(terms, regulariser if consistency_weight > 0 else "none")
+    # label-free training (objective and regulariser) also makes its examples without labels by default
+    attack = attack or default_attack(modality, task is not None and labelled)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
@@ -142,7 +163,9 @@ def calibrate(
         cap = torch.stack([e.mean(0) for e in encoder.encode_text(caps).cpu().split(counts)])
         cap = torch.nn.functional.normalize(cap, dim=-1)
         centers = encoder.class_embeddings(task.prompts()).cpu() if task is not None else None
-    labels = task.labels if task is not None else None
+    # what training may read: a label-free objective with a label-free regulariser never sees labels
+    labels = task.labels if task is not None and labelled else None
+    centers = centers if labelled else None
 
     head = ResidualHead(encoder.embed_dim, hidden)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
@@ -166,7 +189,7 @@ def calibrate(
             b = CalibBatch(clean[idx], adv[idx], cap[idx], None if labels is None else labels[idx], centers)
             loss = objective_loss(terms, head(b.adv), b)
             if consistency_weight > 0:
-                loss = loss + consistency_weight * consistency(head(b.clean), b)
+                loss = loss + consistency_weight * regulariser_loss(regulariser, head(b.clean), b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -184,7 +207,9 @@ def calibrate(
         "epochs": epochs,
         "lr": lr,
         "hidden": hidden,
+        "regulariser": regulariser,
         "consistency_weight": consistency_weight,
+        "uses_labels": labelled,
         "adaptive_every": adaptive_every,
         "clean_only": clean_only,
         "n_train": n,

@@ -1,22 +1,45 @@
-"""Score a calibrated encoder under both threat models, side by side with the bare encoder.
+"""Score a calibrated encoder under every threat model, side by side with the bare encoder.
 
 * ``white-box`` (no defense): the bare encoder attacked directly -- the number to beat.
 * ``head-unaware``: adversarial examples made on the bare encoder, scored through the heads
   (the setting of the calibration paper; a transfer attack from the backbone).
 * ``adaptive``: the attacker differentiates through the heads. Nobody publishes this number;
-  robustmm always reports it next to the head-unaware one.
+  robustmm always reports it next to the head-unaware one. ``stronger=`` adds more adaptive
+  attacks (more steps, APGD, ...), each recorded with ``extra["stronger_attack"]``.
+* ``worst-case``: per item, the most damaging of every example above (and of the clean input),
+  scored through the heads -- the defended model's robust score (:mod:`.worst_case`).
+  :func:`threat_flags` lists the rows where a weaker threat beats a stronger one.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..attacks.base import Attack
 from ..attacks.memo import MemoAttack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
+from ..errors import RobustMMError
 from ..evaluation import evaluate
 from ..records import Result
 from .calibrate import Calibration
+from .worst_case import RecordingAttack, ThreatFlag, threat_flags, threat_label, worst_case
+
+__all__ = ["ThreatFlag", "evaluate_threats", "reusable", "threat_flags", "threat_label"]
+
+THREAT_NAMES = ("white-box", "head-unaware", "adaptive", "worst-case")
+
+
+def _named(stronger: Mapping[str, Attack] | Sequence[Attack] | None) -> dict[str, Attack]:
+    if stronger is None:
+        return {}
+    if isinstance(stronger, Mapping):
+        return dict(stronger)
+    out: dict[str, Attack] = {}
+    for a in stronger:
+        name = f"{a.name}-{a.settings()['steps']}" if "steps" in a.settings() else a.name
+        out[name if name not in out else f"{name}#{len(out)}"] = a
+    return out
 
 
 def evaluate_threats(
@@ -27,26 +50,61 @@ def evaluate_threats(
     modality: str,
     attack: Attack,
     threats: tuple[str, ...] = ("white-box", "head-unaware", "adaptive"),
+    stronger: Mapping[str, Attack] | Sequence[Attack] | None = None,
     **kw: Any,
 ) -> list[Result]:
-    """One Result per threat; each carries clean metrics of the model it scores."""
+    """One Result per threat; each carries clean metrics of the model it scores.
+
+    Args:
+        threats: any of ``white-box``, ``head-unaware``, ``adaptive``, ``worst-case``. The
+            worst case covers every head-unaware, adaptive and ``stronger`` run of this call.
+        stronger: more attacks run adaptively (a mapping name -> attack, or attacks named by
+            name and steps), e.g. PGD-50 or APGD, so the worst case is over a converged attacker.
+        kw: passed to :func:`robustmm.evaluation.evaluate` (``n``, ``batch_size``, ``seed``, ...).
+    Returns:
+        The results of ``threats`` in order (worst-case last), then those of ``stronger``
+        before the worst case.
+    """
+    unknown = [t for t in threats if t not in THREAT_NAMES]
+    if unknown:
+        raise RobustMMError(f"unknown threat {unknown[0]!r}; known: {', '.join(THREAT_NAMES)}")
+    want_worst = "worst-case" in threats
+    extra_attacks = _named(stronger)
     calibrated = encoder.with_heads(calibration.heads)
     block = calibration.defense_block()
     attack = attack.resolve(modality)
     if not isinstance(attack, MemoAttack):
         attack = MemoAttack(attack)
-    out = []
+    out: list[Result] = []
+    recorded: dict[str, tuple[RecordingAttack, Result]] = {}
+
+    def scored(name: str, att: Attack, threat: str, source: Encoder) -> Result:
+        rec = RecordingAttack(att) if want_worst else None
+        r = evaluate(calibrated, dataset, modality=modality, attack=rec or att, source=source, threat=threat,
+                     defense=block, **kw)
+        if rec is not None:
+            recorded[name] = (rec, r)
+        return r
+
     for threat in threats:
         if threat == "white-box":
             out.append(evaluate(encoder, dataset, modality=modality, attack=attack, **kw))
         elif threat == "head-unaware":
-            out.append(evaluate(calibrated, dataset, modality=modality, attack=attack, source=encoder,
-                                threat="head-unaware", defense=block, **kw))
+            out.append(scored("head-unaware", attack, "head-unaware", encoder))
         elif threat == "adaptive":
-            out.append(evaluate(calibrated, dataset, modality=modality, attack=attack, source=calibrated,
-                                threat="adaptive", defense=block, **kw))
-        else:
-            raise ValueError(f"unknown threat {threat!r}")
+            out.append(scored("adaptive", attack, "adaptive", calibrated))
+    for name, att in extra_attacks.items():
+        r = scored(f"adaptive:{name}", att.resolve(modality), "adaptive", calibrated)
+        r.extra["stronger_attack"] = name
+        out.append(r)
+    if want_worst:
+        if not recorded:
+            raise RobustMMError("threat 'worst-case' needs head-unaware, adaptive or stronger attacks in the same call")
+        data = dataset.head(kw["n"]) if kw.get("n") else dataset
+        out.append(worst_case(calibrated, data, modality=modality, examples={k: rec.stacked(len(data))
+                                                                            for k, (rec, _) in recorded.items()},
+                              results={k: r for k, (_, r) in recorded.items()}, batch_size=kw.get("batch_size", 128),
+                              defense=block))
     return out
 
 
