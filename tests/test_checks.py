@@ -1,13 +1,16 @@
-"""Gradient-masking sanity checks: they pass on an honest model, they catch a head that hides its
-gradients, and the report flags a calibrated model that passes head-unaware but fails them."""
+"""Gradient-masking sanity checks: they pass on an honest model, they catch a model or a head that
+hides its gradients, and the report flags a calibrated model that passes head-unaware but fails them."""
 import torch
 from torch import nn
 
 import robustmm
 from robustmm.attacks import build_attack
-from robustmm.checks import checks_result, masking_flags, sanity_checks
+from robustmm.checks import CHECKS_ATTACK, checks_result, sanity_checks
 from robustmm.defenses import calibrate
 from robustmm.defenses.threats import evaluate_threats
+from robustmm.encoders.base import Encoder
+from robustmm.report import check_records
+from robustmm.report.check_records import is_checks, masking_flags
 from robustmm.report.markdown import render
 
 
@@ -20,6 +23,48 @@ class Quantised(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.round(self.head(z) * self.levels) / self.levels
+
+
+class QuantisedInput(Encoder):
+    """An input-quantisation "defense": rounds every input to 8 bits before the encoder. The
+    predictions barely change, but ``round`` has zero gradient everywhere, so gradient attacks
+    started at the clean input never move: a model that masks its gradients completely."""
+
+    def __init__(self, inner: Encoder, levels: float = 255.0):
+        super().__init__()
+        self.inner, self.levels = inner, levels
+        self.name, self.modalities, self.embed_dim = f"{inner.name}+quantised", inner.modalities, inner.embed_dim
+
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode(modality, torch.round(x * self.levels) / self.levels, validate=False)
+
+    def encode_text(self, texts):
+        return self.inner.encode_text(texts)
+
+
+def test_zero_gradient_model_fails_the_checks(trained):
+    """At half the value range a random start alone destroys accuracy, so the huge-eps check must
+    run the attack from the clean input: a model with zero input gradients then keeps its clean
+    accuracy there and fails, while its clean accuracy is that of the trained model."""
+    data = robustmm.load_dataset("synthscenes", split="test", n=32)
+    masked = QuantisedInput(trained)
+    x = data.get("image", list(range(4))).requires_grad_(True)
+    masked.encode("image", x).sum().backward()
+    assert x.grad is not None and x.grad.abs().max() == 0  # really no gradient
+    checks = sanity_checks(masked, data, modality="image", attack=build_attack("pgd", steps=5), steps=(1, 5))
+    by = {c.name: c for c in checks}
+    huge = by["about zero at a huge eps"]
+    assert not huge.passed, huge
+    assert huge.values["top1"] >= by["non-increasing in eps"].values["clean"] - 0.1  # the attack never moved
+    assert not all(c.passed for c in checks)
+    row = checks_result(checks, masked, data, modality="image", attack=build_attack("pgd", steps=5))
+    assert is_checks(row) and row.metrics["checks_passed"] is False
+    assert check_records.failed_checks(row) == [c.name for c in checks if not c.passed]
+
+
+def test_checks_records_round_trip():
+    """The writer (robustmm.checks) and the reader (robustmm.report.check_records) agree on the record."""
+    assert CHECKS_ATTACK == check_records.CHECKS_ATTACK
 
 
 def test_checks_pass_on_trained_tinybind(trained):

@@ -9,6 +9,7 @@ from typing import Any
 from ..modalities import MODALITIES
 from ..records import Result
 from ..records import headline_score as _top1
+from .check_records import is_checks, masking_flags
 from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, markdown_table
 
 
@@ -167,15 +168,14 @@ def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]
 
 def checks_section(checks: Sequence[Result], results: Sequence[Result]) -> list[str]:
     """Gradient-masking sanity checks per model, and flags for calibrated models they do not back."""
-    from ..checks import masking_flags
-
     flags = masking_flags(list(results) + list(checks))
     if not checks and not flags:
         return []
     lines = ["## Sanity checks (gradient masking)", "",
              "Independent PGD runs (not nested) on the checked items: robust top-1 (X→text R@1 where the dataset has"
              " no zero-shot task) must not rise with the budget or"
-             " the steps, must reach about 0 at half the value range, random noise of the same budget must be weaker"
+             " the steps, must reach about 0 at half the value range when started at the clean input (no random start,"
+             " which alone would destroy accuracy there even with zero gradients), random noise of the same budget must be weaker"
              " than PGD, and a transfer attack (from a surrogate model, or from the bare encoder for a calibrated"
              " one, i.e. the head-unaware threat) weaker than the white-box one. A failure means the attack or the"
              " model's gradients cannot be trusted (Carlini et al., 2019). In brackets: top-1 clean → at each budget"
@@ -219,8 +219,6 @@ def _check_values(c: dict[str, Any]) -> str:
 
 def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
     """The whole report.md text."""
-    from ..checks import is_checks
-
     checks = [r for r in results if is_checks(r)]
     results = [r for r in results if not is_checks(r)]
     clean = [r for r in results if r.threat == "clean" and r.defense is None]
