@@ -3,6 +3,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import _toy_attack  # noqa: E402, F401  (registers the toy attack before collection: tests/test_contracts.py)
 import pytest
 import torch
 
