@@ -86,6 +86,11 @@ def register_cell(name: str, *, order: int = 100) -> Callable[[type[CellKind]], 
     return deco
 
 
+def unregister_cell(name: str) -> None:
+    """Remove cell kind ``name`` (a plugin's, or a test's toy kind); unknown names are ignored."""
+    _KINDS.pop(name, None)
+
+
 def _ensure_builtin() -> None:
     import importlib
     import pkgutil
