@@ -28,7 +28,7 @@ def register_dataset(name: str, description: str = "") -> Callable[[Callable[...
 
 
 def _ensure_builtin() -> None:
-    from . import cifar, karpathy, synthscenes  # noqa: F401
+    from . import cifar, esc50, karpathy, llvip, msrvtt, nyu_depth, synthscenes  # noqa: F401
 
 
 def list_datasets() -> dict[str, str]:
