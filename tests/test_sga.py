@@ -7,6 +7,11 @@ import torch
 import robustmm
 from robustmm.attacks import build_attack
 from robustmm.attacks.sga import SGA, attack_captions
+from robustmm.encoders.tinybind import TinyBind
+from robustmm.encoders.towers import default_tower_config
+from robustmm.errors import BudgetError
+from robustmm.evaluation import iter_batches
+from robustmm.modalities import get_modality
 from robustmm.text.substitutes import (
     MASK,
     STOP_WORDS,
@@ -17,10 +22,6 @@ from robustmm.text.substitutes import (
     split_token,
     split_words,
 )
-from robustmm.encoders.tinybind import TinyBind
-from robustmm.encoders.towers import default_tower_config
-from robustmm.errors import BudgetError
-from robustmm.evaluation import iter_batches
 
 VOCAB = load_vocabulary(n=120) + ["blue", "green", "yellow", "purple", "square", "circle", "ring", "tiny", "huge"]
 
@@ -72,14 +73,21 @@ def test_embedding_neighbours(gen):
 
 # -- SGA -----------------------------------------------------------------------------------------
 def test_registered_and_described():
-    att = build_attack("sga")
+    att = build_attack("sga", eps=2 / 255)
     assert isinstance(att, SGA) and att.perturbs == ("x", "captions")
     d = att.describe()
     assert d["eps"] == pytest.approx(2 / 255) and d["step_size"] == pytest.approx(0.5 / 255)
     assert d["steps"] == 10 and d["scales"] == [1.0, 0.5, 0.75, 1.25, 1.5] and d["max_words"] == 1
     json.dumps(d)
     other = att.with_eps(4 / 255)
-    assert other.eps == pytest.approx(4 / 255) and other.step_size == pytest.approx(1 / 255) and att.eps == pytest.approx(2 / 255)
+    assert other.eps == pytest.approx(4 / 255) and other.describe()["step_size"] == pytest.approx(1 / 255)
+    assert att.eps == pytest.approx(2 / 255)
+    default = build_attack("sga")  # eps=None: the modality's middle eps, filled in by resolve
+    assert default.eps is None and default.describe()["step_size"] == "eps/4"
+    for modality in ("image", "audio", "pointcloud"):
+        r = default.resolve(modality)
+        assert r.eps == get_modality(modality).middle_eps and r.norm == "linf"
+        assert r.describe()["step_size"] == pytest.approx(r.eps / 4)
     with pytest.raises(BudgetError):
         SGA(eps=-1)
 
@@ -88,7 +96,7 @@ def test_sga_image_invariants(enc, data, gen):
     batch = batch_of(data)
     x0, caps0 = batch.x.clone(), [list(c) for c in batch.captions]
     modes = {n: m.training for n, m in enc.named_modules()}
-    att = SGA(steps=3, k=5, substitutes=gen, seed=5)
+    att = SGA(eps=2 / 255, steps=3, k=5, substitutes=gen, seed=5)
     adv = att(enc, batch)
     assert torch.equal(batch.x, x0) and batch.captions == caps0  # input untouched
     assert {n: m.training for n, m in enc.named_modules()} == modes
@@ -99,7 +107,7 @@ def test_sga_image_invariants(enc, data, gen):
     assert [len(c) for c in adv.captions] == [len(c) for c in batch.captions]
     n_changed = [changed_words(a, b) for ca, cb in zip(batch.captions, adv.captions) for a, b in zip(ca, cb)]
     assert max(n_changed) <= 1 and sum(n_changed) > 0
-    again = SGA(steps=3, k=5, substitutes=gen, seed=5)(enc, batch)  # same seed -> same output
+    again = SGA(eps=2 / 255, steps=3, k=5, substitutes=gen, seed=5)(enc, batch)  # same seed -> same output
     assert torch.equal(again.x, adv.x) and again.captions == adv.captions
 
 
