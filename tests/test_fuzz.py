@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from robustmm.attacks import build_attack
+from robustmm.attacks import build_attack, list_attacks
 from robustmm.batch import Batch
-from robustmm.errors import RobustMMError
+from robustmm.errors import InputShapeError, InputValueError, RobustMMError, UnknownNameError
 from robustmm.modalities import MODALITIES
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -48,19 +48,57 @@ def test_pgd_stays_in_ball_and_domain(rand_encoder, n, h, w, eps, norm, boundary
         assert torch.equal(adv, x)
 
 
+def _expected_error(spec, x):
+    """The error ``spec.validate(x)`` must raise on ``x`` (None: x is a valid batch), from the
+    documented rules: a floating tensor of shape (N >= 1, *spec.shape) -- None dims free -- with
+    no empty dim, finite values inside the domain."""
+    if not torch.is_floating_point(x) or x.dim() == 0:
+        return InputShapeError
+    sample = tuple(x.shape[1:])
+    if len(sample) != len(spec.shape) or any(w is not None and w != g for w, g in zip(spec.shape, sample)):
+        return InputShapeError
+    if x.numel() == 0:
+        return InputShapeError
+    if not torch.isfinite(x).all():
+        return InputValueError
+    lo, hi = spec.domain
+    if float(x.min()) < lo or float(x.max()) > hi:
+        return InputValueError
+    return None
+
+
 @FAST
 @given(
     modality=st.sampled_from(["image", "audio", "pointcloud", "video"]),
-    dims=st.lists(st.integers(0, 7), min_size=0, max_size=5),
+    valid_shape=st.booleans(),
+    sizes=st.lists(st.integers(0, 7), min_size=0, max_size=5),
     fill=st.sampled_from([0.5, float("nan"), float("inf"), -3.0, 7.0]),
     dtype=st.sampled_from([torch.float32, torch.float64, torch.int64]),
 )
-def test_validation_raises_only_documented_errors(modality, dims, fill, dtype):
+def test_validation_raises_exactly_on_bad_input(modality, valid_shape, sizes, fill, dtype):
+    """Valid batches pass; every invalid one raises the documented error for what is wrong."""
+    spec = MODALITIES[modality]
+    if valid_shape:  # the spec's own shape, free dims (and N) taken from ``sizes`` (0 = empty)
+        free = iter(sizes + [3] * 6)
+        dims = [next(free)] + [s if s is not None else next(free) for s in spec.shape]
+    else:
+        dims = sizes
     x = torch.full(dims, fill if dtype.is_floating_point else 1, dtype=dtype) if dims else torch.tensor(fill)
-    try:
-        MODALITIES[modality].validate(x)
-    except RobustMMError:
-        pass  # the documented family (a ValueError subclass)
+    expected = _expected_error(spec, x)
+    if expected is None:
+        spec.validate(x)
+    else:
+        with pytest.raises(expected):
+            spec.validate(x)
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "pointcloud", "video"])
+def test_validation_accepts_a_valid_batch(modality):
+    """The oracle above is not vacuous: a plain valid batch of every modality passes it and validate()."""
+    spec = MODALITIES[modality]
+    x = torch.full([2] + [s if s is not None else 4 for s in spec.shape], 0.5)
+    assert _expected_error(spec, x) is None
+    spec.validate(x)
 
 
 @FAST
@@ -73,10 +111,14 @@ def test_bad_budgets_are_rejected(eps):
 @FAST
 @given(name=st.text(min_size=1, max_size=12))
 def test_unknown_attack_names(name):
-    try:
+    assume(name not in list_attacks())
+    with pytest.raises(UnknownNameError, match="unknown attack"):
         build_attack(name)
-    except RobustMMError as e:
-        assert "unknown attack" in str(e)
+
+
+def test_unknown_attack_name_suggests_the_close_one():
+    with pytest.raises(UnknownNameError, match="did you mean 'pgd'"):
+        build_attack("pgdd")
 
 
 # -- every attack family, not only PGD -------------------------------------------------------------
@@ -150,11 +192,13 @@ def test_xmai_only_inserts_words_into_any_caption(rand_encoder, words):
 
     caption = " ".join(words)
     batch = Batch(modality="image", x=torch.rand(1, 3, 32, 32), captions=[[caption]], index=torch.arange(1))
-    try:
-        edited, insertions = XMAI(n_attributes=2, k=2, pool=4).edit(rand_encoder, batch)
-    except RobustMMError:
-        return  # e.g. an empty caption: a documented error is fine
-    assert remove_insertions(edited[0][0], insertions[0][0]) == caption
+    xmai = XMAI(n_attributes=2, k=2, pool=4)
+    edited, insertions = xmai.edit(rand_encoder, batch)  # any caption, even an empty one, is edited
+    ins = insertions[0][0]
+    assert remove_insertions(edited[0][0], ins) == caption
+    assert all(word in xmai.attributes for _, word in ins)  # only attribute words are inserted
+    if words and xmai.is_noun(words[-1]):  # a final object noun is never a modifier: it gets a word
+        assert ins, (caption, edited)
 
 
 @FAST

@@ -37,7 +37,31 @@ def test_retrieval_any_caption_counts_for_x2t():
     m = retrieval_metrics(items, texts, owner)
     assert abs(m["x2t_R@1"] - 1 / 3) < 1e-6 and abs(m["t2x_R@1"] - 0.5) < 1e-6
     assert abs(m["t2x_MRR"] - (1 / 3 + 1 + 1 / 3 + 1) / 4) < 1e-6
-    assert m["x2t_R@5"] == 1.0
+    assert abs(m["x2t_MRR"] - (1 + 1 / 4 + 1 / 2) / 3) < 1e-6
+
+
+def test_recall_at_5_and_10_with_ranks_beyond_5():
+    """7 items, one caption each, every rank from 1 to 7 occurring in both directions.
+
+    Caption c belongs to item 2c mod 7; its similarity to item j is w[(j - c) mod 7] with w
+    strictly decreasing, so caption c ranks its own item (offset c) at c + 1, and item j ranks its
+    own caption (c = 4j mod 7, offset 4j mod 7) at 4j mod 7 + 1: no ties anywhere.
+    """
+    n = 7
+    w = torch.linspace(1.0, 0.1, n)
+    items = torch.eye(n)
+    texts = torch.stack([torch.roll(w, c) for c in range(n)])  # texts[c, j] = w[(j - c) mod n]
+    owner = torch.tensor([2 * c % n for c in range(n)])
+    t2x, x2t = t2x_ranks(items, texts, owner), x2t_ranks(items, texts, owner)
+    assert t2x.tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert x2t.tolist() == [4 * j % n + 1 for j in range(n)] == [1, 5, 2, 6, 3, 7, 4]
+    m = retrieval_metrics(items, texts, owner)
+    mrr = sum(1 / r for r in range(1, n + 1)) / n
+    for d in ("t2x", "x2t"):
+        assert abs(m[f"{d}_R@1"] - 1 / 7) < 1e-6
+        assert abs(m[f"{d}_R@5"] - 5 / 7) < 1e-6  # ranks 6 and 7 miss the top 5
+        assert m[f"{d}_R@10"] == 1.0
+        assert abs(m[f"{d}_MRR"] - mrr) < 1e-6
 
 
 def test_ties_count_against_the_query():
