@@ -7,7 +7,44 @@ import torch
 from robustmm.attacks import build_attack
 from robustmm.attacks.amp import AutocastAttack
 from robustmm.cli import main
+from robustmm.encoders.base import Encoder
 from robustmm.evaluation import iter_batches
+
+
+class RecordingEncoder(Encoder):
+    """Delegates to ``base`` and records, for every modality forward, whether autocast was on and
+    the dtype the base encoder computed in."""
+
+    def __init__(self, base: Encoder):
+        super().__init__()
+        self.base = base
+        self.name, self.modalities, self.embed_dim = base.name, base.modalities, base.embed_dim
+        self.calls: list[tuple[bool, torch.dtype]] = []
+
+    def _encode(self, modality, x):
+        z = self.base.encode(modality, x, validate=False)
+        self.calls.append((torch.is_autocast_enabled(x.device.type), z.dtype))
+        return z
+
+    def encode_text(self, texts):
+        return self.base.encode_text(texts)
+
+
+def test_autocast_really_runs_on_the_attacked_path(rand_encoder, synth_small):
+    batch = next(iter_batches(synth_small, "image", 4, None))
+    rec = RecordingEncoder(rand_encoder)
+    pgd = build_attack("pgd", eps=4 / 255, steps=2, loss="embedding", seed=1)
+    pgd(rec, batch)
+    assert rec.calls and not any(on for on, _ in rec.calls)  # the bare attack: float32, no autocast
+    rec.calls.clear()
+    adv = AutocastAttack(pgd)(rec, batch)
+    assert rec.calls and all(on for on, _ in rec.calls), rec.calls  # every attack forward autocast
+    assert all(dtype == torch.bfloat16 for _, dtype in rec.calls)  # and computed in bfloat16
+    assert adv.x.dtype == torch.float32
+    rec.calls.clear()
+    with torch.no_grad():
+        rec.encode("image", adv.x)  # outside the attack: no autocast
+    assert rec.calls == [(False, torch.float32)]
 
 
 def test_autocast_attack_keeps_float32_budget_and_domain(rand_encoder, synth_small):
