@@ -30,7 +30,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -38,118 +37,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..batch import Batch
-from ..errors import BudgetError, CheckpointError, InputShapeError, MissingWeightsError, RobustMMError, UnknownNameError
-from ..modalities import get_modality
+from ..errors import BudgetError, CheckpointError, InputShapeError, RobustMMError, UnknownNameError
+from ..modalities import MODALITIES, get_modality
+from ..persist import load_weights, save_weights
 from .base import Attack, register_attack
 from .ops import frozen
+from .patch_parts import caption_set_embeddings, check_position, fooling_rate, paste_patch, patch_objective
 
 log = logging.getLogger(__name__)
 
 __all__ = ["UniversalPatch", "IMAGE_LIKE", "fooling_rate", "patch_objective", "paste_patch"]
 
-#: modalities whose last three dims are (channels, height, width)
-IMAGE_LIKE: tuple[str, ...] = ("image", "video", "depth", "thermal")
-_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
-
-
-def paste_patch(x: torch.Tensor, patch: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
-    """Copy of ``x`` with ``patch`` (C, s, s) pasted at (rows[i], cols[i]) of item i (top-left corner).
-
-    ``x`` is (N, C, H, W) or (N, T, C, H, W) (every frame gets the patch). Differentiable with
-    respect to ``patch``; pixels outside the patch are copied bit-exactly.
-    """
-    s = patch.shape[-1]
-    out = x.clone()
-    patch = patch.to(device=x.device, dtype=x.dtype)
-    if len(set(rows)) == 1 and len(set(cols)) == 1:
-        r, c = rows[0], cols[0]
-        out[..., r : r + s, c : c + s] = patch
-    else:
-        for i, (r, c) in enumerate(zip(rows, cols)):
-            out[i, ..., r : r + s, c : c + s] = patch
-    return out
-
-
-def _info_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean -log p(key_i | query_i) over the batch (positives on the diagonal)."""
-    logits = query @ keys.T / temperature
-    return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))
-
-
-def _neighbourhood(emb: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(B, B) log-probabilities: row i is the softmax over j != i of sim(e_i, e_j) / temperature."""
-    sims = emb @ emb.T / temperature
-    eye = torch.eye(emb.shape[0], dtype=torch.bool, device=emb.device)
-    return torch.log_softmax(sims.masked_fill(eye, float("-inf")), dim=-1).masked_fill(eye, 0.0)
-
-
-def patch_objective(
-    adv: torch.Tensor,
-    clean: torch.Tensor,
-    text: torch.Tensor | None,
-    *,
-    temperature: float = 0.1,
-    adv_weight: float = 10.0,
-    topology_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The AdvCLIP-style objective to *maximise* over the patch.
-
-    Args:
-        adv: (B, D) unit embeddings of patched inputs (differentiable).
-        clean: (B, D) unit embeddings of the clean inputs.
-        text: (B, D) unit embeddings of each item's captions (mean over its captions), or None.
-    Returns:
-        The scalar objective and its parts as floats (``nce_clean``, ``nce_text``, ``topology``).
-    """
-    nce_clean = _info_nce(adv, clean, temperature)
-    nce_text = _info_nce(adv, text, temperature) if text is not None else adv.new_zeros(())
-    if adv.shape[0] >= 3:
-        log_p, log_q = _neighbourhood(clean, temperature), _neighbourhood(adv, temperature)
-        topology = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
-    else:  # no neighbourhood to speak of
-        topology = adv.new_zeros(())
-    total = adv_weight * (nce_clean + nce_text) + topology_weight * topology
-    parts = {"nce_clean": nce_clean.item(), "nce_text": nce_text.item(), "topology": topology.item()}
-    return total, parts
-
-
-def _caption_set_embeddings(encoder: Any, captions: list[list[str]], device: torch.device) -> torch.Tensor:
-    """(B, D): per item, the normalised mean embedding of its captions."""
-    flat = [c for caps in captions for c in caps]
-    counts = torch.tensor([len(c) for c in captions])
-    with torch.no_grad():
-        emb = encoder.encode_text(flat).to(device)
-    owner = torch.repeat_interleave(torch.arange(len(captions)), counts).to(device)
-    sums = torch.zeros(len(captions), emb.shape[1], device=device, dtype=emb.dtype).index_add_(0, owner, emb)
-    return F.normalize(sums, dim=-1)
-
-
-@torch.no_grad()
-def fooling_rate(encoder: Any, dataset: Any, attack: Attack, modality: str = "image", batch_size: int = 128) -> float:
-    """Fraction of items whose zero-shot top-1 prediction changes under ``attack`` (AdvCLIP's metric).
-
-    Works with any attack that perturbs ``x``; ``dataset`` needs a zero-shot task for ``modality``.
-    """
-    task = dataset.tasks.get(modality)
-    if task is None:
-        raise UnknownNameError(f"zero-shot task of dataset {dataset.name!r}", modality, dataset.tasks)
-    prompts = task.prompts()
-    class_emb = encoder.class_embeddings(prompts)
-    changed, total = 0, 0
-    for s in range(0, len(dataset), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(dataset)))
-        batch = Batch(modality, dataset.get(modality, idx).to(encoder.device),
-                      [list(dataset.captions[i]) for i in idx.tolist()], task.labels[idx], prompts, idx)
-        with torch.enable_grad():
-            adv = attack(encoder, batch)
-        clean_pred = (encoder.encode(modality, batch.x) @ class_emb.T).argmax(1)
-        adv_pred = (encoder.encode(modality, adv.x) @ class_emb.T).argmax(1)
-        changed += int((clean_pred != adv_pred).sum())
-        total += len(idx)
-    return changed / max(total, 1)
+#: modalities whose samples end in (channels, height, width) (``ModalitySpec.image_like``)
+IMAGE_LIKE: tuple[str, ...] = tuple(name for name, spec in MODALITIES.items() if spec.image_like)
 
 
 @register_attack("patch")
@@ -184,8 +86,6 @@ class UniversalPatch(Attack):
 
     fit_split = "train"  # fitted on a training split, scored on held-out items (the CLI honours this)
 
-    perturbs = ("x",)
-
     def __init__(
         self,
         modality: str = "image",
@@ -201,35 +101,18 @@ class UniversalPatch(Attack):
         adv_weight: float = 10.0,
         seed: int = 0,
     ):
-        get_modality(modality)
-        if modality not in IMAGE_LIKE:
+        if not get_modality(modality).image_like:
             raise UnknownNameError("image-like modality for the patch attack", modality, IMAGE_LIKE)
+        self.position = check_position(position)
         if not 0.0 < area < 1.0:
             raise BudgetError(f"patch area must be a fraction in (0, 1), got {area}")
         if not 0.0 <= margin < 0.5:
             raise BudgetError(f"patch margin must be a fraction in [0, 0.5), got {margin}")
-        if isinstance(position, str):
-            if position not in _CORNERS + ("random",):
-                raise UnknownNameError("patch position", position, _CORNERS + ("random",))
-        else:
-            position = tuple(position)  # type: ignore[assignment]
-            if len(position) != 2 or any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in position):
-                raise BudgetError(f"patch position must be a corner name, 'random' or (row, col), got {position!r}")
-            if any(p < 0 for p in position):
-                raise BudgetError(f"patch position must be non-negative, got {position!r}")
         if epochs < 1 or batch_size < 1 or lr <= 0 or temperature <= 0:
             raise BudgetError("patch: epochs and batch_size must be >= 1, lr and temperature > 0")
-        self.modality = modality
-        self.area = float(area)
-        self.position = position
-        self.margin = float(margin)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.temperature = float(temperature)
-        self.topology_weight = float(topology_weight)
-        self.adv_weight = float(adv_weight)
-        self.seed = int(seed)
+        self.modality, self.area, self.margin, self.seed = modality, float(area), float(margin), int(seed)
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.temperature, self.topology_weight, self.adv_weight = float(temperature), float(topology_weight), float(adv_weight)
         self.patch: torch.Tensor | None = None  # (C, s, s) in [0, 1] once fitted
         self.image_size: tuple[int, int] | None = None
         self.fit_info: dict[str, Any] = {}
@@ -308,7 +191,7 @@ class UniversalPatch(Attack):
                     captions = [list(dataset.captions[i]) for i in idx.tolist()]
                     with torch.no_grad():
                         clean = encoder.encode(self.modality, x)
-                        text = _caption_set_embeddings(encoder, captions, device)
+                        text = caption_set_embeddings(encoder, captions, device)
                     rows, cols = self.corners(len(idx), h, w, g)
                     adv = encoder.encode(self.modality, paste_patch(x, torch.sigmoid(logits), rows, cols), validate=False)
                     objective, parts = patch_objective(
@@ -329,13 +212,9 @@ class UniversalPatch(Attack):
         self.patch = torch.sigmoid(logits.detach()).cpu()
         self.image_size = (int(h), int(w))
         self.fit_info = {
-            "encoder": getattr(encoder, "name", "?"),
-            "dataset": dataset.info() if hasattr(dataset, "info") else {},
-            "n_train": n,
-            "steps": steps_per_epoch * self.epochs,
-            "final_objective": history[-1]["objective"],
-            "history": history,
-            "fit_s": round(time.perf_counter() - t0, 3),
+            "encoder": getattr(encoder, "name", "?"), "dataset": dataset.info() if hasattr(dataset, "info") else {},
+            "n_train": n, "steps": steps_per_epoch * self.epochs, "final_objective": history[-1]["objective"],
+            "history": history, "fit_s": round(time.perf_counter() - t0, 3),
         }
         return self
 
@@ -361,79 +240,50 @@ class UniversalPatch(Attack):
     def describe(self) -> dict[str, Any]:
         h, w = self.image_size if self.image_size is not None else (None, None)
         return {
-            "name": self.name,
-            "eps": None,  # a patch replaces pixels; its budget is its area
-            "modality": self.modality,
-            "area": self.area,
-            "size_px": None if h is None else self.side(h, w),
+            "name": self.name, "eps": None,  # a patch replaces pixels; its budget is its area
+            "modality": self.modality, "area": self.area, "size_px": None if h is None else self.side(h, w),
             "image_size": None if h is None else [h, w],
             "position": self.position if isinstance(self.position, str) else list(self.position),
             "margin_px": None if h is None else self.margin_px(h, w),
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "temperature": self.temperature,
-            "topology_weight": self.topology_weight,
-            "adv_weight": self.adv_weight,
-            "optimizer": "adam on sigmoid-parametrised pixels",
-            "seed": self.seed,
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "temperature": self.temperature,
+            "topology_weight": self.topology_weight, "adv_weight": self.adv_weight,
+            "optimizer": "adam on sigmoid-parametrised pixels", "seed": self.seed,
             "fitted_on": {k: self.fit_info[k] for k in ("encoder", "dataset", "n_train", "steps", "final_objective")
                           if k in self.fit_info} or None,
         }
 
-    # -- persistence -----------------------------------------------------------------------
-    def _config(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
         return {
-            "modality": self.modality, "area": self.area,
-            "position": self.position if isinstance(self.position, str) else list(self.position),
-            "margin": self.margin, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-            "temperature": self.temperature, "topology_weight": self.topology_weight,
-            "adv_weight": self.adv_weight, "seed": self.seed,
+            "modality": self.modality, "area": self.area, "position": self.position, "margin": self.margin,
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "temperature": self.temperature,
+            "topology_weight": self.topology_weight, "adv_weight": self.adv_weight, "seed": self.seed,
         }
 
+    # -- persistence -----------------------------------------------------------------------
     def save(self, stem: str | Path) -> None:
         """Write ``stem.safetensors`` (the patch, (C, s, s) float32) and ``stem.json`` (settings, fit info)."""
-        from safetensors.torch import save_file
-
         if self.patch is None:
             raise RobustMMError("UniversalPatch.save: nothing to save, the patch is not fitted")
-        stem = Path(stem)
-        if stem.suffix in (".safetensors", ".json"):
-            stem = stem.with_suffix("")
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"patch": self.patch.float().contiguous()}, str(stem.with_suffix(".safetensors")))
-        doc = {"schema": "robustmm.patch/1", "attack": "patch", "config": self._config(),
+        config = self.settings() | {"position": self.position if isinstance(self.position, str) else list(self.position)}
+        doc = {"schema": "robustmm.patch/1", "attack": "patch", "config": config,
                "image_size": list(self.image_size or ()), "fit": self.fit_info}
-        tmp = stem.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(stem.with_suffix(".json"))
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        save_weights(_stem(stem), {"patch": self.patch.float()}, doc)
 
     @classmethod
     def load(cls, stem: str | Path) -> "UniversalPatch":
         """Load a patch written by :meth:`save` (validated: shape, channels, values in [0, 1])."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        stem = Path(stem)
-        if stem.suffix in (".safetensors", ".json"):
-            stem = stem.with_suffix("")
-        wpath, cpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-        for p in (wpath, cpath):
-            if not p.exists():
-                raise MissingWeightsError(f"patch file not found: {p}")
+        tensors, doc = load_weights(_stem(stem), "patch")
+        cpath, wpath = _stem(stem).with_suffix(".json"), _stem(stem).with_suffix(".safetensors")
         try:
-            doc = json.loads(cpath.read_text())
             config = dict(doc["config"])
             if isinstance(config.get("position"), list):
                 config["position"] = tuple(config["position"])
             attack = cls(**config)
             image_size = tuple(int(v) for v in doc["image_size"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{cpath}: not a robustmm patch config ({e})") from None
-        try:
-            patch = load_file(str(wpath))["patch"].float()
-        except (SafetensorError, OSError, KeyError) as e:
-            raise CheckpointError(f"{wpath}: corrupted patch file ({e})") from None
+            patch = tensors["patch"].float()
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{cpath}: not a robustmm patch ({type(e).__name__}: {e})") from None
         s = attack.side(*image_size)
         if patch.dim() != 3 or patch.shape[1:] != (s, s):
             raise CheckpointError(f"{wpath}: patch shape {tuple(patch.shape)} does not match area {attack.area} on {image_size}")
@@ -441,3 +291,9 @@ class UniversalPatch(Attack):
             raise CheckpointError(f"{wpath}: patch values outside [0, 1]")
         attack.patch, attack.image_size, attack.fit_info = patch, image_size, dict(doc.get("fit", {}))  # type: ignore[assignment]
         return attack
+
+
+def _stem(stem: str | Path) -> Path:
+    """``stem`` without a ``.safetensors`` / ``.json`` suffix."""
+    stem = Path(stem)
+    return stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
