@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import time
+import socket
 
 import pytest
 import torch
@@ -87,6 +87,21 @@ def hf_enc(hf_parts) -> HFClipEncoder:
 @pytest.fixture(params=["open_clip", "hf"])
 def enc(request, oc_enc, hf_enc):
     return {"open_clip": oc_enc, "hf": hf_enc}[request.param]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection attempt is recorded and refused: "fails fast" means "never tries"
+    (no retry loop), checked without a wall clock."""
+    attempts = []
+
+    def refuse(sock, address, *a, **k):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
 
 
 @pytest.fixture
@@ -237,11 +252,10 @@ def test_open_clip_name_errors(tiny_arch):
         load_open_clip("ViT-B-32")
 
 
-def test_open_clip_missing_pretrained_fails_fast(offline):
-    t0 = time.perf_counter()
+def test_open_clip_missing_pretrained_fails_fast(offline, no_network):
     with pytest.raises(MissingWeightsError) as info:
         load_open_clip("ViT-B-32@laion2b_s34b_b79k", cache_dir=str(offline))
-    assert time.perf_counter() - t0 < 5
+    assert no_network == []
     msg = str(info.value)
     assert "\n" not in msg
     assert "ViT-B-32@laion2b_s34b_b79k" in msg and "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in msg
@@ -249,19 +263,18 @@ def test_open_clip_missing_pretrained_fails_fast(offline):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_unreachable_hub_is_treated_as_offline(monkeypatch, tmp_path):
+def test_unreachable_hub_is_treated_as_offline(monkeypatch, tmp_path, no_network):
     """Without HF_HUB_OFFLINE, an unreachable hub must not trigger huggingface_hub's retry loop."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     if hub.offline_requested():
         pytest.skip("huggingface_hub was imported with offline mode on")
-    t0 = time.perf_counter()
     with pytest.raises(MissingWeightsError, match="unreachable"):
         load_open_clip("ViT-B-32@openai", cache_dir=str(tmp_path))
     with pytest.raises(MissingWeightsError, match="unreachable"):
         load_hf_clip("openai/clip-vit-base-patch32", cache_dir=str(tmp_path))
-    assert time.perf_counter() - t0 < 5
+    assert no_network == []  # no download attempted, so no retry loop
     from huggingface_hub import constants
 
     assert constants.HF_HUB_OFFLINE is False  # the temporary offline switch is undone
@@ -301,11 +314,10 @@ def test_hf_directory_without_processor_config_uses_clip_defaults(hf_parts, tmp_
     assert "image processor config" in caplog.text
 
 
-def test_hf_missing_model_fails_fast(offline):
-    t0 = time.perf_counter()
+def test_hf_missing_model_fails_fast(offline, no_network):
     with pytest.raises(MissingWeightsError) as info:
         load_hf_clip("openai/clip-vit-base-patch32", cache_dir=str(offline))
-    assert time.perf_counter() - t0 < 5
+    assert no_network == []
     msg = str(info.value)
     assert "\n" not in msg and "openai/clip-vit-base-patch32" in msg and str(offline) in msg
 
@@ -319,7 +331,6 @@ def test_hf_missing_directory(tmp_path):
 
 # -- the registry ------------------------------------------------------------------------------
 def test_registry_names(tiny_arch, offline):
-    pytest.importorskip("robustmm.encoders.tinybind")
     from robustmm.encoders import list_encoders, load_encoder
 
     families = list_encoders()
