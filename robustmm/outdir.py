@@ -59,7 +59,10 @@ def check_writable_file(path: str | Path, what: str = "output file") -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder, not a file")
-    check_writable_dir(path.parent if str(path.parent) else Path("."), f"folder of {what} {path}")
+    try:
+        check_writable_dir(path.parent, "its folder")
+    except OutputError as e:
+        raise OutputError(f"{what} {path} cannot be written: {e}") from None
     return path
 
 
