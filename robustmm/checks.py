@@ -25,7 +25,7 @@ from .encoders.base import Encoder
 from .errors import RobustMMError
 from .evaluation import evaluate
 from .modalities import CONTINUOUS_MODALITIES, get_modality
-from .records import Result
+from .records import CHECKS_ATTACK, Result
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,6 @@ def checks_to_dict(checks: list[Check]) -> dict[str, Any]:
 
 #: the ``attack`` name of a result record that holds sanity checks instead of one attack's metrics
 #: (read by ``robustmm.report.check_records``, which keeps the same string; a test ties the two)
-CHECKS_ATTACK = "sanity-checks"
 
 
 def checks_result(checks: list[Check], encoder: Encoder, dataset: MultimodalDataset, *, modality: str, attack: Attack,

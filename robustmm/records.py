@@ -40,6 +40,10 @@ class Threat(StrEnum):
 
 THREATS: tuple[str, ...] = tuple(t.value for t in Threat)
 
+#: the ``attack.name`` of a gradient-masking sanity-checks record (written by robustmm.checks,
+#: read by robustmm.report.check_records)
+CHECKS_ATTACK = "sanity-checks"
+
 def headline_score(metrics: dict[str, Any] | None) -> float | None:
     """Zero-shot top-1, or text->X R@1 for retrieval-only datasets (no zero-shot task)."""
     if not metrics:

@@ -101,7 +101,7 @@ def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[s
     atomic_write_text(out_dir / "summary.csv", summary_csv(results))
     plots: list[str] = []
     try:
-        from ..checks import is_checks
+        from ..report.check_records import is_checks
         from ..report.plots import write_all_plots
 
         numbers = [r for r in results if not is_checks(r)]

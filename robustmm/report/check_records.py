@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import Result
+from ..records import CHECKS_ATTACK, Result  # CHECKS_ATTACK: the attack name of a checks record
 from ..records import headline_score as top1
-
-#: the ``attack`` name of a result record that holds sanity checks instead of one attack's metrics
-#: (the same string as ``robustmm.checks.CHECKS_ATTACK``, the writer; a test ties the two)
-CHECKS_ATTACK = "sanity-checks"
 
 
 def is_checks(result: Result) -> bool:
