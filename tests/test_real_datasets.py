@@ -8,7 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from _fixtures import CIFAR10_NAMES, write_cifar10, write_cifar100, write_coco, write_image
+from _fixtures import cifar_images as _images
+from _fixtures import dump_pickle as _dump
 
 from robustmm.data.base import MultimodalDataset
 from robustmm.data.cifar import CIFAR_TEMPLATES, SafeArrayUnpickler, load_cifar10, load_cifar100, safe_load_pickle
@@ -16,39 +18,16 @@ from robustmm.data.files import MissingDataError
 from robustmm.data.karpathy import load_coco, load_flickr30k
 from robustmm.errors import CheckpointError, EmptyDatasetError, RobustMMError, UnknownNameError
 
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-
-# -- CIFAR fixtures (the torchvision on-disk format) -----------------------------------------
-def _dump(path, obj, protocol=2):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-
-
-def _images(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, 3072), dtype=np.uint8)
-
-
+# -- CIFAR fixtures (the torchvision on-disk format; writers in tests/_fixtures.py) --------------
 @pytest.fixture
 def cifar10_root(tmp_path):
-    d = tmp_path / "cifar-10-batches-py"
-    d.mkdir()
-    data = _images(12, 0)
-    _dump(d / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": [i % 10 for i in range(12)],
-                             b"data": data, b"filenames": [b"x.png"] * 12})
-    _dump(d / "batches.meta", {b"label_names": [s.encode() for s in CIFAR10_NAMES], b"num_vis": 3072})
-    return tmp_path, data
+    return tmp_path, write_cifar10(tmp_path, n=12)
 
 
 @pytest.fixture
 def cifar100_root(tmp_path):
-    d = tmp_path / "cifar-100-python"
-    d.mkdir()
-    data = _images(6, 1)
-    fine = ["apple", "aquarium_fish", "maple_tree"]
-    _dump(d / "test", {b"fine_labels": [0, 1, 2, 2, 1, 0], b"coarse_labels": [0] * 6, b"data": data}, protocol=5)
-    _dump(d / "meta", {b"fine_label_names": [s.encode() for s in fine], b"coarse_label_names": [b"fruit"]}, protocol=5)
-    return tmp_path, data
+    return tmp_path, write_cifar100(tmp_path)
 
 
 def test_cifar10_loads(cifar10_root):
@@ -155,23 +134,9 @@ def test_safe_unpickler_still_reads_arrays(tmp_path):
 
 
 # -- Karpathy JSON fixtures ---------------------------------------------------------------------
-def _write_image(path, size, color):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", size, color)
-    img.save(path)
-
-
 @pytest.fixture
 def coco_root(tmp_path):
-    images = []
-    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
-    for i, (split, color) in enumerate(zip(["test", "test", "val", "restval"], colors)):
-        name = f"COCO_val2014_{i:012d}.jpg" if i % 2 == 0 else f"COCO_val2014_{i:012d}.png"
-        _write_image(tmp_path / "images" / "val2014" / name, (40 + 10 * i, 30), color)
-        images.append({"filepath": "val2014", "filename": name, "split": split, "imgid": i, "cocoid": i,
-                       "sentences": [{"raw": f"Image {i} caption {k}. ", "tokens": []} for k in range(5)]})
-    (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
-    return tmp_path
+    return write_coco(tmp_path)
 
 
 def test_coco_loads_lazily(coco_root, monkeypatch):
@@ -209,7 +174,7 @@ def test_coco_splits_and_subsets(coco_root):
 
 def test_flickr_without_filepath_and_image_root(tmp_path):
     img_dir = tmp_path / "flickr30k-images"
-    _write_image(img_dir / "1000092795.jpg", (50, 40), (10, 20, 30))
+    write_image(img_dir / "1000092795.jpg", (50, 40), (10, 20, 30))
     ann = {"images": [{"filename": "1000092795.jpg", "split": "test",
                        "sentences": [{"raw": "Two young guys with shaggy hair."}, {"raw": "Two men outside."}]}]}
     (tmp_path / "dataset_flickr30k.json").write_text(json.dumps(ann))
@@ -238,7 +203,6 @@ def test_karpathy_errors(tmp_path, coco_root):
 
 
 def test_registry_entries(cifar10_root, coco_root):
-    pytest.importorskip("robustmm.data.synthscenes")
     from robustmm.data import list_datasets, load_dataset
 
     names = list_datasets()
