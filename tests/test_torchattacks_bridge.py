@@ -57,7 +57,7 @@ def test_bridge_pgd_equals_robustmm_pgd_without_random_start(enc, data, modality
     """
     b = batch_of(data, modality)
     eps = get_modality(modality).eps_grid[-1]
-    ours = PGD(eps=eps, steps=3, step_size=eps / 4, random_start=False)(enc, b).x
+    ours = PGD(eps=eps, steps=3, step_size=eps / 4, random_start=False, keep_best=False)(enc, b).x  # torchattacks: last iterate
     theirs = TorchAttacksAttack("PGD", eps=eps, alpha=eps / 4, steps=3, random_start=False)(enc, b).x
     assert theirs.shape == b.x.shape
     differ = ((ours - theirs).abs() > 1e-6).float().mean().item()
@@ -136,6 +136,22 @@ def test_registry_describe_and_validation(enc, data):
     assert torch.equal(TorchAttacksAttack("PGD", eps=0.0)(enc, b).x, b.x)
 
 
+def test_default_step_size_scales_with_the_budget(enc, data):
+    """An unset alpha keeps torchattacks' ratio to eps (PGD: eps/4), not its image default 2/255."""
+    kw = TorchAttacksAttack("PGD", eps=0.002).torchattacks_kwargs("audio", 10)  # audio: domain width 2
+    assert kw["eps"] == pytest.approx(0.001) and kw["alpha"] == pytest.approx(0.0005 / 2)
+    assert TorchAttacksAttack("PGD", eps=4 / 255).torchattacks_kwargs("image", 10)["alpha"] == pytest.approx(1 / 255)
+    assert TorchAttacksAttack("PGDL2", eps=0.5).torchattacks_kwargs("image", 10)["alpha"] == pytest.approx(0.1)
+    assert TorchAttacksAttack("PGD", eps=0.002, alpha=0.001).torchattacks_kwargs("audio", 10)["alpha"] == pytest.approx(0.0005)
+    assert "alpha" not in TorchAttacksAttack("APGD", eps=0.002).torchattacks_kwargs("audio", 10)
+    resolved = TorchAttacksAttack("PGD").resolve("audio")
+    assert resolved.eps == get_modality("audio").middle_eps and resolved.describe()["alpha"] == pytest.approx(resolved.eps / 4)
+    b = batch_of(data, "audio")
+    adv = TorchAttacksAttack("PGD", eps=0.002, steps=1, random_start=False)(enc, b).x
+    step = (adv - b.x).abs().max().item()  # one step of alpha; 2/255 would jump to the edge of the ball
+    assert 0 < step <= 0.0005 + 1e-6
+
+
 # -- trained TinyBind: robust accuracies agree -------------------------------------------------------
 def _robust_accuracies(n: int, steps: int) -> tuple[float, float, float, float]:
     import robustmm
@@ -145,7 +161,8 @@ def _robust_accuracies(n: int, steps: int) -> tuple[float, float, float, float]:
     b = next(iter_batches(ds, "image", n, ds.tasks["image"].prompts()))
     centers = enc.class_embeddings(b.prompts)
     eps = 2 / 255
-    ours = PGD(eps=eps, norm="linf", steps=steps, step_size=eps / 4, random_start=True, seed=0)(enc, b).x
+    ours = PGD(eps=eps, norm="linf", steps=steps, step_size=eps / 4, random_start=True, seed=0,
+               keep_best=False)(enc, b).x  # torchattacks returns the last iterate
     theirs = TorchAttacksAttack("PGD", eps=eps, alpha=eps / 4, steps=steps, random_start=True, seed=0)(enc, b).x
 
     def acc(x: torch.Tensor) -> float:

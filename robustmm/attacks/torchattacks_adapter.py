@@ -11,7 +11,10 @@ Domains other than [0, 1] (audio and point clouds live in [-1, 1]): the classifi
 wrapper maps it back (``x = lo + x01 * (hi - lo)``) before encoding. Budgets are given in the
 modality's own unit and divided by ``hi - lo`` for torchattacks (``eps`` and ``alpha``; for
 L-inf and L2 alike, since the map is a uniform scaling), so ``eps=0.004`` on audio is the same
-threat as ``PGD(eps=0.004)``. The result is mapped back, clamped to the domain and (for
+threat as ``PGD(eps=0.004)``. torchattacks' default step sizes are image budgets (PGD:
+``alpha=2/255`` for ``eps=8/255``, 4x an audio eps of 0.002), so an ``alpha`` left unset keeps
+the class's own ratio to the budget instead: ``alpha = eps * default_alpha / default_eps`` (eps/4
+for PGD, BIM, MIFGSM; eps/5 for PGDL2), see :func:`default_alpha`. The result is mapped back, clamped to the domain and (for
 norm-bounded attacks) projected onto the eps-ball once more, which only removes the rounding of
 the affine round trip.
 
@@ -50,7 +53,7 @@ from .ops import check_eps, frozen, project
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TorchAttacksAttack", "ZeroShotClassifier", "as_4d"]
+__all__ = ["TorchAttacksAttack", "ZeroShotClassifier", "as_4d", "default_alpha"]
 
 #: torchattacks constructor arguments that are budgets in input units (scaled with the domain)
 BUDGET_KWARGS = ("eps", "alpha")
@@ -134,6 +137,18 @@ def _torchattacks_class(name: str) -> type:
     return getattr(torchattacks, name)
 
 
+def default_alpha(cls: type, eps: float) -> float | None:
+    """The step size a torchattacks class gets for budget ``eps`` when none is given: its default
+    ``alpha`` scaled by ``eps / default eps`` (None when it has no alpha or no numeric defaults)."""
+    params = inspect.signature(cls.__init__).parameters
+    if "alpha" not in params or "eps" not in params:
+        return None
+    alpha, eps0 = params["alpha"].default, params["eps"].default
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (alpha, eps0)) or eps0 <= 0:
+        return None
+    return eps * alpha / eps0
+
+
 def _norm_of(attack_name: str, kwargs: dict[str, Any], accepts: set[str]) -> str | None:
     """The norm a torchattacks attack bounds (None when it has no eps-ball)."""
     if "eps" not in accepts:
@@ -154,7 +169,8 @@ class TorchAttacksAttack(Attack):
         seed: seeds torchattacks' global-RNG draws (and attacks with a ``seed`` argument).
         logit_scale: zero-shot logit scale of the classifier.
         **kwargs: passed to the torchattacks constructor (``alpha``, ``steps``,
-            ``random_start``, ``norm``, ``n_queries`` ...); ``alpha`` is in modality units too.
+            ``random_start``, ``norm``, ``n_queries`` ...); ``alpha`` is in modality units too
+            and defaults to the class's default ratio to eps (:func:`default_alpha`).
             ``n_classes`` defaults to the number of classes for attacks that take it.
     Shape:
         batch.x: (N, *shape) in the domain, batch.labels: (N,), batch.prompts: C prompt lists.
@@ -185,14 +201,56 @@ class TorchAttacksAttack(Attack):
                 f"torchattacks.{attack_name} takes no argument(s) {sorted(unknown)}; it takes {sorted(self._accepts)}"
             )
 
-    def with_eps(self, eps: float) -> "TorchAttacksAttack":
-        return TorchAttacksAttack(self.attack_name, eps, self.seed, self.logit_scale, **self.kwargs)
+    def settings(self) -> dict[str, Any]:
+        return {"attack_name": self.attack_name, "eps": self.eps, "seed": self.seed, "logit_scale": self.logit_scale,
+                **self.kwargs}
+
+    def replace(self, **changes: Any) -> "TorchAttacksAttack":
+        """A copy with some settings changed; any keyword of the torchattacks class may be added."""
+        unknown = sorted(set(changes) - set(self.settings()) - self._accepts)
+        if unknown:
+            raise UnknownNameError(f"setting of attack {self.name!r} (torchattacks.{self.attack_name})", unknown[0],
+                                   set(self.settings()) | self._accepts)
+        return TorchAttacksAttack(**(self.settings() | changes))
+
+    def resolve(self, modality: str) -> "TorchAttacksAttack":
+        """A copy with the modality's middle eps filled in."""
+        return self if self.eps is not None else self.replace(eps=get_modality(modality).middle_eps)
+
+    def alpha(self, eps: float) -> float | None:
+        """The step size (modality units) used at budget ``eps``: the given one, else :func:`default_alpha`."""
+        if "alpha" in self.kwargs and self.kwargs["alpha"] is not None:
+            return float(self.kwargs["alpha"])
+        return default_alpha(self.cls, eps) if "eps" in self._accepts else None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "attack_name": self.attack_name, "eps": self.eps, "seed": self.seed}
         if self.logit_scale != DEFAULT_SCALE:
             out["logit_scale"] = self.logit_scale
-        return out | {k: v for k, v in self.kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}
+        out |= {k: v for k, v in self.kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}
+        if "alpha" not in self.kwargs and self.eps is not None and self.alpha(self.eps) is not None:
+            out["alpha"] = self.alpha(self.eps)  # scaled to the budget (records without it used torchattacks' 2/255)
+        return out
+
+    def torchattacks_kwargs(self, modality: str, n_classes: int) -> dict[str, Any]:
+        """The keywords the torchattacks class is built with on ``modality``: budgets (eps,
+        alpha) divided by the domain width, the seed and ``n_classes`` where it takes them."""
+        spec = get_modality(modality)
+        eps = spec.middle_eps if self.eps is None else float(self.eps)
+        width = spec.domain[1] - spec.domain[0]
+        kw = dict(self.kwargs)
+        if "eps" in self._accepts:
+            kw["eps"] = eps
+            if self.alpha(eps) is not None:
+                kw["alpha"] = self.alpha(eps)
+        for k in BUDGET_KWARGS:
+            if k in kw and kw[k] is not None:
+                kw[k] = kw[k] / width
+        if "seed" in self._accepts and "seed" not in kw:
+            kw["seed"] = self.seed
+        if "n_classes" in self._accepts and "n_classes" not in kw:
+            kw["n_classes"] = n_classes
+        return kw
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         modality = batch.modality
@@ -207,19 +265,9 @@ class TorchAttacksAttack(Attack):
         x = batch.x.detach()
         lo, hi = spec.domain
         unit = (lo, hi) != (0.0, 1.0)
-        width = hi - lo
-        kw = dict(self.kwargs)
-        for k in BUDGET_KWARGS:
-            if k in kw and kw[k] is not None:
-                kw[k] = kw[k] / width
-        if "eps" in self._accepts:
-            if eps == 0:
-                return batch.replace(x=x.clone())
-            kw["eps"] = eps / width
-        if "seed" in self._accepts and "seed" not in kw:
-            kw["seed"] = self.seed
-        if "n_classes" in self._accepts and "n_classes" not in kw:
-            kw["n_classes"] = len(batch.prompts)
+        if "eps" in self._accepts and eps == 0:
+            return batch.replace(x=x.clone())
+        kw = self.torchattacks_kwargs(modality, len(batch.prompts))
         norm = _norm_of(self.attack_name, kw, self._accepts)
 
         devices = [x.device] if x.device.type == "cuda" else []
