@@ -90,3 +90,29 @@ def write_languagebind(folder: Path, modality: str, seed: int = 0, *, lora: bool
         save_file(stored, str(folder / "model.safetensors"))
     tok.save_pretrained(str(folder))
     return expected
+
+
+def tiny_imagebind_config():
+    """The imagebind_huge structure with tiny branches (hidden 16-32, 2 blocks, small inputs)."""
+    from robustmm.encoders.imagebind_model import BranchConfig, ImageBindConfig
+
+    return ImageBindConfig(branches={
+        "vision": BranchConfig(32, 2, 2, 8, 8, (32, 32)), "text": BranchConfig(32, 2, 2),
+        "audio": BranchConfig(32, 2, 2, 16, 10, (64, 56)), "depth": BranchConfig(16, 2, 2, 8, 8, (32, 32)),
+        "thermal": BranchConfig(32, 2, 2, 8, 8, (32, 32))}, out_embed_dim=24, context_length=16)
+
+
+def write_imagebind(path: Path, seed: int = 0, imu: bool = True) -> dict:
+    """A tiny ImageBind checkpoint (torch.save of the state dict, as imagebind_huge.pth) + its JSON sidecar."""
+    from robustmm.encoders.imagebind_model import ImageBindModel
+
+    cfg = tiny_imagebind_config()
+    torch.manual_seed(seed)
+    sd = {k: v.detach().clone() for k, v in ImageBindModel(cfg).state_dict().items()}
+    stored = dict(sd)
+    if imu:  # the official file also holds the IMU branch, which is skipped
+        stored["modality_trunks.imu.blocks.0.attn.in_proj_weight"] = torch.zeros(48, 16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(stored, path)
+    path.with_suffix(".json").write_text(json.dumps(cfg.to_dict()))
+    return sd

@@ -93,20 +93,33 @@ def test_embeds_with_gradient_to_raw_input(enc, modality):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("loss", ["ce", "caption"])
 @pytest.mark.parametrize("modality", MODS)
-def test_pgd_lowers_true_class_similarity(enc, modality):
+def test_pgd_lowers_true_class_similarity(enc, modality, loss):
+    """ce: the true class loses ground to the others (margin); caption: its prompt's similarity itself drops."""
     x = raw(modality, seed=1)
     centers = enc.class_embeddings(PROMPTS)
+
+    def scores(v):
+        sims = enc.encode(modality, v) @ centers.T
+        true = sims.gather(1, labels[:, None])[:, 0]
+        other = sims.scatter(1, labels[:, None], -2.0).amax(1)
+        return true, true - other
+
     with torch.no_grad():
         labels = (enc.encode(modality, x) @ centers.T).argmax(1)
-        clean = (enc.encode(modality, x) @ centers.T).gather(1, labels[:, None])
-    batch = Batch(modality, x, [["x"]] * len(x), labels=labels, prompts=PROMPTS)
-    attack = build_attack("pgd", eps=get_modality(modality).eps_grid[-1], steps=5)
-    adv = attack(enc, batch).x
-    assert (adv - x).abs().max() <= get_modality(modality).eps_grid[-1] + 1e-6
+        true0, margin0 = scores(x)
+    captions = [[PROMPTS[int(c)][0]] for c in labels]
+    batch = Batch(modality, x, captions, labels=labels, prompts=PROMPTS)
+    eps = get_modality(modality).eps_grid[-1]
+    adv = build_attack("pgd", eps=eps, steps=5, loss=loss)(enc, batch).x
+    assert (adv - x).abs().max() <= eps + 1e-6
     with torch.no_grad():
-        after = (enc.encode(modality, adv) @ centers.T).gather(1, labels[:, None])
-    assert after.mean() < clean.mean() - 1e-4
+        true1, margin1 = scores(adv)
+    if loss == "ce":
+        assert margin1.mean() < margin0.mean() - 1e-4
+    else:
+        assert true1.mean() < true0.mean() - 1e-4
 
 
 def test_text_embedding_pools_at_end_of_text(enc):

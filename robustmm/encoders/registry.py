@@ -31,7 +31,7 @@ def register_encoder(family: str, description: str = "") -> Callable[[Callable[.
 
 def _ensure_builtin() -> None:
     # Importing the modules runs their @register_encoder decorators.
-    from . import hf_clip, languagebind, open_clip, tinybind  # noqa: F401
+    from . import hf_clip, imagebind, languagebind, open_clip, tinybind  # noqa: F401
 
 
 def list_encoders() -> dict[str, str]:
