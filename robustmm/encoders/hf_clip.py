@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MissingWeightsError, RobustMMError
-from .base import Encoder, check_texts
+from .clip_like import ClipLikeEncoder
 from .hub import first_line, hub_access, hub_cache_dir
 from .preprocess import ImagePreprocessor
 from .registry import register_encoder
@@ -70,7 +69,7 @@ def preprocessor_from_hf_config(cfg: Mapping[str, Any], image_size: int) -> Imag
     )
 
 
-class HFClipEncoder(Encoder):
+class HFClipEncoder(ClipLikeEncoder):
     """A transformers ``CLIPModel`` with its tokenizer and raw-domain image preprocessing.
 
     Args:
@@ -79,8 +78,6 @@ class HFClipEncoder(Encoder):
         preprocess: the differentiable equivalent of the model's image processor.
         name, weights: recorded in results.
     """
-
-    modalities = ("image",)
 
     def __init__(
         self,
@@ -91,12 +88,8 @@ class HFClipEncoder(Encoder):
         name: str = "hf:custom",
         weights: str = "custom",
     ):
-        super().__init__()
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.preprocess = preprocess
-        self.name = name
-        self.weights = weights
+        super().__init__(model, preprocess, tokenizer, name=name, weights=weights, family="hf",
+                         architecture=type(model).__name__)
         cfg = getattr(model, "config", None)
         self.embed_dim = int(getattr(cfg, "projection_dim", 0) or 0)
         text_cfg = getattr(cfg, "text_config", None)
@@ -124,37 +117,20 @@ class HFClipEncoder(Encoder):
         pre = ImagePreprocessor(image_size, mean, std, interpolation=interpolation, resize_mode="shortest")
         return cls(model, tokenizer, pre, name=name, weights=weights)
 
-    # -- the Encoder contract ----------------------------------------------------------------
-    def _model_dtype(self) -> torch.dtype:
-        for p in self.model.parameters():
-            return p.dtype
-        return torch.float32
+    # -- the CLIP-like hooks -------------------------------------------------------------------
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
 
-    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        pixels = self.preprocess(x.to(self.device)).to(self._model_dtype())
-        return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1)
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt")
+        return _features(self.model.get_text_features(
+            input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)))
 
-    def tower(self, modality: str) -> nn.Module:
-        self.check_modality(modality)
+    def vision_tower(self) -> nn.Module:
         return nn.ModuleList([self.model.vision_model, self.model.visual_projection])
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = check_texts(texts)
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
-        )
-        out = self.model.get_text_features(
-            input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
-        )
-        return F.normalize(_features(out).float(), dim=-1)
-
-    def preprocess_info(self) -> dict[str, Any]:
-        return self.preprocess.info() | {
-            "text": f"{type(self.tokenizer).__name__}, max_length {self.context_length}"
-        }
-
-    def info(self) -> dict[str, Any]:
-        return super().info() | {"family": "hf", "architecture": type(self.model).__name__, "embed_dim": self.embed_dim}
+    def text_info(self) -> str:
+        return f"{type(self.tokenizer).__name__}, max_length {self.context_length}"
 
 
 def _is_path(spec: str) -> bool:

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, RobustMMError, UnknownNameError
-from .base import Encoder, check_texts
+from .clip_like import ClipLikeEncoder
 from .hub import HubMode, first_line, hub_access, hub_cache_dir
 from .preprocess import ImagePreprocessor
 from .registry import register_encoder
@@ -77,7 +76,7 @@ def parse_open_clip_name(spec: str) -> tuple[str, str]:
     return arch, tag
 
 
-class OpenClipEncoder(Encoder):
+class OpenClipEncoder(ClipLikeEncoder):
     """An open_clip CLIP model (image + text towers) with differentiable raw-domain preprocessing.
 
     Args:
@@ -89,8 +88,6 @@ class OpenClipEncoder(Encoder):
         architecture: the open_clip architecture name (``custom`` for hand-built configs).
     """
 
-    modalities = ("image",)
-
     def __init__(
         self,
         model: nn.Module,
@@ -101,13 +98,8 @@ class OpenClipEncoder(Encoder):
         weights: str = "",
         architecture: str = "custom",
     ):
-        super().__init__()
-        self.model = model.eval()
-        self.preprocess = preprocess
-        self.tokenizer = tokenizer
-        self.name = name
-        self.weights = weights
-        self.architecture = architecture
+        super().__init__(model, preprocess, tokenizer, name=name, weights=weights, family="open_clip",
+                         architecture=architecture)
         self.embed_dim = self._infer_embed_dim()
 
     # -- construction ------------------------------------------------------------------------
@@ -139,14 +131,8 @@ class OpenClipEncoder(Encoder):
         if tokenizer is None:
             ctx = int(getattr(model, "context_length", 0) or getattr(getattr(model, "text", None), "context_length", 77))
             tokenizer = oc.SimpleTokenizer(context_length=ctx)
-        return cls(
-            model,
-            preprocessor_from_open_clip_cfg(cfg),
-            tokenizer,
-            name=name,
-            weights=weights,
-            architecture=architecture,
-        )
+        return cls(model, preprocessor_from_open_clip_cfg(cfg), tokenizer, name=name, weights=weights,
+                   architecture=architecture)
 
     def _infer_embed_dim(self) -> int:
         visual = getattr(self.model, "visual", None)
@@ -156,33 +142,19 @@ class OpenClipEncoder(Encoder):
         with torch.no_grad():
             return int(self.encode_text(["a"]).shape[-1])
 
-    # -- the Encoder contract ----------------------------------------------------------------
-    def _model_dtype(self) -> torch.dtype:
-        for p in self.model.parameters():
-            return p.dtype
-        return torch.float32
+    # -- the CLIP-like hooks -------------------------------------------------------------------
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
 
-    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        pixels = self.preprocess(x.to(self.device)).to(self._model_dtype())
-        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(texts).to(self.device))
 
-    def tower(self, modality: str) -> nn.Module:
-        self.check_modality(modality)
+    def vision_tower(self) -> nn.Module:
         return self.model.visual
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = check_texts(texts)
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-
-    def preprocess_info(self) -> dict[str, Any]:
+    def text_info(self) -> str:
         ctx = getattr(self.tokenizer, "context_length", None)
-        return self.preprocess.info() | {
-            "text": f"open_clip {type(self.tokenizer).__name__}" + (f", context_length {ctx}" if ctx else "")
-        }
-
-    def info(self) -> dict[str, Any]:
-        return super().info() | {"family": "open_clip", "architecture": self.architecture, "embed_dim": self.embed_dim}
+        return f"open_clip {type(self.tokenizer).__name__}" + (f", context_length {ctx}" if ctx else "")
 
 
 def _preprocess_defaults():

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnknownNameError
+from ..modalities import get_modality
+
 
 def _conv_block(cin: int, cout: int, double: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
@@ -150,17 +153,17 @@ def build_tower(modality: str, cfg: dict[str, Any], embed_dim: int) -> nn.Module
     """Build the tower for ``modality`` from its JSON config block."""
     widths = list(cfg["widths"])
     hidden = int(cfg.get("hidden", 512))
-    if modality in ("image", "depth", "thermal"):
-        return ImageTower(int(cfg["in_channels"]), widths, embed_dim, int(cfg["input_size"]), hidden=hidden)
-    if modality == "video":
+    if modality == "video":  # image-like frame by frame: a per-frame CNN pooled over time
         return VideoTower(3, widths, embed_dim, int(cfg["input_size"]), hidden=hidden)
+    if get_modality(modality).image_like:
+        return ImageTower(int(cfg["in_channels"]), widths, embed_dim, int(cfg["input_size"]), hidden=hidden)
     if modality == "audio":
         return AudioTower(widths, embed_dim, int(cfg.get("n_fft", 256)), int(cfg.get("hop", 64)), hidden=hidden)
     if modality == "pointcloud":
         if cfg.get("type") == "splat":
             return SplatPointTower(widths, embed_dim, int(cfg.get("grid", 32)), hidden=hidden)
         return PointTower(widths, embed_dim, hidden=hidden)
-    raise ValueError(f"no TinyBind tower for modality {modality!r}")
+    raise UnknownNameError("modality with a TinyBind tower", modality, ("image", "video", "audio", "depth", "thermal", "pointcloud"))
 
 
 def default_tower_config(widths_scale: float = 1.0) -> dict[str, dict[str, Any]]:
