@@ -118,7 +118,8 @@ class SmoothedClassifier(nn.Module):
         """k noisy copies of one raw input ``x1``, clamped to the modality's domain."""
         lo, hi = self.spec.domain
         d = torch.randn((k, *x1.shape), generator=gen, device=x1.device, dtype=x1.dtype)
-        return (x1.unsqueeze(0) + self.sigma * d).clamp_(lo, hi)
+        torch.add(x1.unsqueeze(0), d, alpha=self.sigma, out=d)  # in place: one pass, no temporaries
+        return d.clamp_(lo, hi)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings of raw (already domain-valid) inputs through the base model."""
