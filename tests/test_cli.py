@@ -10,7 +10,7 @@ from robustmm.cli import main
 
 
 @pytest.mark.parametrize("what, expect", [("models", "tinybind"), ("datasets", "synthscenes"),
-                                          ("modalities", "pointcloud"), ("attacks", "")])
+                                          ("modalities", "pointcloud"), ("attacks", "pgd")])
 def test_list(capsys, what, expect):
     assert main(["list", what]) == 0
     assert expect in capsys.readouterr().out
@@ -177,3 +177,25 @@ def test_run_out_is_templated(tmp_path, trained):
                    "[calibration]\nenabled = false\n[checks]\nenabled = false\n[report]\nexamples = false\n")
     assert main(["run", str(cfg), "--quick", "-q", "--out", str(tmp_path / "{config}-{model}-{data}")]) == 0
     assert (tmp_path / "tiny-tinybind-synthscenes" / "results.jsonl").exists()
+
+
+def test_eval_curve_then_report_then_check_attack(tmp_path, rand_encoder, capsys):
+    """The success paths of `eval --eps A B` (a nested curve), `report` and `check-attack`."""
+    rand_encoder.save(tmp_path / "model")
+    model = f"tinybind:{tmp_path / 'model'}"
+    common = ["--model", model, "--modality", "thermal", "--n", "8"]
+    assert main(["eval", *common, "--attack", "pgd", "--eps", "0.01", "0.03", "--steps", "1", "-q",
+                 "--out", str(tmp_path / "curve.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    assert [r["attack"]["eps"] for r in rows] == [0.01, 0.03] and all(r["attack"]["steps"] == 1 for r in rows)
+    assert main(["report", str(tmp_path / "curve.jsonl"), "--out", str(tmp_path / "rep"), "-q"]) == 0
+    assert (tmp_path / "rep" / "summary.csv").read_text().count("\n") == 3
+    assert "thermal" in (tmp_path / "rep" / "report.md").read_text()
+    assert main(["check-attack", *common, "--steps", "1", "-q", "--out", str(tmp_path / "checks.json")]) in (0, 1)
+    checks = json.loads((tmp_path / "checks.json").read_text())
+    assert checks and "Traceback" not in capsys.readouterr().err
+
+
+def test_run_help_lists_wait(capsys):
+    assert main(["run", "--help"]) == 0
+    assert "--wait" in capsys.readouterr().out

@@ -112,3 +112,36 @@ def test_bad_files_are_one_line_errors_naming_the_file(tmp_path, capsys, content
 def test_a_folder_as_config_is_one_line(tmp_path):
     with pytest.raises(RobustMMError, match="is a folder"):
         load_config(tmp_path)
+
+
+def _values():
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-3, 3000), st.floats(allow_nan=True, allow_infinity=True),
+                       st.text(max_size=12), st.sampled_from(["image", "tinybind", "ce", "synthscenes", "train"]))
+    return st.one_of(scalar, st.lists(scalar, max_size=3), st.dictionaries(st.text(max_size=6), scalar, max_size=2))
+
+
+def test_fuzz_any_tables_give_a_config_or_a_one_line_error():
+    """Whatever tables a TOML file holds, loading gives a typed config or a one-line RobustMMError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from robustmm.job.config import FIXED
+    from robustmm.job.registry import cell_kinds
+
+    sections = [*FIXED, *(k.name for k in cell_kinds()), "pdg"]
+    keys = sorted({k for s in JobConfig().to_dict().values() for k in s} | {"quick_steps", "settings", "nope"})
+    table = st.dictionaries(st.sampled_from(keys), _values(), max_size=4)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.sampled_from(sections), st.one_of(table, _values()), max_size=3))
+    def check(raw):
+        try:
+            cfg = parse_config(raw, "fuzz.toml")
+        except RobustMMError as e:
+            assert "\n" not in str(e) and str(e)
+        else:
+            assert parse_config(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+    check()
