@@ -29,8 +29,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tinybind")
     ap.add_argument("--modality", default="image")
-    ap.add_argument("--lrs", nargs="*", type=float, default=[1e-5, 1e-4, 1e-3])
+    ap.add_argument("--lrs", nargs="*", type=float, default=[3e-6, 1e-5, 3e-5])
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--n-train", type=int, default=512)
     ap.add_argument("--n-val", type=int, default=100)
     ap.add_argument("--train-steps", type=int, default=10)
@@ -50,6 +51,7 @@ def main() -> None:
     rows = [{"lr": None, "clean": round(bare_clean, 4), "robust": round(bare.metrics["attacked"]["zeroshot_top1"], 4)}]
     for lr in args.lrs:
         tuned, rep = fare_finetune(enc, train, modality=m, epochs=args.epochs, lr=lr, steps=args.train_steps,
+                                   batch_size=args.batch_size,
                                    progress=False)
         r = evaluate(tuned, val, modality=m, attack=attack, progress=False)
         rows.append({"lr": lr, "clean": round(r.metrics["clean"]["zeroshot_top1"], 4),

@@ -33,7 +33,7 @@ def small_cal(rand_encoder, synth_small):
     return cal, before
 
 
-@pytest.mark.parametrize("objective", ["ce", "l2", "infonce", "ce+0.5*l2"])
+@pytest.mark.parametrize("objective", ["ce", "l2", "infonce", "ce+0.5*l2", "infonce@label-free", "ce@none"])
 def test_every_objective_trains_and_lowers_its_loss(rand_encoder, synth_small, objective):
     # cached embeddings stand in for an attack run: adversarial = clean + a fixed shift
     g = torch.Generator().manual_seed(0)

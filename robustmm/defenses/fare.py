@@ -5,8 +5,9 @@ the inner maximisation (:func:`fare_inner_attack`, a PGD written for this loss) 
 loss use the embedding of the clean input by the *frozen original* tower ``f_orig``, never the
 tuned tower's own clean embedding (which drifts as it trains). Unlike calibration heads this
 changes the encoder and costs a PGD run per training step; it is the comparison point for
-robustness and training time. The defaults (4 epochs, lr 1e-4, PGD-10) are the budget the
-README's comparison uses (``benchmarks/calibration_vs_fare.py``).
+robustness and training time. The defaults (4 epochs of batch 32, lr 1e-5, PGD-10) are the budget
+of the README's comparison (``benchmarks/calibration_vs_fare.py``); the learning rate is chosen on
+val by ``experiments/select_fare.py``.
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def fare_finetune(
     modality: str,
     attack: Attack | None = None,
     epochs: int = 4,
-    lr: float = 1e-4,
-    batch_size: int = 128,
+    lr: float = 1e-5,
+    batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
     eps: float | None = None,
