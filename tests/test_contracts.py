@@ -268,11 +268,7 @@ def test_attack_within_budget(attacks, name, modality):
 
 #: library bugs the contract tests found (strict xfail: fixing the bug turns the case into a failure
 #: until its entry here is removed)
-RESOLVE_BUGS = {
-    "torchattacks": "TorchAttacksAttack (robustmm/attacks/torchattacks_adapter.py) has no resolve(): with the "
-                    "default eps=None, resolve('image').eps stays None, so evaluate() records eps null although "
-                    "the call uses the modality's middle eps",
-}
+RESOLVE_BUGS: dict[str, str] = {}  # e.g. "torchattacks": "<what is wrong, file, line>" (fixed in f6501ad)
 
 
 @pytest.mark.parametrize("name", [
@@ -497,6 +493,18 @@ def _flickr30k(tmp: Path):
     return robustmm.load_dataset("flickr30k", root=str(tmp), image_root=str(images), image_size=24), 2
 
 
+def _bind_dataset(name: str, writer: str, n: int, **kwargs: Any):
+    """A Bind benchmark loader on the fixture files tests/_bind_data.py writes."""
+
+    def build(tmp: Path):
+        import _bind_data
+
+        getattr(_bind_data, writer)(tmp)
+        return robustmm.load_dataset(name, root=str(tmp), **kwargs), n
+
+    return build
+
+
 #: dataset -> how to load a tiny instance through the registry (argument: an empty folder);
 #: returns the dataset and the number of items it must have
 DATASET_BUILDERS = {
@@ -505,6 +513,10 @@ DATASET_BUILDERS = {
     "cifar100": _cifar100,
     "coco": _coco,
     "flickr30k": _flickr30k,
+    "esc50": _bind_dataset("esc50", "write_esc50", 10),
+    "msrvtt": _bind_dataset("msrvtt", "write_msrvtt", 6, num_frames=3, image_size=24),
+    "nyu_depth_v2": _bind_dataset("nyu_depth_v2", "write_nyu", 6, image_size=24),
+    "llvip": _bind_dataset("llvip", "write_llvip", 6, image_size=16),
 }
 
 
