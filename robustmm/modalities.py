@@ -30,6 +30,9 @@ class Norm(StrEnum):
     LINF = "linf"
     L2 = "l2"
 
+    def __repr__(self) -> str:  # reads as the string it equals, so an attack's repr rebuilds it
+        return repr(self.value)
+
 
 @dataclass(frozen=True)
 class ModalitySpec:

@@ -52,3 +52,22 @@ def test_valid_inputs_pass():
     get_modality("pointcloud").validate(torch.rand(2, 50, 6) * 2 - 1)
     with pytest.raises(InputShapeError):
         get_modality("pointcloud").validate(torch.rand(2, 50, 3))
+
+
+def test_image_like_follows_the_sample_shape():
+    """(C, H, W) samples -- and video, image-like frame by frame -- are image-like; nothing else is."""
+    like = {name for name, spec in MODALITIES.items() if spec.image_like}
+    assert like == {"image", "depth", "thermal", "video"}
+    from robustmm.attacks.patch import IMAGE_LIKE
+
+    assert set(IMAGE_LIKE) == like
+
+
+def test_norms_are_plain_strings():
+    import json
+
+    from robustmm.modalities import Norm
+
+    assert Norm.LINF == "linf" and Norm("l2") is Norm.L2 and json.dumps([Norm.L2]) == '["l2"]'
+    assert f"{Norm.LINF}" == "linf" and repr(Norm.L2) == "'l2'"
+    assert all(MODALITIES[m].norm is Norm.LINF for m in CONTINUOUS_MODALITIES)

@@ -60,7 +60,7 @@ from ..errors import BudgetError, RobustMMError, UnknownNameError
 from ..modalities import CONTINUOUS_MODALITIES, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE, effective_loss, make_objective, resolve_loss
-from .ops import ascent_step, check_eps, frozen, item_seed, project, random_delta, resolve_norm
+from .ops import ascent_step, check_eps, frozen, item_seed, per_sample, project, random_delta, resolve_norm
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class PGD(Attack):
                 forwards += len(active)
                 loss_last[active] = loss.to(loss_last.dtype)
                 best.update(active, xa, loss)
-                x_adv = torch.where(_per_item(stopped, x_adv), x_adv, best.x)  # stopped: the stopping iterate
+                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x)  # stopped: the stopping iterate
         if self.steps and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "pgd %s %s eps=%g step=%g: loss %.4f -> %.4f (%d forwards, %d stopped early)",
@@ -267,10 +267,6 @@ class PGD(Attack):
         if best is not None and self.steps:
             loss_best = torch.where(stopped, loss_last, best.loss)
         return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards, loss_best)
-
-
-def _per_item(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 class _Best:
