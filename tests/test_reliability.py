@@ -40,24 +40,57 @@ examples = false
     return cfg
 
 
+#: ``python -c`` driver for the kill test: the CLI, with os.fsync parking the process forever after
+#: the first fsync of the file named by $ROBUSTMM_TEST_PARK_ON (a durable results line is on disk)
+PARK_AFTER_FIRST_RESULT = """
+import os, sys, threading
+
+park_on = os.environ["ROBUSTMM_TEST_PARK_ON"]
+real_fsync = os.fsync
+
+
+def fsync(fd):
+    real_fsync(fd)
+    try:
+        same = os.path.samestat(os.fstat(fd), os.stat(park_on))
+    except OSError:
+        same = False
+    if same:
+        threading.Event().wait()  # parked until the test kills the process
+
+
+os.fsync = fsync
+from robustmm.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, rand_encoder):
     rand_encoder.save(tmp_path / "model")
     modalities = ["image", "depth", "thermal", "pointcloud"]
     cfg = _job(tmp_path, tmp_path / "model", modalities)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "robustmm", "run", str(cfg), "--out", str(out), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results = out / "results.jsonl"
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
-        if results.exists() and len(read_jsonl(results)) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    os.kill(proc.pid, signal.SIGKILL)
+    # The job runs in a child that parks itself right after its first durable results line (in
+    # os.fsync on results.jsonl), so it cannot finish before the kill: no race, whatever the speed.
+    env = dict(os.environ, ROBUSTMM_TEST_PARK_ON=str(results))
+    proc = subprocess.Popen([sys.executable, "-c", PARK_AFTER_FIRST_RESULT, "run", str(cfg), "--out", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        for _ in range(6000):  # bounded poll: at most ~10 minutes of 0.1 s sleeps
+            if proc.poll() is not None or (results.exists() and read_jsonl(results)):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the run ended before its first result line: {proc.stderr.read().decode()[-500:]}"
+        assert results.exists() and read_jsonl(results), "no result line within the poll bound"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     before = read_jsonl(results)
-    assert 0 < len(before)
+    assert len(before) == 1  # parked after the first line: killed before a second one
     from robustmm.cli import main
 
     assert main(["run", str(cfg), "--out", str(out), "-q", "--resume"]) == 0
