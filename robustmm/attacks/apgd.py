@@ -52,7 +52,7 @@ from ..modalities import CONTINUOUS_MODALITIES, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE, make_objective
 from .margin_losses import Scorer, dlr, dlr_targeted
-from .pgd import check_eps, frozen, item_seed, project, random_delta, resolve_norm
+from .ops import check_eps, frozen, item_seed, project, random_delta, resolve_norm
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from ..modalities import CONTINUOUS_MODALITIES, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE
 from .margin_losses import Scorer
-from .pgd import check_eps, frozen, item_seed, project, resolve_norm
+from .ops import check_eps, frozen, item_seed, project, resolve_norm
 
 __all__ = ["LOSS_NAMES", "Square", "p_schedule"]
 

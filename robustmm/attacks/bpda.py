@@ -1,0 +1,108 @@
+"""BPDA (Athalye, Carlini & Wagner, ICML 2018): a non-differentiable step of a defense, replaced by
+a differentiable stand-in in the backward pass only.
+
+A defense (an :class:`~robustmm.encoders.Encoder` wrapper) routes each non-differentiable step
+(rounding, JPEG, a median filter ...) through :func:`straight_through` and lists the steps'
+names in its ``bpda_steps`` attribute. Normally the step is what it is (its gradient is zero or
+missing, which is why naive attacks report inflated robustness); inside ``with bpda():`` its
+forward value is unchanged but the gradient is the stand-in's (the identity by default). The
+:class:`BPDA` wrapper turns this on around any gradient attack.
+
+Example::
+
+    >>> class Quantized(Encoder):                   # a defense, in the defenses layer
+    ...     bpda_steps = ("bit-depth",)
+    ...     def _encode(self, modality, x):
+    ...         return self.base.encode(modality, straight_through(x, lambda z: (z * 7).round() / 7))
+    >>> adaptive = BPDA(build_attack("pgd"))        # naive: build_attack("pgd")
+    >>> res = robustmm.evaluate(defended, data, modality="image", attack=adaptive)
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from ..batch import Batch
+from ..errors import RobustMMError
+from .base import Attack, AttackWrapper
+
+__all__ = ["BPDA", "bpda", "bpda_enabled", "declared", "straight_through"]
+
+_ON: contextvars.ContextVar[bool] = contextvars.ContextVar("robustmm_bpda", default=False)
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def bpda(on: bool = True) -> Iterator[None]:
+    """Inside the block, :func:`straight_through` steps take their stand-in's gradient."""
+    token = _ON.set(bool(on))
+    try:
+        yield
+    finally:
+        _ON.reset(token)
+
+
+def bpda_enabled() -> bool:
+    """Whether BPDA is on in this context."""
+    return _ON.get()
+
+
+def straight_through(x: torch.Tensor, forward_fn: Fn, backward_fn: Fn | None = None) -> torch.Tensor:
+    """``forward_fn(x)`` in the forward pass; in the backward pass, while BPDA is on, the gradient of
+    ``backward_fn(x)`` (default: the identity, so ``forward_fn`` must keep the shape).
+
+    With BPDA off it is the plain ``forward_fn(x)``: its own gradient (zero for rounding), or a
+    zero gradient when ``forward_fn`` leaves the autograd graph (numpy, PIL), so that a naive
+    attack runs and simply gets no signal.
+    """
+    if not _ON.get():
+        y = forward_fn(x)
+        if x.requires_grad and not y.requires_grad:
+            y = y + 0.0 * x.sum()
+        return y
+    with torch.no_grad():
+        y = forward_fn(x)
+    stand_in = x if backward_fn is None else backward_fn(x)
+    if stand_in.shape != y.shape:
+        raise RobustMMError(f"BPDA stand-in has shape {tuple(stand_in.shape)}, the step's output {tuple(y.shape)}")
+    return stand_in + (y.to(stand_in.dtype) - stand_in).detach()
+
+
+def declared(encoder: Any, attribute: str) -> tuple[Any, ...]:
+    """What ``encoder`` -- or an encoder it wraps (``base``/``encoder``/``inner``) -- declares in
+    ``attribute`` (e.g. ``bpda_steps``); empty when nothing does."""
+    seen: set[int] = set()
+    while encoder is not None and id(encoder) not in seen:
+        seen.add(id(encoder))
+        value = getattr(encoder, attribute, None)
+        if value:
+            return tuple(value) if isinstance(value, (list, tuple, set, frozenset)) else (value,)
+        encoder = next((getattr(encoder, k) for k in ("base", "encoder", "inner") if getattr(encoder, k, None) is not None), None)
+    return ()
+
+
+class BPDA(AttackWrapper):
+    """Any gradient attack, run with BPDA on: the defense's declared non-differentiable steps
+    (``bpda_steps``) take their differentiable stand-ins in the backward pass.
+
+    An encoder that declares no such step is a one-line error (there is nothing to approximate).
+    ``describe()`` adds ``"bpda": true``.
+    """
+
+    def __init__(self, inner: Attack):
+        super().__init__(inner)
+
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        steps = declared(encoder, "bpda_steps")
+        if not steps:
+            raise RobustMMError(f"BPDA on encoder {getattr(encoder, 'name', type(encoder).__name__)!r}: it declares no "
+                                "non-differentiable step to approximate (its bpda_steps is empty)")
+        with bpda():
+            return self.inner(encoder, batch)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe() | {"bpda": True}

@@ -1,0 +1,157 @@
+"""The worst-case ensemble (AutoAttack's protocol, Croce & Hein 2020) on any continuous modality.
+
+Attacks run one after another, each only on the items still robust; an item counts as robust only
+if it survives all of them, and gets the adversarial example of the first attack that broke it
+(survivors: the last attack's). Robust = zero-shot top-1 correct on the attacked encoder, or, for
+a batch without labels, X->text R@1 among the batch's captions (:class:`~.margin_losses.Scorer`).
+Because every part is per-item seeded and deterministic, the ensemble breaks every item that any
+of its parts alone breaks: it is at most the minimum of its parts, item by item.
+
+Parts (``attacks``, default ``("apgd-ce", "apgd-t", "square")``): ``apgd-ce``, ``apgd-dlr``,
+``apgd-t`` (targeted DLR), ``square``, or any registered attack name, or Attack instances.
+``version`` sets their budgets:
+
+=========== ================== ================================ ===================
+version     APGD-CE / -DLR     APGD-T                           Square
+=========== ================== ================================ ===================
+standard    100 steps          100 steps, 9 target classes      5000 queries
+cheap       10 steps           10 steps, 3 target classes       200 queries
+=========== ================== ================================ ===================
+
+(AutoAttack's FAB-T is not included.) ``describe()`` lists the parts and, once the attack has
+run, how many items each part attacked and broke (``ran``).
+
+Example::
+
+    >>> aa = build_attack("ensemble", version="cheap")                    # middle eps
+    >>> res = robustmm.evaluate(enc, data, modality="image", attack=aa)
+    >>> res.attack["ran"]    # [{'part': 'apgd-ce', 'attacked': 94, 'broken': 86}, ...]
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..batch import Batch
+from ..errors import UnknownNameError
+from ..modalities import get_modality
+from .base import Attack, accepts, build_attack, register_attack
+from .losses import DEFAULT_SCALE
+from .margin_losses import Scorer
+from .ops import check_eps, frozen, resolve_norm
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_PARTS", "Ensemble", "VERSIONS"]
+
+DEFAULT_PARTS = ("apgd-ce", "apgd-t", "square")
+#: per version, the settings of each named part: (registered attack, keywords)
+VERSIONS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "standard": {
+        "apgd-ce": ("apgd", {"loss": "ce", "steps": 100}),
+        "apgd-dlr": ("apgd", {"loss": "dlr", "steps": 100}),
+        "apgd-t": ("apgd", {"loss": "dlr-targeted", "steps": 100, "n_target_classes": 9}),
+        "square": ("square", {"n_queries": 5000}),
+    },
+    "cheap": {
+        "apgd-ce": ("apgd", {"loss": "ce", "steps": 10}),
+        "apgd-dlr": ("apgd", {"loss": "dlr", "steps": 10}),
+        "apgd-t": ("apgd", {"loss": "dlr-targeted", "steps": 10, "n_target_classes": 3}),
+        "square": ("square", {"n_queries": 200}),
+    },
+}
+
+
+def _subset(batch: Batch, rows: torch.Tensor) -> Batch:
+    """The items ``rows`` of ``batch`` (their dataset indices kept, so per-item seeds match)."""
+    index = batch.index if batch.index is not None and len(batch.index) == len(batch) else torch.arange(len(batch))
+    r = rows.cpu()
+    return Batch(batch.modality, batch.x[rows], [batch.captions[i] for i in r.tolist()],
+                 None if batch.labels is None else batch.labels[rows.to(batch.labels.device)], batch.prompts,
+                 torch.as_tensor(index)[r])
+
+
+@register_attack("ensemble")
+class Ensemble(Attack):
+    """Worst case over APGD-CE, APGD-T and Square (configurable), each on the items still robust.
+
+    See the module docstring for the protocol, the versions and an example.
+    """
+
+    perturbs = ("x",)
+
+    def __init__(self, attacks: Sequence[str | Attack] | None = None, version: str = "standard",
+                 eps: float | None = None, norm: str | None = None, seed: int = 0,
+                 logit_scale: float = DEFAULT_SCALE):
+        if version not in VERSIONS:
+            raise UnknownNameError("ensemble version", str(version), VERSIONS)
+        self.version = version
+        self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
+        self.norm = None if norm is None else resolve_norm(norm)
+        self.seed = int(seed)
+        self.logit_scale = float(logit_scale)
+        self.attacks = tuple(DEFAULT_PARTS if attacks is None else attacks)
+        if not self.attacks:
+            raise UnknownNameError("ensemble part", "(none)", VERSIONS[version])
+        self.parts = [self._part(a) for a in self.attacks]
+        self._ran = [[0, 0] for _ in self.parts]
+
+    def _part(self, spec: str | Attack) -> tuple[str, Attack]:
+        """(label, attack) of one part, with the ensemble's eps, norm and seed where it takes them."""
+        if isinstance(spec, Attack):
+            atk, label = spec, spec.name
+            common = {k: v for k, v in (("eps", self.eps), ("norm", self.norm)) if v is not None}
+            return label, atk.replace(**{k: v for k, v in common.items() if k in atk.settings()})
+        name, kw = VERSIONS[self.version].get(spec, (spec, {}))
+        kw = dict(kw)
+        for key, value in (("eps", self.eps), ("norm", self.norm), ("seed", self.seed), ("logit_scale", self.logit_scale)):
+            if (value is not None or key == "eps") and accepts(name, key):
+                kw[key] = value
+        return str(spec), build_attack(name, **kw)
+
+    def settings(self) -> dict[str, Any]:
+        return {"attacks": list(self.attacks), "version": self.version, "eps": self.eps, "norm": self.norm,
+                "seed": self.seed, "logit_scale": self.logit_scale}
+
+    def resolve(self, modality: str) -> "Ensemble":
+        """A copy with the modality's middle eps and default norm filled in (for every part)."""
+        spec = get_modality(modality)
+        return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "eps": self.eps, "norm": self.norm,
+                               "seed": self.seed, "parts": [dict(atk.describe(), part=label) for label, atk in self.parts]}
+        if self.logit_scale != DEFAULT_SCALE:
+            out["logit_scale"] = self.logit_scale
+        if any(a for a, _ in self._ran):
+            out["ran"] = [{"part": label, "attacked": a, "broken": b} for (label, _), (a, b) in zip(self.parts, self._ran)]
+        return out
+
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        """Return a perturbed copy of ``batch``: per item, the first part's example that broke it."""
+        modality = batch.modality
+        encoder.check_modality(modality)
+        get_modality(modality).validate(batch.x)
+        x = batch.x.detach()
+        rows = torch.arange(len(batch), device=x.device)
+        with frozen(encoder), torch.no_grad():
+            scorer = Scorer.of(encoder, batch, self.logit_scale, x.device)
+            robust = scorer.robust(encoder.encode(modality, x, validate=False), rows)
+        adv = x.clone()
+        for k, (label, atk) in enumerate(self.parts):
+            todo = rows[robust]
+            if len(todo) == 0:
+                break
+            out = atk(encoder, _subset(batch.replace(x=x), todo)).x.detach()
+            with frozen(encoder), torch.no_grad():
+                still = scorer.robust(encoder.encode(modality, out, validate=False), todo)
+            adv[todo] = out.to(adv.dtype)
+            robust[todo] = still
+            self._ran[k][0] += len(todo)
+            self._ran[k][1] += int((~still).sum())
+            log.debug("ensemble %s %s: %d attacked, %d broken, %d robust left", modality, label, len(todo),
+                      int((~still).sum()), int(robust.sum()))
+        return batch.replace(x=adv)

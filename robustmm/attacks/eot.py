@@ -1,0 +1,136 @@
+"""EOT (Expectation over Transformation, Athalye et al., ICML 2018) for any gradient attack.
+
+Against a randomized model or defense the attack should follow ``E_t[grad L(f_t(x))]``, the mean
+over draws ``t`` of the *per-draw losses'* gradients. Averaging embeddings first
+(``grad L(mean_t f_t(x))``) is a different, biased estimator for any loss that is not linear in
+the embedding (zero-shot CE, DLR), and a view that returns one (n, D) embedding can only ever
+hand the attack's loss one point per item. So :class:`EOT` lets the loss see every draw:
+
+1. the inner attack gets the batch tiled ``samples`` times (copies keep the item's index, hence
+   its random start), so its loss is evaluated on ``samples`` draws per item;
+2. it attacks :class:`EOTEncoder`, a view of the encoder that gives each copy its own draw (copy
+   r of every item in the r-th call of the randomized encoder) and ties identical rows in the
+   backward pass: every copy receives the mean of its copies' gradients -- exactly the EOT
+   estimate, with the forward values untouched;
+3. copies that get the same gradient take the same step and stay identical (PGD always; APGD
+   while its per-item step-size decisions, made on single-draw losses, agree), so each item's
+   result is the example most of its copies ended at.
+
+Nothing in PGD or APGD knows about EOT. Cost: ``samples`` forward/backward passes per step.
+(Rows of different items that are bit-identical would be tied too; real data has none.)
+
+Example::
+
+    >>> robust = EOT(build_attack("apgd", steps=100), samples=20)
+    >>> res = robustmm.evaluate(randomized_defense, data, modality="image", attack=robust)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..batch import Batch
+from ..encoders.base import Encoder
+from ..errors import BudgetError
+from .base import Attack, AttackWrapper
+from .bpda import declared
+
+__all__ = ["EOT", "EOTEncoder", "tie_identical_rows"]
+
+
+def tie_identical_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_tied, rank): ``x_tied`` equals ``x`` but the gradient reaching each row is the mean over
+    the rows bit-identical to it; ``rank[i]`` counts the identical rows before row i."""
+    flat = x.detach().flatten(1)
+    _, group, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
+    order = torch.argsort(group, stable=True)
+    starts = counts.cumsum(0) - counts
+    rank = torch.empty_like(group)
+    rank[order] = torch.arange(len(group), device=x.device) - starts[group[order]]
+    if not x.requires_grad or bool((counts == 1).all()):
+        return x, rank
+    sums = torch.zeros(len(counts), flat.shape[1], dtype=x.dtype, device=x.device).index_add(0, group, x.flatten(1))
+    mean = (sums / counts[:, None].to(x.dtype))[group].view_as(x)
+    return x.detach() + (mean - mean.detach()), rank
+
+
+class EOTEncoder(Encoder):
+    """A view of ``base`` for EOT: identical input rows are tied in the backward pass (their
+    gradients averaged), and the r-th copy of each row is embedded in the r-th call of ``base``,
+    so a randomizing ``base`` gives every copy its own draw."""
+
+    def __init__(self, base: Encoder):
+        super().__init__()
+        self.base = base
+        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+
+    @property
+    def bpda_steps(self) -> tuple[Any, ...]:
+        """The wrapped defense's non-differentiable steps (so BPDA composes with EOT)."""
+        return declared(self.base, "bpda_steps")
+
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        x, rank = tie_identical_rows(x)
+        order, parts = [], []
+        for r in range(int(rank.max()) + 1):
+            rows = (rank == r).nonzero().squeeze(1)
+            order.append(rows)
+            parts.append(self.base.encode(modality, x[rows], validate=False))
+        emb = torch.cat(parts)
+        return emb[torch.argsort(torch.cat(order))]
+
+    def encode_text(self, texts: Any) -> torch.Tensor:
+        return self.base.encode_text(texts)
+
+    def tower(self, modality: str) -> torch.nn.Module:
+        return self.base.tower(modality)
+
+    def info(self) -> dict[str, Any]:
+        return self.base.info()
+
+
+class EOT(AttackWrapper):
+    """Any gradient attack with its gradient averaged over ``samples`` draws of a randomized
+    encoder (the mean of the per-draw losses' gradients). ``describe()`` adds ``eot_samples``.
+
+    Args:
+        inner: the attack (PGD, APGD, ... or a BPDA-wrapped one).
+        samples: draws per step (``k``); an integer >= 1.
+    """
+
+    def __init__(self, inner: Attack, samples: int = 10):
+        super().__init__(inner)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise BudgetError(f"EOT samples must be an integer >= 1, got {samples!r}")
+        self.samples = samples
+        self._views: dict[int, tuple[Encoder, EOTEncoder]] = {}
+
+    def wrap(self, inner: Attack) -> "EOT":
+        return EOT(inner, self.samples)
+
+    def _view(self, encoder: Encoder) -> EOTEncoder:
+        held = self._views.get(id(encoder))
+        if held is None or held[0] is not encoder:
+            held = (encoder, EOTEncoder(encoder))
+            self._views[id(encoder)] = held
+        return held[1]
+
+    def __call__(self, encoder: Any, batch: Batch) -> Batch:
+        """Attack ``samples`` tied copies of ``batch`` on the EOT view; one example per item back."""
+        k, n = self.samples, len(batch)
+        index = batch.index if batch.index is not None and len(batch.index) == n else torch.arange(n)
+        tiled = Batch(batch.modality, batch.x.repeat(k, *([1] * (batch.x.dim() - 1))), list(batch.captions) * k,
+                      None if batch.labels is None else batch.labels.repeat(k), batch.prompts,
+                      torch.as_tensor(index).repeat(k))
+        out = self.inner(self._view(encoder), tiled)
+        copies = out.x.detach().view(k, n, *batch.x.shape[1:])
+        # the example most copies agree on (a random projection identifies bit-identical rows)
+        probe = torch.randn(copies[0, 0].numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        keys = copies.flatten(2).to(torch.float64) @ probe.to(copies.device)
+        votes = (keys[:, None, :] == keys[None, :, :]).sum(1)  # (k, n)
+        pick = votes.argmax(0)
+        return batch.replace(x=copies[pick, torch.arange(n, device=copies.device)].clone())
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe() | {"eot_samples": self.samples}
