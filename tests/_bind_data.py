@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import wave
 from pathlib import Path
@@ -48,8 +49,14 @@ def write_esc50(root: Path, per_fold: int = 2) -> None:
         w.writerows(rows)
 
 
-def write_msrvtt(root: Path, n: int = 6, frames: int = 5) -> None:
-    """MSRVTT_JSFUSION_test.csv + pre-extracted frames folders (frames/<video_id>/00001.jpg ...)."""
+def _frames(d: Path, rng: np.random.Generator, frames: int) -> None:
+    d.mkdir(parents=True)
+    for k in range(frames):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(d / f"{k + 1:05d}.png")
+
+
+def write_msrvtt(root: Path, n: int = 6, frames: int = 5, n_train: int = 4) -> None:
+    """MSRVTT_JSFUSION_test.csv (+ the 9k-split files, under msrvtt_data/) + frames folders (frames/<video_id>/)."""
     rng = np.random.default_rng(0)
     with open(root / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -57,10 +64,15 @@ def write_msrvtt(root: Path, n: int = 6, frames: int = 5) -> None:
         for i in range(n):
             vid = f"video{7010 + i}"
             w.writerow([f"ret{i}", f"msr{7010 + i}", vid, f"a person is cooking dish number {i}"])
-            d = root / "frames" / vid
-            d.mkdir(parents=True)
-            for k in range(frames):
-                Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(d / f"{k + 1:05d}.png")
+            _frames(root / "frames" / vid, rng, frames)
+    (root / "msrvtt_data").mkdir(exist_ok=True)
+    with open(root / "msrvtt_data" / "MSRVTT_train.9k.csv", "w", newline="") as f:
+        f.write("video_id\n" + "".join(f"video{i}\n" for i in range(n_train)))
+    sentences = [{"video_id": f"video{i}", "caption": f"a dog runs in a park, take {k}", "sen_id": 2 * i + k}
+                 for i in range(n_train) for k in range(2)]
+    (root / "msrvtt_data" / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": sentences}))
+    for i in range(n_train):
+        _frames(root / "frames" / f"video{i}", rng, frames)
 
 
 def depth_png(path: Path, rng: np.random.Generator, shape: tuple[int, int] = (30, 40)) -> np.ndarray:

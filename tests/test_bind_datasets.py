@@ -77,6 +77,9 @@ def test_msrvtt_frames_folders(tmp_path):
     assert v.shape == (2, 3, 3, 24, 24)
     get_modality("video").validate(v)
     assert not ds.tasks  # retrieval only
+    train = load_dataset("msrvtt", split="train", root=str(tmp_path), num_frames=2, image_size=16)
+    assert len(train) == 4 and train.captions[1] == ["a dog runs in a park, take 0", "a dog runs in a park, take 1"]
+    assert train.get("video", [3]).shape == (1, 2, 3, 16, 16)
 
 
 def test_msrvtt_missing_is_one_line(tmp_path):

@@ -1,9 +1,11 @@
-"""MSR-VTT text-video retrieval, the 1k-A test split (1000 videos, one sentence each).
+"""MSR-VTT text-video retrieval, the 1k-A test split (1000 videos, one sentence each) and the 9k train split.
 
 On-disk format of the common release (the JSFusion 1k-A split as distributed with CLIP4Clip,
 and used by ImageBind's and LanguageBind's retrieval numbers)::
 
     root/MSRVTT_JSFUSION_test.csv      key,vid_key,video_id,sentence   (also under root/msrvtt_data/)
+    root/MSRVTT_train.9k.csv           video_id   (split "train": the 9k training videos, captions from
+    root/MSRVTT_data.json              {"sentences": [{"video_id", "caption"}, ...]}, ~20 per video)
     root/videos/all/video7020.mp4      (or root/MSRVTT_Videos/, or video_root=)
     root/frames/video7020/00001.jpg    optional pre-extracted frames, one folder per video
 
@@ -17,6 +19,7 @@ decord recipe), resized (shorter side, bicubic) and center-cropped to ``image_si
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -84,11 +87,26 @@ class VideoLoader:
         return torch.stack([self.load_one(self.sources[i]) for i in idx])
 
 
-def _find_csv(root: Path) -> Path:
-    for p in (root / _CSV, root / "msrvtt_data" / _CSV):
+def _find(root: Path, name: str, what: str) -> Path:
+    for p in (root / name, root / "msrvtt_data" / name):
         if p.is_file():
             return p
-    raise MissingDataError(f"msrvtt: {_CSV} not found under {root} (the 1k-A test split: key,vid_key,video_id,sentence)")
+    raise MissingDataError(f"msrvtt: {name} not found under {root} ({what})")
+
+
+def _train_rows(root: Path) -> list[tuple[str, list[str]]]:
+    """The 9k training videos with all their captions."""
+    ids_csv = _find(root, "MSRVTT_train.9k.csv", "the 9k training split: a video_id column")
+    data = _find(root, "MSRVTT_data.json", "the captions: sentences with video_id and caption")
+    try:
+        with open(ids_csv, newline="", encoding="utf-8") as f:
+            ids = [r["video_id"].strip() for r in csv.DictReader(f)]
+        caps: dict[str, list[str]] = {}
+        for s in json.loads(data.read_text(encoding="utf-8"))["sentences"]:
+            caps.setdefault(str(s["video_id"]), []).append(str(s["caption"]).strip())
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, csv.Error) as e:
+        raise CheckpointError(f"msrvtt: malformed training split files ({type(e).__name__}: {e})") from None
+    return [(vid, caps.get(vid, [])) for vid in ids]
 
 
 def _source(root: Path, video_root: Path | None, vid: str) -> Path:
@@ -114,23 +132,26 @@ def load_msrvtt(
     check_files: bool = True,
     **_: Any,
 ) -> MultimodalDataset:
-    """MSR-VTT 1k-A test split (see the module docstring for the layout)."""
-    if split != "test":
-        raise UnknownNameError("msrvtt split (the 1k-A split has only a test set)", split, ["test"])
+    """MSR-VTT 1k-A test split, or the 9k training videos (see the module docstring for the layout)."""
+    if split not in ("test", "train"):
+        raise UnknownNameError("msrvtt split", split, ["test", "train"])
     if root is None:
         raise RobustMMError(f"msrvtt needs root=DIR holding {_CSV} and videos/all/ (or frames/)")
     if num_frames <= 0 or image_size <= 0:
         raise RobustMMError(f"num_frames and image_size must be positive, got {num_frames}, {image_size}")
     root = Path(root).expanduser()
     vroot = Path(video_root).expanduser() if video_root else None
-    path = _find_csv(root)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [(r["video_id"].strip(), r["sentence"].strip()) for r in csv.DictReader(f)]
-    except (KeyError, AttributeError, csv.Error) as e:
-        raise CheckpointError(f"msrvtt: {path} lacks the video_id/sentence columns ({e})") from None
+    if split == "train":
+        rows = _train_rows(root)
+    else:
+        path = _find(root, _CSV, "the 1k-A test split: key,vid_key,video_id,sentence")
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = [(r["video_id"].strip(), [r["sentence"].strip()]) for r in csv.DictReader(f)]
+        except (KeyError, AttributeError, csv.Error) as e:
+            raise CheckpointError(f"msrvtt: {path} lacks the video_id/sentence columns ({e})") from None
     if not rows:
-        raise EmptyDatasetError(f"msrvtt: no rows in {path}")
+        raise EmptyDatasetError(f"msrvtt: no videos in split {split!r} under {root}")
     index, seed = choose_subset(len(rows), n, seed)
     rows = [rows[i] for i in index.tolist()]
     sources = [_source(root, vroot, vid) for vid, _ in rows]
@@ -138,9 +159,9 @@ def load_msrvtt(
         missing = [s for s in sources if not s.exists()]
         if missing:
             raise MissingDataError(f"msrvtt: {len(missing)} of {len(sources)} videos not found, e.g. {missing[0]}")
-    logger.info("loaded msrvtt/test: %d videos from %s", len(rows), root)
+    logger.info("loaded msrvtt/%s: %d videos from %s", split, len(rows), root)
     return MultimodalDataset(
-        name="msrvtt", split=split, captions=[[s] for _, s in rows],
+        name="msrvtt", split=split, captions=[list(c) for _, c in rows],
         loaders={"video": VideoLoader([str(s) for s in sources], num_frames, image_size)}, seed=seed,
         meta={"num_frames": int(num_frames), "image_size": int(image_size),
               "decoded": "frames folders" if all(s.is_dir() for s in sources) else "mp4 (PyAV)"},
