@@ -6,11 +6,11 @@ import torch
 
 import robustmm
 from robustmm.attacks import build_attack
-from robustmm.text.substitutes import MASK, STOP_WORDS, MaskedLMSubstitutes, split_words
 from robustmm.attacks.xmai import XMAI, caption_similarity, relative_drop, remove_insertions
 from robustmm.encoders.text_minilm import minilm_path
 from robustmm.errors import MissingWeightsError, RobustMMError
 from robustmm.evaluation import iter_batches
+from robustmm.text.substitutes import MASK, STOP_WORDS, MaskedLMSubstitutes, split_words
 
 
 @pytest.fixture(scope="module")
