@@ -57,7 +57,7 @@ import torch
 
 from ..batch import Batch
 from ..errors import BudgetError, RobustMMError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, get_modality
+from ..modalities import CONTINUOUS_MODALITIES, Norm, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE, effective_loss, make_objective, resolve_loss
 from .ops import ascent_step, check_eps, frozen, item_seed, per_sample, project, random_delta, resolve_norm
@@ -158,7 +158,7 @@ class PGD(Attack):
         norm = resolve_norm(self.norm, spec)
         if self.step_size is not None:
             step = self.step_size
-        elif norm == "linf":
+        elif norm == Norm.LINF:
             step = eps / 4
         else:
             step = 2.5 * eps / max(self.steps, 1)
@@ -168,7 +168,7 @@ class PGD(Attack):
         step: Any = self.step_size
         if step is None:
             if self.eps is not None and self.norm is not None:
-                step = self.eps / 4 if self.norm == "linf" else 2.5 * self.eps / max(self.steps, 1)
+                step = self.eps / 4 if self.norm == Norm.LINF else 2.5 * self.eps / max(self.steps, 1)
             else:
                 step = "eps/4 (linf) | 2.5*eps/steps (l2)"
         out: dict[str, Any] = {

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..batch import Batch
 from ..errors import RobustMMError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, get_modality
+from ..modalities import CONTINUOUS_MODALITIES, Norm, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE
 from .ops import check_eps, frozen, project
@@ -154,8 +154,8 @@ def _norm_of(attack_name: str, kwargs: dict[str, Any], accepts: set[str]) -> str
     if "eps" not in accepts:
         return None
     if "norm" in kwargs:
-        return "l2" if str(kwargs["norm"]).lower() == "l2" else "linf"
-    return "l2" if "L2" in attack_name else "linf"
+        return Norm.L2 if str(kwargs["norm"]).lower() == "l2" else Norm.LINF
+    return Norm.L2 if "L2" in attack_name else Norm.LINF
 
 
 @register_attack("torchattacks")
