@@ -1,0 +1,195 @@
+"""EOT and BPDA: the EOT gradient is the mean of per-draw loss gradients, EOT beats the plain
+attack on a randomized toy, BPDA beats the naive attack on a rounding defense, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+
+from robustmm.attacks import build_attack
+from robustmm.attacks.bpda import BPDA, bpda, bpda_enabled, declared, straight_through
+from robustmm.attacks.eot import EOT, EOTEncoder, tie_identical_rows
+from robustmm.batch import Batch
+from robustmm.data.synthscenes import synthscenes
+from robustmm.encoders.base import Encoder
+from robustmm.errors import BudgetError, RobustMMError
+from robustmm.evaluation import iter_batches
+from robustmm.metrics import zeroshot_correct
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N = 16
+
+
+class _View(Encoder):
+    def __init__(self, base: Encoder):
+        super().__init__()
+        self.base = base
+        self.name, self.modalities, self.embed_dim = base.name + "+toy", base.modalities, base.embed_dim
+
+    def encode_text(self, texts):
+        return self.base.encode_text(texts)
+
+
+class NoisyGradient(_View):
+    """A randomized model whose forward is exact but whose gradient has each element's sign flipped
+    with probability 0.4 per draw: one draw's gradient is nearly useless, their mean is not."""
+
+    def _encode(self, modality, x):
+        flip = torch.where(torch.rand(x.shape, device=x.device) < 0.6, 1.0, -1.0)
+        return self.base.encode(modality, x.detach() + flip * (x - x.detach()), validate=False)
+
+
+class Shifted(_View):
+    """Call c adds 0.01 * c to the input: a draw sequence known in advance."""
+
+    calls = 0
+
+    def _encode(self, modality, x):
+        Shifted.calls += 1
+        return self.base.encode(modality, (x + 0.01 * Shifted.calls).clamp(0, 1), validate=False)
+
+
+class Rounding(_View):
+    """A bit-depth defense (32 levels): rounding has a zero gradient, so naive attacks stall."""
+
+    bpda_steps = ("bit-depth",)
+
+    def _encode(self, modality, x):
+        return self.base.encode(modality, straight_through(x, lambda z: (z * 31).round() / 31), validate=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthscenes(N, seed=2)
+
+
+@pytest.fixture(scope="module")
+def enc(data, one_thread):
+    return tiny_tinybind(data)
+
+
+@pytest.fixture(scope="module")
+def image(enc, data):
+    b = next(iter_batches(data, "image", N, data.tasks["image"].prompts()))
+    with torch.no_grad():  # the model's own predictions: every item correct at the clean input
+        return b.replace(labels=(enc.encode("image", b.x) @ enc.class_embeddings(b.prompts).T).argmax(1))
+
+
+def accuracy(enc, b: Batch, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return zeroshot_correct(enc.encode(b.modality, x), enc.class_embeddings(b.prompts), b.labels).float().mean().item()
+
+
+# -- EOT ----------------------------------------------------------------------------------------------
+def test_eot_gradient_is_the_mean_of_per_draw_loss_gradients(enc, image):
+    """Through the EOT view, each tied copy gets (1/k) sum_t grad CE(f_t(x)): not grad CE(mean_t f_t(x))."""
+    b, k = image, 3
+    x = b.x[:4]
+    centers = enc.class_embeddings(b.prompts)
+
+    def ce(emb, labels):
+        return F.cross_entropy(100 * emb @ centers.T, labels, reduction="sum")
+
+    tiled = x.repeat(k, 1, 1, 1).requires_grad_(True)
+    Shifted.calls = 0
+    emb = EOTEncoder(Shifted(enc)).encode("image", tiled)
+    (g,) = torch.autograd.grad(ce(emb, b.labels[:4].repeat(k)), tiled)
+    want = torch.zeros_like(x)
+    for c in range(1, k + 1):
+        xc = x.clone().requires_grad_(True)
+        want += torch.autograd.grad(ce(enc.encode("image", (xc + 0.01 * c).clamp(0, 1)), b.labels[:4]), xc)[0] / k
+    for r in range(k):
+        assert torch.allclose(g[r * 4:(r + 1) * 4], want, rtol=1e-4, atol=1e-7)
+
+
+def test_tie_identical_rows_forward_is_exact():
+    x = torch.rand(5, 7, dtype=torch.float64)
+    x = torch.cat([x, x[:2]]).requires_grad_(True)
+    tied, rank = tie_identical_rows(x)
+    assert torch.equal(tied, x) and rank.tolist() == [0, 0, 0, 0, 0, 1, 1]
+    w = torch.arange(7.0, dtype=torch.float64)[:, None]
+    (g,) = torch.autograd.grad((tied * w).sum(), x)
+    assert torch.allclose(g[0], torch.full((7,), 2.5, dtype=torch.float64)) and torch.allclose(g[2], w[2].expand(7))
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+def test_eot_beats_the_plain_attack_on_a_randomized_model(enc, image, attack):
+    eps, noisy = 1 / 255, NoisyGradient(enc)
+    inner = build_attack(attack, eps=eps, steps=5)
+    torch.manual_seed(0)
+    plain = accuracy(enc, image, inner(noisy, image).x)
+    torch.manual_seed(0)
+    adv = EOT(inner, samples=8)(noisy, image).x
+    assert (adv - image.x).abs().max() <= eps + 1e-6 and adv.shape == image.x.shape
+    assert accuracy(enc, image, adv) <= plain - 0.2, (accuracy(enc, image, adv), plain)
+
+
+def test_eot_wrapper_contract(enc, image):
+    eot = EOT(build_attack("pgd", steps=2), samples=4)
+    assert eot.describe()["eot_samples"] == 4 and eot.describe()["name"] == "pgd"
+    r = eot.resolve("image")
+    assert isinstance(r, EOT) and r.samples == 4 and r.eps == 4 / 255
+    assert isinstance(eot.with_eps(0.01), EOT) and eot.replace(steps=3).inner.steps == 3
+    x0 = image.x.clone()
+    out = EOT(build_attack("pgd", eps=2 / 255, steps=1), 2)(enc, image)
+    assert torch.equal(image.x, x0) and out.x.shape == x0.shape and out.captions is image.captions
+
+
+@pytest.mark.parametrize("samples", [0, -2, 1.5, True])
+def test_eot_samples_must_be_positive(samples):
+    with pytest.raises(BudgetError) as e:
+        EOT(build_attack("pgd"), samples=samples)
+    assert "\n" not in str(e.value)
+
+
+# -- BPDA ---------------------------------------------------------------------------------------------
+def test_straight_through_forward_and_backward():
+    x = torch.linspace(0, 1, 11).requires_grad_(True)
+    q = lambda z: (z * 4).round() / 4  # noqa: E731
+    y = straight_through(x, q)
+    assert torch.equal(y, q(x.detach())) and not bpda_enabled()
+    assert torch.equal(torch.autograd.grad(y.sum(), x)[0], torch.zeros(11))  # rounding: no signal
+    y = straight_through(x, lambda z: torch.from_numpy(z.detach().numpy().round()))
+    assert torch.equal(torch.autograd.grad(y.sum(), x)[0], torch.zeros(11))  # out of the graph: zero, no error
+    with bpda():
+        assert bpda_enabled()
+        y = straight_through(x, q)
+        assert torch.equal(y, q(x.detach()))
+        assert torch.equal(torch.autograd.grad(y.sum(), x)[0], torch.ones(11))  # identity stand-in
+        y = straight_through(x, q, backward_fn=lambda z: 3 * z)
+        assert torch.equal(torch.autograd.grad(y.sum(), x)[0], torch.full((11,), 3.0))
+        with pytest.raises(RobustMMError):
+            straight_through(x, q, backward_fn=lambda z: z[:3])
+    assert not bpda_enabled()
+
+
+def test_bpda_context_restores_after_an_error():
+    with pytest.raises(KeyError):
+        with bpda():
+            raise KeyError("x")
+    assert not bpda_enabled()
+
+
+def test_bpda_beats_the_naive_attack_on_rounding(enc, image):
+    defended, eps = Rounding(enc), 8 / 255
+    pgd = build_attack("pgd", eps=eps, steps=5)
+    naive = accuracy(defended, image, pgd(defended, image).x)
+    adaptive = accuracy(defended, image, BPDA(pgd)(defended, image).x)
+    assert adaptive <= naive - 0.3, (adaptive, naive)
+    assert BPDA(pgd).describe()["bpda"] is True and isinstance(BPDA(pgd).with_eps(0.1), BPDA)
+
+
+def test_bpda_composes_with_eot(enc, image):
+    defended, eps = Rounding(enc), 8 / 255
+    assert declared(EOTEncoder(defended), "bpda_steps") == ("bit-depth",)
+    naive = accuracy(defended, image, build_attack("pgd", eps=eps, steps=3)(defended, image).x)
+    both = EOT(BPDA(build_attack("pgd", eps=eps, steps=3)), samples=2)(defended, image).x
+    assert accuracy(defended, image, both) < naive
+
+
+def test_bpda_on_an_encoder_with_nothing_to_approximate(enc, image):
+    with pytest.raises(RobustMMError, match="declares no non-differentiable step") as e:
+        BPDA(build_attack("pgd", steps=1))(enc, image)
+    assert "\n" not in str(e.value)
