@@ -65,6 +65,9 @@ VERSIONS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
 }
 
 
+_APGD_LABELS = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}
+
+
 def _subset(batch: Batch, rows: torch.Tensor) -> Batch:
     """The items ``rows`` of ``batch`` (their dataset indices kept, so per-item seeds match)."""
     index = batch.index if batch.index is not None and len(batch.index) == len(batch) else torch.arange(len(batch))
@@ -102,7 +105,7 @@ class Ensemble(Attack):
     def _part(self, spec: str | Attack) -> tuple[str, Attack]:
         """(label, attack) of one part, with the ensemble's eps, norm and seed where it takes them."""
         if isinstance(spec, Attack):
-            atk, label = spec, spec.name
+            atk, label = spec, _APGD_LABELS.get(getattr(spec, "loss", None), spec.name) if spec.name == "apgd" else spec.name
             common = {k: v for k, v in (("eps", self.eps), ("norm", self.norm)) if v is not None}
             return label, atk.replace(**{k: v for k, v in common.items() if k in atk.settings()})
         name, kw = VERSIONS[self.version].get(spec, (spec, {}))
