@@ -385,6 +385,14 @@ def _languagebind(tmp: Path):
     return robustmm.load_encoder("languagebind:" + ",".join(f"{m}={tmp}/LanguageBind_{m}" for m in mods))
 
 
+def _imagebind(tmp: Path):
+    from _bind_tiny import write_imagebind
+
+    path = tmp / "imagebind_tiny.pth"
+    write_imagebind(path)
+    return robustmm.load_encoder(f"imagebind:{path}")
+
+
 #: family -> how to build a tiny offline instance through the registry (argument: an empty folder)
 ENCODER_BUILDERS = {
     "tinybind": _tinybind("tinybind"),
@@ -392,6 +400,7 @@ ENCODER_BUILDERS = {
     "open_clip": _open_clip,
     "hf": _hf,
     "languagebind": _languagebind,
+    "imagebind": _imagebind,
 }
 
 
