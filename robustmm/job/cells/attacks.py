@@ -28,6 +28,8 @@ from ..registry import Cell, CellKind, register_cell
 
 @dataclasses.dataclass
 class AttackCellConfig(Section):
+    """``[attacks.NAME]``: where, at which budgets and with which settings attack NAME runs."""
+
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
     eps: list[float] = option([], minimum=0)  # budgets; empty = the attack's default (the modality's middle eps)

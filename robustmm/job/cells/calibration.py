@@ -16,6 +16,8 @@ from ..registry import Cell, CellKind, register_cell
 
 @dataclasses.dataclass
 class CalibrationConfig(Section):
+    """``[calibration]``: which heads to train, on what, for how long."""
+
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
     objectives: list[str] = option(["ce"], check=parse_objective)  # ce, l2, infonce, or sums like "ce+0.5*l2"

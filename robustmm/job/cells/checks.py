@@ -24,6 +24,8 @@ def _model_or_empty(name: str) -> None:
 
 @dataclasses.dataclass
 class ChecksConfig(Section):
+    """``[checks]``: which checks, on how many items, with which step counts."""
+
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
     n: int = option(100, positive=True)  # items checked (independent PGD runs: ~2 curves' cost)

@@ -14,6 +14,8 @@ from ..registry import Cell, CellKind, register_cell
 
 @dataclasses.dataclass
 class PatchConfig(Section):
+    """``[patch]``: the patch's modality, size, training split and epochs."""
+
     enabled: bool = True
     modality: str = option("image", check=get_modality)
     area: float = option(0.03, positive=True)  # fraction of the image the patch covers

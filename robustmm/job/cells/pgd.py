@@ -12,6 +12,8 @@ from ..registry import Cell, CellKind, register_cell
 
 @dataclasses.dataclass
 class PGDConfig(Section):
+    """``[pgd]``: PGD steps and the retrieval curve's size."""
+
     enabled: bool = True
     steps: int = option(10, minimum=0)  # step size eps/4 (L-inf), random start, zero-shot CE loss
     quick_steps: int | None = option(5, minimum=0)

@@ -15,6 +15,8 @@ from ..registry import Cell, CellKind, register_cell
 
 @dataclasses.dataclass
 class SGAConfig(Section):
+    """``[sga]``: SGA's modality, budget, transfer targets and items."""
+
     enabled: bool = True
     modality: str = option("image", check=get_modality)
     eps: float = option(2 / 255, minimum=0)

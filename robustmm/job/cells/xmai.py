@@ -14,6 +14,8 @@ from ..registry import Cell, CellKind, register_cell
 
 @dataclasses.dataclass
 class XMAIConfig(Section):
+    """``[xmai]``: XMAI's modality and items."""
+
     enabled: bool = True
     modality: str = option("image", check=get_modality)
     n: int | None = option(200, positive=True)
