@@ -26,7 +26,7 @@ Example::
     >>> adv = torchattacks.APGD(clf, eps=4 / 255, steps=100)(images, labels)   # direct use
 
 torchattacks switches its model to eval mode and may call ``train()`` afterwards; the attack
-runs inside :func:`~robustmm.attacks.pgd.frozen`, which restores every module's mode and every
+runs inside :func:`~robustmm.attacks.ops.frozen`, which restores every module's mode and every
 parameter's ``requires_grad`` exactly. torchattacks' random draws use the global torch RNG: the
 call runs under ``torch.random.fork_rng`` seeded with ``seed``, so it is reproducible and leaves
 the caller's RNG untouched. Inputs that are not (N, C, H, W) are passed to torchattacks as a
