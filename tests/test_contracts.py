@@ -184,11 +184,11 @@ class Attacks:
         batch = self.batch(modality)
         snap = _snapshot(batch)
         try:
+            _odd_state(self.enc, modality)  # before the fit too: fitting must leave the encoder alone as well
+            before = encoder_state(self.enc) | {"rng": torch.get_rng_state()}
             attack, kw = self.build(name, modality)
-            _odd_state(self.enc, modality)
-            before = encoder_state(self.enc)
             out = attack(self.enc, batch)
-            after = encoder_state(self.enc)
+            after = encoder_state(self.enc) | {"rng": torch.get_rng_state()}
         except RobustMMError as e:
             return f"{name} rejects {modality}: {type(e).__name__}: {e}"
         finally:
@@ -314,6 +314,13 @@ def test_attack_leaves_the_encoder_as_it_was(attacks, name, modality):
     assert after["modes"] == before["modes"], "train/eval modes not restored"
     assert after["flags"] == before["flags"], "requires_grad flags not restored"
     assert not any(after["grads"].values()), "parameters got .grad"
+
+
+@pytest.mark.parametrize("name, modality", ATTACK_CASES)
+def test_attack_leaves_the_global_rng_alone(attacks, name, modality):
+    """Building, fitting and calling an attack does not move the caller's global torch RNG."""
+    run = attacks.run(name, modality)
+    assert torch.equal(run.state_before["rng"], run.state_after["rng"])
 
 
 @pytest.mark.parametrize("name, modality", ATTACK_CASES)
