@@ -348,6 +348,23 @@ def test_attack_runs_on_some_modality(attacks, name):
     pytest.fail(f"{name} ran on no continuous modality: {reasons}")
 
 
+@pytest.mark.parametrize("name", ATTACKS)
+def test_evaluate_with_the_attack_leaves_the_encoder_as_it_was(attacks, name):
+    """Through robustmm.evaluate (clean pass, attack, scoring) on a modality the attack runs on."""
+    modality = next((m for m in CONTINUOUS_MODALITIES if isinstance(attacks.runs.get((name, m)), AttackRun)), None)
+    if modality is None:
+        test_attack_runs_on_some_modality(attacks, name)
+        modality = next(m for m in CONTINUOUS_MODALITIES if isinstance(attacks.runs.get((name, m)), AttackRun))
+    attack, _ = attacks.build(name, modality)
+    before = encoder_state(attacks.enc)
+    res = robustmm.evaluate(attacks.enc, attacks.data, modality=modality, attack=attack, progress=False)
+    after = encoder_state(attacks.enc)
+    assert res.attack["name"] == name and res.metrics["attacked"] is not None
+    assert all(torch.equal(v, after["tensors"][k]) for k, v in before["tensors"].items())
+    assert after["modes"] == before["modes"] and after["flags"] == before["flags"]
+    assert not any(after["grads"].values())
+
+
 def test_toy_attack_is_registered_and_contract_checked():
     assert TOY_NAME in robustmm.list_attacks() and TOY_NAME in ATTACKS
     assert all(TOY_NAME in p.id for p in ATTACK_CASES if p.values[0] == TOY_NAME)
