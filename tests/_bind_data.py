@@ -82,9 +82,9 @@ def depth_png(path: Path, rng: np.random.Generator, shape: tuple[int, int] = (30
     return mm
 
 
-def write_nyu(root: Path, layout: str = "folders", n: int = 6) -> None:
-    """16-bit depth PNGs in mm: class folders (test/<scene>/) or the nicr layout (test/depth + test/scene)."""
-    rng = np.random.default_rng(1)
+def write_nyu(root: Path, layout: str = "folders", n: int = 6, split: str = "test") -> None:
+    """16-bit depth PNGs in mm: class folders (val/<scene>/) or the nicr layout ({split}/depth + {split}/scene)."""
+    rng = np.random.default_rng(1 if split == "test" else 11)
     scenes = ["bedroom", "dining_room", "study", "kitchen"]  # "study" is not one of the 10: -> others
     for i in range(n):
         scene = scenes[i % len(scenes)]
@@ -93,24 +93,39 @@ def write_nyu(root: Path, layout: str = "folders", n: int = 6) -> None:
                 scene = "others"
             depth_png(root / "val" / scene / f"{i:04d}.png", rng)
         else:
-            depth_png(root / "test" / "depth" / f"{i:04d}.png", rng)
-            (root / "test" / "scene").mkdir(parents=True, exist_ok=True)
-            (root / "test" / "scene" / f"{i:04d}.txt").write_text(scene + "\n")
+            depth_png(root / split / "depth" / f"{i:04d}.png", rng)
+            (root / split / "scene").mkdir(parents=True, exist_ok=True)
+            (root / split / "scene" / f"{i:04d}.txt").write_text(scene + "\n")
 
 
-def write_llvip(root: Path, n_images: int = 3) -> None:
-    """The LLVIP release: infrared/test/*.jpg (gray as RGB) + Annotations/*.xml (VOC person boxes)."""
-    rng = np.random.default_rng(2)
-    (root / "infrared" / "test").mkdir(parents=True)
-    (root / "Annotations").mkdir(parents=True)
+def write_llvip(root: Path, n_images: int = 3, split: str = "test") -> None:
+    """The LLVIP release: infrared/{split}/*.jpg (gray as RGB) + Annotations/*.xml (VOC person boxes)."""
+    rng = np.random.default_rng(2 if split == "test" else 12)
+    (root / "infrared" / split).mkdir(parents=True)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        name = f"{190001 + i:06d}"
+        name = f"{190001 + i:06d}" if split == "test" else f"{10001 + i:06d}"
         gray = rng.integers(0, 120, (96, 128), dtype=np.uint8)
         gray[20:70, 10 + 30 * i: 34 + 30 * i] = 230  # a warm pedestrian
-        Image.fromarray(np.stack([gray] * 3, axis=-1)).save(root / "infrared" / "test" / f"{name}.jpg")
+        Image.fromarray(np.stack([gray] * 3, axis=-1)).save(root / "infrared" / split / f"{name}.jpg")
         objs = f"<object><name>person</name><bndbox><xmin>{10 + 30 * i}</xmin><ymin>20</ymin>" \
                f"<xmax>{34 + 30 * i}</xmax><ymax>70</ymax></bndbox></object>"
         if i == 0:  # a box below min_box is skipped
             objs += "<object><name>person</name><bndbox><xmin>100</xmin><ymin>80</ymin><xmax>104</xmax><ymax>84</ymax></bndbox></object>"
         (root / "Annotations" / f"{name}.xml").write_text(
             f"<annotation><filename>{name}.jpg</filename><size><width>128</width><height>96</height></size>{objs}</annotation>")
+
+
+def write_cifar10(root: Path, n: int = 12) -> None:
+    """cifar-10-batches-py/ in the torchvision format (pickled dicts of uint8 rows)."""
+    import pickle
+
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for fname in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
+        with open(d / fname, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [i % 10 for i in range(n)]}, f)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [s.encode() for s in names]}, f)

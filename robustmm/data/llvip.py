@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LLVIP_CLASSES", "THERMAL_TEMPLATES", "CropLoader", "load_llvip", "read_voc_boxes"]
 
+#: Side of the square frames/maps when ``image_size`` is not given (what the Bind towers take).
+DEFAULT_IMAGE_SIZE = 224
+
 LLVIP_CLASSES: tuple[str, ...] = ("background", "people")
 THERMAL_TEMPLATES: tuple[str, ...] = ("a thermal infrared photo of a {}.", "a thermal infrared photo of the {}.",
                                       "a thermal infrared photo of many {}.", "a low resolution thermal infrared photo of the {}.")
@@ -128,12 +131,13 @@ def load_llvip(
     n: int | None = None,
     seed: int | None = None,
     root: str | Path | None = None,
-    image_size: int = 224,
+    image_size: int | None = None,
     min_box: int = 16,
     templates: tuple[str, ...] = THERMAL_TEMPLATES,
     **_: Any,
 ) -> MultimodalDataset:
     """LLVIP person/background crops (see the module docstring for the two layouts)."""
+    image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
     if split not in ("train", "test", "val"):
         raise UnknownNameError("llvip split", split, ["train", "test", "val"])
     if root is None:

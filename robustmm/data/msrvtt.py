@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["VideoLoader", "load_msrvtt", "decode_mp4"]
 
+#: Side of the square frames/maps when ``image_size`` is not given (what the Bind towers take).
+DEFAULT_IMAGE_SIZE = 224
+
 _CSV = "MSRVTT_JSFUSION_test.csv"
 _FRAME_EXT = (".jpg", ".jpeg", ".png")
 
@@ -128,7 +131,7 @@ def load_msrvtt(
     root: str | Path | None = None,
     video_root: str | Path | None = None,
     num_frames: int = 8,
-    image_size: int = 224,
+    image_size: int | None = None,
     check_files: bool = True,
     **_: Any,
 ) -> MultimodalDataset:
@@ -137,6 +140,7 @@ def load_msrvtt(
         raise UnknownNameError("msrvtt split", split, ["test", "train"])
     if root is None:
         raise RobustMMError(f"msrvtt needs root=DIR holding {_CSV} and videos/all/ (or frames/)")
+    image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
     if num_frames <= 0 or image_size <= 0:
         raise RobustMMError(f"num_frames and image_size must be positive, got {num_frames}, {image_size}")
     root = Path(root).expanduser()

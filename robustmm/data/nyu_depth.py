@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["NYU_CLASSES", "DEPTH_TEMPLATES", "DepthLoader", "load_nyu_depth", "scene_class"]
 
+#: Side of the square frames/maps when ``image_size`` is not given (what the Bind towers take).
+DEFAULT_IMAGE_SIZE = 224
+
 NYU_CLASSES: tuple[str, ...] = ("bathroom", "bedroom", "bookstore", "classroom", "dining room",
                                 "home office", "kitchen", "living room", "office", "others")
 DEPTH_TEMPLATES: tuple[str, ...] = ("a depth photo of a {}.", "a depth photo of the {}.", "a bad depth photo of a {}.",
@@ -92,13 +95,14 @@ def load_nyu_depth(
     n: int | None = None,
     seed: int | None = None,
     root: str | Path | None = None,
-    image_size: int = 224,
+    image_size: int | None = None,
     depth_scale: float = 1000.0,
     far_m: float = 10.0,
     templates: tuple[str, ...] = DEPTH_TEMPLATES,
     **_: Any,
 ) -> MultimodalDataset:
     """NYU-Depth v2 scenes from depth PNGs (see the module docstring for the two layouts)."""
+    image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
     if root is None:
         raise RobustMMError("nyu_depth_v2 needs root=DIR holding {split}/{scene}/*.png or {split}/depth + {split}/scene")
     folder = _split_dir(Path(root).expanduser(), split)
