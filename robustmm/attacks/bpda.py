@@ -51,6 +51,19 @@ def bpda_enabled() -> bool:
     return _ON.get()
 
 
+class _ZeroGradient(torch.autograd.Function):
+    """``y`` in the forward pass, attached to ``x`` with an exact (dense) zero gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.x_shape, ctx.x_dtype, ctx.x_device = x.shape, x.dtype, x.device
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        return torch.zeros(ctx.x_shape, dtype=ctx.x_dtype, device=ctx.x_device), None
+
+
 def straight_through(x: torch.Tensor, forward_fn: Fn, backward_fn: Fn | None = None) -> torch.Tensor:
     """``forward_fn(x)`` in the forward pass; in the backward pass, while BPDA is on, the gradient of
     ``backward_fn(x)`` (default: the identity, so ``forward_fn`` must keep the shape).
@@ -62,7 +75,7 @@ def straight_through(x: torch.Tensor, forward_fn: Fn, backward_fn: Fn | None = N
     if not _ON.get():
         y = forward_fn(x)
         if x.requires_grad and not y.requires_grad:
-            y = y + 0.0 * x.sum()
+            y = _ZeroGradient.apply(x, y)
         return y
     with torch.no_grad():
         y = forward_fn(x)
