@@ -20,7 +20,8 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from robustmm.encoders.audio_features import ImageBindAudio, LanguageBindAudio, kaldi_fbank
+from robustmm.data.media import resample as np_resample
+from robustmm.encoders.audio_features import ImageBindAudio, LanguageBindAudio, kaldi_fbank, resample
 from robustmm.encoders.bind_preprocess import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -110,6 +111,26 @@ def test_languagebind_audio_matches_recipe(seconds, target):
     np.testing.assert_allclose(ours[0].numpy(), want, atol=FBANK_ATOL / 9, rtol=0)
 
 
+@pytest.mark.parametrize("orig, new", [(44100, 16000), (8000, 16000)])
+def test_torch_resampler_matches_numpy_and_keeps_tones(orig, new):
+    t = np.arange(orig // 4) / orig
+    x = (0.5 * np.sin(2 * math.pi * 440.0 * t)).astype(np.float32)
+    ours = resample(torch.from_numpy(x)[None], orig, new)[0].numpy()
+    np.testing.assert_allclose(ours, np_resample(x, orig, new), atol=1e-5, rtol=0)  # the data layer's copy
+    want = 0.5 * np.sin(2 * math.pi * 440.0 * np.arange(len(ours)) / new)
+    np.testing.assert_allclose(ours[200:-200], want[200:-200], atol=2e-3)
+
+
+def test_recipes_resample_other_input_rates():
+    wave16 = tone(1, 1.0)
+    wave8 = torch.from_numpy(np_resample(wave16[0].numpy(), 16000, 8000))[None]
+    a = LanguageBindAudio(num_mel_bins=64, target_length=100)(wave16)
+    b = LanguageBindAudio(num_mel_bins=64, target_length=100, input_rate=8000)(wave8)
+    assert a.shape == b.shape
+    low = slice(0, 40)  # mel bins below ~3.3 kHz: the 8 kHz copy carries nothing above 4 kHz
+    assert (a[:, :, low] - b[:, :, low]).abs().mean() < 0.01  # another tone differs by ~0.2
+
+
 def tv_image(size: int):
     return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
                       T.Normalize(OPENAI_MEAN, OPENAI_STD)])
@@ -140,11 +161,12 @@ def test_video_frames_match_recipe():
     torch.testing.assert_close(ours[0], want, atol=PIXEL_ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["fbank", "imagebind_audio", "languagebind_audio", "image", "video", "depth"])
+@pytest.mark.parametrize("name", ["fbank", "imagebind_audio", "languagebind_audio", "resample", "image", "video", "depth"])
 def test_gradients_reach_raw_input(name):
-    if name in ("fbank", "imagebind_audio", "languagebind_audio"):
+    if name in ("fbank", "imagebind_audio", "languagebind_audio", "resample"):
         x = tone(2, 2.5).requires_grad_(True)
         fn = {"fbank": lambda w: kaldi_fbank(w), "imagebind_audio": ImageBindAudio(),
+              "resample": lambda w: resample(w, 16000, 44100),
               "languagebind_audio": LanguageBindAudio(num_mel_bins=64, target_length=100)}[name]
     elif name == "video":
         x = torch.rand(2, 6, 3, 36, 40).requires_grad_(True)

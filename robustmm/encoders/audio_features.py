@@ -9,6 +9,9 @@ power of two, the power spectrum, triangular mel filters between 20 Hz and Nyqui
 ``1127 ln(1 + f/700)`` scale, and ``log(max(energy, float eps))``. Every step is a torch op, so
 gradients reach the waveform.
 
+:func:`resample` is torchaudio's band-limited resampler in torch (both recipes resample every clip
+to 16 kHz first); the recipes take ``input_rate`` for waveforms at another rate.
+
 The two recipes on top:
 
 * :class:`ImageBindAudio` (official ``data.py``): 16 kHz, 3 clips of 2 s at evenly spaced starts,
@@ -31,7 +34,7 @@ from torch import nn
 
 from ..errors import InputShapeError, RobustMMError
 
-__all__ = ["kaldi_fbank", "mel_banks", "ImageBindAudio", "LanguageBindAudio", "clip_starts"]
+__all__ = ["kaldi_fbank", "mel_banks", "resample", "ImageBindAudio", "LanguageBindAudio", "clip_starts"]
 
 _PREEMPH = 0.97
 _LOW_FREQ = 20.0
@@ -93,6 +96,28 @@ def kaldi_fbank(wave: torch.Tensor, sample_rate: float = 16000.0, num_mel_bins: 
     return torch.clamp(energy, min=eps).log()
 
 
+def resample(wave: torch.Tensor, orig: int, new: int, zeros: int = 6, rolloff: float = 0.99) -> torch.Tensor:
+    """Differentiable band-limited resampling (N, samples) ``orig`` Hz -> ``new`` Hz.
+
+    The algorithm of ``torchaudio.functional.resample`` with its defaults (windowed sinc, Hann
+    window, 6 zero crossings, roll-off 0.99), as a strided ``conv1d``.
+    """
+    if orig == new:
+        return wave
+    g = math.gcd(int(orig), int(new))
+    o, n = int(orig) // g, int(new) // g
+    base = min(o, n) * rolloff
+    width = math.ceil(zeros * o / base)
+    idx = torch.arange(-width, width + o, dtype=torch.float64)[None, :] / o
+    t = ((torch.arange(0, -n, -1, dtype=torch.float64)[:, None] / n + idx) * base).clamp(-zeros, zeros)
+    window = torch.cos(t * math.pi / zeros / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
+    kernel = (kernel * window * (base / o)).to(wave.dtype).to(wave.device)[:, None, :]  # (n, 1, L)
+    y = torch.nn.functional.conv1d(torch.nn.functional.pad(wave[:, None], (width, width + o)), kernel, stride=o)
+    return y.transpose(1, 2).reshape(wave.shape[0], -1)[:, : math.ceil(n * wave.shape[1] / o)]
+
+
 def clip_starts(duration_s: float, clip_s: float, clips: int) -> list[float]:
     """Start times of ``clips`` evenly spaced clips (pytorchvideo ``ConstantClipsPerVideoSampler``)."""
     last = max(duration_s - clip_s, 0.0)
@@ -105,14 +130,17 @@ class ImageBindAudio(nn.Module):
     """Waveforms (N, samples) at ``sample_rate`` -> ImageBind input (N, clips, 1, mel_bins, target_length)."""
 
     def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 128, target_length: int = 204,
-                 clip_duration: float = 2.0, clips: int = 3, mean: float = -4.268, std: float = 9.138):
+                 clip_duration: float = 2.0, clips: int = 3, mean: float = -4.268, std: float = 9.138,
+                 input_rate: int | None = None):
         super().__init__()
         self.sample_rate, self.num_mel_bins, self.target_length = int(sample_rate), int(num_mel_bins), int(target_length)
         self.clip_duration, self.clips, self.mean, self.std = float(clip_duration), int(clips), float(mean), float(std)
+        self.input_rate = int(input_rate or sample_rate)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """Differentiable ImageBind audio preprocessing."""
+        """Differentiable ImageBind audio preprocessing (waveforms at ``input_rate``)."""
         sr = self.sample_rate
+        wave = resample(wave, self.input_rate, sr)
         out = []
         for start in clip_starts(wave.shape[1] / sr, self.clip_duration, self.clips):
             clip = wave[:, int(start * sr): int((start + self.clip_duration) * sr)]
@@ -125,7 +153,8 @@ class ImageBindAudio(nn.Module):
 
     def info(self) -> dict[str, Any]:
         """The recipe (recorded in results)."""
-        return {"recipe": "imagebind kaldi fbank", "sample_rate": self.sample_rate, "mel_bins": self.num_mel_bins,
+        return {"recipe": "imagebind kaldi fbank", "sample_rate": self.sample_rate, "input_rate": self.input_rate,
+                "mel_bins": self.num_mel_bins,
                 "target_length": self.target_length, "clip_s": self.clip_duration, "clips": self.clips,
                 "mean": self.mean, "std": self.std}
 
@@ -134,13 +163,15 @@ class LanguageBindAudio(nn.Module):
     """Waveforms (N, samples) at ``sample_rate`` -> LanguageBind input (N, 3, mel_bins, target_length)."""
 
     def __init__(self, sample_rate: int = 16000, num_mel_bins: int = 112, target_length: int = 1036,
-                 mean: float = -4.2677393, std: float = 4.5689974):
+                 mean: float = -4.2677393, std: float = 4.5689974, input_rate: int | None = None):
         super().__init__()
         self.sample_rate, self.num_mel_bins, self.target_length = int(sample_rate), int(num_mel_bins), int(target_length)
         self.mean, self.std = float(mean), float(std)
+        self.input_rate = int(input_rate or sample_rate)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """Differentiable LanguageBind audio preprocessing."""
+        """Differentiable LanguageBind audio preprocessing (waveforms at ``input_rate``)."""
+        wave = resample(wave, self.input_rate, self.sample_rate)
         wave = wave - wave.mean(dim=1, keepdim=True)
         mel = kaldi_fbank(wave, self.sample_rate, self.num_mel_bins)  # (N, frames, mel)
         total, chunk = mel.shape[1], self.target_length
@@ -156,5 +187,6 @@ class LanguageBindAudio(nn.Module):
 
     def info(self) -> dict[str, Any]:
         """The recipe (recorded in results)."""
-        return {"recipe": "languagebind kaldi fbank", "sample_rate": self.sample_rate, "mel_bins": self.num_mel_bins,
+        return {"recipe": "languagebind kaldi fbank", "sample_rate": self.sample_rate, "input_rate": self.input_rate,
+                "mel_bins": self.num_mel_bins,
                 "target_length": self.target_length, "mean": self.mean, "std": self.std}

@@ -67,13 +67,15 @@ class ImageBindEncoder(Encoder):
     Args:
         model: an :class:`ImageBindModel` with loaded weights.
         tokenizer: texts -> (N, L) token ids (end-of-text = the largest id).
-        video_clips: clips per video (official: 5); ``depth_range_m``: metres of raw depth 0.
+        video_clips: clips per video (official: 5); ``depth_range_m``: metres of raw depth 0;
+        ``audio_input_rate``: the raw waveforms' rate when not 16 kHz (resampled differentiably).
     """
 
     modalities = ("image", "video", "audio", "depth", "thermal")
 
     def __init__(self, model: ImageBindModel, tokenizer: Callable[[list[str]], torch.Tensor], *,
-                 video_clips: int = 5, depth_range_m: float = 10.0, name: str = "imagebind", weights: str = "custom"):
+                 video_clips: int = 5, depth_range_m: float = 10.0, audio_input_rate: int | None = None,
+                 name: str = "imagebind", weights: str = "custom"):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         b = model.cfg.branches
@@ -81,7 +83,8 @@ class ImageBindEncoder(Encoder):
         self.preprocess = nn.ModuleDict({
             "image": ImagePreprocessor(img, OPENAI_MEAN, OPENAI_STD, interpolation="bicubic", resize_mode="shortest"),
             "video": ImageBindVideo(img, clips=video_clips, frames_per_clip=model.cfg.video_frames),
-            "audio": ImageBindAudio(num_mel_bins=b["audio"].input_size[0], target_length=b["audio"].input_size[1]),
+            "audio": ImageBindAudio(num_mel_bins=b["audio"].input_size[0], target_length=b["audio"].input_size[1],
+                                    input_rate=audio_input_rate),
             "depth": ImageBindDepth(b["depth"].input_size[0], depth_range_m=depth_range_m),
             "thermal": ImageBindThermal(b["thermal"].input_size[0]),
         })
@@ -110,7 +113,7 @@ class ImageBindEncoder(Encoder):
 
 
 @register_encoder("imagebind", "ImageBind huge from imagebind_huge.pth: imagebind (default paths) or imagebind:/path/imagebind_huge.pth")
-def load_imagebind(spec: str, *, video_clips: int = 5, depth_range_m: float = 10.0,
+def load_imagebind(spec: str, *, video_clips: int = 5, depth_range_m: float = 10.0, audio_input_rate: int | None = None,
                    config: ImageBindConfig | None = None) -> ImageBindEncoder:
     """Build an :class:`ImageBindEncoder` from ``imagebind_huge.pth`` (``config``: tests' tiny variant)."""
     name = f"imagebind:{spec}" if spec else "imagebind"
@@ -139,4 +142,5 @@ def load_imagebind(spec: str, *, video_clips: int = 5, depth_range_m: float = 10
     load_exact(model, sd, f"{name} ({path})")
     tokenizer = open_clip_tokenizer(model.cfg.context_length)
     logger.info("loaded %s from %s", name, path)
-    return ImageBindEncoder(model, tokenizer, video_clips=video_clips, depth_range_m=depth_range_m, name=name, weights=str(path))
+    return ImageBindEncoder(model, tokenizer, video_clips=video_clips, depth_range_m=depth_range_m,
+                            audio_input_rate=audio_input_rate, name=name, weights=str(path))

@@ -118,8 +118,10 @@ def _parse(spec: str) -> list[tuple[str | None, str | None]]:
 
 
 @register_encoder("languagebind", "LanguageBind towers (image, video, audio, depth, thermal): languagebind[:MODALITY,...|:/dir]")
-def load_languagebind(spec: str, *, cache_dir: str | None = None, depth_range_m: float = 10.0) -> LanguageBindEncoder:
-    """Build a :class:`LanguageBindEncoder` from hub ids (HF cache) and/or checkpoint folders."""
+def load_languagebind(spec: str, *, cache_dir: str | None = None, depth_range_m: float = 10.0,
+                      audio_input_rate: int | None = None) -> LanguageBindEncoder:
+    """Build a :class:`LanguageBindEncoder` from hub ids (HF cache) and/or checkpoint folders
+    (``audio_input_rate``: the raw waveforms' rate when not 16 kHz, e.g. 8000 for SynthScenes)."""
     name = f"languagebind:{spec}" if spec else "languagebind"
     parts = _parse(spec)
     models: dict[str, LanguageBindModel] = {}
@@ -153,4 +155,5 @@ def load_languagebind(spec: str, *, cache_dir: str | None = None, depth_range_m:
     tokenizer = read_tokenizer(folders[first])
     weights = ",".join(f"{m}={LANGUAGEBIND_REPOS[m] if str(folders[m]).find('/snapshots/') >= 0 else folders[m]}" for m in models)
     logger.info("loaded %s: towers %s", name, ", ".join(models))
-    return LanguageBindEncoder(models, tokenizer, text_from=first, depth_range_m=depth_range_m, name=name, weights=weights)
+    return LanguageBindEncoder(models, tokenizer, text_from=first, depth_range_m=depth_range_m,
+                               audio_input_rate=audio_input_rate, name=name, weights=weights)

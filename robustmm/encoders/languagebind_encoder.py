@@ -43,8 +43,9 @@ class _Sequential(nn.Sequential):
 
 
 def languagebind_preprocessor(modality: str, vision: TowerConfig, *, depth_range_m: float = 10.0,
-                              audio_sample_rate: int | None = None) -> nn.Module:
-    """The raw-domain -> tower-input transform of a LanguageBind ``modality`` tower."""
+                              audio_input_rate: int | None = None) -> nn.Module:
+    """The raw-domain -> tower-input transform of a LanguageBind ``modality`` tower
+    (``audio_input_rate``: the rate of the raw waveforms, default the tower's 16 kHz)."""
     extra = vision.extra
     frame = ResizeCropNormalize(vision.image_size)
     if modality == "image":
@@ -57,7 +58,7 @@ def languagebind_preprocessor(modality: str, vision: TowerConfig, *, depth_range
         return _Sequential(DepthToLanguageBind(float(extra.get("max_depth", 10.0)), depth_range_m), GrayToRGB(frame))
     if modality == "audio":
         return LanguageBindAudio(
-            sample_rate=int(audio_sample_rate or extra.get("audio_sample_rate", 16000)),
+            sample_rate=int(extra.get("audio_sample_rate", 16000)), input_rate=audio_input_rate,
             num_mel_bins=vision.image_size[0], target_length=vision.image_size[1],
             mean=float(extra.get("audio_mean", -4.2677393)), std=float(extra.get("audio_std", 4.5689974)),
         )
@@ -72,11 +73,13 @@ class LanguageBindEncoder(Encoder):
         tokenizer: the CLIP tokenizer of the checkpoints.
         text_from: which modality's checkpoint supplies the text tower (default: the first).
         depth_range_m: metres that raw depth 0 stands for (the dataset's far plane).
+        audio_input_rate: sample rate of raw waveforms (default: the tower's 16 kHz; others are resampled).
         name, weights: recorded in results.
     """
 
     def __init__(self, models: Mapping[str, LanguageBindModel], tokenizer: Any, *, text_from: str | None = None,
-                 depth_range_m: float = 10.0, name: str = "languagebind", weights: str = "custom"):
+                 depth_range_m: float = 10.0, audio_input_rate: int | None = None, name: str = "languagebind",
+                 weights: str = "custom"):
         super().__init__()
         if not models:
             raise ValueError("LanguageBindEncoder needs at least one modality tower")
@@ -88,7 +91,8 @@ class LanguageBindEncoder(Encoder):
         self.logit_scale = nn.ParameterDict({m: mod.logit_scale for m, mod in models.items()})
         self.text_model = models[text_from].text_model
         self.text_projection = models[text_from].text_projection
-        self.preprocess = nn.ModuleDict({m: languagebind_preprocessor(m, mod.vision_model.cfg, depth_range_m=depth_range_m)
+        self.preprocess = nn.ModuleDict({m: languagebind_preprocessor(m, mod.vision_model.cfg, depth_range_m=depth_range_m,
+                                                                      audio_input_rate=audio_input_rate)
                                          for m, mod in models.items()})
         self.tokenizer = tokenizer
         self.context_length = int(self.text_model.embeddings.position_embedding.num_embeddings)
