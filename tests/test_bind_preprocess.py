@@ -181,3 +181,37 @@ def test_gradients_reach_raw_input(name):
     (y * torch.randn_like(y)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert (x.grad[0].abs() > 0).float().mean() > 0.3  # most raw samples/pixels influence the output
+
+
+def test_imagebind_video_matches_recipe():
+    """5 clips of 2 frames (pytorchvideo UniformTemporalSubsample on each window), ShortSideScale
+    (bilinear, no antialias), Normalize, ImageBind's uniform_crop center offsets (ceil)."""
+    from robustmm.encoders.imagebind_preprocess import ImageBindVideo
+
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(1, 10, 3, 36, 45, generator=g)
+    ours = ImageBindVideo(32, clips=5)(video)
+    assert ours.shape == (1, 5, 3, 2, 32, 32)
+    scale = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BILINEAR, antialias=False),
+                       T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    for k in range(5):
+        window = video[0, 2 * k: 2 * k + 2]  # 10 frames in 5 windows of 2
+        idx = torch.linspace(0, 1, 2).clamp(0, 1).long()
+        frames = scale(window[idx])  # (2, 3, 32, 40)
+        off = math.ceil((frames.shape[-1] - 32) / 2)
+        want = frames[..., :, off: off + 32].transpose(0, 1)  # (3, 2, 32, 32)
+        torch.testing.assert_close(ours[0, k], want, atol=PIXEL_ATOL, rtol=0)
+
+
+def test_imagebind_depth_and_thermal_recipes():
+    from robustmm.encoders.imagebind_preprocess import ImageBindDepth, ImageBindThermal
+
+    g = torch.Generator().manual_seed(4)
+    depth = torch.rand(2, 1, 32, 32, generator=g)
+    metres = np.clip((1 - depth.numpy()) * 10.0, 0.01, 50.0)
+    disparity = 0.075 * 518.857901 / metres
+    want = (torch.from_numpy(disparity).float() - 0.0418) / 0.0295
+    torch.testing.assert_close(ImageBindDepth(32)(depth), want, atol=1e-3, rtol=1e-5)
+    th = torch.rand(2, 1, 40, 36, generator=g)
+    ref = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32)])
+    torch.testing.assert_close(ImageBindThermal(32)(th), torch.stack([ref(i) for i in th]), atol=PIXEL_ATOL, rtol=0)
