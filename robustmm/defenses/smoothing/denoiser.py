@@ -105,7 +105,7 @@ def train_denoiser(encoder: Encoder, dataset: MultimodalDataset, *, modality: st
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(x)
+            total += float(loss.detach()) * len(x)
         log.info("denoiser %s sigma=%g epoch %d: mse %.5f", modality, sigma, epoch, total / len(x_all))
     den.eval().requires_grad_(False)
     log.info("trained denoiser for %s in %.1fs", modality, time.perf_counter() - t0)
