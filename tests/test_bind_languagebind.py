@@ -188,3 +188,17 @@ def test_modality_read_from_folder(folders):
     enc = load_encoder(f"languagebind:{d}/LanguageBind_audio")
     assert enc.modalities == ("audio",)
     assert load_encoder(f"languagebind:{d}/LanguageBind_video").modalities == ("video",)
+
+
+def test_legacy_eos_token_id_pools_at_largest_id():
+    """Old CLIP configs say eos_token_id = 2 (a real BPE token, '"'); pooling must use the largest id then."""
+    from robustmm.encoders.languagebind_towers import TextTransformer, TowerConfig
+
+    torch.manual_seed(0)
+    cfg = TowerConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50,
+                      max_position_embeddings=8, eos_token_id=2)
+    tower = TextTransformer(cfg).eval()
+    ids = torch.tensor([[48, 2, 5, 49, 0, 0]])  # a '"' (id 2) before the real end-of-text (49, the largest)
+    with torch.no_grad():
+        full = tower.final_layer_norm(tower.encoder(tower.embeddings(ids), causal=True))
+        torch.testing.assert_close(tower(ids), full[:, 3])

@@ -206,7 +206,8 @@ class TextEmbeddings(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """``text_model``: token ids (B, L) -> pooled (B, D) at the first end-of-text token (causal)."""
+    """``text_model``: token ids (B, L) -> pooled (B, D) at the first end-of-text token (causal); with
+    the pre-2023 ``eos_token_id = 2`` of old CLIP configs at the largest id, as transformers does."""
 
     def __init__(self, cfg: TowerConfig):
         super().__init__()
@@ -217,8 +218,11 @@ class TextTransformer(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         h = self.final_layer_norm(self.encoder(self.embeddings(ids), causal=True))
-        is_eos = ids == self.eos_token_id
-        pos = torch.where(is_eos.any(1), is_eos.int().argmax(1), ids.argmax(1))
+        if self.eos_token_id == 2:  # configs saved before transformers#24773: the legacy rule, the largest id
+            pos = ids.argmax(1)
+        else:
+            is_eos = ids == self.eos_token_id
+            pos = torch.where(is_eos.any(1), is_eos.int().argmax(1), ids.argmax(1))
         return h[torch.arange(h.shape[0], device=h.device), pos]
 
 
@@ -237,7 +241,8 @@ class LanguageBindModel(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> "LanguageBindModel":
         """Build from a checkpoint's ``config.json`` dict (``text_config``, ``vision_config``, ``projection_dim``)."""
         try:
-            text, vision = TowerConfig.from_dict(config["text_config"]), TowerConfig.from_dict(config["vision_config"])
+            text = TowerConfig.from_dict(config.get("text_config") or config["text_config_dict"])
+            vision = TowerConfig.from_dict(config.get("vision_config") or config["vision_config_dict"])
             dim = int(config.get("projection_dim", 768))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"not a LanguageBind config.json ({type(e).__name__}: {e})") from None
