@@ -18,8 +18,12 @@ environment variables torchrun sets (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, `
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 import os
+import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,9 +31,16 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "all_gather_object", "all_gather_tensor", "barrier", "gather_cat", "destroy", "env_world_size", "init_from_env",
-    "is_distributed", "local_device", "rank", "shard", "world_size",
+    "all_gather_object", "all_gather_tensor", "barrier", "broadcast_object", "gather_cat", "destroy", "env_world_size",
+    "group_rank", "group_size", "init_from_env", "is_distributed", "local_device", "local_only", "rank", "shard", "store_add", "store_get",
+    "store_poll", "store_set", "timeout_s", "world_size",
 ]
+
+#: seconds a collective (and a blocking store read) waits for the other ranks before it fails;
+#: ``ROBUSTMM_DIST_TIMEOUT`` overrides it (a whole cell of a big job may run this long on one rank)
+DEFAULT_TIMEOUT_S = 1800.0
+
+_local_depth = 0  # > 0 inside local_only(): this process acts as a world of one
 
 
 def _dist() -> Any:
@@ -38,20 +49,59 @@ def _dist() -> Any:
     return dist
 
 
-def is_distributed() -> bool:
-    """True inside an initialised process group of more than one rank."""
+def _in_group() -> bool:
     dist = _dist()
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank (False inside :func:`local_only`)."""
+    return _local_depth == 0 and _in_group()
+
+
 def rank() -> int:
-    """This process's rank (0 when not distributed)."""
+    """This process's rank (0 when not distributed or inside :func:`local_only`)."""
     return _dist().get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
-    """Number of ranks (1 when not distributed)."""
+    """Number of ranks (1 when not distributed or inside :func:`local_only`)."""
     return _dist().get_world_size() if is_distributed() else 1
+
+
+def group_rank() -> int:
+    """This process's rank in the process group even inside :func:`local_only` (0 without a group)."""
+    return _dist().get_rank() if _in_group() else 0
+
+
+def group_size() -> int:
+    """Ranks in the process group even inside :func:`local_only` (1 without a group)."""
+    return _dist().get_world_size() if _in_group() else 1
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Run a block as a single process although a group exists: every helper (and so evaluate,
+    the curves, calibration) sees rank 0 of world 1 and makes no collective call.
+
+    How `robustmm run` gives a whole cell to one rank: the cell computes exactly what a single
+    process computes, while the other ranks run other cells.
+    """
+    global _local_depth
+    _local_depth += 1
+    try:
+        yield
+    finally:
+        _local_depth -= 1
+
+
+def timeout_s() -> float:
+    """The collective timeout in seconds (``ROBUSTMM_DIST_TIMEOUT``, default :data:`DEFAULT_TIMEOUT_S`)."""
+    try:
+        value = float(os.environ.get("ROBUSTMM_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+    return value if value > 0 else DEFAULT_TIMEOUT_S
 
 
 def env_world_size() -> int:
@@ -82,8 +132,10 @@ def init_from_env(device: str = "cpu") -> bool:
     if cuda:
         torch.cuda.set_device(torch.device(local_device("cuda") if device == "cuda" else device))
     backend = "nccl" if cuda else "gloo"
-    dist.init_process_group(backend=backend)
-    log.info("process group: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    # a dead or stuck rank fails the others' collectives after this long instead of hanging them
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s()))
+    log.info("process group: rank %d of %d (%s, timeout %.0fs)", dist.get_rank(), dist.get_world_size(), backend,
+             timeout_s())
     return True
 
 
@@ -179,3 +231,43 @@ def gather_cat(chunks: list[torch.Tensor]) -> torch.Tensor | None:
     if not is_distributed():
         return local
     return all_gather_tensor(local)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (picklable) on every rank (``obj`` itself when not distributed)."""
+    if not is_distributed():
+        return obj
+    box = [obj if rank() == src else None]
+    _dist().broadcast_object_list(box, src=src)
+    return box[0]
+
+
+# -- the group's key-value store: a work queue and point-to-point results without collectives --
+
+def _store() -> Any:
+    """The default group's store (the ``env://`` TCPStore torchrun's rendezvous made)."""
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
+
+
+def store_add(key: str, amount: int = 1) -> int:
+    """Atomically add ``amount`` to the counter ``key`` (shared by every rank); returns the new value."""
+    return int(_store().add(key, amount))
+
+
+def store_set(key: str, obj: Any) -> None:
+    """Publish ``obj`` (pickled) under ``key`` for any rank to read."""
+    _store().set(key, pickle.dumps(obj))
+
+
+def store_poll(key: str) -> bool:
+    """Whether ``key`` has been published (never blocks)."""
+    return bool(_store().check([key]))
+
+
+def store_get(key: str) -> Any:
+    """The object published under ``key``, waiting for it up to :func:`timeout_s`."""
+    store = _store()
+    store.wait([key], datetime.timedelta(seconds=timeout_s()))
+    return pickle.loads(store.get(key))

@@ -96,6 +96,26 @@ class JobContext:
         """A cell key, ``MODEL|MODALITY|WHAT`` (stable across versions: --resume relies on it)."""
         return f"{self.model_name}|{modality}|{what}"
 
+    def state(self) -> dict[str, Any]:
+        """What cells leave for later cells and the report: the calibrations and the fitted patch."""
+        return {"calibrations": dict(self.calibrations), "fitted_patch": self.fitted_patch}
+
+    def state_since(self, before: dict[str, Any]) -> dict[str, Any]:
+        """The part of :meth:`state` a cell made since ``before`` (what another rank must adopt)."""
+        old = before["calibrations"]
+        return {"calibrations": {k: v for k, v in self.calibrations.items() if old.get(k) is not v},
+                "fitted_patch": None if self.fitted_patch is before["fitted_patch"] else self.fitted_patch}
+
+    def adopt(self, state: dict[str, Any], *, save: bool = False) -> None:
+        """Take over state another rank's cells made (multi-process `robustmm run`); with ``save``
+        also write their heads under ``DIR/heads``, as the calibration cell does in one process."""
+        for (modality, objective), calib in state["calibrations"].items():
+            self.calibrations[(modality, objective)] = calib
+            if save and self.out_dir is not None:
+                calib.save(str(self.heads_path(modality, objective)))
+        if state["fitted_patch"] is not None:
+            self.fitted_patch = state["fitted_patch"]
+
     def heads_path(self, modality: str, objective: str) -> Path:
         """Where the run keeps the heads of one calibration cell (``DIR/heads/MODEL-MODALITY-OBJ``)."""
         assert self.out_dir is not None

@@ -6,14 +6,21 @@ killed run loses at most the cell in progress. The folder is checked writable be
 locked (``DIR/.robustmm.lock``, released by the kernel on exit or crash) for the whole run, so two
 runs never write into one folder. At the end ``summary.csv``, ``plots/`` and ``report.md`` are
 (re)written from all rows.
+
+Under ``torchrun`` the ranks share the cells (:mod:`robustmm.job.parallel`); rank 0 alone takes
+the lock, decides what --resume skips (and tells the others), and writes every file.
 """
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .. import distributed as dist
 from ..errors import RobustMMError
 from ..outdir import FolderLock, check_writable_dir
 from ..persist import atomic_write_text
@@ -21,20 +28,49 @@ from ..records import Result, append_jsonl, read_jsonl
 from ..report.tables import summary_csv
 from .config import JobConfig, as_config
 from .context import JobContext
+from .parallel import run_parallel
 from .registry import Cell, cell_kinds
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def job_cells(ctx: JobContext) -> list[Cell]:
-    """Every cell of the job, kind by kind in registry order (only the enabled kinds)."""
-    out: list[Cell] = []
+def job_plan(ctx: JobContext) -> list[tuple[str, Cell]]:
+    """Every cell of the job with its kind's name, kind by kind in registry order (enabled kinds only)."""
+    out: list[tuple[str, Cell]] = []
     for kind_cls in cell_kinds():
         kind = kind_cls()
         section = ctx.section(kind_cls.name)
         if kind.enabled(section):
-            out += kind.cells(ctx, section)
+            out += [(kind_cls.name, c) for c in kind.cells(ctx, section)]
     return out
+
+
+def job_cells(ctx: JobContext) -> list[Cell]:
+    """Every cell of the job, kind by kind in registry order (only the enabled kinds)."""
+    return [c for _, c in job_plan(ctx)]
+
+
+def _on_lead(fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0 only, its value (or its error, as a one-line RobustMMError) on every rank.
+
+    Whatever only rank 0 may do (lock the folder, read or write results) goes through here, so the
+    other ranks learn its outcome instead of hanging in the next collective when it fails.
+    """
+    if not dist.is_distributed():
+        return fn()
+    value, error = None, None
+    if dist.rank() == 0:
+        try:
+            value = fn()
+        except Exception as e:
+            error = e
+    message = dist.broadcast_object(None if error is None else " ".join(str(error).split()))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RobustMMError(f"rank 0 failed: {message}")
+    return dist.broadcast_object(value)
 
 
 def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: bool = False, resume: bool = False,
@@ -44,40 +80,85 @@ def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: b
     ``config`` is a :class:`JobConfig` or plain tables (checked like a job file). The folder must
     be writable (checked first) and not in use by another run: a live holder of its lock is a
     one-line error, or with ``wait`` this blocks until the lock is free.
+
+    Inside a process group (``torchrun ... robustmm run``) the ranks share the cells (see
+    :mod:`robustmm.job.parallel`) and return the same results; only rank 0 takes the lock and
+    writes into ``out_dir``. The other ranks write what cells write (heads) into a private scratch
+    copy of the folder's ``heads/``, deleted at the end.
     """
     config = as_config(config)
-    out_dir = check_writable_dir(out_dir)
-    with FolderLock(out_dir, wait=wait):
-        return _run_locked(config, out_dir, quick=quick, resume=resume, overwrite=overwrite, device=device,
+
+    held: list[FolderLock] = []
+
+    def lock() -> str:  # rank 0 only: the other ranks never touch the lock file
+        folder = check_writable_dir(out_dir)
+        held.append(FolderLock(folder, wait=wait).acquire())
+        return str(folder)
+
+    folder = Path(_on_lead(lock))
+    scratch = None
+    try:
+        if dist.rank() != 0:
+            scratch = Path(tempfile.mkdtemp(prefix=f"robustmm-rank{dist.rank()}-"))
+        return _run_locked(config, folder, scratch, quick=quick, resume=resume, overwrite=overwrite, device=device,
                            progress=progress)
+    finally:
+        for h in held:
+            h.release()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_locked(config: JobConfig, out_dir: Path, *, quick: bool, resume: bool, overwrite: bool, device: str,
-                progress: bool) -> list[Result]:
-    results_path = out_dir / "results.jsonl"
+def _start(results_path: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Rank 0's look at the folder: refuse to clobber, or clear it, or list the finished cells."""
     if results_path.exists() and not (resume or overwrite):
         raise RobustMMError(f"{results_path} exists: pass --resume to continue that run or --overwrite to start again")
     if overwrite and results_path.exists():
         results_path.unlink()
-    ctx = JobContext(config, quick=quick, device=device, progress=progress, out_dir=out_dir)
-    done = {d.get("extra", {}).get("cell") for d in read_jsonl(results_path)}
-    cells = job_cells(ctx)
-    todo = [c for c in cells if c.key not in done]
-    log.info("%d cells, %d already done, %d to run", len(cells), len(cells) - len(todo), len(todo))
-    from ..progress import tqdm
+    return sorted({str(d.get("extra", {}).get("cell")) for d in read_jsonl(results_path)})
 
-    bar = tqdm(todo, desc="robustmm run", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.key)
-        t0 = time.perf_counter()
-        results = cell.run()
-        for r in results:
-            r.extra["cell"] = cell.key
+
+def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick: bool, resume: bool, overwrite: bool,
+                device: str, progress: bool) -> list[Result]:
+    results_path = out_dir / "results.jsonl"
+    done = set(_on_lead(lambda: _start(results_path, resume, overwrite)))  # every rank skips the same cells
+    if scratch is not None and (out_dir / "heads").is_dir():  # heads of finished cells, for the calibrated checks
+        shutil.copytree(out_dir / "heads", scratch / "heads", ignore=shutil.ignore_patterns(".*"))
+    dist.barrier()  # copied before rank 0 writes any new heads
+    lead = dist.rank() == 0
+    ctx = JobContext(config, quick=quick, device=device, progress=progress and lead,
+                     out_dir=out_dir if scratch is None else scratch)
+    plan = job_plan(ctx)
+    todo = [(kind, c) for kind, c in plan if c.key not in done]
+    log.info("%d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
+
+    def commit(cell: Cell, results: list[Result]) -> None:  # rank 0 only
         append_jsonl(results_path, results)
-        log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
-    results = [Result.from_dict(d) for d in read_jsonl(results_path)]
-    write_report(results, out_dir, extra_plots=_examples(ctx, out_dir) if config.report.examples else [])
-    return results
+        log.info("%s written (%d results)", cell.key, len(results))
+
+    if dist.is_distributed():
+        run_parallel(todo, ctx, commit)
+    else:
+        from ..progress import tqdm
+
+        bar = tqdm([c for _, c in todo], desc="robustmm run", disable=not progress)
+        for cell in bar:
+            bar.set_postfix_str(cell.key)
+            t0 = time.perf_counter()
+            results = cell.run()
+            for r in results:
+                r.extra["cell"] = cell.key
+            commit(cell, results)
+            log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
+
+    def finish() -> list[Result]:
+        results = [Result.from_dict(d) for d in read_jsonl(results_path)]
+        with dist.local_only():  # the figures run PGD on rank 0 alone
+            plots = _examples(ctx, out_dir) if config.report.examples else []
+        write_report(results, out_dir, extra_plots=plots)
+        return results
+
+    return _on_lead(finish)
 
 
 def _examples(ctx: JobContext, out_dir: Path) -> list[str]:
