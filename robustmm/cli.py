@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", default=None, help="calibration heads (HEADS.safetensors) applied to --model")
     p.add_argument("--threat", default="head-unaware", choices=["head-unaware", "adaptive"],
                    help="with --heads: make examples on the bare model (head-unaware) or through the heads (adaptive)")
+    p.add_argument("--defense", default=None, help="score the model behind this input defense (bit-depth, jpeg, "
+                   "random-resize-pad)")
+    p.add_argument("--defense-setting", action="append", default=None, metavar="KEY=VALUE",
+                   help="a setting of --defense, e.g. quality=50 (repeatable)")
+    p.add_argument("--adaptive", nargs="?", const="auto", default=None, choices=["auto", "bpda", "eot", "bpda+eot"],
+                   help="with --defense and --attack: also the adaptive attack beside the naive one (auto: BPDA for "
+                   "non-differentiable steps, EOT for randomness)")
+    p.add_argument("--eot-samples", type=int, default=8, help="EOT draws per step for randomized defenses (default 8)")
     p.add_argument("--out", default=None, help="output file; {model} {data} {modality} {attack} are filled in")
     p.add_argument("--amp", action="store_true",
                    help="run attacks under torch.autocast(bfloat16) (clean and scored embeddings stay float32)")
@@ -179,7 +187,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .job.eval_command import EvalRequest, result_line, run_eval, write_eval
 
     fields = {f: getattr(args, f) for f in ("modality", "model", "data", "split", "root", "n", "attack", "eps", "steps",
-                                            "norm", "source", "fit_n", "batch_size", "heads", "threat", "out", "amp")}
+                                            "norm", "source", "fit_n", "batch_size", "heads", "threat", "defense",
+                                            "defense_setting", "adaptive", "eot_samples", "out", "amp")}
     req = EvalRequest(**fields, seed=0 if args.seed is None else args.seed, device=_device(args.device),
                       progress=not args.quiet)
     results = run_eval(req)

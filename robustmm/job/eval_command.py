@@ -39,6 +39,10 @@ class EvalRequest:
     batch_size: int = 128
     heads: str | None = None
     threat: str = "head-unaware"
+    defense: str | None = None
+    defense_setting: list[str] | None = None
+    adaptive: str | None = None  # auto | bpda | eot | bpda+eot (with --defense and --attack)
+    eot_samples: int = 8
     out: str | None = None
     amp: bool = False
     seed: int = 0
@@ -70,9 +74,31 @@ def _check(req: EvalRequest) -> None:
                 raise RobustMMError(f"attack {req.attack!r} has no --{opt}")
         if req.eps is not None and not accepts(req.attack, "eps"):
             raise RobustMMError(f"attack {req.attack!r} has no eps budget")
+    _check_defense(req)
     out = req.out_path()
     if out and distributed.rank() == 0:
         check_writable_file(out, "--out")
+
+
+def _check_defense(req: EvalRequest) -> Any:
+    """The input defense of the request, built and checked (None without ``--defense``)."""
+    from .cells.input_defenses import check_adaptive, make_defense, parse_settings
+
+    if req.defense is None:
+        if req.defense_setting or req.adaptive:
+            raise RobustMMError("--defense-setting/--adaptive need --defense")
+        return None
+    if req.heads:
+        raise RobustMMError("--defense and --heads exclude each other")
+    if req.source:
+        raise RobustMMError("--defense and --source exclude each other")
+    if req.adaptive and req.attack is None:
+        raise RobustMMError("--adaptive needs --attack")
+    transform = make_defense(req.defense, parse_settings(req.defense_setting))
+    transform.check(req.modality)
+    if req.adaptive:  # BPDA with nothing to approximate, EOT on a deterministic defense, samples < 1
+        check_adaptive(transform, req.adaptive, req.eot_samples)
+    return transform
 
 
 def run_eval(req: EvalRequest) -> list[Result]:
@@ -104,13 +130,16 @@ def run_eval(req: EvalRequest) -> list[Result]:
             threat = req.threat
             source = bare if req.threat == "head-unaware" else target
     common: dict[str, Any] = {"batch_size": req.batch_size, "seed": req.seed, "progress": req.progress}
-    if req.attack is None:
-        return [evaluate(target, data, modality=req.modality, defense=defense, **common)]
     kw = {opt: getattr(req, opt) for opt in ("steps", "norm") if getattr(req, opt) is not None}
 
     def make(**extra: Any) -> Any:
         attack = build_attack(req.attack, **extra, **kw)
         return AutocastAttack(attack) if req.amp else attack
+
+    if req.defense:
+        return _eval_defended(req, target, data, make, common)
+    if req.attack is None:
+        return [evaluate(target, data, modality=req.modality, defense=defense, **common)]
 
     if req.eps and len(req.eps) > 1 and not req.heads:  # a robustness curve: nested balls, one result per budget
         from ..evaluation import robustness_curve
@@ -131,6 +160,28 @@ def run_eval(req: EvalRequest) -> list[Result]:
     return results
 
 
+def _eval_defended(req: EvalRequest, target: Any, data: Any, make: Any, common: dict[str, Any]) -> list[Result]:
+    """``target`` behind ``req.defense``: clean without an attack, else per budget the naive result
+    and, with ``req.adaptive``, the adaptive one (BPDA / EOT) beside it."""
+    from ..attacks.base import accepts
+    from ..defenses.input_transforms import defend
+    from ..modalities import get_modality
+    from .cells.input_defenses import adaptive_for, score_defense
+
+    transform = _check_defense(req)
+    if req.attack is None:
+        return score_defense(target, data, modality=req.modality, transform=transform, attack=None, **common)
+    budgets = (req.eps or [get_modality(req.modality).middle_eps]) if accepts(req.attack, "eps") else [None]
+    results: list[Result] = []
+    for eps in budgets:
+        attack = make(**({"eps": eps} if eps is not None else {})).resolve(req.modality)
+        adaptive = adaptive_for(defend(target, transform), attack, eot_samples=req.eot_samples,
+                                mode=req.adaptive) if req.adaptive else None
+        results += score_defense(target, data, modality=req.modality, transform=transform, attack=attack,
+                                 adaptive=adaptive, clean=False, **common)
+    return results
+
+
 def result_line(r: Result) -> str:
     """One line per result: model, modality, attack and budget, clean and attacked top-1 and R@1."""
     from ..modalities import get_modality
@@ -140,11 +191,19 @@ def result_line(r: Result) -> str:
     line = f"{r.model['name']} {r.modality} n={r.n}"
     if r.attack:
         line += f" {r.attack['name']}" + (f" eps={spec.format_eps(r.attack['eps'])}" if r.attack.get("eps") is not None else "")
-        line += f" ({r.threat})"
+        line += f" ({r.threat}" + (", " + _adaptive_label(r.attack) if r.threat == "adaptive" and r.defense else "") + ")"
+    if r.defense and r.defense.get("marks") is not None:
+        line += f" behind {r.defense['name']}"
     line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
     if a:
         line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
     return line
+
+
+def _adaptive_label(attack: dict[str, Any]) -> str:
+    """``BPDA``, ``EOT-8`` or ``BPDA+EOT-8`` from an attack block."""
+    parts = (["BPDA"] if attack.get("bpda") else []) + ([f"EOT-{attack['eot_samples']}"] if attack.get("eot_samples") else [])
+    return "+".join(parts) or "adaptive"
 
 
 def write_eval(req: EvalRequest, results: list[Result]) -> str | None:

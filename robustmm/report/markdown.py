@@ -10,6 +10,7 @@ from ..modalities import MODALITIES
 from ..records import Result
 from ..records import headline_score as _top1
 from .check_records import is_checks, masking_flags
+from .defense_tables import certification_section, input_defense_section
 from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, markdown_table
 
 
@@ -237,6 +238,8 @@ def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
     lines += vulnerability_section(results)
     lines += attack_section(results, cv)
     lines += calibration_section(results, cv)
+    lines += input_defense_section(results)
+    lines += certification_section(results)
     lines += checks_section(checks, results)
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
