@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed as dist_utils
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
@@ -71,16 +72,18 @@ def _embed_pass(encoder: Encoder, dataset: MultimodalDataset, modality: str, att
     task = dataset.tasks.get(modality)
     prompts = task.prompts() if task is not None else None
     clean, adv = [], []
-    n_batches = (len(dataset) + batch_size - 1) // batch_size
-    for batch in tqdm(iter_batches(dataset, modality, batch_size, prompts), total=n_batches, desc=desc,
-                      disable=not progress, leave=False):
+    items = dist_utils.shard(len(dataset), align=batch_size)  # multi-process: this rank's whole batches
+    n_batches = (len(items) + batch_size - 1) // batch_size
+    for batch in tqdm(iter_batches(dataset, modality, batch_size, prompts, items), total=n_batches, desc=desc,
+                      disable=not progress or dist_utils.rank() != 0, leave=False):
         x = batch.x.to(encoder.device)
         clean.append(encoder.encode(modality, x).cpu())
         if attack is not None:
             with torch.enable_grad():
                 xa = attack(encoder, batch.replace(x=x)).x
             adv.append(encoder.encode(modality, xa).cpu())
-    return torch.cat(clean), (torch.cat(adv) if attack is not None else None)
+    # every rank's rows in item order (bit-exact), so every rank trains the same head
+    return dist_utils.gather_cat(clean), (dist_utils.gather_cat(adv) if attack is not None else None)  # type: ignore[return-value]
 
 
 def calibrate(
@@ -242,9 +245,9 @@ def _bare_from_wrapped(encoder: Encoder, wrapped: Encoder, dataset: MultimodalDa
     task = dataset.tasks.get(modality)
     prompts = task.prompts() if task is not None else None
     out = []
-    for batch in iter_batches(dataset, modality, batch_size, prompts):
+    for batch in iter_batches(dataset, modality, batch_size, prompts, dist_utils.shard(len(dataset), align=batch_size)):
         x = batch.x.to(encoder.device)
         with torch.enable_grad():
             xa = attack(wrapped, batch.replace(x=x)).x
         out.append(encoder.encode(modality, xa).cpu())
-    return torch.cat(out)
+    return dist_utils.gather_cat(out)  # type: ignore[return-value]
