@@ -43,6 +43,11 @@ class WorkStarted(BaseException):  # noqa: N818 - not an error: the signal that 
 @pytest.fixture
 def no_work(monkeypatch, tmp_path):
     """Stub every model and dataset loader (the start of real work), run in an empty folder."""
+    return stub_work(monkeypatch, tmp_path)
+
+
+def stub_work(monkeypatch, tmp_path):
+    """What ``no_work`` does (for other test files' fixtures)."""
     import robustmm.data
     import robustmm.data.registry
     import robustmm.encoders
