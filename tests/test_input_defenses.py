@@ -113,3 +113,18 @@ def test_eot_beats_the_single_draw_attack_on_random_resize_pad(trained, test32):
     d = defend(trained, "random-resize-pad")
     pgd = build_attack("pgd", steps=10)
     assert _robust(d, test32, EOT(pgd, samples=4)) <= _robust(d, test32, pgd)
+
+
+def test_soft_jpeg_approximates_real_jpeg_better_than_the_identity():
+    from robustmm.defenses.jpeg_surrogate import quant_table, soft_jpeg
+
+    assert quant_table(50)[0, 0] == 16 and quant_table(100).max() == 1  # the IJG tables, libjpeg scaling
+    x = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 30, 36), 5, 1, 2).requires_grad_(True)  # not multiples of 8
+    real = build_defense("jpeg", quality=50).forward(x.detach(), "image")
+    soft = soft_jpeg(x, 50)
+    assert soft.shape == x.shape
+    assert (soft - real).abs().mean() < 0.8 * (x.detach() - real).abs().mean()
+    (g,) = torch.autograd.grad(soft.sum(), x)
+    assert torch.isfinite(g).all() and torch.count_nonzero(g) > 0
+    gray = soft_jpeg(torch.rand(1, 1, 16, 16), 75)
+    assert gray.shape == (1, 1, 16, 16)

@@ -201,6 +201,14 @@ class JPEG(InputTransform):
         out = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0
         return out[None] if channels == 1 else out.transpose(2, 0, 1)
 
+    def stand_in(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable JPEG (Shin & Song 2017) for BPDA: the same 8x8 DCT quantisation with a
+        cubic soft rounding, so gradients favour the frequencies that survive compression (the
+        identity would spend the budget on frequencies JPEG removes)."""
+        from .jpeg_surrogate import soft_jpeg
+
+        return soft_jpeg(x, self.quality)
+
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         u, lo, hi = _to_unit(x.detach(), modality)
         flat = u.reshape(-1, *u.shape[-3:]).float().cpu().numpy()
