@@ -9,6 +9,13 @@ Adversarial Robustness"): a robustness number is only trustworthy if
 4. random noise of the same budget is weaker than the attack;
 5. a transfer attack from a surrogate model is weaker than the white-box attack.
 
+For the worst-case ensemble (APGD-CE, APGD-T, Square; :mod:`robustmm.attacks.ensemble`) two more:
+
+6. the ensemble is no weaker than any of its parts run alone (it attacks each item with every
+   part, so it can only be stronger);
+7. the gradient-free Square attack is not much stronger than APGD (robust accuracy more than
+   :data:`SQUARE_MARGIN` below APGD's): if it is, the gradients are masked.
+
 A model that "passes" an attack but fails these checks is probably masking gradients (or the
 attack is broken), and robustmm says so in the report. This module runs the checks and writes
 them as a result record; :mod:`robustmm.report.check_records` reads such records.
@@ -134,6 +141,47 @@ def sanity_checks(
     for c in checks:
         log.info("%s: %s (%s) %s", c.name, "ok" if c.passed else "FAILED", c.detail, c.values)
     return checks
+
+
+#: Square's robust score this far (fraction of items) below the best APGD part's flags gradient masking
+SQUARE_MARGIN = 0.10
+
+
+def ensemble_checks(parts: dict[str, float], ensemble: float, *, tolerance: float = 0.0,
+                    square_margin: float = SQUARE_MARGIN) -> list[Check]:
+    """Checks 6 and 7 from robust scores: ``parts`` (part label -> score of the part run alone,
+    labels as the ensemble names them: ``apgd-ce``, ``apgd-t``, ``square`` ...) and the ensemble's."""
+    weaker = {p: v for p, v in parts.items() if ensemble > v + tolerance}
+    checks = [Check("ensemble no weaker than its parts", not weaker,
+                    "the ensemble vs each part alone" + (f"; weaker than {', '.join(weaker)}" if weaker else ""),
+                    {"ensemble": ensemble, **parts})]
+    apgd = {p: v for p, v in parts.items() if p.startswith("apgd")}
+    if "square" in parts and apgd:
+        best = min(apgd, key=apgd.get)
+        masked = parts["square"] < apgd[best] - square_margin
+        checks.append(Check("Square not much stronger than APGD", not masked,
+                            f"gradient-free Square may not beat {best} by more than {square_margin:.2f}"
+                            + ("; it does: the gradients are masked" if masked else ""),
+                            {"square": parts["square"], best: apgd[best]}))
+    return checks
+
+
+def run_ensemble_checks(encoder: Encoder, dataset: MultimodalDataset, *, modality: str, ensemble: Any,
+                        ensemble_score: float, wrap: Any = None, tolerance: float = 0.0, **kw: Any,
+                        ) -> tuple[list[Check], dict[str, Result]]:
+    """Run every part of ``ensemble`` (an :class:`~robustmm.attacks.ensemble.Ensemble`) alone on
+    ``encoder`` and check it against the ensemble's robust score; returns the checks and the parts'
+    results (each with ``extra["ensemble_part"]``). ``wrap`` (e.g. autocast) wraps each part;
+    ``kw`` goes to ``evaluate``; the tolerance is never less than one item."""
+    metric = check_metric(dataset, modality)
+    results: dict[str, Result] = {}
+    for label, part in ensemble.resolve(modality).parts:
+        r = evaluate(encoder, dataset, modality=modality, attack=wrap(part) if wrap else part, **kw)
+        r.extra["ensemble_part"] = label
+        results[label] = r
+    scores = {label: float((r.metrics["attacked"] or {})[metric]) for label, r in results.items()}
+    n = len(dataset) if not kw.get("n") else min(len(dataset), int(kw["n"]))
+    return ensemble_checks(scores, ensemble_score, tolerance=max(tolerance, 1.0 / max(n, 1))), results
 
 
 def checks_to_dict(checks: list[Check]) -> dict[str, Any]:

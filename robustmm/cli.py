@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", default=None, help="check the model with these calibration heads (adaptive attack)")
     p.add_argument("--surrogate", default=None,
                    help="model for the transfer check (default: the bare model when --heads is given)")
+    p.add_argument("--ensemble", default="cheap", choices=["cheap", "standard", "none"],
+                   help="also run the worst-case ensemble (APGD-CE, APGD-T, Square) and its checks (default cheap)")
     p.add_argument("--out", default=None, help="write the checks as JSON")
     _common(p)
 
@@ -231,7 +233,7 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
 
     keys = ("model", "data", "split", "root", "n", "modality", "steps", "heads", "surrogate", "out")
     checks = check_attack_command(**{k: getattr(args, k) for k in keys}, seed=0 if args.seed is None else args.seed,
-                                  device=_device(args.device))
+                                  device=_device(args.device), ensemble=None if args.ensemble == "none" else args.ensemble)
     if not args.quiet:
         for c in checks:
             vals = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in c.values.items())

@@ -59,9 +59,11 @@ def report_command(paths: list[str], out: str | Path) -> list[Result]:
 
 def check_attack_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, steps: int,
                          heads: str | None, surrogate: str | None, out: str | None, seed: int = 0,
-                         device: str = "cpu") -> list[Any]:
-    """Gradient-masking sanity checks of PGD on one model (optionally with heads); writes them as
-    JSON to ``out`` when given; returns the checks."""
+                         device: str = "cpu", ensemble: str | None = "cheap") -> list[Any]:
+    """Gradient-masking sanity checks of PGD on one model (optionally with heads, attacked
+    adaptively), then the worst-case ensemble (version ``ensemble``; None skips it) and its checks:
+    no weaker than any of its parts, Square not much stronger than APGD. Writes the checks as JSON
+    to ``out`` when given; returns them."""
     from ..attacks import build_attack
     from ..checks import checks_to_dict, sanity_checks
     from ..data import load_dataset
@@ -69,6 +71,8 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     from ..modalities import get_modality
 
     get_modality(modality)
+    if ensemble is not None:
+        build_attack("ensemble", version=ensemble)  # an unknown version: "did you mean", before any model loads
     if out:
         check_writable_file(out, "--out")
     enc = load_encoder(model, device=device)
@@ -82,6 +86,16 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     dataset = load_dataset(data, split=split, n=n, root=root)
     checks = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
                            surrogate=alt, seed=seed)
+    if ensemble is not None:
+        from ..checks import check_metric, run_ensemble_checks
+        from ..evaluation import evaluate
+
+        ens = build_attack("ensemble", version=ensemble, seed=seed).resolve(modality)
+        res = evaluate(enc, dataset, modality=modality, attack=ens, seed=seed, progress=False)
+        score = float(res.metrics["attacked"][check_metric(dataset, modality)])
+        more, _ = run_ensemble_checks(enc, dataset, modality=modality, ensemble=ens, ensemble_score=score, seed=seed,
+                                      progress=False)
+        checks += more
     if out:
         atomic_write_text(out, json.dumps(checks_to_dict(checks), indent=2) + "\n")
     return checks

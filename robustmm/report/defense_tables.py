@@ -115,3 +115,52 @@ def _base(r: Result) -> str:
 
 def _r1(values: dict[str, float] | None) -> str:
     return "; ".join(f"{k}: {v:.3f}" for k, v in (values or {}).items()) or "—"
+
+
+def from_ensemble_cell(r: Result) -> bool:
+    """Whether ``r`` comes from the job's ensemble cell (the ensemble itself or one of its parts run alone)."""
+    return (r.attack or {}).get("name") == "ensemble" or "ensemble_part" in (r.extra or {})
+
+
+def ensemble_by_model(results: Sequence[Result]) -> dict[tuple[str, str | None], dict[str, Result]]:
+    """Ensemble records by (modality, calibration objective or None for the bare model), then threat."""
+    out: dict[tuple[str, str | None], dict[str, Result]] = defaultdict(dict)
+    for r in results:
+        if (r.attack or {}).get("name") != "ensemble" or "ensemble_part" in (r.extra or {}):
+            continue
+        if r.defense is None:
+            out[(r.modality, None)][r.threat] = r
+        elif r.defense.get("name") == "calibration" and not r.defense.get("clean_only"):
+            out[(r.modality, r.defense.get("objective"))][r.threat] = r
+    return out
+
+
+def ensemble_threat_flags(threats: dict[str, Result]) -> list[Any]:
+    """threats.py's weaker-beats-stronger flags for one head's ensemble records (head-unaware,
+    adaptive, worst case); [] when it has none."""
+    from ..defenses.threats import threat_flags
+
+    return threat_flags([threats[t] for t in ("head-unaware", "adaptive", "worst-case") if t in threats])
+
+
+def _check_cell(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "—"
+    vals = " / ".join(f"{k} {v:.2f}" for k, v in c.get("values", {}).items() if isinstance(v, (int, float)))
+    return ("ok" if c.get("passed") else "**FAIL**") + f" ({vals})"
+
+
+def ensemble_checks_rows(results: Sequence[Result]) -> tuple[list[list[Any]], list[str]]:
+    """Rows of the ensemble-checks table (one per checked model and modality) and a flag message
+    for every failed check (``Square much stronger than APGD`` is gradient masking)."""
+    rows, failed = [], []
+    for r in results:
+        checks = (r.extra or {}).get("ensemble_checks")
+        if not checks or (r.attack or {}).get("name") != "ensemble":
+            continue
+        model = r.model.get("name", "?") + (f" + {r.defense.get('objective')} head (adaptive)" if r.defense else "")
+        by = {c["name"]: c for c in checks}
+        rows.append([model, r.modality, r.n, _check_cell(by.get("ensemble no weaker than its parts")),
+                     _check_cell(by.get("Square not much stronger than APGD"))])
+        failed += [f"{model} / {r.modality}: {c['name']} FAILS ({c.get('detail', '')})" for c in checks if not c.get("passed")]
+    return rows, failed

@@ -10,7 +10,14 @@ from ..modalities import MODALITIES
 from ..records import Result
 from ..records import headline_score as _top1
 from .check_records import is_checks, masking_flags
-from .defense_tables import certification_section, input_defense_section
+from .defense_tables import (
+    certification_section,
+    ensemble_by_model,
+    ensemble_checks_rows,
+    ensemble_threat_flags,
+    from_ensemble_cell,
+    input_defense_section,
+)
 from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, markdown_table
 
 
@@ -133,7 +140,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
 
 
 def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]]) -> list[str]:
-    cal = [r for r in results if r.defense and r.defense.get("name") == "calibration"]
+    cal = [r for r in results if r.defense and r.defense.get("name") == "calibration" and not from_ensemble_cell(r)]
     if not cal:
         return []
     by = defaultdict(dict)
@@ -143,34 +150,46 @@ def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]
             controls[r.modality] = _top1(r.metrics["clean"])
             continue
         by[(r.modality, r.defense.get("objective"))][r.threat] = r
-    rows = []
+    ens = ensemble_by_model(results)
+    rows, flags = [], []
     for (m, obj), d in sorted(by.items()):
         ref = d.get("head-unaware") or d.get("adaptive")
-        eps = _eps_label(ref)
         bare = None
         for r in curve.get(m, []):
             if abs(r.attack["eps"] - ref.attack.get("eps", -1)) < 1e-12:
                 bare = _top1(r.metrics["attacked"])
         hu, ad = d.get("head-unaware"), d.get("adaptive")
-        rows.append([m, obj, eps, _top1(ref.metrics["clean"]) if False else None, controls.get(m),
-                     bare, None if hu is None else _top1(hu.metrics["attacked"]),
-                     None if ad is None else _top1(ad.metrics["attacked"])])
-        # clean top-1 of the bare model and the calibrated one
-        rows[-1][3] = f"{_f(_top1(curve[m][0].metrics['clean']))} → {_f(_top1(ref.metrics['clean']))}" if m in curve else _top1(ref.metrics["clean"])
+        clean = f"{_f(_top1(curve[m][0].metrics['clean']))} → {_f(_top1(ref.metrics['clean']))}" if m in curve \
+            else _top1(ref.metrics["clean"])
+        e_bare, e = ens.get((m, None), {}).get("white-box"), ens.get((m, obj), {})
+        rows.append([m, obj, _eps_label(ref), clean, controls.get(m), bare,
+                     None if hu is None else _top1(hu.metrics["attacked"]),
+                     None if ad is None else _top1(ad.metrics["attacked"]),
+                     *(None if x is None else _top1(x.metrics["attacked"])
+                       for x in (e_bare, e.get("head-unaware"), e.get("adaptive"), e.get("worst-case")))])
+        flags += [f"{m} / {obj} head: {f.message()}" for f in ensemble_threat_flags(e)]
     lines = ["## Calibration heads (encoder frozen)", "",
              "Clean top-1 without → with the head; the clean-control head has the same size but was trained on"
              " clean data only (a gain there is supervision, not robustness). Robust top-1 at the calibration budget:"
              " white-box on the bare encoder, then through the head when the attacker does not see it"
-             " (head-unaware) and when it differentiates through it (adaptive).", "",
+             " (head-unaware) and when it differentiates through it (adaptive), first under PGD, then under the"
+             " worst-case ensemble (APGD-CE, APGD-T, Square, on the ensemble's items). **The adaptive ensemble is the"
+             " defended model's robust number**; the head-unaware one beside it is the naive number, and the worst"
+             " case keeps, per item, the most damaging example of both.", "",
              markdown_table(["modality", "objective", "eps", "clean top-1", "clean-control top-1",
-                             "robust, no head", "robust, head-unaware", "robust, adaptive"], rows), ""]
+                             "robust, no head", "robust, head-unaware", "robust, adaptive", "ensemble, no head",
+                             "ensemble, head-unaware", "**ensemble, adaptive**", "ensemble, worst case"], rows), ""]
+    if flags:
+        lines += ["**Weaker threat beats a stronger one** (the stronger attack has not converged):", ""]
+        lines += [f"- ⚠ {f}." for f in flags] + [""]
     return lines
 
 
 def checks_section(checks: Sequence[Result], results: Sequence[Result]) -> list[str]:
     """Gradient-masking sanity checks per model, and flags for calibrated models they do not back."""
-    flags = masking_flags(list(results) + list(checks))
-    if not checks and not flags:
+    flags = masking_flags([r for r in results if not from_ensemble_cell(r)] + list(checks))
+    ens_rows, ens_failed = ensemble_checks_rows(results)
+    if not checks and not flags and not ens_rows:
         return []
     lines = ["## Sanity checks (gradient masking)", "",
              "Independent PGD runs (not nested) on the checked items: robust top-1 (X→text R@1 where the dataset has"
@@ -203,8 +222,15 @@ def checks_section(checks: Sequence[Result], results: Sequence[Result]) -> list[
                      (" Failed: " + ", ".join(f"{r.modality}" + (f"/{r.defense.get('objective')} head" if r.defense else "")
                                              for r in failed) + "." if failed else ""))
         lines.append("")
-    if flags:
-        lines += ["**Flags:**", ""] + [f"- ⚠ {f.message}." for f in flags] + [""]
+    if ens_rows:
+        lines += ["Worst-case ensemble checks: the ensemble must be no weaker than any of its parts run alone (robust"
+                  " top-1 of the ensemble vs each part), and the gradient-free Square attack must not be much stronger"
+                  " than APGD (more than 10 points lower robust top-1 means the gradients are masked).", "",
+                  markdown_table(["model", "modality", "n", "ensemble no weaker than its parts",
+                                  "Square not much stronger than APGD"], ens_rows), ""]
+    messages = [f.message for f in flags] + ens_failed
+    if messages:
+        lines += ["**Flags:**", ""] + [f"- ⚠ {m}." for m in messages] + [""]
     return lines
 
 

@@ -13,6 +13,7 @@ from ...records import Result
 from ..context import JobContext
 from ..fields import Section, option
 from ..registry import Cell, CellKind, register_cell
+from ._shared import job_heads
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,6 @@ class ChecksCells(CellKind):
         return out
 
 
-def _heads(ctx: JobContext, modality: str, objective: str) -> Any:
-    """The calibration of this run (in memory, or saved under DIR/heads by an earlier process)."""
-    calib = ctx.calibrations.get((modality, objective))
-    if calib is None and ctx.out_dir is not None and ctx.heads_path(modality, objective).exists():
-        from ...defenses.calibrate import Calibration
-        from ...defenses.heads import load_heads
-
-        heads, meta = load_heads(ctx.heads_path(modality, objective), ctx.encoder())
-        calib = Calibration(heads, meta)
-    return calib
-
-
 def run_checks(ctx: JobContext, modality: str, objective: str | None) -> list[Result]:
     """The checks on the bare model (``objective`` None) or on the model with one calibration's heads."""
     from ...attacks import build_attack
@@ -83,7 +72,7 @@ def run_checks(ctx: JobContext, modality: str, objective: str | None) -> list[Re
         target = bare
         surrogate = ctx.encoder(sec.surrogate) if sec.surrogate else None
     else:
-        calib = _heads(ctx, modality, objective)
+        calib = job_heads(ctx, modality, objective)
         if calib is None:
             log.warning("no heads for %s/%s: run its calibration cell first", modality, objective)
             return []

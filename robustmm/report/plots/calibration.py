@@ -27,7 +27,8 @@ _CAL_BARS = (
 
 def _is_calibrated(r: Result) -> bool:
     return (isinstance(r.defense, dict) and r.defense.get("name") == "calibration"
-            and r.threat in ("head-unaware", "adaptive"))
+            and r.threat in ("head-unaware", "adaptive")
+            and (r.attack or {}).get("name") != "ensemble" and "ensemble_part" not in (r.extra or {}))
 
 
 def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Path]:

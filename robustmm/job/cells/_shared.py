@@ -1,0 +1,28 @@
+"""What several cell kinds share: the calibration heads a job trained, found again by later cells."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import JobContext
+
+
+def job_heads(ctx: JobContext, modality: str, objective: str) -> Any:
+    """The Calibration of ``(modality, objective)`` this job trained: in memory, or saved under
+    ``DIR/heads`` by an earlier process (``--resume``); None when its calibration cell has not run."""
+    calib = ctx.calibrations.get((modality, objective))
+    if calib is None and ctx.out_dir is not None and ctx.heads_path(modality, objective).exists():
+        from ...defenses.calibrate import Calibration
+        from ...defenses.heads import load_heads
+
+        heads, meta = load_heads(ctx.heads_path(modality, objective), ctx.encoder())
+        calib = Calibration(heads, meta)
+        ctx.calibrations[(modality, objective)] = calib
+    return calib
+
+
+def calibrated_objectives(ctx: JobContext, modality: str) -> list[str]:
+    """The objectives whose heads the job trains for ``modality`` ([] when calibration is off)."""
+    cal = ctx.section("calibration")
+    if not cal.enabled or modality not in (cal.modalities or ctx.modalities):
+        return []
+    return list(cal.objectives)
