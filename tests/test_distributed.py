@@ -28,6 +28,47 @@ def test_helpers_are_noops_outside_a_process_group():
     t = torch.arange(6.0).reshape(3, 2)
     assert distributed.all_gather_tensor(t) is t
     assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+    assert distributed.broadcast_object([1]) == [1]
+    with distributed.local_only():
+        assert distributed.world_size() == 1 and distributed.group_size() == 1
+
+
+def test_waves_end_after_the_kinds_whose_state_later_kinds_read():
+    from robustmm.job.parallel import waves
+    from robustmm.job.registry import Cell
+
+    plan = [(k, Cell(f"{k}{i}", list)) for i, k in enumerate(["clean", "pgd", "calibration", "calibration", "checks",
+                                                               "checks"])]
+    assert [[c.key for c in w] for w in waves(plan)] == [["clean0", "pgd1", "calibration2", "calibration3"],
+                                                         ["checks4", "checks5"]]
+    assert [len(w) for w in waves(plan[:4])] == [4]  # nothing after the calibration: one wave
+    assert waves([]) == []
+
+
+def test_items_mode_compares_results_without_timings():
+    from robustmm.job.parallel import _untimed
+
+    assert _untimed({"timing_s": 1.0, "a": [{"train_s": 2, "b": 3}], "defense": {"attack_s": 1, "epochs": 2}}) == \
+        {"a": [{"b": 3}], "defense": {"epochs": 2}}
+
+
+def test_shard_mode_is_checked(monkeypatch):
+    from robustmm.errors import RobustMMError
+    from robustmm.job.parallel import shard_mode
+
+    assert shard_mode() in ("cells", "items")
+    monkeypatch.setenv("ROBUSTMM_RUN_SHARD", "items")
+    assert shard_mode() == "items"
+    monkeypatch.setenv("ROBUSTMM_RUN_SHARD", "batches")
+    with pytest.raises(RobustMMError, match="cells, items"):
+        shard_mode()
+
+
+def test_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ROBUSTMM_DIST_TIMEOUT", "90")
+    assert distributed.timeout_s() == 90
+    monkeypatch.setenv("ROBUSTMM_DIST_TIMEOUT", "soon")
+    assert distributed.timeout_s() == distributed.DEFAULT_TIMEOUT_S
 
 
 def _free_port() -> int:
