@@ -193,3 +193,18 @@ def test_bpda_on_an_encoder_with_nothing_to_approximate(enc, image):
     with pytest.raises(RobustMMError, match="declares no non-differentiable step") as e:
         BPDA(build_attack("pgd", steps=1))(enc, image)
     assert "\n" not in str(e.value)
+
+
+def test_tiled_copies_are_one_item_for_label_free_scores(enc, image):
+    """EOT's copies share a dataset index: their captions count as the item's own, so the X->text
+    margin of a tiled batch is the untiled one (no copy competes with itself)."""
+    from robustmm.attacks.margin_losses import Scorer
+
+    b = image.replace(labels=None, prompts=None)
+    k, rows = 3, torch.arange(N)
+    tiled = Batch("image", b.x.repeat(k, 1, 1, 1), list(b.captions) * k, None, None, b.index.repeat(k))
+    with torch.no_grad():
+        emb = enc.encode("image", b.x)
+        one = Scorer.of(enc, b, 100.0, b.x.device).caption_margin(emb, rows)
+        many = Scorer.of(enc, tiled, 100.0, b.x.device).caption_margin(emb.repeat(k, 1), torch.arange(k * N))
+    assert torch.allclose(many, one.repeat(k), atol=1e-6)

@@ -60,20 +60,22 @@ class Scorer:
 
     ``zero_shot``: the batch has labels and class prompts; then robustness is zero-shot top-1,
     else X->text R@1 among the batch's captions. Rows are given as a LongTensor ``rows`` into
-    the full batch, so a sub-batch of still-robust items is scored against the full batch.
+    the full batch, so a sub-batch of still-robust items is scored against the full batch. Rows
+    with the same dataset index (EOT's copies) are one item: their captions are all "own".
     """
 
     scale: float
     class_emb: torch.Tensor | None
     labels: torch.Tensor | None
     caption_emb: torch.Tensor | None
-    owner: torch.Tensor | None
+    owner: torch.Tensor | None  # per caption, the dataset index of its item
     texts: list[str]
+    ids: torch.Tensor | None = None  # per row, its item's dataset index (rows sharing one are one item)
 
     @classmethod
     def of(cls, encoder: Any, batch: Batch, scale: float, device: torch.device) -> "Scorer":
         """Bind ``batch`` (class embeddings, or its captions' embeddings) for ``encoder``."""
-        class_emb = labels = cap = owner = None
+        class_emb = labels = cap = owner = ids = None
         texts: list[str] = []
         if batch.labels is not None and batch.prompts is not None:
             class_emb = encoder.class_embeddings(batch.prompts).to(device)
@@ -84,8 +86,11 @@ class Scorer:
                 raise RobustMMError(f"the {batch.modality} batch has neither labels nor captions to score")
             with torch.no_grad():
                 cap = encoder.encode_text(texts).to(device)
-            owner = owner.to(device)
-        return cls(float(scale), class_emb, labels, cap, owner, texts)
+            n = len(batch)
+            ids = torch.as_tensor(batch.index) if batch.index is not None and len(batch.index) == n else torch.arange(n)
+            ids = ids.to(device=device, dtype=torch.long)
+            owner = ids[owner.to(device)]
+        return cls(float(scale), class_emb, labels, cap, owner, texts, ids)
 
     @property
     def zero_shot(self) -> bool:
@@ -98,7 +103,7 @@ class Scorer:
     def caption_margin(self, emb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """(n,) best own caption cosine minus best other caption cosine (X->text R@1 margin)."""
         sims = emb @ self.caption_emb.to(emb.dtype).T
-        own = self.owner[None, :] == rows[:, None]
+        own = self.owner[None, :] == self.ids[rows][:, None]
         best_own = sims.masked_fill(~own, float("-inf")).amax(1)
         best_other = sims.masked_fill(own, float("-inf")).amax(1)
         return best_own - best_other
@@ -119,7 +124,7 @@ class Scorer:
         target "classes" on a label-free batch). Fewer ranks when the batch has fewer captions."""
         rows = torch.arange(clean_emb.shape[0], device=clean_emb.device)
         sims = clean_emb @ self.caption_emb.to(clean_emb.dtype).T
-        sims = sims.masked_fill(self.owner[None, :] == rows[:, None], float("-inf"))
+        sims = sims.masked_fill(self.owner[None, :] == self.ids[rows][:, None], float("-inf"))
         k = min(k, int((sims > float("-inf")).sum(1).min()))
         order = sims.argsort(dim=1, descending=True)[:, :k]
         return [[self.texts[j] for j in order[:, r].tolist()] for r in range(k)]
