@@ -10,6 +10,9 @@ from ..data.registry import load_dataset
 from ..encoders.registry import load_encoder
 from .config import JobConfig
 
+#: what the runner (not a cell) writes in the output folder
+_NOT_CELLS = ("results.jsonl", "summary.csv", "report.md", "plots")
+
 
 class JobContext:
     """Loads each model and each (split, n) subset once, on first use, for every cell of a job."""
@@ -106,15 +109,40 @@ class JobContext:
         return {"calibrations": {k: v for k, v in self.calibrations.items() if old.get(k) is not v},
                 "fitted_patch": None if self.fitted_patch is before["fitted_patch"] else self.fitted_patch}
 
-    def adopt(self, state: dict[str, Any], *, save: bool = False) -> None:
-        """Take over state another rank's cells made (multi-process `robustmm run`); with ``save``
-        also write their heads under ``DIR/heads``, as the calibration cell does in one process."""
-        for (modality, objective), calib in state["calibrations"].items():
-            self.calibrations[(modality, objective)] = calib
-            if save and self.out_dir is not None:
-                calib.save(str(self.heads_path(modality, objective)))
+    def adopt(self, state: dict[str, Any]) -> None:
+        """Take over state another rank's cells made (multi-process `robustmm run`)."""
+        self.calibrations.update(state["calibrations"])
         if state["fitted_patch"] is not None:
             self.fitted_patch = state["fitted_patch"]
+
+    def files(self) -> dict[str, tuple[int, int]]:
+        """What the cells have written under the output folder: relative path -> (size, mtime_ns).
+
+        results.jsonl, the report's files and dotfiles (locks, temporaries) are not the cells' own."""
+        if self.out_dir is None or not self.out_dir.is_dir():
+            return {}
+        out = {}
+        for p in self.out_dir.rglob("*"):
+            rel = p.relative_to(self.out_dir)
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts) and rel.parts[0] not in _NOT_CELLS:
+                st = p.stat()
+                out[rel.as_posix()] = (st.st_size, st.st_mtime_ns)
+        return out
+
+    def files_since(self, before: dict[str, tuple[int, int]]) -> dict[str, bytes]:
+        """The bytes of every file a cell wrote (new or changed) since the snapshot ``before``."""
+        assert self.out_dir is not None or not before
+        return {rel: (self.out_dir / rel).read_bytes() for rel, stamp in self.files().items()  # type: ignore[operator]
+                if before.get(rel) != stamp}
+
+    def write_files(self, files: dict[str, bytes]) -> None:
+        """Write files another rank's cells wrote (``files_since``) at the same place here, atomically."""
+        from ..persist import atomic_write_bytes
+
+        for rel, data in sorted(files.items()):
+            if self.out_dir is not None:
+                (self.out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(self.out_dir / rel, data)
 
     def heads_path(self, modality: str, objective: str) -> Path:
         """Where the run keeps the heads of one calibration cell (``DIR/heads/MODEL-MODALITY-OBJ``)."""

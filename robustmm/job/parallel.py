@@ -6,7 +6,8 @@ Two ways, chosen by ``ROBUSTMM_RUN_SHARD``:
   process group's store), and each rank runs its cell under :func:`~robustmm.distributed.local_only`,
   i.e. exactly as a single process runs it. Finished cells are published in the store with the
   state they leave behind (calibration heads, the fitted patch); rank 0 writes them strictly in
-  cell order as soon as the prefix is complete, and adopts (and saves) the state. The job is cut
+  cell order as soon as the prefix is complete, after writing the files the cell wrote on its rank
+  (heads: the other ranks write into a private scratch folder) and adopting its state. The job is cut
   into *waves* where a later kind reads an earlier kind's state (the calibrated checks read the
   calibration heads); at the end of each wave rank 0 hands the merged state to every rank.
   This is what makes small jobs (`--quick`: every evaluation is one batch) faster.
@@ -69,10 +70,13 @@ def run_parallel(plan: list[tuple[str, Cell]], ctx: JobContext, commit: Commit) 
             _run_together(cell, commit)
         return
     for w, wave in enumerate(waves(plan)):
+        files = ctx.files()
         _run_wave(wave, ctx, commit, f"robustmm/run{_calls}/wave{w}")
-        state = dist.broadcast_object(ctx.state() if dist.rank() == 0 else None)
+        # rank 0 now holds every cell's state and files: the next wave starts from them on every rank
+        state, written = dist.broadcast_object((ctx.state(), ctx.files_since(files)) if dist.rank() == 0 else None)
         if dist.rank() != 0:
             ctx.adopt(state)
+            ctx.write_files(written)
 
 
 def _tagged(cell: Cell, results: list[Result]) -> list[Result]:
@@ -92,7 +96,9 @@ def _run_wave(wave: list[Cell], ctx: JobContext, commit: Commit, prefix: str) ->
             payload = dist.store_get(f"{prefix}/cell{written}")
             if "error" in payload:
                 raise RobustMMError(f"cell {wave[written].key} failed on rank {payload['rank']}: {payload['error']}")
-            ctx.adopt(payload["state"], save=payload["rank"] != 0)  # heads on disk before the results line
+            if payload["rank"] != 0:  # its files (heads) on disk before its results line
+                ctx.write_files(payload["files"])
+                ctx.adopt(payload["state"])
             commit(wave[written], payload["results"])
             written += 1
 
@@ -102,7 +108,7 @@ def _run_wave(wave: list[Cell], ctx: JobContext, commit: Commit, prefix: str) ->
         i = dist.store_add(f"{prefix}/next") - 1
         if i >= len(wave):
             break
-        cell, before = wave[i], ctx.state()
+        cell, before, files = wave[i], ctx.state(), ctx.files()
         log.info("rank %d runs %s", me, cell.key)
         try:
             with dist.local_only():
@@ -112,7 +118,8 @@ def _run_wave(wave: list[Cell], ctx: JobContext, commit: Commit, prefix: str) ->
             dist.store_set(f"{prefix}/cell{i}", {"rank": me, "error": msg})
             dist.store_set(f"{prefix}/abort", f"cell {cell.key} failed on rank {me}: {msg}")
             raise
-        payload = {"rank": me, "results": results, "state": ctx.state_since(before) if me else _empty()}
+        payload = {"rank": me, "results": results, "state": ctx.state_since(before) if me else _empty(),
+                   "files": ctx.files_since(files) if me else {}}
         dist.store_set(f"{prefix}/cell{i}", payload)
         if lead:
             drain(block=False)
