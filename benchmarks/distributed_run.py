@@ -102,6 +102,38 @@ def _same_files(a: Path, b: Path) -> dict[str, Any]:
     return out
 
 
+TINY = """[run]
+quick_n = 16
+quick_attack_n = 8
+modalities = ["image", "thermal"]
+batch_size = 4
+[report]
+examples = false
+[pgd]
+quick_steps = 1
+quick_retrieval_n = 8
+[calibration]
+quick_train_n = 8
+epochs = 2
+quick_steps = 1
+[checks]
+quick_n = 8
+quick_steps = [1, 2]
+surrogate = ""
+"""
+
+
+def _tiny_job(path: Path) -> Path:
+    """Write the ``--tiny`` job: every cell kind but clean, pgd, calibration and checks switched off."""
+    sys.path.insert(0, str(REPO))
+    from robustmm.job import cell_kinds
+
+    keep = ("clean", "pgd", "calibration", "checks")
+    off = [k.name for k in cell_kinds() if k.name not in keep and hasattr(k.default(), "enabled")]
+    path.write_text(TINY + "".join(f"[{name}]\nenabled = false\n" for name in off))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="", help="job TOML (default: the job shipped in the package)")
@@ -111,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", choices=("cells", "items"), default=None, help="ROBUSTMM_RUN_SHARD of the ranks")
     ap.add_argument("--via", choices=("worker", "cli"), default="worker",
                     help="start the ranks on this script (default) or on `torchrun -m -- robustmm run`")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a tiny job instead (the shipped model; clean, PGD, calibration, checks on a few items) "
+                         "to check the plumbing in seconds")
     ap.add_argument("--keep", type=Path, default=None, help="keep both output folders here (D1, DN)")
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -123,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     for d in (d1, dn):
         shutil.rmtree(d, ignore_errors=True)
     env = _env(args.threads)
+    if args.tiny:
+        args.config = str(_tiny_job(root / "tiny.toml"))
     config = [str(Path(args.config).resolve())] if args.config else []
     single = [sys.executable, "-m", "robustmm", "run", *config, "--quick", "-q", "--device", args.device,
               "--out", str(d1)]
@@ -143,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup = round(one["wall_s"] / many["wall_s"], 3) if many["wall_s"] else None
     out = {
         "benchmark": "distributed_run",
-        "job": args.config or "default (robustmm/configs/default.toml)", "quick": True,
+        "job": "tiny" if args.tiny else args.config or "default (robustmm/configs/default.toml)", "quick": True,
         "nproc": args.nproc, "threads_per_process": args.threads, "device": args.device,
         "shard": args.shard or os.environ.get("ROBUSTMM_RUN_SHARD", "cells"), "via": args.via,
         "single_process": one, "multi_process": many, "cells_run_per_rank": per_rank,
