@@ -37,6 +37,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
 
 
+def _source(p: argparse.ArgumentParser, split: str = "test") -> None:
+    """--model, --data, --split and --root (the model and the dataset a command works on)."""
+    p.add_argument("--model", default="tinybind")
+    p.add_argument("--data", default="synthscenes", help="dataset name (see `robustmm list datasets`)")
+    p.add_argument("--split", default=split, help=f"dataset split (default {split})")
+    p.add_argument("--root", default=None, help="folder of a real dataset on disk")
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (exit 2), like every other robustmm error."""
 
@@ -62,10 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate one model on one modality, clean or under an attack")
-    p.add_argument("--model", default="tinybind")
-    p.add_argument("--data", default="synthscenes", help="dataset name (see `robustmm list datasets`)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--root", default=None, help="folder of a real dataset on disk")
+    _source(p)
     p.add_argument("--n", type=int, default=None, help="evaluate the first N items")
     p.add_argument("--modality", required=True)
     p.add_argument("--attack", default=None, help="attack name (see `robustmm list attacks`); none = clean")
@@ -78,13 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", default=None, help="calibration heads (HEADS.safetensors) applied to --model")
     p.add_argument("--threat", default="head-unaware", choices=["head-unaware", "adaptive"],
                    help="with --heads: make examples on the bare model (head-unaware) or through the heads (adaptive)")
-    p.add_argument("--defense", default=None, help="score the model behind this input defense (bit-depth, jpeg, "
-                   "random-resize-pad)")
+    p.add_argument("--defense", default=None, help="score the model behind this input defense (e.g. jpeg)")
     p.add_argument("--defense-setting", action="append", default=None, metavar="KEY=VALUE",
                    help="a setting of --defense, e.g. quality=50 (repeatable)")
     p.add_argument("--adaptive", nargs="?", const="auto", default=None, choices=["auto", "bpda", "eot", "bpda+eot"],
-                   help="with --defense and --attack: also the adaptive attack beside the naive one (auto: BPDA for "
-                   "non-differentiable steps, EOT for randomness)")
+                   help="with --defense and --attack: also the adaptive (auto: BPDA and/or EOT) attack beside the naive one")
     p.add_argument("--eot-samples", type=int, default=8, help="EOT draws per step for randomized defenses (default 8)")
     p.add_argument("--out", default=None, help="output file; {model} {data} {modality} {attack} are filled in")
     p.add_argument("--amp", action="store_true",
@@ -92,10 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("calibrate", help="train a calibration head for one modality on adversarial examples")
-    p.add_argument("--model", default="tinybind")
-    p.add_argument("--data", default="synthscenes")
-    p.add_argument("--split", default="train", help="training split (default train)")
-    p.add_argument("--root", default=None)
+    _source(p, "train")
     p.add_argument("--n", type=int, default=2000, help="training items (default 2000)")
     p.add_argument("--modality", required=True)
     p.add_argument("--objective", default="ce", help="ce | l2 | infonce | a weighted sum like 'ce+0.5*l2'")
@@ -114,23 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("check-attack", help="gradient-masking sanity checks of PGD on one model and modality")
-    p.add_argument("--model", default="tinybind")
-    p.add_argument("--data", default="synthscenes")
-    p.add_argument("--split", default="test")
-    p.add_argument("--root", default=None)
+    _source(p)
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--modality", required=True)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--heads", default=None, help="check the model with these calibration heads (adaptive attack)")
     p.add_argument("--surrogate", default=None,
                    help="model for the transfer check (default: the bare model when --heads is given)")
-    p.add_argument("--ensemble", default="cheap", choices=["cheap", "standard", "none"],
-                   help="also run the worst-case ensemble (APGD-CE, APGD-T, Square) and its checks (default cheap)")
+    p.add_argument("--ensemble", default="cheap", choices=["cheap", "standard", "none"], help="ensemble checks' version")
     p.add_argument("--out", default=None, help="write the checks as JSON")
     _common(p)
 
-    p = sub.add_parser("list", help="list models, attacks, datasets or modalities")
-    p.add_argument("what", choices=["models", "attacks", "datasets", "modalities"])
+    p = sub.add_parser("certify", help="certified accuracy of one modality by randomized smoothing")
+    _source(p)
+    p.add_argument("--items", type=int, default=None, help="certify the first N items (default all)")
+    p.add_argument("--modality", required=True)
+    p.add_argument("--sigma", type=float, required=True, help="Gaussian noise std in the modality's raw unit")
+    p.add_argument("--heads", default=None, help="calibration heads (e.g. noise-trained) applied to --model")
+    p.add_argument("--n", type=int, default=1000, help="estimation draws per item (default 1000)")
+    p.add_argument("--n0", type=int, default=100, help="selection draws per item (default 100)")
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
+    p.add_argument("--radii", type=float, nargs="*", default=None, help="L2 radii to report (default: the modality's)")
+    p.add_argument("--smoothadv", type=int, default=0, metavar="K", help="also attack the first K items with SmoothAdv")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", required=True, help="result file (.json); {model} {data} {modality} are filled in")
+    _common(p)
+
+    p = sub.add_parser("list", help="list models, attacks, datasets, modalities, input defenses or job cell kinds")
+    p.add_argument("what", choices=["models", "attacks", "datasets", "modalities", "defenses", "cells"])
     return ap
 
 
@@ -141,20 +152,11 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import list_attacks, list_datasets, list_encoders
-    from .modalities import MODALITIES
+    from .job.commands import list_rows
 
+    rows = list_rows(args.what)
     if args.what == "models":
-        rows = list_encoders()
         print("Model families (name or family:spec):")
-    elif args.what == "attacks":
-        rows = list_attacks()
-    elif args.what == "datasets":
-        rows = list_datasets()
-    else:
-        rows = {m: f"{s.description} domain {s.domain}, {s.norm}, eps grid "
-                   + ", ".join(s.format_eps(e) for e in s.eps_grid) + f" ({s.eps_unit})"
-                for m, s in MODALITIES.items()}
     width = max((len(k) for k in rows), default=0)
     for k, v in rows.items():
         print(f"  {k:<{width}}  {v}")
@@ -191,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     fields = {f: getattr(args, f) for f in ("modality", "model", "data", "split", "root", "n", "attack", "eps", "steps",
                                             "norm", "source", "fit_n", "batch_size", "heads", "threat", "defense",
                                             "defense_setting", "adaptive", "eot_samples", "out", "amp")}
-    req = EvalRequest(**fields, seed=0 if args.seed is None else args.seed, device=_device(args.device),
+    req = EvalRequest(**fields, seed=args.seed or 0, device=_device(args.device),
                       progress=not args.quiet)
     results = run_eval(req)
     if not args.quiet and distributed.rank() == 0:
@@ -209,7 +211,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality, objective=args.objective)
     keys = ("model", "data", "split", "root", "n", "modality", "objective", "eps", "steps", "epochs", "adaptive_every",
             "clean_only", "out")
-    cal = calibrate_command(**{k: getattr(args, k) for k in keys}, seed=0 if args.seed is None else args.seed,
+    cal = calibrate_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
                             device=_device(args.device), progress=not args.quiet)
     if not args.quiet:
         m = cal.meta
@@ -232,13 +234,27 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
     from .job.commands import check_attack_command
 
     keys = ("model", "data", "split", "root", "n", "modality", "steps", "heads", "surrogate", "out")
-    checks = check_attack_command(**{k: getattr(args, k) for k in keys}, seed=0 if args.seed is None else args.seed,
+    checks = check_attack_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
                                   device=_device(args.device), ensemble=None if args.ensemble == "none" else args.ensemble)
     if not args.quiet:
         for c in checks:
             vals = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in c.values.items())
             print(f"[{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail} ({vals})")
     return 0 if all(c.passed for c in checks) else 1
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from .job.commands import certify_command
+
+    args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality)
+    keys = ("model", "data", "split", "root", "items", "modality", "sigma", "heads", "n", "n0", "alpha", "out", "radii", "smoothadv", "batch_size")
+    r = certify_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
+                        device=_device(args.device), progress=not args.quiet)
+    if not args.quiet:
+        cert = ", ".join(f"r={k}: {v:.3f}" for k, v in r.metrics["certified"]["top1"].items())
+        print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}: certified top-1 {cert}")
+        print(f"wrote {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     started = False
     try:
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
-                   "check-attack": cmd_check_attack}[args.command]
+                   "check-attack": cmd_check_attack, "certify": cmd_certify}[args.command]
         if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank
             if args.command != "eval":
                 raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` only, not {args.command!r}")

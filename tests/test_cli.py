@@ -100,6 +100,7 @@ def test_run_clean_only_job(tmp_path, trained, capsys):
     cfg = tmp_path / "clean.toml"
     cfg.write_text("[run]\nquick_n = 30\n[pgd]\nenabled = false\n[patch]\nenabled = false\n[sga]\nenabled = false\n"
                    "[xmai]\nenabled = false\n[calibration]\nenabled = false\n[checks]\nenabled = false\n"
+                   "[ensemble]\nenabled = false\n[certification]\nenabled = false\n[input_defenses]\nenabled = false\n"
                    "[report]\nexamples = false\n")
     assert main(["run", str(cfg), "--quick", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
@@ -158,6 +159,12 @@ clean_control = false
 quick_n = 12
 quick_steps = [1, 2]
 surrogate = ""
+[ensemble]
+quick_steps = 1
+quick_n_queries = 5
+quick_n = 6
+[certification]
+enabled = false
 [report]
 examples = false
 """)
@@ -174,7 +181,8 @@ examples = false
 def test_run_out_is_templated(tmp_path, trained):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text("[run]\nquick_n = 8\nmodalities = [\"audio\"]\n[pgd]\nenabled = false\n" + NO_PATCH_SGA_XMAI +
-                   "[calibration]\nenabled = false\n[checks]\nenabled = false\n[report]\nexamples = false\n")
+                   "[calibration]\nenabled = false\n[checks]\nenabled = false\n[ensemble]\nenabled = false\n"
+                   "[certification]\nenabled = false\n[report]\nexamples = false\n")
     assert main(["run", str(cfg), "--quick", "-q", "--out", str(tmp_path / "{config}-{model}-{data}")]) == 0
     assert (tmp_path / "tiny-tinybind-synthscenes" / "results.jsonl").exists()
 

@@ -66,7 +66,8 @@ class ToyLearned(ToyNoise):
         return super().__call__(encoder, batch)
 
 
-OFF = "".join(f"[{k}]\nenabled = false\n" for k in ("clean", "pgd", "patch", "sga", "xmai", "calibration", "checks"))
+OFF_KINDS = ("clean", "pgd", "patch", "sga", "xmai", "input_defenses", "calibration", "ensemble", "certification", "checks")
+OFF = "".join(f"[{k}]\nenabled = false\n" for k in OFF_KINDS)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_generic_cell_fits_learned_attacks_and_defaults_eps(tmp_path, tiny_model
     config = parse_config({"run": {"model": tiny_model, "quick_n": 12, "quick_attack_n": 12, "modalities": ["thermal"],
                                    "batch_size": 12},
                            "report": {"examples": False},
-                           **{k: {"enabled": False} for k in ("clean", "pgd", "patch", "sga", "xmai", "calibration", "checks")},
+                           **{k: {"enabled": False} for k in OFF_KINDS},
                            "attacks": {TOY_LEARNED: {"quick_fit_n": 7, "quick_n": 5}, TOY: {"enabled": False}}})
     got = run_job(config, tmp_path / "o", quick=True, progress=False)
     assert len(got) == 1 and got[0].n == 5
@@ -122,7 +123,8 @@ def test_attack_cell_settings_are_checked_at_load():
         parse_config({"attacks": {TOY: 3}})
 
 
-BUILTIN = ["clean", "pgd", "patch", "sga", "xmai", "attacks", "calibration", "checks"]
+BUILTIN = ["clean", "pgd", "patch", "sga", "xmai", "attacks", "input_defenses", "calibration", "ensemble", "certification",
+           "checks"]
 
 
 def test_kinds_run_in_registry_order():

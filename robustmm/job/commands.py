@@ -12,6 +12,24 @@ from ..persist import atomic_write_text
 from ..records import Result
 
 
+def list_rows(what: str) -> dict[str, str]:
+    """Name -> one-line description of the registered ``what`` (models, attacks, datasets,
+    modalities, defenses = input defenses, cells = job cell kinds), for `robustmm list`."""
+    from .. import list_attacks, list_datasets, list_encoders
+    from ..defenses.input_transforms import list_defenses
+    from ..modalities import MODALITIES
+    from .registry import list_cell_kinds
+
+    if what == "modalities":
+        return {m: f"{s.description} domain {s.domain}, {s.norm}, eps grid "
+                   + ", ".join(s.format_eps(e) for e in s.eps_grid) + f" ({s.eps_unit})" for m, s in MODALITIES.items()}
+    listers = {"models": list_encoders, "attacks": list_attacks, "datasets": list_datasets, "defenses": list_defenses,
+               "cells": list_cell_kinds}
+    if what not in listers:
+        raise RobustMMError(f"cannot list {what!r}; one of: {', '.join([*listers, 'modalities'])}")
+    return dict(listers[what]())
+
+
 def calibrate_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, objective: str,
                       eps: float | None, steps: int, epochs: int, adaptive_every: int | None, clean_only: bool,
                       out: str, seed: int = 0, device: str = "cpu", progress: bool = True) -> Any:
@@ -99,3 +117,44 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     if out:
         atomic_write_text(out, json.dumps(checks_to_dict(checks), indent=2) + "\n")
     return checks
+
+
+def certify_command(*, model: str, data: str, split: str, root: str | None, items: int | None, modality: str,
+                    sigma: float, heads: str | None, n: int, n0: int, alpha: float, out: str,
+                    radii: list[float] | None = None, smoothadv: int = 0, batch_size: int = 32, seed: int = 0,
+                    device: str = "cpu", progress: bool = True) -> Result:
+    """Certify one modality of a model by randomized smoothing (optionally behind heads) and write the
+    record (``threat="certified"``) to ``out``. Every argument, the output path and the dataset's
+    zero-shot task are checked before any model is loaded; returns the record."""
+    import math
+
+    from ..data import load_dataset
+    from ..defenses.smoothing import certify_dataset, check_smoothing_args, classification_task
+    from ..encoders import load_encoder
+    from ..modalities import get_modality
+    from ..records import write_json
+
+    get_modality(modality)
+    check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
+    if items is not None and items < 1:
+        raise RobustMMError(f"--items must be >= 1, got {items}")
+    if any(not math.isfinite(r) or r < 0 for r in radii or []):
+        raise RobustMMError(f"--radii must be finite and >= 0, got {radii}")
+    if smoothadv < 0:
+        raise RobustMMError(f"--smoothadv must be >= 0 items, got {smoothadv}")
+    if heads and not Path(heads).exists():
+        raise RobustMMError(f"heads file not found: {heads}")
+    check_writable_file(out, "--out")
+    dataset = load_dataset(data, split=split, n=items, root=root)
+    classification_task(dataset, modality)  # a modality without a zero-shot task: one line, before the model loads
+    enc = load_encoder(model, device=device)
+    loaded = None
+    if heads:
+        from ..defenses.heads import load_heads
+
+        loaded = load_heads(heads, enc)
+    attack = {"steps": 10, "m": 8, "n": n, "alpha": alpha, "n_items": min(smoothadv, len(dataset))} if smoothadv else None
+    result = certify_dataset(enc, dataset, modality=modality, sigma=sigma, n0=n0, n=n, alpha=alpha, heads=loaded,
+                             radii=radii, batch_size=batch_size, seed=seed, smoothadv=attack, progress=progress)
+    write_json(out, result)
+    return result

@@ -94,16 +94,18 @@ def certification_section(results: Sequence[Result]) -> list[str]:
         d = r.defense or {}
         rows.append([r.modality, _base(r), d.get("sigma"), d.get("n"), d.get("n0"), d.get("alpha"), r.n,
                      (r.metrics.get("clean") or {}).get("zeroshot_top1"), c.get("abstain"), "; ".join(cells),
-                     _r1(c.get("x2t_R@1"))])
+                     (r.metrics.get("empirical") or {}).get("n_items"), _r1(c.get("x2t_R@1"))])
     return ["## Certified robustness (randomized smoothing)", "",
             "Certified zero-shot top-1 of the smoothed classifier (Gaussian noise of std sigma in the modality's raw"
             " unit, Monte Carlo with n0 selection and n estimation draws, Clopper-Pearson bound at alpha): the fraction"
             " of items classified correctly with a certified L2 radius of at least r (r in the modality's raw unit, over"
             " the whole input tensor). After the slash: the empirical accuracy under the adaptive SmoothAdv attack at"
-            " the same radius, which must never be below the certified one by more than chance. Smoothed top-1: the"
+            " the same radius on the first \"SmoothAdv items\" items, which must never be below the certified one by"
+            " more than chance. Smoothed top-1: the"
             " smoothed classifier's accuracy without abstention.", "",
             markdown_table(["modality", "base model", "sigma", "n", "n0", "alpha", "items", "smoothed top-1",
-                            "abstain", "certified top-1 at r (/ empirical)", "certified x2t R@1 at r"], rows), ""]
+                            "abstain", "certified top-1 at r (/ empirical)", "SmoothAdv items", "certified x2t R@1 at r"],
+                           rows), ""]
 
 
 def _base(r: Result) -> str:

@@ -11,14 +11,15 @@ From result records (``robustmm.result/1``):
 * :func:`plot_robustness_curves` -- metric vs budget eps, one panel per (modality, attack).
 * :func:`plot_attack_bars` -- clean vs attacked bars with the attack success rate, per attack.
 * :func:`plot_calibration` -- bare vs calibrated encoder, clean and under both threat models.
-* :func:`write_all_plots` -- the three above into one folder (what ``robustmm report`` calls).
+* :func:`plot_certified` -- certified (and SmoothAdv empirical) top-1 against the L2 radius.
+* :func:`write_all_plots` -- the four above into one folder (what ``robustmm report`` calls).
 
 From examples: :func:`plot_gallery` (image grids), :func:`plot_spectrograms` (audio),
 :func:`plot_pointcloud` (3-D points). Malformed records are skipped with a warning, never fatal;
 empty input returns ``[]``.
 
 The package: :mod:`.style` (canvas, output, palette), :mod:`.fields` (reading records),
-:mod:`.curves`, :mod:`.bars`, :mod:`.calibration` (one figure kind each) and :mod:`.examples`.
+:mod:`.curves`, :mod:`.bars`, :mod:`.calibration`, :mod:`.certified` (one figure kind each) and :mod:`.examples`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from ...records import Result
 from .bars import plot_attack_bars
 from .calibration import plot_calibration
+from .certified import plot_certified
 from .curves import CURVE_ATTACKS, plot_robustness_curves
 from .examples import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
 from .fields import _as_results
@@ -36,13 +38,14 @@ from .fields import _as_results
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CURVE_ATTACKS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_gallery",
+    "CURVE_ATTACKS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified", "plot_gallery",
     "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
 ]
 
 
 def write_all_plots(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
-    """Robustness curves, per-attack bars and the calibration chart into ``out_dir`` (created).
+    """Robustness curves, per-attack bars, the calibration chart and the certified-accuracy curves
+    into ``out_dir`` (created).
 
     A failure in one figure is logged and the others are still written.
     """
@@ -53,7 +56,7 @@ def write_all_plots(results: Sequence[Result], out_dir: str | Path) -> list[Path
         log.info("write_all_plots: no results; nothing to plot")
         return []
     written: list[Path] = []
-    for fn in (plot_robustness_curves, plot_attack_bars, plot_calibration):
+    for fn in (plot_robustness_curves, plot_attack_bars, plot_calibration, plot_certified):
         try:
             written += fn(rs, out_dir)
         except Exception:  # noqa: BLE001 - a report should not die on one figure
