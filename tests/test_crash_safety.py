@@ -313,10 +313,16 @@ def warm(tmp_path_factory):
     d = tmp_path_factory.mktemp("warm")
     assert main(["eval", "--modality", "thermal", "--n", "2", "-q", "--out", str(d / "w.json")]) == 0
     job = d / "job.toml"
-    off = "".join(f"[{k}]\nenabled = false\n" for k in ("patch", "sga", "xmai", "calibration", "checks"))
     job.write_text('[run]\nn = 4\nattack_n = 4\nmodalities = ["thermal"]\nbatch_size = 4\n'
-                   "[pgd]\nsteps = 1\nretrieval = false\n[report]\nexamples = false\n" + off)
+                   "[pgd]\nsteps = 1\nretrieval = false\n[report]\nexamples = false\n" + only("clean", "pgd"))
     return d
+
+
+def only(*kinds: str) -> str:
+    """Job-file lines that switch off every registered cell kind but ``kinds`` (new kinds too)."""
+    from robustmm.job.registry import cell_kinds
+
+    return "".join(f"[{k.name}]\nenabled = false\n" for k in cell_kinds() if k.name not in kinds and k.name != "attacks")
 
 
 def kill_points(events: list[str]) -> list[int]:
@@ -460,14 +466,23 @@ def test_report_killed_at_every_write_leaves_old_or_complete_files(tmp_path, war
     assert not found, "\n".join(found)
 
 
-@pytest.mark.parametrize("points", [pytest.param(5, id="5-points"),
-                                    pytest.param(None, id="every-point", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~1 min per 5 kill points on 2 busy cores; the resume tests below kill `run` at 2 points
+@pytest.mark.parametrize("points", [pytest.param(5, id="5-points"), pytest.param(None, id="every-point")])
 def test_run_killed_at_every_write_leaves_complete_lines_and_files(tmp_path, warm, points):
     job = warm / "job.toml"
     found, events = _sweep(tmp_path, lambda cwd: None, ["run", str(job), "--out", "out", "-q"], "out",
                            max_points=points)
     assert any("results.jsonl" in e for e in events)
     assert not found, "\n".join(found)
+
+
+@pytest.fixture(scope="module")
+def run_reference(tmp_path_factory, warm):
+    """An unkilled run of the tiny job: its events, its folder."""
+    d = tmp_path_factory.mktemp("runref")
+    how, rc, events = run_child(["run", str(warm / "job.toml"), "--out", "out", "-q"], d, None, d / "ref.log")
+    assert (how, rc) == ("exit", 0), (d / "ref.stderr").read_text()[-1000:]
+    return events, d / "out"
 
 
 @pytest.mark.parametrize("where", [
@@ -477,14 +492,12 @@ def test_run_killed_at_every_write_leaves_complete_lines_and_files(tmp_path, war
         "cell as done when any row carries its key: a kill between two rows of one cell (a PGD curve) and --resume "
         "skips the cell, losing its other rows for good"))),
 ])
-def test_killed_run_resumes_to_the_complete_results(tmp_path, warm, where):
-    """After a kill, `--resume` ends with the same rows as an unkilled run."""
+def test_killed_run_resumes_to_the_complete_results(tmp_path, warm, run_reference, where):
+    """A run killed before its Nth results line leaves complete files, and `--resume` ends with
+    the same rows as an unkilled run."""
     job = warm / "job.toml"
-    ref_dir = tmp_path / "ref"
-    ref_dir.mkdir()
-    how, rc, events = run_child(["run", str(job), "--out", "out", "-q"], ref_dir, None, tmp_path / "ref.log")
-    assert (how, rc) == ("exit", 0)
-    rows = (ref_dir / "out" / "results.jsonl").read_text().splitlines()
+    events, ref_out = run_reference
+    rows = (ref_out / "results.jsonl").read_text().splitlines()
     want = [_strip(json.loads(x)) for x in rows]
     cells = [r["extra"]["cell"] for r in want]
     appends = [i + 1 for i, e in enumerate(events) if e.split("\t")[1].startswith("os.open") and "results.jsonl" in e]
@@ -493,6 +506,7 @@ def test_killed_run_resumes_to_the_complete_results(tmp_path, warm, where):
     cwd = tmp_path / "k"
     cwd.mkdir()
     assert run_child(["run", str(job), "--out", "out", "-q"], cwd, n, tmp_path / "k.log")[0] == "killed"
+    assert problems(cwd / "out", {}, snapshot(ref_out)) == []
     how, rc, _ = run_child(["run", str(job), "--out", "out", "-q", "--resume"], cwd, None, tmp_path / "r.log")
     assert (how, rc) == ("exit", 0), (tmp_path / "r.stderr").read_text()[-1000:]
     got = [_strip(json.loads(x)) for x in (cwd / "out" / "results.jsonl").read_text().splitlines()]

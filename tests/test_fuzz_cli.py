@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import robustmm
@@ -340,19 +340,30 @@ def _value(draw, action: argparse.Action, paths: dict[str, list[str]]):
 
 
 @st.composite
-def argument_lists(draw, files: Path):
+def argument_lists(draw, files: Path, command: str | None = None, force: str | None = None):
+    """An argument list of one subcommand (``command``, else any) built from its parser's actions;
+    a random optional one (or the one whose first flag is ``force``) is always among them."""
     cmds = subcommands()
     paths = path_pool(files)
-    name = draw(st.sampled_from(sorted(cmds)))
+    name = command or draw(st.sampled_from(sorted(cmds)))
     parser = cmds[name]
     argv: list[list[str]] = []
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
+    actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+
+    def required(a):
+        return a.required or (not a.option_strings and a.nargs not in ("?", "*"))
+
+    optional = [a for a in actions if not required(a)]
+    chosen = draw(st.lists(st.sampled_from(optional), unique_by=id, max_size=5)) if optional else []
+    forced = next((a for a in actions if a.option_strings and a.option_strings[0] == force), None)
+    if forced is not None:
+        chosen.append(forced)
+    elif optional:
+        chosen.append(draw(st.sampled_from(optional)))
+    for action in actions:
+        if not required(action) and action not in chosen:
             continue
-        required = action.required or (not action.option_strings and action.nargs not in ("?", "*"))
-        if not required and not draw(st.integers(0, 2)):
-            continue
-        if required and not draw(st.integers(0, 15)):
+        if required(action) and action is not forced and not draw(st.integers(0, 15)):
             continue  # sometimes leave out a required one
         flag = [draw(st.sampled_from(action.option_strings))] if action.option_strings else []
         if action.nargs == 0:  # store_true / count
@@ -379,19 +390,19 @@ def test_every_command_parses_to_exit_0_or_a_one_line_exit_2(files, no_work, cap
 
 
 def test_the_fuzzer_reaches_every_command_and_flag(files):
-    """The argument fuzzer is built from the parser: every subcommand and every flag is drawn."""
-    seen: set[str] = set()
+    """The argument fuzzer is built from the parser: it can draw every subcommand with each of its flags."""
+    pairs = [(name, a.option_strings) for name, p in subcommands().items() for a in p._actions
+             if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    assert {n for n, _ in pairs} >= {"run", "eval", "calibrate", "report", "check-attack"}
 
-    @settings(max_examples=80, deadline=None, database=None)
+    @settings(max_examples=2, deadline=None, database=None, phases=[Phase.generate])
     @given(data=st.data())
-    def collect(data):
-        seen.update(a for a in data.draw(argument_lists(files)) if a.startswith("--") or a in subcommands())
+    def draw_each(data):
+        for name, flags in pairs:
+            argv = data.draw(argument_lists(files, name, flags[0]))
+            assert argv[0] == name and set(flags) & set(argv), (name, flags, argv)
 
-    collect()
-    flags = {f for p in subcommands().values() for a in p._actions for f in a.option_strings
-             if f.startswith("--") and f != "--help"}
-    assert set(subcommands()) <= seen
-    assert flags - seen == set()
+    draw_each()
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["list", "models"], ["run", "--help"], ["eval", "--help"],
