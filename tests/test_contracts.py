@@ -367,7 +367,7 @@ def test_evaluate_with_the_attack_leaves_the_encoder_as_it_was(attacks, name):
 
 def test_toy_attack_is_registered_and_contract_checked():
     assert TOY_NAME in robustmm.list_attacks() and TOY_NAME in ATTACKS
-    assert all(TOY_NAME in p.id for p in ATTACK_CASES if p.values[0] == TOY_NAME)
+    assert {p.values[1] for p in ATTACK_CASES if p.values[0] == TOY_NAME} == set(CONTINUOUS_MODALITIES)
 
 
 def test_toy_attack_through_evaluate(attacks, contract_data):
