@@ -19,11 +19,14 @@ from .style import _figure, _modality_order, _palette, _save
 log = logging.getLogger(__name__)
 
 
+def _base(r: Result) -> str:
+    heads = (r.defense or {}).get("heads")
+    return "bare" if not heads else f"{heads.get('objective') or '?'} head" + (" (noise)" if heads.get("noise") else "")
+
+
 def _series(r: Result) -> str:
-    d = r.defense or {}
-    heads = d.get("heads")
-    base = "bare" if not heads else f"{heads.get('objective') or '?'} head" + (" (noise)" if heads.get("noise") else "")
-    return f"{base}, σ = {d.get('sigma', '?'):g}" if isinstance(d.get("sigma"), (int, float)) else base
+    sigma = (r.defense or {}).get("sigma")
+    return f"{_base(r)}, σ = {sigma:g}" if isinstance(sigma, (int, float)) else _base(r)
 
 
 def _curve(values: dict[str, float] | None) -> tuple[list[float], list[float]]:
@@ -41,21 +44,23 @@ def plot_certified(results: Sequence[Result], out_dir: str | Path) -> list[Path]
     for r in rs:
         by[r.modality].append(r)
     mods = sorted(by, key=_modality_order)
-    labels = sorted({_series(r) for r in rs})
-    colours = dict(zip(labels, _palette(len(labels))))
+    bases = sorted({_base(r) for r in rs})  # one colour per base model, one marker per sigma of a panel
+    colours = dict(zip(bases, _palette(len(bases))))
     cols = min(3, len(mods))
     rows = (len(mods) + cols - 1) // cols
     fig = _figure(4.2 * cols, 3.4 * rows + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, m in zip(axes, mods):
+        sigmas = sorted({(r.defense or {}).get("sigma") or 0 for r in by[m]})
         for r in sorted(by[m], key=_series):
-            label = _series(r)
+            colour, marker = colours[_base(r)], "osD^v"[sigmas.index((r.defense or {}).get("sigma") or 0) % 5]
             x, y = _curve(r.metrics["certified"].get("top1"))
-            ax.plot(x, y, "-o", color=colours[label], markersize=3.5, linewidth=1.5, label=f"{label}: certified")
+            ax.plot(x, y, "-", marker=marker, color=colour, markersize=3.5, linewidth=1.5, label=f"{_series(r)}: certified")
             ex, ey = _curve((r.metrics.get("empirical") or {}).get("top1"))
             if ex:
-                ax.plot(ex, ey, "--", color=colours[label], marker="x", markersize=4, linewidth=1,
-                        label=f"{label}: SmoothAdv")
+                ax.plot(ex, ey, "--", color=colour, marker=marker, markerfacecolor="none", markersize=4, linewidth=1,
+                        label=f"{_series(r)}: SmoothAdv")
+        ax.legend(fontsize=6, loc="upper right", frameon=False)
         ax.set_title(m, fontsize=10, fontweight="bold")
         ax.set_xlabel("L2 radius (raw units of the whole input)", fontsize=8)
         ax.set_ylabel("top-1", fontsize=8)
@@ -64,12 +69,6 @@ def plot_certified(results: Sequence[Result], out_dir: str | Path) -> list[Path]
         ax.tick_params(labelsize=7)
     for ax in axes[len(mods):]:
         ax.set_visible(False)
-    handles, names = axes[0].get_legend_handles_labels()
-    seen = dict(zip(names, handles))
-    for ax in axes[1 : len(mods)]:
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(n, h)
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=2, fontsize=7, frameon=False)
     fig.suptitle("Randomized smoothing: certified top-1 (solid) and empirical under SmoothAdv (dashed) vs radius",
                  fontsize=10)
     return _save(fig, Path(out_dir) / "certified")
