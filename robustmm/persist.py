@@ -39,19 +39,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def append_line_durably(path: str | Path, line: str) -> None:
-    """Append one complete line (``line`` without its newline) and fsync.
+def append_lines_durably(path: str | Path, lines: list[str]) -> None:
+    """Append complete lines (given without their newlines) in one ``write``, then fsync.
 
-    The line is written with a single ``write`` on an ``O_APPEND`` descriptor, so concurrent
-    readers never see a half line from this writer except after a crash mid-write, which
-    :func:`robustmm.records.read_jsonl` reports.
+    One ``write`` on an ``O_APPEND`` descriptor: a process killed around it leaves either none or
+    all of the lines (a regular-file write is not interrupted half-way by a signal), so a group of
+    records that belong together (one job cell's rows) lands as a whole. Only a power loss can
+    leave a torn tail, which :func:`robustmm.records.read_jsonl` reports.
     """
+    if not lines:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    data = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a short write (full disk, huge buffer) continues where it stopped
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

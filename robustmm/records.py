@@ -16,7 +16,7 @@ from typing import Any
 
 from ._version import __version__
 from .errors import ResultFileError
-from .persist import append_line_durably, atomic_write_text
+from .persist import append_lines_durably, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,16 @@ def write_jsonl(path: str | Path, records: Iterable[Result | dict[str, Any]]) ->
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 def append_jsonl(path: str | Path, records: Iterable[Result | dict[str, Any]]) -> None:
-    """Append records, one complete line each with fsync (O(record), not O(file)): a crash leaves
-    at most a torn last line, which readers report and the next append removes."""
+    """Append records as one write of complete lines with fsync (O(records), not O(file)).
+
+    All records of one call land together or not at all under kill -9 (a job appends one cell's
+    rows per call, so ``--resume`` never sees half a cell); a torn tail (power loss) is reported
+    by readers and removed by the next append.
+    """
     path = Path(path)
     _drop_torn_tail(path)
-    for r in records:
-        append_line_durably(path, json.dumps(r.to_dict() if isinstance(r, Result) else r))
+    append_lines_durably(path, [json.dumps(r.to_dict() if isinstance(r, Result) else r) for r in records])
+
 
 def _read_text(path: Path) -> str:
     """A results file's text, or a one-line :class:`ResultFileError` for every way it can fail."""
