@@ -37,8 +37,8 @@ REPO = HERE.parent
 TARGET = 1.7
 
 
-def _worker(config: str, out: str, device: str, shard: str | None) -> int:
-    """One rank (started by torchrun): init the group, run the quick job into ``out``."""
+def _worker(config: str, out: str, device: str, shard: str | None, quick: bool = True) -> int:
+    """One rank (started by torchrun): init the group, run the (quick) job into ``out``."""
     import logging
 
     sys.path.insert(0, str(REPO))
@@ -52,7 +52,7 @@ def _worker(config: str, out: str, device: str, shard: str | None) -> int:
     distributed.init_from_env(device)
     try:
         cfg = load_config(config or None)
-        run_job(cfg, out, quick=True, device=distributed.local_device(device), progress=False)
+        run_job(cfg, out, quick=quick, device=distributed.local_device(device), progress=False)
     finally:
         distributed.destroy()
     return 0
@@ -147,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="a tiny job instead (the shipped model; clean, PGD, calibration, checks on a few items) "
                          "to check the plumbing in seconds")
     ap.add_argument("--keep", type=Path, default=None, help="keep both output folders here (D1, DN)")
-    ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "OUT"),
+                    help="be one rank of `torchrun ... distributed_run.py --worker JOB.toml OUT` (\"\" = the shipped job)")
+    ap.add_argument("--full", action="store_true", help="with --worker: the full job, not --quick")
     args = ap.parse_args(argv)
     if args.worker:
-        return _worker(args.worker[0], args.worker[1], args.device, args.shard)
+        return _worker(args.worker[0], args.worker[1], args.device, args.shard, quick=not args.full)
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="robustmm-distbench-"))
     root.mkdir(parents=True, exist_ok=True)
