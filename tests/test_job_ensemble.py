@@ -44,7 +44,7 @@ def test_cells_and_records(job):
         ("ensemble", "white-box", None), ("apgd", "white-box", "apgd-ce"), ("apgd", "white-box", "apgd-t"),
         ("square", "white-box", "square")]
     assert bare[0].attack["version"] == "cheap" and all(p["steps"] == 3 for p in bare[0].attack["parts"][:2])
-    assert bare[0].attack["parts"][2]["n_queries"] == 20 and bare[0].n == 16
+    assert bare[0].attack["parts"][2]["n_queries"] == 20 and bare[0].n == 12  # quick_n
     heads = cells["tinybind|image|ensemble:calibration:ce"]
     assert [r.threat for r in heads] == ["head-unaware", "adaptive", "worst-case", "adaptive", "adaptive", "adaptive"]
     assert all(r.defense["name"] == "calibration" and r.defense["objective"] == "ce" for r in heads)

@@ -32,21 +32,21 @@ class CertificationConfig(Section):
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
     sigmas: dict[str, Any] = option({})  # per modality, e.g. { image = [0.12, 0.25] }; left out = its smaller default
-    n: int = option(50, positive=True)  # items certified (at most [run] attack_n)
+    n: int = option(24, positive=True)  # items certified (at most [run] attack_n)
     quick_n: int | None = option(8, positive=True)
-    n0: int = option(32, positive=True)  # selection draws
+    n0: int = option(16, positive=True)  # selection draws
     quick_n0: int | None = option(8, positive=True)
-    draws: int = option(128, positive=True)  # estimation draws (Cohen et al.'s n)
+    draws: int = option(64, positive=True)  # estimation draws (Cohen et al.'s n)
     quick_draws: int | None = option(32, positive=True)
     alpha: float = option(0.001, positive=True)  # failure probability of each certificate
     noise_head: bool = True  # also certify behind a head trained on noisy embeddings
-    train_n: int = option(500, positive=True)  # training items of the noise head
+    train_n: int = option(300, positive=True)  # training items of the noise head
     quick_train_n: int | None = option(64, positive=True)
     noise_draws: int = option(4, positive=True)  # noisy copies per training item
     quick_noise_draws: int | None = option(2, positive=True)
     epochs: int = option(60, positive=True)
     quick_epochs: int | None = option(20, positive=True)
-    smoothadv_n: int = option(16, minimum=0)  # items attacked by SmoothAdv (0 = no empirical check)
+    smoothadv_n: int = option(8, minimum=0)  # items attacked by SmoothAdv (0 = no empirical check)
     quick_smoothadv_n: int | None = option(4, minimum=0)
     smoothadv_steps: int = option(5, positive=True)
     quick_smoothadv_steps: int | None = option(2, positive=True)

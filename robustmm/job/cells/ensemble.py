@@ -51,12 +51,12 @@ class EnsembleConfig(Section):
     attacks: list[str] = option(list(DEFAULT_PARTS), check=_check_part)
     version: str = option("cheap", check=_check_version)  # standard = AutoAttack's 100 steps / 5000 queries
     quick_version: str | None = option("cheap", check=_check_version)
-    steps: int = option(20, minimum=0)  # APGD iterations of every part (0 = the version's)
+    steps: int = option(10, minimum=0)  # APGD iterations of every part (0 = the version's)
     quick_steps: int | None = option(5, minimum=0)
-    n_queries: int = option(300, minimum=0)  # Square's query budget (0 = the version's)
-    quick_n_queries: int | None = option(50, minimum=0)
-    n: int = option(50, positive=True)  # items attacked (at most [run] attack_n)
-    quick_n: int | None = option(16, positive=True)
+    n_queries: int = option(100, minimum=0)  # Square's query budget (0 = the version's)
+    quick_n_queries: int | None = option(30, minimum=0)
+    n: int = option(32, positive=True)  # items attacked (at most [run] attack_n)
+    quick_n: int | None = option(12, positive=True)
     calibrated: bool = True  # also attack every calibrated head (adaptive)
     check_parts: bool = True  # run each part alone: the ensemble must be no weaker, Square not much stronger
     tolerance: float = option(0.0, minimum=0)  # slack of the checks, fraction of items (at least one item)
