@@ -39,7 +39,10 @@ def holder(tmp_path):
 def tiny_job(tmp_path_factory, rand_encoder):
     d = tmp_path_factory.mktemp("job")
     rand_encoder.save(d / "model")
-    off = "".join(f"[{k}]\nenabled = false\n" for k in ("pgd", "patch", "sga", "xmai", "calibration", "checks"))
+    from robustmm.job.registry import cell_kinds
+
+    # every cell kind but clean off (read from the registry, so new kinds are off here too)
+    off = "".join(f"[{k.name}]\nenabled = false\n" for k in cell_kinds() if k.name not in ("clean", "run", "report", "attacks"))
     (d / "job.toml").write_text(f'[run]\nmodel = "tinybind:{d / "model"}"\nquick_n = 8\nmodalities = ["thermal"]\n'
                                 f"batch_size = 8\n[report]\nexamples = false\n{off}")
     return d / "job.toml"

@@ -148,10 +148,14 @@ class Ensemble(Attack):
             scorer = Scorer.of(encoder, batch, self.logit_scale, x.device)
             robust = scorer.robust(encoder.encode(modality, x, validate=False), rows)
         adv = x.clone()
+        classes = len(batch.prompts) if batch.prompts is not None and batch.labels is not None else None
         for k, (label, atk) in enumerate(self.parts):
             todo = rows[robust]
             if len(todo) == 0:
                 break
+            if classes is not None and classes < 4 and str(atk.settings().get("loss", "")).startswith("dlr"):
+                log.warning("ensemble: skipping %s, the DLR loss needs at least 4 classes (this task has %d)", label, classes)
+                continue
             out = atk(encoder, _subset(batch.replace(x=x), todo)).x.detach()
             with frozen(encoder), torch.no_grad():
                 still = scorer.robust(encoder.encode(modality, out, validate=False), todo)
