@@ -175,7 +175,13 @@ def run_ensemble_checks(encoder: Encoder, dataset: MultimodalDataset, *, modalit
     ``kw`` goes to ``evaluate``; the tolerance is never less than one item."""
     metric = check_metric(dataset, modality)
     results: dict[str, Result] = {}
+    from .attacks.ensemble import runs_on
+
+    task = dataset.tasks.get(modality)
+    classes = None if task is None else len(task.prompts())
     for label, part in ensemble.resolve(modality).parts:
+        if not runs_on(part, classes):
+            continue  # as in the ensemble itself: DLR needs at least 4 classes
         r = evaluate(encoder, dataset, modality=modality, attack=wrap(part) if wrap else part, **kw)
         r.extra["ensemble_part"] = label
         results[label] = r

@@ -176,13 +176,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                              config=Path(args.config).stem if args.config else "default")
     results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
                       device=_device(args.device), progress=not args.quiet, wait=args.wait)
-    clean = [r for r in results if r.threat == "clean" and r.defense is None]
-    if clean and not args.quiet:
-        r0 = clean[0]
-        print(f"{r0.model['name']} on {r0.dataset['name']}/{r0.dataset['split']} (n={r0.n}), clean:")
+    from .distributed import rank
+
+    if args.quiet or rank() != 0:  # under torchrun only rank 0 speaks (and writes: see run_job)
+        return 0
+    if clean := [r for r in results if r.threat == "clean" and r.defense is None]:
+        print(f"{clean[0].model['name']} on {clean[0].dataset['name']}/{clean[0].dataset['split']} (n={clean[0].n}), clean:")
         print(text_table(CLEAN_HEADERS, clean_rows(clean)))
-    if not args.quiet:
-        print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md, plots/")
+    print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md, plots/")
     return 0
 
 
@@ -280,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
                    "check-attack": cmd_check_attack, "certify": cmd_certify}[args.command]
         if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank
-            if args.command != "eval":
-                raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` only, not {args.command!r}")
+            if args.command not in ("eval", "run"):
+                raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` and `run`, not {args.command!r}")
             started = distributed.init_from_env(_device(args.device))
         return handler(args)
     except (RobustMMError, OSError) as e:  # bad input, or a file the user named that cannot be read/written

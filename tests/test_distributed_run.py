@@ -180,8 +180,6 @@ def test_a_dead_rank_fails_the_job_cleanly_and_resume_on_two_ranks_finishes_it(j
     assert (out / "report.md").read_bytes() == (job / "D1" / "report.md").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py main() refuses every command but `eval` under torchrun "
-                   "(`multi-process (torchrun) runs support robustmm eval only`); run_job itself is sharded")
 def test_torchrun_robustmm_run_cli(job, tmp_path):
     out = tmp_path / "D2"
     p = subprocess.run(_torchrun("-m", "--", "robustmm", "run", str(job / "tiny.toml"), "--quick", "-q",

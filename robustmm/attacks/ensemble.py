@@ -79,6 +79,12 @@ def _subset(batch: Batch, rows: torch.Tensor) -> Batch:
 
 
 @register_attack("ensemble")
+def runs_on(attack: Attack, classes: int | None) -> bool:
+    """Whether an ensemble part can run on a zero-shot task of ``classes`` classes (None: no task):
+    the DLR losses compare the third and fourth logits, so they need at least 4 classes."""
+    return classes is None or classes >= 4 or not str(attack.settings().get("loss", "")).startswith("dlr")
+
+
 class Ensemble(Attack):
     """Worst case over APGD-CE, APGD-T and Square (configurable), each on the items still robust.
 
@@ -153,7 +159,7 @@ class Ensemble(Attack):
             todo = rows[robust]
             if len(todo) == 0:
                 break
-            if classes is not None and classes < 4 and str(atk.settings().get("loss", "")).startswith("dlr"):
+            if not runs_on(atk, classes):
                 log.warning("ensemble: skipping %s, the DLR loss needs at least 4 classes (this task has %d)", label, classes)
                 continue
             out = atk(encoder, _subset(batch.replace(x=x), todo)).x.detach()
