@@ -78,13 +78,13 @@ def _subset(batch: Batch, rows: torch.Tensor) -> Batch:
                  torch.as_tensor(index)[r])
 
 
-@register_attack("ensemble")
 def runs_on(attack: Attack, classes: int | None) -> bool:
     """Whether an ensemble part can run on a zero-shot task of ``classes`` classes (None: no task):
     the DLR losses compare the third and fourth logits, so they need at least 4 classes."""
     return classes is None or classes >= 4 or not str(attack.settings().get("loss", "")).startswith("dlr")
 
 
+@register_attack("ensemble")
 class Ensemble(Attack):
     """Worst case over APGD-CE, APGD-T and Square (configurable), each on the items still robust.
 
