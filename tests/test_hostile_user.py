@@ -341,6 +341,7 @@ def _tiny_job(d: Path) -> Path:
     return job
 
 
+@pytest.mark.slow  # forks a process that has torch's thread pool: run with OMP_NUM_THREADS=1
 def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_completes(tmp_path, capsys):
     """Concurrent `run` into one --out: a real run (a forked child, paused on its first append of
     results.jsonl, no timing involved) holds the folder; a second run, with or without --resume,
@@ -367,6 +368,8 @@ def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_completes(tmp_p
             os._exit(main(["run", str(job), "--out", str(out), "-q"]))
         except BaseException:  # noqa: BLE001
             os._exit(99)
+    os.close(ready_w)  # the child holds the write end: if it dies before its first line, read() sees EOF
+    os.close(go_r)
     status = None
     try:
         assert os.read(ready_r, 1) == b"x"
