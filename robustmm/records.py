@@ -58,7 +58,7 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class Result:
-    """One (model, dataset, modality, attack, eps, defense, threat) cell; see DESIGN.md."""
+    """One (model, dataset, modality, attack, eps, defense, threat) cell; see docs/ARCHITECTURE.md ("Result")."""
 
     model: dict[str, Any]
     dataset: dict[str, Any]

@@ -51,7 +51,7 @@ def check_model_name(name: str) -> None:
 
 
 def load_encoder(name: str, *, device: str | torch.device = "cpu", **kwargs: Any) -> Encoder:
-    """Build a frozen, eval-mode encoder from a model name (see DESIGN.md "Model names")."""
+    """Build a frozen, eval-mode encoder from a model name (the README's "Models" table lists the names)."""
     _ensure_builtin()
     family, _, spec = name.partition(":")
     if family not in _FACTORIES:

@@ -108,7 +108,7 @@ def robustness_curve(
         seed: seeds ``torch`` before the sweep (the attack's own seed drives its random start).
         threat, defense: recorded in the results (as in :func:`robustmm.evaluate`).
     Returns:
-        ``len(eps_grid)`` results in the DESIGN.md schema. ``attack`` holds the budget and
+        ``len(eps_grid)`` results in the robustmm.result/1 schema (robustmm.records). ``attack`` holds the budget and
         ``"nested": True``; ``extra`` holds ``n_attacked`` (samples attacked at this eps),
         ``n_naive`` (what the naive sweep attacks: every sample), ``n_robust`` (still robust after
         this eps), ``criterion`` and ``retrieval: "nested"`` (retrieval metrics understate the
