@@ -48,11 +48,11 @@ import torch
 
 from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, get_modality
+from ..modalities import get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE, make_objective
 from .margin_losses import Scorer, dlr, dlr_targeted
-from .ops import check_eps, frozen, item_seed, project, random_delta, resolve_norm
+from .ops import check_eps, checked_input, frozen, item_seed, project, random_delta, resolve_norm
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +150,7 @@ class APGD(Attack):
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """Return a perturbed copy of ``batch`` (``x`` changed, everything else shared)."""
         modality = batch.modality
-        if modality not in CONTINUOUS_MODALITIES:
-            raise UnknownNameError("continuous modality for APGD", modality, CONTINUOUS_MODALITIES)
-        spec = get_modality(modality)
-        encoder.check_modality(modality)
-        spec.validate(batch.x)
+        spec = checked_input("APGD", encoder, batch)
         r = self.resolve(modality)
         eps, norm = float(r.eps), str(r.norm)
         x = batch.x.detach()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import BudgetError, UnknownNameError
-from ..modalities import ModalitySpec, Norm
+from ..modalities import CONTINUOUS_MODALITIES, ModalitySpec, Norm, get_modality
 
 __all__ = [
     "NORMS", "Norm", "ascent_step", "check_eps", "frozen", "item_seed", "per_sample", "project",
@@ -140,3 +140,15 @@ def ascent_step(g: torch.Tensor, norm: str, step: float) -> torch.Tensor:
     if norm == Norm.LINF:
         return g.sign_().mul_(step)
     return g.div_(per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)).mul_(step)
+
+
+def checked_input(label: str, encoder: Any, batch: Any) -> ModalitySpec:
+    """The spec of ``batch``'s modality, after the checks every input attack makes on a call: a
+    continuous modality, one the encoder embeds, and a valid batch (shape, values, domain)."""
+    modality = batch.modality
+    if modality not in CONTINUOUS_MODALITIES:
+        raise UnknownNameError(f"continuous modality for {label}", modality, CONTINUOUS_MODALITIES)
+    spec = get_modality(modality)
+    encoder.check_modality(modality)
+    spec.validate(batch.x)
+    return spec

@@ -56,11 +56,11 @@ from typing import Any
 import torch
 
 from ..batch import Batch
-from ..errors import BudgetError, RobustMMError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, Norm, get_modality
+from ..errors import BudgetError, RobustMMError
+from ..modalities import Norm, get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE, effective_loss, make_objective, resolve_loss
-from .ops import ascent_step, check_eps, frozen, item_seed, per_sample, project, random_delta, resolve_norm
+from .ops import ascent_step, check_eps, checked_input, frozen, item_seed, per_sample, project, random_delta, resolve_norm
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +193,7 @@ class PGD(Attack):
     def run(self, encoder: Any, batch: Batch) -> PGDOutput:
         """Attack ``batch`` and also return per-sample bookkeeping (see :class:`PGDOutput`)."""
         modality = batch.modality
-        if modality not in CONTINUOUS_MODALITIES:
-            raise UnknownNameError("continuous modality for PGD", modality, CONTINUOUS_MODALITIES)
-        spec = get_modality(modality)
-        encoder.check_modality(modality)
-        spec.validate(batch.x)
+        spec = checked_input("PGD", encoder, batch)
         eps, norm, step = self.budget(modality)
         n = len(batch)
         x = batch.x.detach()

@@ -47,11 +47,11 @@ import torch.nn.functional as F
 
 from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, get_modality
+from ..modalities import get_modality
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE
 from .margin_losses import Scorer
-from .ops import check_eps, frozen, item_seed, project, resolve_norm
+from .ops import check_eps, checked_input, frozen, item_seed, project, resolve_norm
 
 __all__ = ["LOSS_NAMES", "Square", "p_schedule"]
 
@@ -176,11 +176,7 @@ class Square(Attack):
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """Return a perturbed copy of ``batch``; only forward passes, under ``torch.no_grad``."""
         modality = batch.modality
-        if modality not in CONTINUOUS_MODALITIES:
-            raise UnknownNameError("continuous modality for Square", modality, CONTINUOUS_MODALITIES)
-        spec = get_modality(modality)
-        encoder.check_modality(modality)
-        spec.validate(batch.x)
+        spec = checked_input("Square", encoder, batch)
         r = self.resolve(modality)
         eps, norm = float(r.eps), str(r.norm)
         x = batch.x.detach()
