@@ -1,41 +1,82 @@
-"""Calibration heads on every TinyBind modality: the measurement behind issue 4's table.
+"""Calibration heads on every TinyBind modality: the measurement behind the README's calibration table.
 
 For each modality, at the middle budget of its default grid: adversarial training examples are
 made once on the frozen encoder (SynthScenes train, PGD-``--steps``, L-inf, step eps/4), every
 objective's head is trained on that cache (regulariser ``--regulariser`` at the library's default
 weight, which was chosen on val by ``experiments/select_consistency.py``), and each head is scored
-on ``--split`` (test) with PGD-``--eval-steps`` under the head-unaware and the adaptive threat, plus
-adaptive PGD-``--stronger-steps`` when given, and the per-item **worst case** over all of them (the
-defended model's robust score). Rows where a weaker threat beats a stronger one are flagged. Next
-to them: the bare encoder's white-box robust accuracy and a same-size head trained on clean data
-only with the *same* regulariser. Optionally adaptive training (``--adaptive-every``) and the FARE
-fine-tuning baseline (``--fare``, its val-selected budget) on chosen modalities, with wall times.
+on ``--split`` (test) with PGD-``--eval-steps`` (zero-shot CE) under the head-unaware and the
+adaptive threat, plus each ``--stronger`` attack (``pgd`` and/or ``apgd``, APGD-CE; ``--stronger-steps``
+iterations, same eps) run adaptively, and the per-item **worst case** over all of them (the
+defended model's robust score). Rows where a weaker threat beats a stronger one are flagged.
 
-    python experiments/calibration_table.py --out runs/calibration_table.json
+Next to them: the bare encoder's white-box robust accuracy -- the per-item worst case over the same
+attacks (PGD-``--eval-steps`` and every stronger one) on the bare encoder, so the head and no-head
+numbers face the same attacker -- and a same-size head trained on clean data only with the *same*
+regulariser. Optionally adaptive training (``--adaptive-every``) and the FARE fine-tuning baseline
+(``--fare``, its val-selected budget; scored white-box on the tuned tower with the same attacks and
+their per-item worst case) on chosen modalities, with wall times.
+
+    python experiments/calibration_table.py --eval-steps 50 --stronger apgd --stronger-steps 50 --out runs/calibration_table.json
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import robustmm
 from robustmm.attacks import build_attack
+from robustmm.attacks.base import Attack
 from robustmm.defenses import calibrate, fare_finetune
 from robustmm.defenses.calibrate import adversarial_embeddings
 from robustmm.defenses.threats import evaluate_threats, reusable, threat_flags
+from robustmm.defenses.worst_case import RecordingAttack, worst_case
 from robustmm.evaluation import evaluate
 from robustmm.modalities import get_modality
 from robustmm.persist import atomic_write_text
 from robustmm.report.tables import markdown_table
 
 log = logging.getLogger("calibration_table")
+STRONGER = ("pgd", "apgd")
 
 
-def top1(r, part="attacked"):
+def top1(r: Any, part: str = "attacked") -> float:
     return r.metrics[part]["zeroshot_top1"]
+
+
+def commit() -> str | None:
+    """The checkout's commit (and whether it had local changes), recorded with the numbers."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + (" (with local changes)" if dirty else "")
+
+
+def white_box(model: Any, data: Any, modality: str, attacks: dict[str, Attack]) -> tuple[dict[str, Any], Any]:
+    """Each attack white-box on ``model`` and the per-item worst case over them (and the clean input).
+
+    An attack is a :class:`RecordingAttack` or a memo around one (so the bare encoder's examples
+    are reused as the head-unaware ones); its examples are copied right after its own run.
+    """
+    results, examples = {}, {}
+    for name, att in attacks.items():
+        rec = att if isinstance(att, RecordingAttack) else att.inner
+        results[name] = evaluate(model, data, modality=modality, attack=att, progress=False)
+        examples[name] = rec.stacked(len(data)).clone()
+        log.info("%s white-box %s: %.4f", modality, name, top1(results[name]))
+    return results, worst_case(model, data, modality=modality, examples=examples, results=results)
+
+
+def build(name: str, eps: float, steps: int, modality: str) -> Attack:
+    """A zero-shot-CE attack (``pgd`` or ``apgd``) at ``eps``, resolved for ``modality``."""
+    return build_attack(name, eps=eps, steps=steps, loss="ce").resolve(modality)
 
 
 def main() -> None:
@@ -47,7 +88,9 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=10, help="PGD steps of the training examples")
     ap.add_argument("--eval-steps", type=int, default=50, help="PGD steps of the scoring attack")
-    ap.add_argument("--stronger-steps", type=int, default=0, help="also adaptive PGD with this many steps")
+    ap.add_argument("--stronger", nargs="*", default=["pgd"], choices=STRONGER,
+                    help="stronger adaptive attacks run when --stronger-steps > 0 (apgd = APGD-CE)")
+    ap.add_argument("--stronger-steps", type=int, default=0, help="steps of each --stronger attack (0: none)")
     ap.add_argument("--regulariser", default="supervised", help="supervised | label-free | none")
     ap.add_argument("--split", default="test")
     ap.add_argument("--epochs", type=int, default=60)
@@ -57,19 +100,28 @@ def main() -> None:
     ap.add_argument("--out", default="runs/calibration_table.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = {**vars(args), "commit": commit()}
+    log.info("config %s", config)
 
     enc = robustmm.load_encoder(args.model)
     train = robustmm.load_dataset("synthscenes", split="train", n=args.n_train)
     test = robustmm.load_dataset("synthscenes", split=args.split, n=args.n_test)
+    main_name = f"pgd-{args.eval_steps}"
+    stronger_names = [f"{s}-{args.stronger_steps}" for s in dict.fromkeys(args.stronger or [])
+                      if args.stronger_steps and f"{s}-{args.stronger_steps}" != main_name]
     rows, records = [], []
     for m in args.modalities or list(enc.modalities):
         spec = get_modality(m)
-        attack = reusable(build_attack("pgd", eps=spec.middle_eps, steps=args.eval_steps, loss="ce").resolve(m))
-        stronger = {f"pgd-{args.stronger_steps}": build_attack("pgd", eps=spec.middle_eps, steps=args.stronger_steps,
-                                                                loss="ce")} if args.stronger_steps else None
+        eps = spec.middle_eps
+        attack = reusable(RecordingAttack(build("pgd", eps, args.eval_steps, m)))
+        stronger = {s: build(s.split("-")[0], eps, args.stronger_steps, m) for s in stronger_names}
         t0 = time.perf_counter()
-        cache = adversarial_embeddings(enc, train, modality=m, attack=build_attack("pgd", eps=spec.middle_eps, steps=args.steps), progress=False)
+        cache = adversarial_embeddings(enc, train, modality=m, attack=build_attack("pgd", eps=eps, steps=args.steps),
+                                       progress=False)
         cache_s = time.perf_counter() - t0
+        bare_each, bare_worst = white_box(enc, test, m, {main_name: attack} |
+                                          {s: RecordingAttack(a) for s, a in stronger.items()})
+        records += [r.to_dict() for r in (*bare_each.values(), bare_worst)]
         control = calibrate(enc, train, modality=m, objective="ce", regulariser=args.regulariser, epochs=args.epochs,
                             clean_only=True, embeddings=cache, progress=False)
         control_clean = top1(evaluate(enc.with_heads(control.heads), test, modality=m, progress=False), "clean")
@@ -78,44 +130,58 @@ def main() -> None:
             best = args.objectives[0]
             variants.append((f"{best} (adaptive training)", dict(objective=best, adaptive_every=args.adaptive_every)))
         for label, kw in variants:
-            cal = calibrate(enc, train, modality=m, epochs=args.epochs, attack=build_attack("pgd", eps=spec.middle_eps, steps=args.steps),
+            cal = calibrate(enc, train, modality=m, epochs=args.epochs, attack=build_attack("pgd", eps=eps, steps=args.steps),
                             embeddings=None if kw.get("adaptive_every") else cache, regulariser=args.regulariser,
                             progress=False, **kw)
-            bare, unaware, adaptive, *more = evaluate_threats(
+            _, unaware, adaptive, *more = evaluate_threats(
                 enc, cal, test, modality=m, attack=attack, stronger=stronger, progress=False,
                 threats=("white-box", "head-unaware", "adaptive", "worst-case"))
             worst = more[-1]
             flags = [f.message() for f in threat_flags([unaware, adaptive, *more])]
             train_s = cal.meta["train_s"] + (cache_s if not kw.get("adaptive_every") else cal.meta["attack_s"])
-            row = {"modality": m, "objective": label, "eps": spec.format_eps(spec.middle_eps),
-                   "clean": top1(bare, "clean"), "clean_head": top1(unaware, "clean"), "clean_control": control_clean,
-                   "robust_no_head": top1(bare), "head_unaware": top1(unaware), "adaptive": top1(adaptive),
-                   "adaptive_stronger": top1(more[0]) if len(more) > 1 else None, "worst_case": top1(worst),
-                   "flags": flags,
+            row = {"modality": m, "objective": label, "eps": spec.format_eps(eps),
+                   "clean": top1(bare_worst, "clean"), "clean_head": top1(unaware, "clean"), "clean_control": control_clean,
+                   "robust_no_head": top1(bare_worst), "robust_no_head_each": {k: top1(r) for k, r in bare_each.items()},
+                   "head_unaware": top1(unaware), "adaptive": top1(adaptive),
+                   "adaptive_stronger": {r.extra["stronger_attack"]: top1(r) for r in more[:-1]},
+                   "worst_case": top1(worst), "broken_by": worst.extra["broken_by"], "flags": flags,
                    "head_train_s": round(cal.meta["train_s"], 2), "attack_cache_s": round(cache_s, 1),
                    "total_train_s": round(train_s, 1)}
             log.info("%s", row)
             rows.append(row)
-            records += [r.to_dict() for r in (bare, unaware, adaptive, *more)]
+            records += [r.to_dict() for r in (unaware, adaptive, *more)]
         for fm in [m] if m in args.fare else []:
-            tuned, rep = fare_finetune(enc, train, modality=fm, eps=spec.middle_eps, steps=args.steps, progress=False)
-            r = evaluate(tuned, test, modality=fm, attack=attack.attack, progress=False)
-            rows.append({"modality": fm, "objective": "FARE (fine-tune tower)", "eps": spec.format_eps(spec.middle_eps),
-                         "clean": top1(r, "clean"), "clean_head": None, "clean_control": None,
-                         "robust_no_head": top1(r), "head_unaware": None, "adaptive": top1(r),
-                         "adaptive_stronger": None, "worst_case": top1(r), "flags": [],
-                         "head_train_s": None, "attack_cache_s": None, "total_train_s": rep["train_s"]})
+            tuned, rep = fare_finetune(enc, train, modality=fm, eps=eps, steps=args.steps, progress=False)
+            each, fworst = white_box(tuned, test, fm, {main_name: RecordingAttack(attack.inner.inner)} |
+                                     {s: RecordingAttack(a) for s, a in stronger.items()})
+            rows.append({"modality": fm, "objective": "FARE (fine-tune tower)", "eps": spec.format_eps(eps),
+                         "clean": top1(fworst, "clean"), "clean_head": None, "clean_control": None,
+                         "robust_no_head": None, "robust_no_head_each": None, "head_unaware": None,
+                         "adaptive": top1(each[main_name]),
+                         "adaptive_stronger": {k: top1(r) for k, r in each.items() if k != main_name},
+                         "worst_case": top1(fworst), "broken_by": fworst.extra["broken_by"], "flags": [],
+                         "head_train_s": None, "attack_cache_s": None, "total_train_s": rep["train_s"],
+                         "fare": {k: v for k, v in rep.items() if isinstance(v, (int, float, str))}})
+            records += [r.to_dict() for r in (*each.values(), fworst)]
             log.info("%s", rows[-1])
-    out = Path(args.out)
+        write(Path(args.out), config, rows, records, main_name, stronger_names)  # after every modality: a crash keeps them
+
+
+def write(out: Path, config: dict[str, Any], rows: list[dict[str, Any]], records: list[dict[str, Any]],
+          main_name: str, stronger_names: list[str]) -> None:
+    """The JSON (config, rows, every Result) and the Markdown table next to it, both atomic."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"rows": rows, "results": records}, indent=1) + "\n")
-    headers = ["modality", "objective", "eps", "clean", "clean w/ head", "clean-control head", "robust, no head",
-               "head-unaware", "adaptive", "adaptive (stronger)", "worst case", "train s (total)", "flag"]
-    table = markdown_table(headers, [[r["modality"], r["objective"], r["eps"], r["clean"], r["clean_head"], r["clean_control"],
-                                      r["robust_no_head"], r["head_unaware"], r["adaptive"], r["adaptive_stronger"],
+    atomic_write_text(out, json.dumps({"config": config, "rows": rows, "results": records}, indent=1) + "\n")
+    wb = " / ".join([main_name, *stronger_names])
+    headers = ["modality", "objective", "eps", "clean", "clean w/ head", "clean-control head",
+               f"robust, no head (worst of {wb})", f"head-unaware ({main_name})", f"adaptive {main_name}",
+               *[f"adaptive {s}" for s in stronger_names], "worst case", "train s (total)", "flag"]
+
+    table = markdown_table(headers, [[r["modality"], r["objective"], r["eps"], r["clean"], r["clean_head"],
+                                      r["clean_control"], r["robust_no_head"], r["head_unaware"], r["adaptive"],
+                                      *[(r["adaptive_stronger"] or {}).get(s) for s in stronger_names],
                                       r["worst_case"], r["total_train_s"], "; ".join(r["flags"]) or ""] for r in rows])
     atomic_write_text(out.with_suffix(".md"), table + "\n")
-    print(table)
 
 
 if __name__ == "__main__":
