@@ -224,14 +224,12 @@ def test_report_on_a_missing_file_or_a_folder_is_one_line(tmp_path, capsys):
     one_line_exit_2(["report", "", "--out", str(tmp_path / "rep")], capsys)
 
 
-@xfail("report/markdown.py:147 calibration_section: a calibrated result with no attack (threat 'clean', as "
-       "`robustmm eval --heads H` writes) has neither 'head-unaware' nor 'adaptive', so ref is None and "
-       "_eps_label(None) is an AttributeError traceback; skip (or list as clean-only) groups without an attacked ref")
 def test_report_on_a_clean_calibrated_eval(tmp_path, capsys):
     f = tmp_path / "r.json"
     f.write_text(_record(defense={"name": "calibration", "objective": "ce", "clean_only": False}).to_json())
     rc, err = run_cli(["report", str(f), "--out", str(tmp_path / "rep"), "-q"], capsys)
     assert rc == 0, err
+    assert "| image | ce | clean only | 0.500 |" in (tmp_path / "rep" / "report.md").read_text()
 
 
 @xfail("job/commands.py:report_command: the same file given twice is read twice; every row is duplicated in "

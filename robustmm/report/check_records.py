@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..records import CHECKS_ATTACK, Result  # CHECKS_ATTACK: the attack name of a checks record
 from ..records import headline_score as top1
+from .baseline import no_head_baseline
 
 
 def is_checks(result: Result) -> bool:
@@ -38,12 +39,6 @@ def masking_flags(results: list[Result], *, margin: float = 0.05, drop: float = 
     top-1 beats the bare encoder's by ``margin``. It is flagged when its sanity checks failed, or
     when the adaptive attack takes away more than ``drop`` of that head-unaware number (the
     robustness is then only against an attacker that ignores the head)."""
-    bare: dict[tuple[str, float], float] = {}
-    for r in results:
-        if r.attack and r.attack.get("name") == "pgd" and r.defense is None and r.threat == "white-box":
-            v = top1(r.metrics.get("attacked"))
-            if v is not None and r.attack.get("eps") is not None:
-                bare[(r.modality, round(float(r.attack["eps"]), 10))] = v
     threats: dict[tuple[str, str | None], dict[str, Result]] = {}
     checks: dict[tuple[str, str | None], Result] = {}
     for r in results:
@@ -60,10 +55,11 @@ def masking_flags(results: list[Result], *, margin: float = 0.05, drop: float = 
         if hu is None:
             continue
         hu_v = top1(hu.metrics.get("attacked"))
-        base = bare.get((key[0], round(float((hu.attack or {}).get("eps") or -1), 10)))
+        bare, diff = no_head_baseline(results, hu)  # the same attack on the same items, else the nearest
+        base = None if bare is None else top1(bare.metrics.get("attacked"))
         if hu_v is None or base is None or hu_v < base + margin:
             continue  # it does not pass the head-unaware attack: nothing to vouch for
-        where = f"{key[0]} / {key[1]} head"
+        where = f"{key[0]} / {key[1]} head" + (f" (no-head number not comparable: {'; '.join(diff)})" if diff else "")
         chk = checks.get(key)
         if chk is not None and not chk.metrics.get("checks_passed", True):
             failed = failed_checks(chk)

@@ -11,21 +11,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ..modalities import MODALITIES
 from ..records import Result
 from ..records import headline_score as _top1
-from .tables import markdown_table
+from .tables import eps_label, markdown_table
 
 
 def is_input_defense(r: Result) -> bool:
     """Whether ``r`` scores a model behind an input transform (its defense block has ``marks``)."""
     return bool(r.defense) and "marks" in r.defense
-
-
-def _eps(r: Result) -> str:
-    eps = (r.attack or {}).get("eps")
-    spec = MODALITIES.get(r.modality)
-    return "" if eps is None else spec.format_eps(eps) if spec else f"{eps:g}"
 
 
 def adaptive_label(attack: dict[str, Any] | None) -> str:
@@ -44,7 +37,7 @@ def input_defense_section(results: Sequence[Result]) -> list[str]:
     for r in results:
         if is_input_defense(r):
             block = {k: v for k, v in r.defense.items() if k != "marks"}
-            groups[(r.modality, json.dumps(block, sort_keys=True), _eps(r))][r.threat] = r
+            groups[(r.modality, json.dumps(block, sort_keys=True), eps_label(r))][r.threat] = r
     by_setting = {(m, d): rs for (m, d, e), rs in groups.items() if e == ""}  # clean records have no eps
     rows = []
     for (m, d, eps), rs in sorted(groups.items()):

@@ -9,28 +9,14 @@ from typing import Any
 from ..modalities import MODALITIES
 from ..records import Result
 from ..records import headline_score as _top1
+from .calibration_table import calibration_section
 from .check_records import is_checks, masking_flags
-from .defense_tables import (
-    certification_section,
-    ensemble_by_model,
-    ensemble_checks_rows,
-    ensemble_threat_flags,
-    from_ensemble_cell,
-    input_defense_section,
-)
-from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, markdown_table
+from .defense_tables import certification_section, ensemble_checks_rows, from_ensemble_cell, input_defense_section
+from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, eps_label, markdown_table
 
 
 def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
-
-
-def _eps_label(r: Result) -> str:
-    spec = MODALITIES.get(r.modality)
-    eps = (r.attack or {}).get("eps")
-    if eps is None:
-        return ""
-    return spec.format_eps(eps) if spec else f"{eps:g}"
 
 
 def curves(results: Sequence[Result]) -> dict[str, list[Result]]:
@@ -51,7 +37,7 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
     rows, fragility = [], {}
     for m, rs in cv.items():
         clean = _top1(rs[0].metrics["clean"])
-        cells = [f"{_eps_label(r)}: {_f(_top1(r.metrics['attacked']))}" for r in rs]
+        cells = [f"{eps_label(r)}: {_f(_top1(r.metrics['attacked']))}" for r in rs]
         rows.append([m, clean, *cells, *([""] * (width - len(rs))), MODALITIES[m].eps_unit])
         mid = rs[len(rs) // 2]
         if clean:
@@ -68,7 +54,7 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
         best = max(fragility, key=fragility.get)
         mid = cv[worst][len(cv[worst]) // 2]
         lines.append(
-            f"**Most fragile modality: {worst}** — at its middle budget ({_eps_label(mid)}) it keeps "
+            f"**Most fragile modality: {worst}** — at its middle budget ({eps_label(mid)}) it keeps "
             f"{100 * fragility[worst]:.0f}% of its clean top-1; the most robust, {best}, keeps "
             f"{100 * fragility[best]:.0f}%. Budgets differ in unit across modalities (see the last column), "
             "so compare modalities at the same position of their grid, not by number.")
@@ -90,6 +76,8 @@ def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]
             continue
         if r.attack.get("name") == "pgd" and r.attack.get("nested"):
             continue  # curves have their own table
+        if r.extra.get("baseline_for"):
+            continue  # a defense's no-defense reference: shown in that defense's table
         if r.attack.get("nested") is False and r.modality in MODALITIES and r.attack.get("eps") is not None \
                 and abs(r.attack["eps"] - MODALITIES[r.modality].middle_eps) > 1e-12:
             continue  # of a full (naive) curve, only the middle budget, like the nested curves above
@@ -102,7 +90,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
     candidates = []
     for m, rs in curve.items():
         mid = rs[len(rs) // 2]
-        rows.append([_attack_name(mid), m, mid.threat, mid.model.get("name"), _eps_label(mid), _top1(mid.metrics["clean"]),
+        rows.append([_attack_name(mid), m, mid.threat, mid.model.get("name"), eps_label(mid), _top1(mid.metrics["clean"]),
                      _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
                      mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), ""])
     for r, asr in _attack_rows(results):
@@ -115,7 +103,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
             note.append(f"ASR x2t/t2x R@1 {detail['x2t_R@1']:.3f}/{(detail.get('t2x_R@1') or 0):.3f}")
         src = (r.model.get("source") or {}).get("name")
         threat = r.threat + (f" ({src} → {r.model.get('name')})" if src else "")
-        rows.append([_attack_name(r), r.modality, threat, r.model.get("name"), _eps_label(r),
+        rows.append([_attack_name(r), r.modality, threat, r.model.get("name"), eps_label(r),
                      _top1(r.metrics["clean"]), _top1(r.metrics["attacked"]), r.metrics["clean"].get("t2x_R@1"),
                      r.metrics["attacked"].get("t2x_R@1"), asr, "; ".join(note)])
         if r.threat == "white-box" and asr is not None:
@@ -135,53 +123,7 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
     if candidates:
         asr, r = max(candidates, key=lambda t: t[0])
         lines += [f"**Strongest attack (white-box): {_attack_name(r)}** on {r.modality}"
-                  f"{' at ' + _eps_label(r) if _eps_label(r) else ''}, ASR {asr:.3f}.", ""]
-    return lines
-
-
-def calibration_section(results: Sequence[Result], curve: dict[str, list[Result]]) -> list[str]:
-    cal = [r for r in results if r.defense and r.defense.get("name") == "calibration" and not from_ensemble_cell(r)]
-    if not cal:
-        return []
-    by = defaultdict(dict)
-    controls = {}
-    for r in cal:
-        if r.defense.get("clean_only"):
-            controls[r.modality] = _top1(r.metrics["clean"])
-            continue
-        by[(r.modality, r.defense.get("objective"))][r.threat] = r
-    ens = ensemble_by_model(results)
-    rows, flags = [], []
-    for (m, obj), d in sorted(by.items()):
-        ref = d.get("head-unaware") or d.get("adaptive")
-        bare = None
-        for r in curve.get(m, []):
-            if abs(r.attack["eps"] - ref.attack.get("eps", -1)) < 1e-12:
-                bare = _top1(r.metrics["attacked"])
-        hu, ad = d.get("head-unaware"), d.get("adaptive")
-        clean = f"{_f(_top1(curve[m][0].metrics['clean']))} → {_f(_top1(ref.metrics['clean']))}" if m in curve \
-            else _top1(ref.metrics["clean"])
-        e_bare, e = ens.get((m, None), {}).get("white-box"), ens.get((m, obj), {})
-        rows.append([m, obj, _eps_label(ref), clean, controls.get(m), bare,
-                     None if hu is None else _top1(hu.metrics["attacked"]),
-                     None if ad is None else _top1(ad.metrics["attacked"]),
-                     *(None if x is None else _top1(x.metrics["attacked"])
-                       for x in (e_bare, e.get("head-unaware"), e.get("adaptive"), e.get("worst-case")))])
-        flags += [f"{m} / {obj} head: {f.message()}" for f in ensemble_threat_flags(e)]
-    lines = ["## Calibration heads (encoder frozen)", "",
-             "Clean top-1 without → with the head; the clean-control head has the same size but was trained on"
-             " clean data only (a gain there is supervision, not robustness). Robust top-1 at the calibration budget:"
-             " white-box on the bare encoder, then through the head when the attacker does not see it"
-             " (head-unaware) and when it differentiates through it (adaptive), first under PGD, then under the"
-             " worst-case ensemble (APGD-CE, APGD-T, Square, on the ensemble's items). **The adaptive ensemble is the"
-             " defended model's robust number**; the head-unaware one beside it is the naive number, and the worst"
-             " case keeps, per item, the most damaging example of both.", "",
-             markdown_table(["modality", "objective", "eps", "clean top-1", "clean-control top-1",
-                             "robust, no head", "robust, head-unaware", "robust, adaptive", "ensemble, no head",
-                             "ensemble, head-unaware", "**ensemble, adaptive**", "ensemble, worst case"], rows), ""]
-    if flags:
-        lines += ["**Weaker threat beats a stronger one** (the stronger attack has not converged):", ""]
-        lines += [f"- ⚠ {f}." for f in flags] + [""]
+                  f"{' at ' + eps_label(r) if eps_label(r) else ''}, ASR {asr:.3f}.", ""]
     return lines
 
 
@@ -263,7 +205,7 @@ def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
     cv = curves(results)
     lines += vulnerability_section(results)
     lines += attack_section(results, cv)
-    lines += calibration_section(results, cv)
+    lines += calibration_section(results)
     lines += input_defense_section(results)
     lines += certification_section(results)
     lines += checks_section(checks, results)

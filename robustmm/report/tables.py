@@ -21,7 +21,8 @@ COLUMNS = (
 LOSS_NAMES = {"ce": "zero-shot loss", "caption": "caption loss", "embedding": "embedding loss"}
 
 
-def _fmt_eps(r: Result) -> str:
+def eps_label(r: Result) -> str:
+    """A result's budget in its modality's unit (``4/255``, ``0.002``); ``""`` without an attack or eps."""
     from ..modalities import MODALITIES
 
     if not r.attack or r.attack.get("eps") is None:
@@ -39,7 +40,7 @@ def row(r: Result) -> dict[str, Any]:
         "modality": r.modality,
         "attack": (r.attack or {}).get("name", ""),
         "eps": (r.attack or {}).get("eps", ""),
-        "eps_label": _fmt_eps(r),
+        "eps_label": eps_label(r),
         "defense": (r.defense or {}).get("name", "") + (f":{r.defense['objective']}" if r.defense and r.defense.get("objective") else ""),
         "threat": r.threat,
         "n": r.n,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...records import Result
+from ..baseline import no_head_baseline
 from .fields import _as_results, _attack_key, _chart_key, _eps, _mean, _metric, _model_name, _pick_eps
 from .style import _eps_formatter, _figure, _metric_label, _modality_order, _save
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 _CAL_BARS = (
     ("clean, no head", "#b0b0b0"),
     ("clean, with head", "#9ecae1"),
-    ("attacked, no head (white-box)", "#505050"),
+    ("attacked, no head (white-box, the heads' attack)", "#505050"),
     ("attacked, with head: head-unaware", "#3182bd"),
     ("attacked, with head: adaptive", "#e6550d"),
 )
@@ -31,20 +32,30 @@ def _is_calibrated(r: Result) -> bool:
             and (r.attack or {}).get("name") != "ensemble" and "ensemble_part" not in (r.extra or {}))
 
 
+def _comparable_bare(results: Sequence[Result], heads: Sequence[Result]) -> list[Result]:
+    """The bare records that match one of ``heads`` exactly (each at most once)."""
+    out: dict[int, Result] = {}
+    for h in heads:
+        bare, diff = no_head_baseline(results, h)
+        if bare is not None and not diff:
+            out[id(bare)] = bare
+    return list(out.values())
+
+
 def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
     """Bare vs calibrated encoder (``calibration.png``/``.svg``), one panel per (model, objective).
 
     Per modality five bars: clean without head, clean with head (``metrics.clean`` of a calibrated
-    result), attacked without head (``defense=None``, ``threat="white-box"``, same attack and
-    budget), attacked with head under the head-unaware and the adaptive threat model. Missing
-    numbers are marked "n/a".
+    result), attacked without head (``defense=None``, ``threat="white-box"``, exactly the heads'
+    attack settings, budget, items and seed: :func:`~robustmm.report.baseline.no_head_baseline`;
+    a nested curve's number is not comparable and is left out), attacked with head under the
+    head-unaware and the adaptive threat model. Missing numbers are marked "n/a".
     """
     rs = _as_results(results)
     cal = [r for r in rs if _is_calibrated(r) and isinstance(r.attack, dict)]
     if not cal:
         log.info("plot_calibration: no calibrated (head-unaware/adaptive) results; nothing to plot")
         return []
-    bare = [r for r in rs if r.defense is None and r.threat == "white-box" and isinstance(r.attack, dict)]
     cleans = [r for r in rs if r.defense is None and r.threat == "clean"]
     facets: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for r in cal:
@@ -57,12 +68,10 @@ def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Pat
             eps = _pick_eps(mrecs, m)
             if eps is not None:
                 mrecs = [r for r in mrecs if _eps(r) == eps]
-            akey = _attack_key(mrecs[0])[0]
             key = _chart_key(mrecs)
             if key is None:
                 continue
-            base = [r for r in bare if r.modality == m and _model_name(r) == model and _attack_key(r)[0] == akey
-                    and (eps is None or _eps(r) == eps)]
+            base = _comparable_bare(rs, mrecs)
             base_clean = [r for r in cleans if r.modality == m and _model_name(r) == model]
             ha = [r for r in mrecs if r.threat == "head-unaware"]
             ad = [r for r in mrecs if r.threat == "adaptive"]
