@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import string
 import tempfile
 import time
 from pathlib import Path
@@ -67,13 +68,30 @@ def check_writable_file(path: str | Path, what: str = "output file") -> Path:
 
 
 def fill_template(path: str, **fields: Any) -> str:
-    """Fill ``{model}``-style fields of an output path (values made path-safe); an unknown field
-    is a one-line error listing the known ones."""
+    """Fill the ``{model}``-style fields of an output path (values made path-safe).
+
+    Only plain ``{name}`` fields are filled: attribute or index access (``{model.__class__}``,
+    ``{model[0]}``), conversions (``{model!r}``) and format specs (``{model:>99}``) reach into the
+    value rather than name a field, so they are one-line errors, and so is an unknown field
+    (listing the known ones) or an unbalanced brace. ``{{`` and ``}}`` are literal braces.
+    """
+    known = " ".join("{" + k + "}" for k in fields)
+    out = []
     try:
-        return path.format(**{k: str(v).replace("/", "_").replace(":", "_") for k, v in fields.items()})
-    except (KeyError, IndexError, ValueError) as e:
-        known = " ".join("{" + k + "}" for k in fields)
-        raise OutputError(f"--out {path!r}: unknown template field {e}; use {known}") from None
+        parts = list(string.Formatter().parse(path))
+    except ValueError as e:
+        raise OutputError(f"--out {path!r}: {e}; fields are {known} (write {{{{ and }}}} for braces)") from None
+    for literal, name, spec, conversion in parts:
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in fields or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            plain = name.split(".", 1)[0].split("[", 1)[0] in fields
+            why = "only plain fields are filled, not" if plain else "unknown template field"
+            raise OutputError(f"--out {path!r}: {why} {shown}; use {known}")
+        out.append(str(fields[name]).replace("/", "_").replace(":", "_"))
+    return "".join(out)
 
 
 def _holder(lock_path: Path) -> dict[str, Any]:

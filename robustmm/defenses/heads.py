@@ -7,7 +7,6 @@ the encoder and embedding size match.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, MissingWeightsError
+from ..errors import CheckpointError
 
 
 class ResidualHead(nn.Module):
@@ -47,40 +46,32 @@ def heads_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def save_heads(path: str | Path, heads: Mapping[str, ResidualHead], meta: Mapping[str, Any]) -> Path:
-    """Write ``heads`` (modality -> head) and metadata (encoder, objective, attack, ...)."""
-    from safetensors.torch import save_file
+    """Write ``heads`` (modality -> head) and metadata (encoder, objective, attack, ...).
 
-    from ..persist import atomic_write_text
+    Through :func:`robustmm.persist.save_weights`: each file atomically via its own temp file, and
+    the sidecar tied to the weights by their hash, so a save killed between the two files is
+    refused by :func:`load_heads` rather than pairing new heads with an older run's metadata.
+    """
+    from ..persist import save_weights
 
-    wpath, cpath = heads_paths(path)
-    wpath.parent.mkdir(parents=True, exist_ok=True)
+    wpath, _ = heads_paths(path)
     tensors = {f"{m}.{k}": v.detach().cpu().contiguous() for m, h in heads.items() for k, v in h.state_dict().items()}
     config = {
         "format": "robustmm.heads/1",
         "heads": {m: {"dim": h.dim, "hidden": h.hidden} for m, h in heads.items()},
         **dict(meta),
     }
-    tmp = wpath.with_name(f".{wpath.name}.tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(wpath)
-    atomic_write_text(cpath, json.dumps(config, indent=2) + "\n")
+    save_weights(wpath, tensors, config)
     return wpath
 
 
 def load_heads(path: str | Path, encoder: Any | None = None) -> tuple[dict[str, ResidualHead], dict[str, Any]]:
     """Load heads saved by :func:`save_heads`; with ``encoder``, check they were made for it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from ..persist import load_weights
 
     wpath, cpath = heads_paths(path)
-    for p in (wpath, cpath):
-        if not p.exists():
-            raise MissingWeightsError(f"calibration heads not found: {p}")
-    try:
-        config = json.loads(cpath.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cpath}: not valid JSON ({e})") from None
-    if config.get("format") != "robustmm.heads/1":
+    state, config = load_weights(wpath, "calibration heads")
+    if config.get("format") != "robustmm.heads/1" or not isinstance(config.get("heads"), dict):
         raise CheckpointError(f"{cpath}: not a robustmm heads file (format={config.get('format')!r})")
     if encoder is not None:
         if config.get("encoder") != encoder.name:
@@ -92,10 +83,6 @@ def load_heads(path: str | Path, encoder: Any | None = None) -> tuple[dict[str, 
                 raise CheckpointError(f"{wpath}: head {m!r} expects embed_dim {h['dim']}, encoder has {encoder.embed_dim}")
             if m not in encoder.modalities:
                 raise CheckpointError(f"{wpath}: head for modality {m!r}, which encoder {encoder.name!r} lacks")
-    try:
-        state = load_file(str(wpath))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{wpath}: corrupted or truncated safetensors file ({e})") from None
     heads: dict[str, ResidualHead] = {}
     for m, h in config["heads"].items():
         head = ResidualHead(int(h["dim"]), int(h["hidden"]))

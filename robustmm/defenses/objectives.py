@@ -22,6 +22,7 @@ A spec such as ``"ce+0.5*l2"`` is a weighted sum. A spec may name its regularise
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ def parse_spec(spec: str) -> tuple[dict[str, float], str | None]:
             weight = float(m.group(1) or 1.0)
         except ValueError:
             raise RobustMMError(f"cannot parse the weight {m.group(1)!r} of objective {spec!r}") from None
+        if not (math.isfinite(weight) and weight > 0):  # <= 0 would train the head to raise the loss
+            raise RobustMMError(f"the weight of {m.group(2)!r} in objective {spec!r} must be a finite number > 0, "
+                                f"got {m.group(1)}")
         name = m.group(2)
         if name not in OBJECTIVES:
             raise UnknownNameError("objective", name, OBJECTIVES)

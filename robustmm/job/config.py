@@ -10,18 +10,20 @@ registered. Keys a file leaves out take their defaults, which live in the sectio
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..data.registry import check_dataset_name
+from ..data.registry import check_dataset_name, dataset_splits
 from ..encoders.registry import check_model_name
 from ..errors import RobustMMError, UnknownNameError
 from ..modalities import get_modality
-from .fields import ConfigError, Section, option
+from .fields import RUN_ITEMS, ConfigError, Section, option
 from .registry import cell_kinds
 
 ALL_MODALITIES = ["image", "video", "audio", "depth", "thermal", "pointcloud"]
+MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy take no more; cells add small offsets
 
 
 @dataclasses.dataclass
@@ -31,14 +33,14 @@ class RunConfig(Section):
     model: str = option("tinybind", check=check_model_name)
     dataset: str = option("synthscenes", check=check_dataset_name)
     root: str | None = None  # folder of a real dataset on disk
-    split: str = "test"
-    n: int = option(1000, positive=True)  # items of the clean evaluation
-    attack_n: int | None = option(300, positive=True)  # items attacked (None = n)
-    quick_n: int | None = option(200, positive=True)
-    quick_attack_n: int | None = option(64, positive=True)
-    modalities: list[str] = option(ALL_MODALITIES, check=get_modality)
+    split: str = option("test", split=True)
+    n: int = option(1000, positive=True, items=RUN_ITEMS)  # items of the clean evaluation
+    attack_n: int | None = option(300, positive=True, items=RUN_ITEMS)  # items attacked (None = n)
+    quick_n: int | None = option(200, positive=True, items=RUN_ITEMS)
+    quick_attack_n: int | None = option(64, positive=True, items=RUN_ITEMS)
+    modalities: list[str] = option(ALL_MODALITIES, check=get_modality, nonempty=True)
     batch_size: int = option(250, positive=True)
-    seed: int = option(0, minimum=0)
+    seed: int = option(0, minimum=0, maximum=MAX_SEED)
     amp: bool = False  # attacks under bfloat16 autocast
 
 
@@ -73,6 +75,13 @@ class JobConfig:
             raise UnknownNameError("config section", f"[{name}]", [f"[{k}]" for k in (*FIXED, *self.sections)])
         return self.sections[name]
 
+    def tables(self) -> dict[str, Section]:
+        """Every typed table of the job by its name in a job file (``run``, ``pgd``, ``attacks.pgd`` ...)."""
+        out: dict[str, Section] = {"run": self.run, "report": self.report}
+        for kind in cell_kinds():
+            out |= kind.tables(self.sections[kind.name])
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The job as plain TOML-like tables (what :func:`parse_config` reads back)."""
         out: dict[str, Any] = {"run": self.run.to_table(), "report": self.report.to_table()}
@@ -95,8 +104,48 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> JobConfig:
             sections[name] = kinds[name].parse(table, source)
         else:
             raise UnknownNameError(f"section of {source}", f"[{name}]", known)
-    return JobConfig(run=fixed.get("run", RunConfig()), report=fixed.get("report", ReportConfig()),  # type: ignore[arg-type]
-                     sections=sections, source=source)
+    job = JobConfig(run=fixed.get("run", RunConfig()), report=fixed.get("report", ReportConfig()),  # type: ignore[arg-type]
+                    sections=sections, source=source)
+    check_meanings(job)
+    return job
+
+
+def check_meanings(job: JobConfig) -> None:
+    """The checks that need more than one key, for ``[run]`` and every enabled section: each
+    ``split`` key names a split of ``[run] dataset``, each ``items`` count fits in the split it
+    draws from, then the kind's :meth:`~robustmm.job.registry.CellKind.validate`. One-line
+    :class:`ConfigError` naming the file, section and key. A dataset that declares no splits (read
+    from disk) is not checked here; a disabled section runs nothing, so only its types are."""
+    kinds = [k for k in cell_kinds() if k().enabled(job.sections[k.name])]
+    tables: dict[str, Section] = {"run": job.run}
+    for kind in kinds:
+        tables |= {k: t for k, t in kind.tables(job.sections[kind.name]).items() if getattr(t, "enabled", True)}
+    for name, table in tables.items():
+        where = f"{job.source}: [{name}]"
+        for key, rule in type(table).rules().items():
+            value = getattr(table, key)
+            if rule.split and value is not None:
+                check_split(job, value, f"{where} {key}")
+            if rule.items is not None and value is not None:
+                check_item_count(job, value, rule.items.resolve(table, job.run.split), f"{where} {key}")
+    for kind in kinds:
+        kind.validate(job.sections[kind.name], job, job.source)
+
+
+def check_split(job: JobConfig, split: str, where: str) -> None:
+    """A one-line error unless ``split`` is a split of ``[run] dataset`` (when it declares its splits)."""
+    splits = dataset_splits(job.run.dataset)
+    if splits is not None and split not in splits:
+        raise ConfigError(f"{where}: expected a split of {job.run.dataset} ({', '.join(splits)}), got {json.dumps(split)}")
+
+
+def check_item_count(job: JobConfig, n: int, split: str, where: str) -> None:
+    """A one-line error when ``n`` items are more than split ``split`` of ``[run] dataset`` holds
+    (when its size is declared): the dataset would be asked for items it does not have."""
+    size = (dataset_splits(job.run.dataset) or {}).get(split)
+    if size is not None and n > size:
+        raise ConfigError(f"{where}: expected an integer <= {size} (the size of {job.run.dataset} split {split!r}), "
+                          f"got {n}")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -3,21 +3,24 @@
 A section is a dataclass subclassing :class:`Section`; each field's annotation is its type
 (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[str, Any]``) and its
 default is the one default of that key anywhere in robustmm. :func:`option` adds what a type
-cannot say: a lower bound and a name check (``check_model_name`` ...). Loading a
-table checks every key (unknown keys get "did you mean"), so a wrong value is a one-line error
-naming the section, key and expected type, before any model is loaded.
+cannot say: bounds, a name check (``check_model_name`` ...), that a list may not be empty, that a
+string is a split of ``[run] dataset`` or that an integer counts items of one (so at most its size).
+Loading a table checks every key (unknown keys get "did you mean"), so a wrong value is a one-line
+error naming the section, key and expected type, before any model is loaded; the split rules need
+``[run]`` and are applied to the whole job by :func:`robustmm.job.config.parse_config`.
 
 ``quick_KEY`` fields are the ``--quick`` overrides of ``KEY``: :meth:`Section.pick` returns them
 under ``--quick`` when set (not None), else ``KEY``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import RobustMMError, UnknownNameError
@@ -27,34 +30,71 @@ class ConfigError(RobustMMError):
     """A job-file value of the wrong type or out of range."""
 
 
-def option(default: Any, *, minimum: float | None = None, positive: bool = False,
-           check: Callable[[Any], Any] | None = None) -> Any:
-    """A dataclass field with a bound (``minimum``, or ``positive`` for > 0) and/or a name check.
+def option(default: Any, *, minimum: float | None = None, positive: bool = False, maximum: float | None = None,
+           below: float | None = None, check: Callable[[Any], Any] | None = None, nonempty: bool = False,
+           split: bool = False, items: ItemsOf | None = None) -> Any:
+    """A dataclass field with bounds (``minimum``, or ``positive`` for > 0; ``maximum``, or ``below``
+    for < below), a name check, and the job-level meanings ``split`` (a split name of ``[run]
+    dataset``) and ``items`` (an item count drawn from the split :class:`ItemsOf` names, so at
+    most that split's size).
 
-    Both apply to each element of a list. ``check`` is one of the registries' public checks (it
-    raises ``UnknownNameError``); mutable defaults (lists) are copied per instance.
+    Bounds and the check apply to each element of a list; ``nonempty`` refuses an empty list (one
+    that would run nothing). ``check`` is one of the registries' public checks (it raises
+    ``UnknownNameError``, or another one-line error that is reported under the key's name);
+    mutable defaults (lists) are copied per instance.
     """
-    meta = {"rule": Rule(minimum, positive, check)}
+    meta = {"rule": Rule(minimum, positive, check, maximum, below, nonempty, split, items)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass(frozen=True)
+class ItemsOf:
+    """The split an item count draws from: the split named by key ``key`` of the same section,
+    the fixed split ``split``, or (neither given) ``[run] split``."""
+
+    key: str | None = None
+    split: str | None = None
+
+    def resolve(self, section: Any, run_split: str) -> str:
+        """The split name for ``section`` in a job whose ``[run] split`` is ``run_split``."""
+        return getattr(section, self.key) if self.key else self.split or run_split
+
+
+#: an item count drawn from ``[run] split`` (the clean and attacked items)
+RUN_ITEMS = ItemsOf()
+
+
+@dataclasses.dataclass(frozen=True)
 class Rule:
-    """What a type annotation cannot say about a key: its bound and its name check."""
+    """What a type annotation cannot say about a key: bounds, name check and job-level meaning."""
 
     minimum: float | None = None
     positive: bool = False
     check: Callable[[Any], Any] | None = None
+    maximum: float | None = None
+    below: float | None = None
+    nonempty: bool = False
+    split: bool = False
+    items: ItemsOf | None = None
 
     def bound(self) -> str:
-        """' >= 0', ' > 0' or '' for error messages."""
-        return " > 0" if self.positive else "" if self.minimum is None else f" >= {self.minimum:g}"
+        """' >= 0', ' > 0 and <= 1' or '' for error messages."""
+        low = " > 0" if self.positive else "" if self.minimum is None else f" >= {_num(self.minimum)}"
+        high = f" < {_num(self.below)}" if self.below is not None else \
+            "" if self.maximum is None else f" <= {_num(self.maximum)}"
+        return low + (" and" if low and high else "") + high
 
     def holds(self, value: float) -> bool:
-        """Whether a number meets the bound."""
-        return not ((self.positive and value <= 0) or (self.minimum is not None and value < self.minimum))
+        """Whether a number meets the bounds."""
+        return not ((self.positive and value <= 0) or (self.minimum is not None and value < self.minimum)
+                    or (self.maximum is not None and value > self.maximum)
+                    or (self.below is not None and value >= self.below))
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 NO_RULE = Rule()
@@ -92,8 +132,29 @@ class Section:
         return cls(**values)
 
     def to_table(self) -> dict[str, Any]:
-        """The section as a plain TOML-like table (None values left out)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The section as a plain table that :meth:`from_table` reads back to an equal section.
+
+        None values stay (``quick_n = None`` means "no --quick override", not the default), so
+        the table is TOML-like rather than TOML: TOML has no null.
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def rules(cls) -> dict[str, Rule]:
+        """Each key's :class:`Rule` (keys declared without :func:`option` have the empty rule)."""
+        return {f.name: f.metadata.get("rule", NO_RULE) for f in dataclasses.fields(cls)}
+
+
+@contextlib.contextmanager
+def reported_under(where: str) -> Iterator[None]:
+    """Re-raise a one-line :class:`RobustMMError` from the block as ``ConfigError("WHERE: ...")``,
+    so a constructor's own check (an attack's, a defense's) names the job file, section and key."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except RobustMMError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _show(value: Any) -> str:
@@ -134,7 +195,10 @@ def convert(value: Any, tp: Any, where: str, rule: Rule = NO_RULE) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise bad()
-        return [convert(v, args[0], f"{where}[{i}]", rule) for i, v in enumerate(value)]
+        if rule.nonempty and not value:  # a list that would run nothing
+            raise ConfigError(f"{where}: expected a non-empty {_describe(tp, rule)[2:]}, got []")
+        each = dataclasses.replace(rule, nonempty=False)
+        return [convert(v, args[0], f"{where}[{i}]", each) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise bad()
@@ -153,5 +217,12 @@ def convert(value: Any, tp: Any, where: str, rule: Rule = NO_RULE) -> Any:
     if not ok or (tp in (int, float) and not rule.holds(value)):
         raise bad()
     if rule.check is not None:
-        rule.check(value)
+        try:
+            rule.check(value)
+        except UnknownNameError as e:  # the same error ("did you mean"), placed under the key
+            placed = UnknownNameError(e.kind, e.name, e.known)
+            placed.args = (f"{where}: {e}",)
+            raise placed from None
+        except RobustMMError as e:  # a check's own one-line reason, placed under the key
+            raise ConfigError(f"{where}: {e}") from None
     return value

@@ -61,6 +61,22 @@ class CellKind:
         """The section as a plain table (the inverse of :meth:`parse`)."""
         return section.to_table()
 
+    @classmethod
+    def tables(cls, section: Any) -> dict[str, Section]:
+        """The typed tables of the section by their names in a job file (``{"pgd": section}``;
+        ``[attacks]`` has one ``attacks.NAME`` per attack): the loader checks each one's
+        job-level rules (split names, item counts) against ``[run]``."""
+        return {cls.name: section}
+
+    @classmethod
+    def validate(cls, section: Any, job: Any, source: str) -> None:
+        """Checks of the section's meaning that need the whole job (``job``: the
+        :class:`~robustmm.job.config.JobConfig`), run by the loader after every key's own rule and
+        before any work: a bad value is a one-line :class:`ConfigError` naming ``source``, the
+        section and the key. Nothing by default; a kind overrides it to build what its cells
+        would build (an attack from its settings, say) so that a value only its cell would reject
+        is refused at load."""
+
     def enabled(self, section: Any) -> bool:
         """Whether the job runs this kind's cells."""
         return bool(getattr(section, "enabled", True))

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ...errors import EmptyDatasetError, UnknownNameError
+from ...errors import EmptyDatasetError, RobustMMError, UnknownNameError
 from ..base import MultimodalDataset
 from ..registry import register_dataset
 from .render import _check_modalities, render
@@ -63,7 +63,8 @@ def _render_indexed(scenes: Sequence[dict[str, Any]], modality: str, index: torc
     return render([scenes[i] for i in index.tolist()], (modality,))[modality]
 
 
-@register_dataset("synthscenes", "SynthScenes: seeded procedural scenes in 6 aligned modalities + captions (offline)")
+@register_dataset("synthscenes", "SynthScenes: seeded procedural scenes in 6 aligned modalities + captions (offline)",
+                  splits=SPLIT_SIZES)
 def load_synthscenes(
     *,
     split: str = "test",
@@ -75,10 +76,15 @@ def load_synthscenes(
 ) -> MultimodalDataset:
     """Registry entry: split ``train``/``val``/``test`` (seeds 0/1/2, sizes 10000/1000/1000).
 
-    ``n`` and ``seed`` override the split's defaults; ``root`` is ignored (nothing on disk).
+    ``n`` and ``seed`` override the split's defaults; ``root`` is ignored (nothing on disk). An
+    ``n`` above the split's size is refused before any scene is generated: the scenes beyond it
+    belong to no split, and a huge ``n`` would render until memory runs out.
     """
     if split not in SPLIT_SEEDS:
         raise UnknownNameError("SynthScenes split", split, SPLIT_SEEDS)
+    if n is not None and int(n) > SPLIT_SIZES[split]:
+        raise RobustMMError(f"synthscenes: n must be at most {SPLIT_SIZES[split]} (the size of split {split!r}), "
+                            f"got {n}")
     return synthscenes(
         n=SPLIT_SIZES[split] if n is None else int(n),
         seed=SPLIT_SEEDS[split] if seed is None else int(seed),

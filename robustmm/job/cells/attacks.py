@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ...attacks.base import accepts, attack_class, build_attack
-from ...errors import UnknownNameError
+from ...attacks.base import Attack, accepts, attack_class, build_attack
+from ...errors import RobustMMError, UnknownNameError
 from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import ConfigError, Section, option
+from ..fields import RUN_ITEMS, ConfigError, Section, option, reported_under
 from ..registry import Cell, CellKind, register_cell
 
 
@@ -33,8 +33,8 @@ class AttackCellConfig(Section):
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
     eps: list[float] = option([], minimum=0)  # budgets; empty = the attack's default (the modality's middle eps)
-    n: int | None = option(None, positive=True)  # attacked items (None = [run] attack_n)
-    quick_n: int | None = option(None, positive=True)
+    n: int | None = option(None, positive=True, items=RUN_ITEMS)  # attacked items (None = [run] attack_n)
+    quick_n: int | None = option(None, positive=True, items=RUN_ITEMS)
     fit_n: int = option(1000, positive=True)  # training items of learned attacks
     quick_fit_n: int | None = option(100, positive=True)
     settings: dict[str, Any] = option({})  # the attack's constructor keywords
@@ -58,12 +58,40 @@ class AttackCells(CellKind):
                                            _params(name))
             if cfg.eps and not accepts(name, "eps"):
                 raise ConfigError(f"{source}: [attacks.{name}] eps: attack {name!r} has no eps budget")
+            attack = _built(name, cfg.settings, f"{source}: [attacks.{name}] settings")
+            for i, eps in enumerate(cfg.eps):
+                with reported_under(f"{source}: [attacks.{name}] eps[{i}]"):
+                    attack.with_eps(eps)
             out[name] = cfg
         return out
 
     @classmethod
+    def validate(cls, section: Any, job: Any, source: str) -> None:
+        """Per enabled attack: it resolves on every modality it would run on, and a learned one
+        has its ``fit_n`` training items in its fit split."""
+        from ..config import check_item_count, check_split
+
+        for name, cfg in section.items():
+            if not cfg.enabled:
+                continue
+            attack = build_attack(name, **cfg.settings)
+            for m in cfg.modalities or job.run.modalities:
+                with reported_under(f"{source}: [attacks.{name}] modalities ({m})"):
+                    attack.resolve(m)
+            if attack.needs_fit:
+                split = attack.fit_split or "train"
+                check_split(job, split, f"{source}: [attacks.{name}] (attack {name!r} fits on split {split!r})")
+                for key in ("fit_n", "quick_fit_n"):
+                    if getattr(cfg, key) is not None:
+                        check_item_count(job, getattr(cfg, key), split, f"{source}: [attacks.{name}] {key}")
+
+    @classmethod
     def default(cls) -> dict[str, AttackCellConfig]:
         return {}
+
+    @classmethod
+    def tables(cls, section: Any) -> dict[str, Section]:
+        return {f"attacks.{name}": cfg for name, cfg in section.items()}
 
     @classmethod
     def to_table(cls, section: Any) -> dict[str, Any]:
@@ -75,6 +103,21 @@ class AttackCells(CellKind):
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         return [Cell(ctx.key(m, f"attack:{name}"), lambda name=name, cfg=cfg, m=m: run_attack(ctx, name, cfg, m))
                 for name, cfg in section.items() if cfg.enabled for m in (cfg.modalities or ctx.modalities)]
+
+
+def _built(name: str, settings: dict[str, Any], where: str) -> Attack:
+    """Attack ``name`` built from ``settings`` now, so that a value its constructor refuses (a
+    norm that does not exist, a step count that is a string) is a load error naming the key."""
+    try:
+        return build_attack(name, **settings)
+    except RobustMMError as e:
+        for key, value in settings.items():  # name the setting that fails on its own, if one does
+            try:
+                build_attack(name, **{key: value})
+            except RobustMMError:
+                where = f"{where}.{key}"
+                break
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _params(name: str) -> list[str]:

@@ -19,10 +19,11 @@ from ...errors import RobustMMError
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import ConfigError, Section, option
+from ..fields import RUN_ITEMS, ConfigError, ItemsOf, Section, option
 from ..registry import Cell, CellKind, register_cell
 
 log = logging.getLogger(__name__)
+NOISE_TRAIN = ItemsOf(split="train")  # the noise head trains on the dataset's train split
 
 
 @dataclasses.dataclass
@@ -32,22 +33,22 @@ class CertificationConfig(Section):
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
     sigmas: dict[str, Any] = option({})  # per modality, e.g. { image = [0.12, 0.25] }; left out = its smaller default
-    n: int = option(24, positive=True)  # items certified (at most [run] attack_n)
-    quick_n: int | None = option(8, positive=True)
+    n: int = option(24, positive=True, items=RUN_ITEMS)  # items certified (at most [run] attack_n)
+    quick_n: int | None = option(8, positive=True, items=RUN_ITEMS)
     n0: int = option(16, positive=True)  # selection draws
     quick_n0: int | None = option(8, positive=True)
     draws: int = option(64, positive=True)  # estimation draws (Cohen et al.'s n)
     quick_draws: int | None = option(32, positive=True)
     alpha: float = option(0.001, positive=True)  # failure probability of each certificate
     noise_head: bool = True  # also certify behind a head trained on noisy embeddings
-    train_n: int = option(300, positive=True)  # training items of the noise head
-    quick_train_n: int | None = option(64, positive=True)
+    train_n: int = option(300, positive=True, items=NOISE_TRAIN)  # training items of the noise head
+    quick_train_n: int | None = option(64, positive=True, items=NOISE_TRAIN)
     noise_draws: int = option(4, positive=True)  # noisy copies per training item
     quick_noise_draws: int | None = option(2, positive=True)
     epochs: int = option(60, positive=True)
     quick_epochs: int | None = option(20, positive=True)
-    smoothadv_n: int = option(8, minimum=0)  # items attacked by SmoothAdv (0 = no empirical check)
-    quick_smoothadv_n: int | None = option(4, minimum=0)
+    smoothadv_n: int = option(8, minimum=0, items=RUN_ITEMS)  # items attacked by SmoothAdv (0 = no empirical check)
+    quick_smoothadv_n: int | None = option(4, minimum=0, items=RUN_ITEMS)
     smoothadv_steps: int = option(5, positive=True)
     quick_smoothadv_steps: int | None = option(2, positive=True)
     smoothadv_m: int = option(4, positive=True)  # noise draws per SmoothAdv step
@@ -116,7 +117,7 @@ def _noise_head(ctx: JobContext, modality: str, sigma: float) -> Any:
 
         return load_heads(path, ctx.encoder())
     pick = lambda key: int(ctx.pick("certification", key))  # noqa: E731
-    train = ctx.dataset("train", pick("train_n"))
+    train = ctx.dataset(NOISE_TRAIN.split, pick("train_n"))
     cal = noise_calibrate(ctx.encoder(), train, modality=modality, sigma=sigma, draws=pick("noise_draws"),
                           epochs=pick("epochs"), seed=ctx.seed, progress=ctx.progress)
     if path is not None:

@@ -11,7 +11,7 @@ from ...encoders.registry import check_model_name
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
 from ._shared import job_heads
 
@@ -29,13 +29,13 @@ class ChecksConfig(Section):
 
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
-    n: int = option(100, positive=True)  # items checked (independent PGD runs: ~2 curves' cost)
-    quick_n: int | None = option(16, positive=True)
-    steps: list[int] = option([1, 5, 20], minimum=0)  # robust top-1 must not rise with steps
-    quick_steps: list[int] | None = option([1, 3, 5], minimum=0)
+    n: int = option(100, positive=True, items=RUN_ITEMS)  # items checked (independent PGD runs: ~2 curves' cost)
+    quick_n: int | None = option(16, positive=True, items=RUN_ITEMS)
+    steps: list[int] = option([1, 5, 20], minimum=0, nonempty=True)  # robust top-1 must not rise with steps
+    quick_steps: list[int] | None = option([1, 3, 5], minimum=0, nonempty=True)
     surrogate: str = option("tinybind-alt", check=_model_or_empty)  # transfer check ("" = skip it)
     calibrated: bool = True  # also check every calibrated head
-    tolerance: float = option(0.02, minimum=0)  # slack for sampling noise, fraction of items
+    tolerance: float = option(0.02, minimum=0, maximum=1)  # slack for sampling noise, fraction of items
 
 
 @register_cell("checks", order=70)  # after calibration: the calibrated checks reuse its heads

@@ -23,7 +23,7 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
 from ._shared import calibrated_objectives, job_heads
 
@@ -48,18 +48,18 @@ class EnsembleConfig(Section):
 
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
-    attacks: list[str] = option(list(DEFAULT_PARTS), check=_check_part)
+    attacks: list[str] = option(list(DEFAULT_PARTS), check=_check_part, nonempty=True)
     version: str = option("cheap", check=_check_version)  # standard = AutoAttack's 100 steps / 5000 queries
     quick_version: str | None = option("cheap", check=_check_version)
     steps: int = option(10, minimum=0)  # APGD iterations of every part (0 = the version's)
     quick_steps: int | None = option(5, minimum=0)
     n_queries: int = option(100, minimum=0)  # Square's query budget (0 = the version's)
     quick_n_queries: int | None = option(30, minimum=0)
-    n: int = option(32, positive=True)  # items attacked (at most [run] attack_n)
-    quick_n: int | None = option(12, positive=True)
+    n: int = option(32, positive=True, items=RUN_ITEMS)  # items attacked (at most [run] attack_n)
+    quick_n: int | None = option(12, positive=True, items=RUN_ITEMS)
     calibrated: bool = True  # also attack every calibrated head (adaptive)
     check_parts: bool = True  # run each part alone: the ensemble must be no weaker, Square not much stronger
-    tolerance: float = option(0.0, minimum=0)  # slack of the checks, fraction of items (at least one item)
+    tolerance: float = option(0.0, minimum=0, maximum=1)  # slack of the checks, fraction of items (at least one item)
 
 
 @register_cell("ensemble", order=65)  # after calibration: the calibrated cells reuse its heads

@@ -29,7 +29,7 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result, headline_score
 from ..context import JobContext
-from ..fields import ConfigError, Section, option
+from ..fields import RUN_ITEMS, ConfigError, Section, option
 from ..registry import Cell, CellKind, register_cell
 
 ADAPTIVE_MODES = ("auto", "bpda", "eot", "bpda+eot")
@@ -127,14 +127,14 @@ class InputDefensesConfig(Section):
     """``[input_defenses]``: which defenses, on which modalities, under which attack."""
 
     enabled: bool = True
-    modalities: list[str] = option(["image"], check=get_modality)  # those also in [run] modalities
-    defenses: list[str] = option(["bit-depth", "jpeg", "random-resize-pad"], check=check_defense_name)
+    modalities: list[str] = option(["image"], check=get_modality, nonempty=True)  # those also in [run] modalities
+    defenses: list[str] = option(["bit-depth", "jpeg", "random-resize-pad"], check=check_defense_name, nonempty=True)
     settings: dict[str, Any] = option({})  # per defense, e.g. { jpeg = { quality = 75 } }
     attack: str = option("pgd", check=attack_class)  # the naive attack (adaptive: BPDA / EOT around it)
     steps: int = option(10, positive=True)
     quick_steps: int | None = option(5, positive=True)
-    n: int = option(100, positive=True)  # items attacked (at most [run] attack_n)
-    quick_n: int | None = option(16, positive=True)
+    n: int = option(100, positive=True, items=RUN_ITEMS)  # items attacked (at most [run] attack_n)
+    quick_n: int | None = option(16, positive=True, items=RUN_ITEMS)
     eot_samples: int = option(8, positive=True)  # EOT draws per step for randomized defenses
     quick_eot_samples: int | None = option(2, positive=True)
 

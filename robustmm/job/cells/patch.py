@@ -4,12 +4,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ...errors import UnknownNameError
 from ...evaluation import evaluate
-from ...modalities import get_modality
+from ...modalities import MODALITIES, get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import ItemsOf, Section, option, reported_under
 from ..registry import Cell, CellKind, register_cell
+
+
+def check_image_like(name: str) -> None:
+    """A one-line error unless ``name`` is an image-like modality (the patch is a square of pixels)."""
+    if not get_modality(name).image_like:
+        raise UnknownNameError("image-like modality", name, [m for m, s in MODALITIES.items() if s.image_like])
 
 
 @dataclasses.dataclass
@@ -17,11 +24,11 @@ class PatchConfig(Section):
     """``[patch]``: the patch's modality, size, training split and epochs."""
 
     enabled: bool = True
-    modality: str = option("image", check=get_modality)
-    area: float = option(0.03, positive=True)  # fraction of the image the patch covers
-    fit_split: str = "train"
-    fit_n: int = option(1000, positive=True)
-    quick_fit_n: int | None = option(100, positive=True)
+    modality: str = option("image", check=check_image_like)
+    area: float = option(0.03, positive=True, below=1)  # fraction of the image the patch covers
+    fit_split: str = option("train", split=True)
+    fit_n: int = option(1000, positive=True, items=ItemsOf(key="fit_split"))
+    quick_fit_n: int | None = option(100, positive=True, items=ItemsOf(key="fit_split"))
     epochs: int = option(5, positive=True)
 
 
@@ -30,6 +37,15 @@ class PatchCells(CellKind):
     """One universal patch: fitted, then scored (with its fooling rate) on the attacked items."""
 
     Config = PatchConfig
+
+    @classmethod
+    def validate(cls, section: Any, job: Any, source: str) -> None:
+        """The patch the cell would fit, built now: its constructor's checks run at load."""
+        from ...attacks import build_attack
+
+        with reported_under(f"{source}: [patch]"):
+            build_attack("patch", modality=section.modality, area=float(section.area), epochs=int(section.epochs),
+                         seed=job.run.seed)
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         m = section.modality

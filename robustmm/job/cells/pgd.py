@@ -6,7 +6,7 @@ from typing import Any
 
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
 
 
@@ -18,8 +18,8 @@ class PGDConfig(Section):
     steps: int = option(10, minimum=0)  # step size eps/4 (L-inf), random start, zero-shot CE loss
     quick_steps: int | None = option(5, minimum=0)
     retrieval: bool = True  # also a retrieval curve: caption loss, every item at every eps
-    retrieval_n: int = option(100, positive=True)  # its items (= the retrieval gallery)
-    quick_retrieval_n: int | None = option(24, positive=True)
+    retrieval_n: int = option(100, positive=True, items=RUN_ITEMS)  # its items (= the retrieval gallery)
+    quick_retrieval_n: int | None = option(24, positive=True, items=RUN_ITEMS)
 
 
 @register_cell("pgd", order=20)

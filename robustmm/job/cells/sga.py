@@ -9,7 +9,7 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
 
 
@@ -21,8 +21,8 @@ class SGAConfig(Section):
     modality: str = option("image", check=get_modality)
     eps: float = option(2 / 255, minimum=0)
     transfer_to: list[str] = option(["tinybind-alt"], check=check_model_name)  # also scores PGD transferred the same way
-    n: int | None = option(100, positive=True)  # items (the text step embeds many candidate captions)
-    quick_n: int | None = option(12, positive=True)
+    n: int | None = option(100, positive=True, items=RUN_ITEMS)  # items (the text step embeds many candidate captions)
+    quick_n: int | None = option(12, positive=True, items=RUN_ITEMS)
 
 
 @register_cell("sga", order=40)

@@ -8,7 +8,7 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
 
 
@@ -18,8 +18,8 @@ class XMAIConfig(Section):
 
     enabled: bool = True
     modality: str = option("image", check=get_modality)
-    n: int | None = option(200, positive=True)
-    quick_n: int | None = option(12, positive=True)
+    n: int | None = option(200, positive=True, items=RUN_ITEMS)
+    quick_n: int | None = option(12, positive=True, items=RUN_ITEMS)
 
 
 @register_cell("xmai", order=50)

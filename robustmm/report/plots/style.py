@@ -5,17 +5,16 @@ Nothing here touches ``matplotlib.pyplot`` or the global backend: figures are pl
 """
 from __future__ import annotations
 
-import contextlib
+import io
 import logging
-import os
 import re
-import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ...modalities import MODALITIES
+from ...persist import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +49,9 @@ def _save(fig: Any, stem: str | Path) -> list[Path]:
     written = []
     for ext in FORMATS:
         path = stem.parent / f"{stem.name}.{ext}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches=bbox, facecolor="white")
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        buf = io.BytesIO()  # rendered in memory, then one atomic write (locked temp, fsync, rename)
+        fig.savefig(buf, format=ext, dpi=DPI, bbox_inches=bbox, facecolor="white")
+        atomic_write_bytes(path, buf.getvalue())
         written.append(path)
     log.info("wrote %s.{%s}", stem, ",".join(FORMATS))
     return written
