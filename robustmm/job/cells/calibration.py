@@ -10,7 +10,7 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import Section, option
+from ..fields import ItemsOf, Section, option
 from ..registry import Cell, CellKind, register_cell
 
 
@@ -20,10 +20,10 @@ class CalibrationConfig(Section):
 
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
-    objectives: list[str] = option(["ce"], check=parse_objective)  # ce, l2, infonce, or sums like "ce+0.5*l2"
-    train_split: str = "train"
-    train_n: int = option(600, positive=True)
-    quick_train_n: int | None = option(200, positive=True)
+    objectives: list[str] = option(["ce"], check=parse_objective, nonempty=True)  # ce, l2, infonce, or sums like "ce+0.5*l2"
+    train_split: str = option("train", split=True)
+    train_n: int = option(600, positive=True, items=ItemsOf(key="train_split"))
+    quick_train_n: int | None = option(200, positive=True, items=ItemsOf(key="train_split"))
     epochs: int = option(60, positive=True)
     steps: int = option(10, minimum=0)  # PGD steps for training and evaluation examples
     quick_steps: int | None = option(5, minimum=0)
