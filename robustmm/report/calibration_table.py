@@ -47,7 +47,8 @@ def _baseline(results: Sequence[Result], ref: Result | None, what: str, notes: l
     bare, diff = no_head_baseline(results, ref)
     if bare is None or not diff:
         return bare, _attacked(bare)
-    notes.append(f"{what}: not comparable ({'; '.join(diff)}; the no-head value first)")
+    order = "; no-head value first" if any(" vs " in d for d in diff) else ""
+    notes.append(f"{what}: not comparable ({'; '.join(diff)}{order})")
     return bare, f"{_f(_attacked(bare))} {NOT_COMPARABLE}"
 
 
