@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-
 from .errors import RobustMMError
 from .outdir import fill_template
 
@@ -20,19 +18,9 @@ log = logging.getLogger("robustmm")
 EXIT_USAGE = 2
 
 
-def _device(name: str) -> str:
-    from .distributed import local_device
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RobustMMError(f"--device {name}: CUDA is not available on this machine")
-    return local_device(name)  # under torchrun, plain "cuda" is this rank's GPU
-
-
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, else 0)")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] | mps (default cpu)")
+    p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2**32) (default: the config's, else 0)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
 
@@ -78,18 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
     p.add_argument("--source", default=None, help="make adversarial examples on this model (transfer)")
-    p.add_argument("--fit-n", type=int, default=1000, help="training items for learned attacks (patch)")
+    p.add_argument("--fit-n", type=int, default=None, help="training items for learned attacks (patch; default 1000)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--heads", default=None, help="calibration heads (HEADS.safetensors) applied to --model")
-    p.add_argument("--threat", default="head-unaware", choices=["head-unaware", "adaptive"],
-                   help="with --heads: make examples on the bare model (head-unaware) or through the heads (adaptive)")
+    p.add_argument("--threat", default=None, choices=["head-unaware", "adaptive"],
+                   help="with --heads and --attack: examples made on the bare model (head-unaware, the default) "
+                   "or through the heads (adaptive)")
     p.add_argument("--defense", default=None, help="score the model behind this input defense (e.g. jpeg)")
     p.add_argument("--defense-setting", action="append", default=None, metavar="KEY=VALUE",
                    help="a setting of --defense, e.g. quality=50 (repeatable)")
     p.add_argument("--adaptive", nargs="?", const="auto", default=None, choices=["auto", "bpda", "eot", "bpda+eot"],
                    help="with --defense and --attack: also the adaptive (auto: BPDA and/or EOT) attack beside the naive one")
-    p.add_argument("--eot-samples", type=int, default=8, help="EOT draws per step for randomized defenses (default 8)")
-    p.add_argument("--out", default=None, help="output file; {model} {data} {modality} {attack} are filled in")
+    p.add_argument("--eot-samples", type=int, default=None, help="with --adaptive: EOT draws per step (default 8)")
+    p.add_argument("--out", default=None, help="output file: NAME.jsonl = a record per line, else JSON (a list for "
+                   "several budgets); {model} {data} {modality} {attack} are filled in")
     p.add_argument("--amp", action="store_true",
                    help="run attacks under torch.autocast(bfloat16) (clean and scored embeddings stay float32)")
     _common(p)
@@ -100,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", required=True)
     p.add_argument("--objective", default="ce", help="ce | l2 | infonce | a weighted sum like 'ce+0.5*l2'")
     p.add_argument("--eps", type=float, default=None, help="training budget (default: the modality's middle eps)")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps for the training examples")
+    p.add_argument("--steps", type=int, default=None, help="PGD steps for the training examples (default 10)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--adaptive-every", type=int, default=None, help="regenerate examples through the head every K epochs")
     p.add_argument("--clean-only", action="store_true", help="control: train the same head on clean data only")
@@ -175,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.out = fill_template(args.out, model=config.run.model, data=config.run.dataset,
                              config=Path(args.config).stem if args.config else "default")
     results = run_job(config, args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
-                      device=_device(args.device), progress=not args.quiet, wait=args.wait)
+                      device=args.device, progress=not args.quiet, wait=args.wait)
     from .distributed import rank
 
     if args.quiet or rank() != 0:  # under torchrun only rank 0 speaks (and writes: see run_job)
@@ -194,7 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     fields = {f: getattr(args, f) for f in ("modality", "model", "data", "split", "root", "n", "attack", "eps", "steps",
                                             "norm", "source", "fit_n", "batch_size", "heads", "threat", "defense",
                                             "defense_setting", "adaptive", "eot_samples", "out", "amp")}
-    req = EvalRequest(**fields, seed=args.seed or 0, device=_device(args.device),
+    req = EvalRequest(**fields, seed=args.seed or 0, device=args.device,
                       progress=not args.quiet)
     results = run_eval(req)
     if not args.quiet and distributed.rank() == 0:
@@ -213,7 +203,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     keys = ("model", "data", "split", "root", "n", "modality", "objective", "eps", "steps", "epochs", "adaptive_every",
             "clean_only", "out")
     cal = calibrate_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
-                            device=_device(args.device), progress=not args.quiet)
+                            device=args.device, progress=not args.quiet)
     if not args.quiet:
         m = cal.meta
         print(f"calibrated {m['encoder']}/{m['modality']} ({m['objective']}, {m['n_train']} items): "
@@ -236,7 +226,7 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
 
     keys = ("model", "data", "split", "root", "n", "modality", "steps", "heads", "surrogate", "out")
     checks = check_attack_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
-                                  device=_device(args.device), ensemble=None if args.ensemble == "none" else args.ensemble)
+                                  device=args.device, ensemble=None if args.ensemble == "none" else args.ensemble)
     if not args.quiet:
         for c in checks:
             vals = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in c.values.items())
@@ -250,7 +240,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality)
     keys = ("model", "data", "split", "root", "items", "modality", "sigma", "heads", "n", "n0", "alpha", "out", "radii", "smoothadv", "batch_size")
     r = certify_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
-                        device=_device(args.device), progress=not args.quiet)
+                        device=args.device, progress=not args.quiet)
     if not args.quiet:
         cert = ", ".join(f"r={k}: {v:.3f}" for k, v in r.metrics["certified"]["top1"].items())
         print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}: certified top-1 {cert}")
@@ -271,19 +261,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustmm {__version__}")
         return 0
     if args.command is None:
-        parser.print_help()
+        print("robustmm: error: a command is required (see `robustmm --help`)", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
     from . import distributed
+    from .job.arg_checks import check_seed, resolve_device
 
     started = False
     try:
+        check_seed(getattr(args, "seed", None))
+        if hasattr(args, "device"):
+            args.device = resolve_device(args.device)
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
                    "check-attack": cmd_check_attack, "certify": cmd_certify}[args.command]
         if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank
             if args.command not in ("eval", "run"):
                 raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` and `run`, not {args.command!r}")
-            started = distributed.init_from_env(_device(args.device))
+            started = distributed.init_from_env(args.device)
         return handler(args)
     except (RobustMMError, OSError) as e:  # bad input, or a file the user named that cannot be read/written
         print(f"robustmm {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -12,7 +12,6 @@ import torch
 import robustmm
 from robustmm.cli import main
 from robustmm.defenses import load_heads, save_heads
-from robustmm.errors import ResultFileError
 from robustmm.records import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,13 +59,15 @@ def test_eval_single_eps_matches_evaluate(trained, data, tmp_path):
     assert rec["metrics"]["attacked"] == pytest.approx(res.metrics["attacked"])
 
 
-@pytest.mark.xfail(strict=True, raises=ResultFileError, reason="eval with several --eps and --out NAME.json writes JSON lines into the .json "
-                   "file (robustmm/job/eval_command.py write_eval), which load_results and `robustmm report` read "
-                   "as one JSON document (robustmm/records.py load_results): the CLI's own output cannot be reported")
 def test_eval_several_eps_into_a_json_name_can_be_reported(trained, tmp_path):
+    """Several budgets into a .json name: one JSON list (not JSON lines), which `report` reads."""
     out = tmp_path / "curve.json"
     assert main(eval_args("--attack", "pgd", "--steps", "1", "--eps", "0.002", "0.004", "--out", str(out))) == 0
+    doc = json.loads(out.read_text())
+    assert isinstance(doc, list) and [r["attack"]["eps"] for r in doc] == pytest.approx([0.002, 0.004])
     assert len(robustmm.load_results([out])) == 2
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "-q"]) == 0
+    assert len((tmp_path / "rep" / "summary.csv").read_text().splitlines()) == 3
 
 
 @pytest.fixture(scope="module")

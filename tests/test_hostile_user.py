@@ -60,63 +60,40 @@ def one_line_exit_2(argv, capsys):
 
 # ---------------------------------------------------------------- refused at once, before any work
 
-DEVICE = "cli.py:_device passes any string to torch (RuntimeError traceback at model load): check it with " \
-         "torch.device() in a try and allow cpu|cuda[:N]|auto (|mps) only"
-SEED = "cli.py: --seed has type=int with no range; torch.manual_seed raises ValueError (traceback) beyond 64 bits: " \
-       "a type that checks 0 <= seed < 2**63, like [run] seed >= 0"
-N_LATE = "job/eval_command.py:_check and job/commands.py (calibrate/check-attack) leave --n to the dataset loader, " \
-         "which runs after the model loads: check n >= 1 (and --batch-size >= 1) with the other checks"
-BATCH = "job/eval_command.py:_check does not check --batch-size: 0 or negative is a ValueError traceback from " \
-        "distributed.py:114 (align must be >= 1) after the model loads; check batch_size >= 1"
-EMPTY_OUT = "an empty --out ('' from an unset shell variable) is taken as 'no --out' by eval (nothing written, exit " \
-            "0) and as the current folder by run/report (cli.py, job/eval_command.py:out_path): refuse '' in one line"
-SAME_FILE = "job/eval_command.py:_check, job/commands.py:check_attack_command: --out may name an input (--heads, " \
-            "its .json sidecar, --model tinybind:PATH weights), which is then overwritten; compare resolved paths"
-IGNORED = "job/eval_command.py:_check: --steps/--norm without --attack are silently ignored (--eps/--source are refused)"
-NAMES = "job/eval_command.py:_check, job/commands.py: --data (and its --root), --source/--surrogate are checked " \
-        "only by their loaders, after the target model has loaded (minutes for open_clip/hf models); call " \
-        "check_dataset_name/check_model_name (as the job config does) and the dataset's root check first"
-BOTH = "cli.py/job/runner.py: run --resume --overwrite are contradictory; --overwrite silently wins and deletes the " \
-       "results --resume meant to keep: refuse the pair"
-
 
 @pytest.mark.parametrize("argv", [
-    pytest.param(["eval", "--modality", "image", "--device", "foo"], marks=xfail(DEVICE), id="eval-device-foo"),
-    pytest.param(["eval", "--modality", "image", "--device", ""], marks=xfail(DEVICE), id="eval-device-empty"),
-    pytest.param(["eval", "--modality", "image", "--device", "meta"], marks=xfail(DEVICE), id="eval-device-meta"),
-    pytest.param(["calibrate", "--modality", "image", "--device", "foo", "--out", "h.safetensors"], marks=xfail(DEVICE),
+    pytest.param(["eval", "--modality", "image", "--device", "foo"], id="eval-device-foo"),
+    pytest.param(["eval", "--modality", "image", "--device", ""], id="eval-device-empty"),
+    pytest.param(["eval", "--modality", "image", "--device", "meta"], id="eval-device-meta"),
+    pytest.param(["calibrate", "--modality", "image", "--device", "foo", "--out", "h.safetensors"],
                  id="calibrate-device-foo"),
-    pytest.param(["run", "--device", "gpu", "--out", "r"], marks=xfail(DEVICE), id="run-device-gpu"),
-    pytest.param(["eval", "--modality", "image", "--seed", "9" * 25], marks=xfail(SEED), id="eval-seed-huge"),
-    pytest.param(["eval", "--modality", "image", "--n", "0"], marks=xfail(N_LATE), id="eval-n-0"),
-    pytest.param(["calibrate", "--modality", "image", "--n", "-1", "--out", "h.safetensors"], marks=xfail(N_LATE),
+    pytest.param(["run", "--device", "gpu", "--out", "r"], id="run-device-gpu"),
+    pytest.param(["eval", "--modality", "image", "--seed", "9" * 25], id="eval-seed-huge"),
+    pytest.param(["eval", "--modality", "image", "--n", "0"], id="eval-n-0"),
+    pytest.param(["calibrate", "--modality", "image", "--n", "-1", "--out", "h.safetensors"],
                  id="calibrate-n-neg"),
-    pytest.param(["check-attack", "--modality", "image", "--n", "0"], marks=xfail(N_LATE), id="check-attack-n-0"),
-    pytest.param(["eval", "--modality", "image", "--batch-size", "0"], marks=xfail(BATCH), id="eval-batch-0"),
-    pytest.param(["eval", "--modality", "image", "--batch-size", "-3"], marks=xfail(BATCH), id="eval-batch-neg"),
-    pytest.param(["eval", "--modality", "image", "--out", ""], marks=xfail(EMPTY_OUT), id="eval-out-empty"),
-    pytest.param(["run", "--out", ""], marks=xfail(EMPTY_OUT), id="run-out-empty"),
-    pytest.param(["eval", "--modality", "image", "--steps", "3"], marks=xfail(IGNORED), id="eval-steps-no-attack"),
-    pytest.param(["eval", "--modality", "image", "--norm", "l2"], marks=xfail(IGNORED), id="eval-norm-no-attack"),
-    pytest.param(["run", "--resume", "--overwrite", "--out", "r"], marks=xfail(BOTH), id="run-resume-overwrite"),
-    # these already hold: kept so they stay so
+    pytest.param(["check-attack", "--modality", "image", "--n", "0"], id="check-attack-n-0"),
+    pytest.param(["eval", "--modality", "image", "--batch-size", "0"], id="eval-batch-0"),
+    pytest.param(["eval", "--modality", "image", "--batch-size", "-3"], id="eval-batch-neg"),
+    pytest.param(["eval", "--modality", "image", "--out", ""], id="eval-out-empty"),
+    pytest.param(["run", "--out", ""], id="run-out-empty"),
+    pytest.param(["eval", "--modality", "image", "--steps", "3"], id="eval-steps-no-attack"),
+    pytest.param(["eval", "--modality", "image", "--norm", "l2"], id="eval-norm-no-attack"),
+    pytest.param(["run", "--resume", "--overwrite", "--out", "r"], id="run-resume-overwrite"),
     pytest.param(["eval", "--modality", "image", "--device", "cuda"], id="eval-cuda-without-gpu"),
     pytest.param(["eval", "--modality", "", "--n", "2"], id="eval-modality-empty"),
-    pytest.param(["eval", "--modality", "image", "--data", ""], marks=xfail(NAMES), id="eval-data-empty"),
-    pytest.param(["eval", "--modality", "image", "--data", "cifar10"], marks=xfail(NAMES), id="eval-data-no-root"),
-    pytest.param(["calibrate", "--modality", "image", "--data", "nope", "--out", "h.safetensors"], marks=xfail(NAMES),
+    pytest.param(["eval", "--modality", "image", "--data", ""], id="eval-data-empty"),
+    pytest.param(["eval", "--modality", "image", "--data", "cifar10"], id="eval-data-no-root"),
+    pytest.param(["calibrate", "--modality", "image", "--data", "nope", "--out", "h.safetensors"],
                  id="calibrate-data-unknown"),
-    pytest.param(["eval", "--modality", "image", "--source", "nope", "--attack", "pgd"], marks=xfail(NAMES),
+    pytest.param(["eval", "--modality", "image", "--source", "nope", "--attack", "pgd"],
                  id="eval-source-unknown"),
     pytest.param(["eval", "--modality", "image", "--attack", "pgd", "--eps", "nan"], id="eval-eps-nan"),
     pytest.param(["eval", "--modality", "image", "--out", "x" * 300 + ".json"], id="eval-out-name-too-long"),
     pytest.param(["eval", "--modality", "image", "--out", "{model:>100000}"], id="eval-out-template-too-long"),
     pytest.param(["calibrate", "--modality", "image", "--out", ""], id="calibrate-out-empty"),
-    pytest.param(["calibrate", "--modality", "image", "--eps", "inf", "--out", "h.safetensors"], marks=xfail(
-        "job/commands.py:26 checks only eps < 0 before the model loads; nan/inf pass and are refused later by "
-        "default_attack: check math.isfinite(eps) there"), id="calibrate-eps-inf"),
-    pytest.param(["calibrate", "--modality", "image", "--eps", "nan", "--out", "h.safetensors"], marks=xfail(
-        "job/commands.py:26: nan < 0 is False, so --eps nan passes the pre-work check"), id="calibrate-eps-nan"),
+    pytest.param(["calibrate", "--modality", "image", "--eps", "inf", "--out", "h.safetensors"], id="calibrate-eps-inf"),
+    pytest.param(["calibrate", "--modality", "image", "--eps", "nan", "--out", "h.safetensors"], id="calibrate-eps-nan"),
     pytest.param(["run", "", "--out", "r"], id="run-config-empty"),
     pytest.param(["run", "--out", "r/{nope}"], id="run-out-template-unknown"),
 ])
@@ -135,8 +112,6 @@ def test_unicode_and_deep_paths_work(tmp_path, capsys):
     assert (tmp_path / "ré port" / "report.md").exists()
 
 
-@xfail("cli.py:main: `robustmm` with no command prints the help on stdout and exits 2 with nothing on stderr; "
-       "print one line ('robustmm: error: a command is required (see robustmm --help)') to stderr")
 def test_no_command_is_a_one_line_error(no_work, capsys):
     one_line_exit_2([], capsys)
 
@@ -153,12 +128,7 @@ def heads_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("which", [
-    pytest.param("eval-heads", marks=xfail(SAME_FILE)),
-    pytest.param("eval-heads-sidecar", marks=xfail(SAME_FILE)),
-    pytest.param("check-attack-sidecar", marks=xfail(SAME_FILE)),
-    pytest.param("eval-model", marks=xfail(SAME_FILE)),
-])
+@pytest.mark.parametrize("which", ["eval-heads", "eval-heads-sidecar", "check-attack-sidecar", "eval-model"])
 def test_out_equal_to_an_input_is_refused_and_the_input_kept(no_work, capsys, heads_file, which):
     h, side = str(heads_file), str(heads_file.with_suffix(".json"))
     argv = {"eval-heads": ["eval", "--modality", "image", "--heads", h, "--out", h],
@@ -179,7 +149,6 @@ def test_report_out_equal_to_its_input_file_is_refused(tmp_path, capsys):
     assert r.read_bytes() == data
 
 
-@xfail(EMPTY_OUT)
 def test_report_with_an_empty_out_writes_nothing_into_the_current_folder(tmp_path, capsys, monkeypatch):
     r = tmp_path / "in" / "r.json"
     assert main(["eval", "--modality", "thermal", "--n", "2", "-q", "--out", str(r)]) == 0
@@ -232,8 +201,6 @@ def test_report_on_a_clean_calibrated_eval(tmp_path, capsys):
     assert "| image | ce | clean only | 0.500 |" in (tmp_path / "rep" / "report.md").read_text()
 
 
-@xfail("job/commands.py:report_command: the same file given twice is read twice; every row is duplicated in "
-       "summary.csv and report.md: de-duplicate paths (resolved) or refuse")
 def test_report_of_one_file_given_twice_has_each_row_once(tmp_path, capsys):
     f = tmp_path / "r.json"
     f.write_text(_record().to_json())

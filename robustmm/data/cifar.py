@@ -211,7 +211,7 @@ def load_cifar(
     )
 
 
-@register_dataset("cifar10", "CIFAR-10 zero-shot classification (torchvision files under root=)")
+@register_dataset("cifar10", "CIFAR-10 zero-shot classification (torchvision files under root=)", needs_root=True)
 def load_cifar10(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:
@@ -219,7 +219,7 @@ def load_cifar10(
     return load_cifar("cifar10", split=split, n=n, seed=seed, root=root, **kw)
 
 
-@register_dataset("cifar100", "CIFAR-100 zero-shot classification (torchvision files under root=)")
+@register_dataset("cifar100", "CIFAR-100 zero-shot classification (torchvision files under root=)", needs_root=True)
 def load_cifar100(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:

@@ -76,7 +76,7 @@ def _read_meta(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-@register_dataset("esc50", "ESC-50 audio zero-shot classification, 50 classes (meta/esc50.csv + audio/*.wav under root=)")
+@register_dataset("esc50", "ESC-50 audio zero-shot classification, 50 classes (meta/esc50.csv + audio/*.wav under root=)", needs_root=True)
 def load_esc50(
     *,
     split: str = "test",

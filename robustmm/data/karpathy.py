@@ -166,7 +166,7 @@ def load_karpathy(
     )
 
 
-@register_dataset("coco", "COCO Karpathy-split image-text retrieval (dataset_coco.json + images under root=)")
+@register_dataset("coco", "COCO Karpathy-split image-text retrieval (dataset_coco.json + images under root=)", needs_root=True)
 def load_coco(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:
@@ -174,7 +174,7 @@ def load_coco(
     return load_karpathy("coco", split=split, n=n, seed=seed, root=root, **kw)
 
 
-@register_dataset("flickr30k", "Flickr30k Karpathy-split image-text retrieval (dataset_flickr30k.json + images under root=)")
+@register_dataset("flickr30k", "Flickr30k Karpathy-split image-text retrieval (dataset_flickr30k.json + images under root=)", needs_root=True)
 def load_flickr30k(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:

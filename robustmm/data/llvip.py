@@ -124,7 +124,7 @@ def _folder_items(root: Path, split: str) -> list[tuple[str, Box | None, int]]:
     raise MissingDataError(f"llvip: neither infrared/{split}/ + Annotations/ nor {split}/{{person,background}}/ under {root}")
 
 
-@register_dataset("llvip", "LLVIP thermal zero-shot person vs background (infrared/ + Annotations/ of the release, under root=)")
+@register_dataset("llvip", "LLVIP thermal zero-shot person vs background (infrared/ + Annotations/ of the release, under root=)", needs_root=True)
 def load_llvip(
     *,
     split: str = "test",

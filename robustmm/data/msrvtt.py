@@ -122,7 +122,7 @@ def _source(root: Path, video_root: Path | None, vid: str) -> Path:
     return (video_root or root / "videos" / "all") / f"{vid}.mp4"
 
 
-@register_dataset("msrvtt", "MSR-VTT 1k-A text-video retrieval (MSRVTT_JSFUSION_test.csv + videos/all/*.mp4 or frames/ under root=)")
+@register_dataset("msrvtt", "MSR-VTT 1k-A text-video retrieval (MSRVTT_JSFUSION_test.csv + videos/all/*.mp4 or frames/ under root=)", needs_root=True)
 def load_msrvtt(
     *,
     split: str = "test",

@@ -88,7 +88,7 @@ def _items(folder: Path) -> list[tuple[Path, int]]:
             for png in sorted(d.glob("*.png"))]
 
 
-@register_dataset("nyu_depth_v2", "NYU-Depth v2 depth scene classification, 10 classes (16-bit depth PNGs under root=)")
+@register_dataset("nyu_depth_v2", "NYU-Depth v2 depth scene classification, 10 classes (16-bit depth PNGs under root=)", needs_root=True)
 def load_nyu_depth(
     *,
     split: str = "test",

@@ -3,6 +3,7 @@ and its output path before any model is loaded, then does its work (the CLI only
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ from ..errors import RobustMMError
 from ..outdir import check_writable_dir, check_writable_file
 from ..persist import atomic_write_text
 from ..records import Result
+from . import arg_checks as checks
+
+log = logging.getLogger(__name__)
 
 
 def list_rows(what: str) -> dict[str, str]:
@@ -31,24 +35,35 @@ def list_rows(what: str) -> dict[str, str]:
 
 
 def calibrate_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, objective: str,
-                      eps: float | None, steps: int, epochs: int, adaptive_every: int | None, clean_only: bool,
+                      eps: float | None, steps: int | None, epochs: int, adaptive_every: int | None, clean_only: bool,
                       out: str, seed: int = 0, device: str = "cpu", progress: bool = True) -> Any:
-    """Train calibration heads for one modality and save them to ``out``; returns the Calibration."""
+    """Train calibration heads for one modality and save them to ``out`` (``steps`` None = 10 PGD
+    steps); returns the Calibration. Every argument is checked before any model or data loads."""
     from ..data import load_dataset
     from ..defenses.calibrate import calibrate, default_attack
+    from ..defenses.heads import heads_paths
     from ..defenses.objectives import parse_objective
     from ..encoders import load_encoder
     from ..modalities import get_modality
 
-    if eps is not None and eps < 0:
-        raise RobustMMError(f"--eps must be >= 0, got {eps}")
-    if clean_only and adaptive_every:
-        raise RobustMMError("--clean-only and --adaptive-every exclude each other")
     get_modality(modality)
+    for flag, value in (("--n", n), ("--epochs", epochs), ("--adaptive-every", adaptive_every)):
+        checks.check_count(value, flag)
+    checks.check_seed(seed)
+    checks.check_budgets(eps)
+    steps = 10 if steps is None else steps
+    default_attack(modality, True, eps=eps, steps=steps)  # the attack's own checks (steps >= 0), without a model
+    if clean_only and (adaptive_every or eps is not None):
+        raise RobustMMError(f"--clean-only trains on clean data: --{'adaptive-every' if adaptive_every else 'eps'} "
+                            "would be ignored (they exclude each other)")
     parse_objective(objective)
+    checks.check_out_text(out)
+    checks.check_models(model=model)
+    checks.check_data(data, root)
+    checks.check_not_an_input(heads_paths(out), checks.input_paths(models=[model], root=root))
     check_writable_file(out, "--out")
+    dataset = load_dataset(data, split=split, n=n, root=root)  # data errors before the model loads
     enc = load_encoder(model, device=device)
-    dataset = load_dataset(data, split=split, n=n, root=root)
     attack = default_attack(modality, modality in dataset.tasks, eps=eps, steps=steps)
     cal = calibrate(enc, dataset, modality=modality, objective=objective, attack=attack, epochs=epochs,
                     adaptive_every=adaptive_every, clean_only=clean_only, seed=seed, progress=progress)
@@ -57,14 +72,22 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
 
 
 def report_command(paths: list[str], out: str | Path) -> list[Result]:
-    """Read result files and write summary.csv, plots/ and report.md into ``out``; returns the results."""
+    """Read result files (each once, however often it is named) and write summary.csv, plots/ and
+    report.md into ``out``, which may be neither empty nor hold an input; returns the results."""
     from ..records import load_results
     from .runner import write_report
 
-    check_writable_dir(out)
+    checks.check_out_text(str(out))
+    files: dict[Path, str] = {}
     for f in paths:
         if not Path(f).exists():
             raise RobustMMError(f"result file not found: {f}")
+        files.setdefault(Path(f).resolve(), f)
+    if len(files) < len(paths):
+        log.info("%d result file(s) named more than once: each is read once", len(paths) - len(files))
+    checks.check_not_an_input([Path(out) / "summary.csv", Path(out) / "report.md"], [Path(f) for f in files.values()])
+    check_writable_dir(out)
+    paths = list(files.values())
     try:
         results = load_results(paths)
     except (ValueError, KeyError, TypeError) as e:
@@ -89,10 +112,19 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     from ..modalities import get_modality
 
     get_modality(modality)
+    checks.check_count(n, "--n")
+    checks.check_seed(seed)
+    build_attack("pgd", steps=steps)  # the attack's own checks (steps >= 0), before any model loads
     if ensemble is not None:
         build_attack("ensemble", version=ensemble)  # an unknown version: "did you mean", before any model loads
-    if out:
+    checks.check_out_text(out)
+    checks.check_models(model=model, surrogate=surrogate)
+    checks.check_data(data, root)
+    checks.check_input_file(heads, "heads")
+    if out is not None:
+        checks.check_not_an_input([out], checks.input_paths(models=[model, surrogate], heads=heads, root=root))
         check_writable_file(out, "--out")
+    dataset = load_dataset(data, split=split, n=n, root=root)  # data errors before the model loads
     enc = load_encoder(model, device=device)
     alt = load_encoder(surrogate, device=device) if surrogate else None
     if heads:
@@ -101,9 +133,8 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
         loaded, _ = load_heads(heads, enc)
         alt = alt or enc
         enc = enc.with_heads(loaded)
-    dataset = load_dataset(data, split=split, n=n, root=root)
-    checks = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
-                           surrogate=alt, seed=seed)
+    found = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
+                          surrogate=alt, seed=seed)
     if ensemble is not None:
         from ..checks import check_metric, run_ensemble_checks
         from ..evaluation import evaluate
@@ -113,10 +144,10 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
         score = float(res.metrics["attacked"][check_metric(dataset, modality)])
         more, _ = run_ensemble_checks(enc, dataset, modality=modality, ensemble=ens, ensemble_score=score, seed=seed,
                                       progress=False)
-        checks += more
-    if out:
-        atomic_write_text(out, json.dumps(checks_to_dict(checks), indent=2) + "\n")
-    return checks
+        found += more
+    if out is not None:
+        atomic_write_text(out, json.dumps(checks_to_dict(found), indent=2) + "\n")
+    return found
 
 
 def certify_command(*, model: str, data: str, split: str, root: str | None, items: int | None, modality: str,
@@ -136,14 +167,20 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, item
 
     get_modality(modality)
     check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
-    if items is not None and items < 1:
-        raise RobustMMError(f"--items must be >= 1, got {items}")
+    checks.check_count(items, "--items")
+    checks.check_count(batch_size, "--batch-size")
+    checks.check_seed(seed)
+    if radii is not None and not radii:
+        raise RobustMMError("--radii needs at least one value")
     if any(not math.isfinite(r) or r < 0 for r in radii or []):
         raise RobustMMError(f"--radii must be finite and >= 0, got {radii}")
     if smoothadv < 0:
         raise RobustMMError(f"--smoothadv must be >= 0 items, got {smoothadv}")
-    if heads and not Path(heads).exists():
-        raise RobustMMError(f"heads file not found: {heads}")
+    checks.check_input_file(heads, "heads")
+    checks.check_out_text(out)
+    checks.check_models(model=model)
+    checks.check_data(data, root)
+    checks.check_not_an_input([out], checks.input_paths(models=[model], heads=heads, root=root))
     check_writable_file(out, "--out")
     dataset = load_dataset(data, split=split, n=items, root=root)
     classification_task(dataset, modality)  # a modality without a zero-shot task: one line, before the model loads

@@ -8,16 +8,20 @@ the results; :func:`write_eval` writes them and :func:`result_line` prints one l
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import math
 from typing import Any
 
 from .. import distributed
 from ..errors import RobustMMError
 from ..outdir import check_writable_file, fill_template
+from ..persist import atomic_write_text
 from ..records import Result, write_json, write_jsonl
+from . import arg_checks as checks
 
 log = logging.getLogger(__name__)
+FIT_N = 1000  # training items of a learned attack (the universal patch) when --fit-n is not given
+EOT_SAMPLES = 8  # EOT draws per step of the adaptive attack on a randomized defense
 
 
 @dataclasses.dataclass
@@ -35,14 +39,14 @@ class EvalRequest:
     steps: int | None = None
     norm: str | None = None
     source: str | None = None
-    fit_n: int = 1000
+    fit_n: int | None = None  # training items of a learned attack (None: FIT_N)
     batch_size: int = 128
     heads: str | None = None
-    threat: str = "head-unaware"
+    threat: str | None = None  # with heads and an attack: head-unaware (the default) or adaptive
     defense: str | None = None
     defense_setting: list[str] | None = None
     adaptive: str | None = None  # auto | bpda | eot | bpda+eot (with --defense and --attack)
-    eot_samples: int = 8
+    eot_samples: int | None = None  # with adaptive: EOT draws per step (None: EOT_SAMPLES)
     out: str | None = None
     amp: bool = False
     seed: int = 0
@@ -50,33 +54,59 @@ class EvalRequest:
     progress: bool = True
 
     def out_path(self) -> str | None:
-        """``out`` with its ``{model} {data} {modality} {attack}`` fields filled in."""
-        if not self.out:
+        """``out`` with its ``{model} {data} {modality} {attack}`` fields filled in (None without
+        ``out``; an empty ``out`` is refused by the checks, never taken as "no output")."""
+        if self.out is None:
             return None
         return fill_template(self.out, model=self.model, data=self.data, modality=self.modality,
                              attack=self.attack or "clean")
 
+    def eot(self) -> int:
+        """EOT draws per step of the adaptive attack (``eot_samples``, else :data:`EOT_SAMPLES`)."""
+        return EOT_SAMPLES if self.eot_samples is None else self.eot_samples
+
 
 def _check(req: EvalRequest) -> None:
-    """Every check that needs no model: budgets, option combinations, attack keywords, the output."""
+    """Every check that needs no model: counts, budgets, names, option combinations, attack
+    settings, input files and the output (never '' nor one of the inputs)."""
+    from ..attacks import build_attack
     from ..attacks.base import accepts, attack_class
     from ..modalities import get_modality
 
     get_modality(req.modality)
-    if req.eps is not None and any(not math.isfinite(e) or e < 0 for e in req.eps):
-        raise RobustMMError(f"--eps must be >= 0 and finite, got {req.eps}")
-    if req.attack is None and (req.eps or req.source):
-        raise RobustMMError("--eps/--source need --attack")
-    if req.attack is not None:
+    for flag, value in (("--n", req.n), ("--batch-size", req.batch_size), ("--fit-n", req.fit_n)):
+        checks.check_count(value, flag)
+    checks.check_seed(req.seed)
+    checks.check_budgets(req.eps)
+    checks.check_out_text(req.out)
+    checks.check_models(model=req.model, source=req.source)
+    checks.check_data(req.data, req.root)
+    if req.attack is None:
+        given = [f for f, v in (("--eps", req.eps), ("--source", req.source), ("--steps", req.steps),
+                                ("--norm", req.norm), ("--fit-n", req.fit_n)) if v is not None]
+        if given or req.amp:
+            raise RobustMMError(f"{'/'.join(given) or '--amp'} need{'s' if len(given) < 2 else ''} --attack")
+    else:
         attack_class(req.attack)  # an unknown name: "did you mean", before any model loads
         for opt in ("steps", "norm"):
             if getattr(req, opt) is not None and not accepts(req.attack, opt):
                 raise RobustMMError(f"attack {req.attack!r} has no --{opt}")
         if req.eps is not None and not accepts(req.attack, "eps"):
             raise RobustMMError(f"attack {req.attack!r} has no eps budget")
+        kw = {opt: getattr(req, opt) for opt in ("steps", "norm") if getattr(req, opt) is not None}
+        for eps in req.eps or [None]:  # the attack's own checks of its settings (steps >= 0, ...)
+            built = build_attack(req.attack, **kw, **({"eps": eps} if eps is not None else {}))
+        if req.fit_n is not None and not built.fit_split:
+            raise RobustMMError(f"--fit-n is for learned attacks (patch); {req.attack!r} is not fitted on training data")
+    if req.threat is not None and not (req.heads and req.attack and not req.source):
+        raise RobustMMError("--threat needs --heads and --attack without --source (it says how the heads are attacked)")
+    if req.eot_samples is not None and not req.adaptive:
+        raise RobustMMError("--eot-samples needs --adaptive (it sets the EOT draws of the adaptive attack)")
     _check_defense(req)
+    checks.check_input_file(req.heads, "heads")
     out = req.out_path()
     if out and distributed.rank() == 0:
+        checks.check_not_an_input([out], checks.input_paths(models=[req.model, req.source], heads=req.heads, root=req.root))
         check_writable_file(out, "--out")
 
 
@@ -97,7 +127,7 @@ def _check_defense(req: EvalRequest) -> Any:
     transform = make_defense(req.defense, parse_settings(req.defense_setting))
     transform.check(req.modality)
     if req.adaptive:  # BPDA with nothing to approximate, EOT on a deterministic defense, samples < 1
-        check_adaptive(transform, req.adaptive, req.eot_samples)
+        check_adaptive(transform, req.adaptive, req.eot())
     return transform
 
 
@@ -114,8 +144,8 @@ def run_eval(req: EvalRequest) -> list[Result]:
 
     _check(req)
     spec = get_modality(req.modality)
+    data = load_dataset(req.data, split=req.split, n=req.n, root=req.root)  # data errors before the model loads
     target = load_encoder(req.model, device=req.device)
-    data = load_dataset(req.data, split=req.split, n=req.n, root=req.root)
     source = load_encoder(req.source, device=req.device) if req.source else None
     threat, defense = None, None
     if req.heads:
@@ -127,8 +157,8 @@ def run_eval(req: EvalRequest) -> list[Result]:
         target = bare.with_heads(heads)
         defense = Calibration(heads, meta).defense_block()
         if req.attack is not None and source is None:
-            threat = req.threat
-            source = bare if req.threat == "head-unaware" else target
+            threat = req.threat or "head-unaware"
+            source = bare if threat == "head-unaware" else target
     common: dict[str, Any] = {"batch_size": req.batch_size, "seed": req.seed, "progress": req.progress}
     kw = {opt: getattr(req, opt) for opt in ("steps", "norm") if getattr(req, opt) is not None}
 
@@ -152,7 +182,7 @@ def run_eval(req: EvalRequest) -> list[Result]:
     for eps in (req.eps or [spec.middle_eps]) if accepts(req.attack, "eps") else [None]:
         attack = make(**({"eps": eps} if eps is not None else {}))
         if attack.fit_split:  # learned attacks (universal patch) are fitted on a training split, scored on held-out data
-            attack.fit(source or target, load_dataset(req.data, split=attack.fit_split, n=req.fit_n, root=req.root))
+            attack.fit(source or target, load_dataset(req.data, split=attack.fit_split, n=req.fit_n or FIT_N, root=req.root))
         else:
             attack.fit(source or target, data)
         results.append(evaluate(target, data, modality=req.modality, attack=attack, source=source, threat=threat,
@@ -175,7 +205,7 @@ def _eval_defended(req: EvalRequest, target: Any, data: Any, make: Any, common: 
     results: list[Result] = []
     for eps in budgets:
         attack = make(**({"eps": eps} if eps is not None else {})).resolve(req.modality)
-        adaptive = adaptive_for(defend(target, transform), attack, eot_samples=req.eot_samples,
+        adaptive = adaptive_for(defend(target, transform), attack, eot_samples=req.eot(),
                                 mode=req.adaptive) if req.adaptive else None
         results += score_defense(target, data, modality=req.modality, transform=transform, attack=attack,
                                  adaptive=adaptive, clean=False, **common)
@@ -207,13 +237,16 @@ def _adaptive_label(attack: dict[str, Any]) -> str:
 
 
 def write_eval(req: EvalRequest, results: list[Result]) -> str | None:
-    """Write the results to ``req.out`` (one JSON, or JSONL for several or a ``.jsonl`` name) on
-    rank 0; returns the path written, or None."""
+    """Write the results to ``req.out`` on rank 0: one record per line for a ``.jsonl`` name, else
+    one JSON document (the record, or a list of them for several budgets), so that every file
+    written reads back with `robustmm report`; returns the path written, or None."""
     out = req.out_path()
     if not out or distributed.rank() != 0:  # multi-process: every rank holds the same results; rank 0 writes
         return None
-    if len(results) == 1 and not out.endswith(".jsonl"):
+    if out.endswith(".jsonl"):
+        write_jsonl(out, results)
+    elif len(results) == 1:
         write_json(out, results[0])
     else:
-        write_jsonl(out, results)
+        atomic_write_text(out, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     return out

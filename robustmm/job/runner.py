@@ -26,6 +26,7 @@ from ..outdir import FolderLock, check_writable_dir
 from ..persist import atomic_write_text
 from ..records import Result, append_jsonl, read_jsonl
 from ..report.tables import summary_csv
+from .arg_checks import check_run_options
 from .config import JobConfig, as_config
 from .context import JobContext
 from .parallel import run_parallel
@@ -84,8 +85,10 @@ def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: b
     Inside a process group (``torchrun ... robustmm run``) the ranks share the cells (see
     :mod:`robustmm.job.parallel`) and return the same results; only rank 0 takes the lock and
     writes into ``out_dir``. The other ranks write what cells write (heads) into a private scratch
-    copy of the folder's ``heads/``, deleted at the end.
+    copy of the folder's ``heads/``, deleted at the end. An empty ``out_dir`` and ``resume`` with
+    ``overwrite`` are refused before anything is read.
     """
+    check_run_options(out_dir, resume, overwrite)
     config = as_config(config)
 
     held: list[FolderLock] = []

@@ -1,0 +1,157 @@
+"""Checks of command options that need no model, shared by every command (issue 17).
+
+Each raises a one-line :class:`~robustmm.errors.RobustMMError` (the CLI prints it and exits 2),
+and each command calls them before it loads any model or dataset: the device, the seed, counts
+(``--n``, ``--batch-size``, ...), budgets, model and dataset names with the dataset's ``--root``,
+input files, and output paths, which may be neither empty nor one of the command's own inputs.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from ..errors import RobustMMError
+
+SEED_LIMIT = 2**32  # seeds are mixed into per-item seeds (seed * 1_000_003 + offset) that torch must take
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str) -> str:
+    """The device named by ``--device`` (``auto`` = CUDA when available, else CPU), checked:
+    a string torch cannot parse, a device type robustmm does not run on (``meta``, ``xpu``) or
+    one this machine lacks (``cuda`` without a GPU, ``cuda:7`` with two) is refused."""
+    from ..distributed import local_device
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise RobustMMError(f"--device {name!r} is not a device; use {DEVICES}") from None
+    if dev.type == "cpu" and dev.index in (None, 0):
+        return "cpu"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RobustMMError(f"--device {name}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RobustMMError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return local_device(str(dev))  # under torchrun, plain "cuda" is this rank's GPU
+    if dev.type == "mps" and dev.index in (None, 0):
+        if not torch.backends.mps.is_available():
+            raise RobustMMError(f"--device {name}: MPS is not available on this machine")
+        return "mps"
+    raise RobustMMError(f"--device {name!r}: robustmm runs on {DEVICES}")
+
+
+def check_seed(seed: int | None, flag: str = "--seed") -> None:
+    """A seed (None = not given) must be an integer in [0, 2**32): larger ones overflow torch's
+    generators once mixed into per-item seeds, and negative ones are refused like ``[run] seed``."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT):
+        shown = seed if not isinstance(seed, int) or abs(seed) < 10**12 else f"a {len(str(abs(seed)))}-digit number"
+        raise RobustMMError(f"{flag} must be an integer in [0, 2**32), got {shown}")
+
+
+def check_count(value: int | None, flag: str, minimum: int = 1) -> None:
+    """A count option (None = not given) must be an integer >= ``minimum``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise RobustMMError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def check_budgets(values: float | list[float] | None, flag: str = "--eps") -> None:
+    """Budgets (None = not given) must be finite and >= 0; a flag given with no value is refused."""
+    if values is None:
+        return
+    listed = values if isinstance(values, list) else [values]
+    if not listed:
+        raise RobustMMError(f"{flag} needs at least one value")
+    if any(not math.isfinite(v) or v < 0 for v in listed):
+        raise RobustMMError(f"{flag} must be >= 0 and finite, got {values}")
+
+
+def check_models(**models: str | None) -> None:
+    """Every model name given (``source="tinybind"``, None = not given) has a registered family:
+    "did you mean" before the first model loads, for every model option a command has."""
+    from ..encoders.registry import check_model_name
+
+    for flag, name in models.items():
+        if name is not None:
+            try:
+                check_model_name(name)
+            except RobustMMError as e:
+                raise RobustMMError(f"--{flag}: {e}" if flag != "model" else str(e)) from None
+
+
+def check_data(name: str, root: str | None) -> None:
+    """The dataset name is registered, and ``--root`` is given (an existing folder) exactly when
+    the dataset reads files: a real dataset without it, or SynthScenes with one (ignored), is refused."""
+    from ..data.registry import dataset_needs_root
+
+    needs = dataset_needs_root(name)
+    if root is not None and not root.strip():
+        raise RobustMMError("--root is empty")
+    if needs and root is None:
+        raise RobustMMError(f"dataset {name!r} reads its files from disk: pass --root DIR (see `robustmm list datasets`)")
+    if not needs and root is not None:
+        raise RobustMMError(f"dataset {name!r} reads nothing from disk, so --root {root} would be ignored: drop it")
+    if needs and not Path(root).expanduser().is_dir():
+        raise RobustMMError(f"--root {root}: no such folder (dataset {name!r} reads its files from it)")
+
+
+def check_input_file(path: str | None, what: str) -> None:
+    """An input file (None = not given) must exist and be a file: "{what} file not found"."""
+    if path is None:
+        return
+    if not path.strip():
+        raise RobustMMError(f"the {what} file name is empty")
+    p = Path(path)
+    if not p.exists():
+        raise RobustMMError(f"{what} file not found: {path}")
+    if p.is_dir():
+        raise RobustMMError(f"{what} {path} is a folder, not a file")
+
+
+def check_out_text(out: str | None, flag: str = "--out") -> None:
+    """An output path given as '' or blanks (an unset shell variable) is refused, never taken as
+    "no output" or as the current folder."""
+    if out is not None and not out.strip():
+        raise RobustMMError(f"{flag} is empty (an unset variable?): name a file or folder")
+
+
+def input_paths(*, models: Iterable[str | None] = (), heads: str | None = None, root: str | None = None) -> list[Path]:
+    """The files and folders a command reads: ``family:PATH`` model weights (PATH, PATH.safetensors,
+    PATH.json), calibration heads and their JSON sidecar, the dataset root."""
+    from ..defenses.heads import heads_paths
+    from ..persist import weight_paths
+
+    paths: list[Path] = []
+    for m in models:
+        spec = (m or "").partition(":")[2]
+        if spec:
+            paths += [Path(spec).expanduser(), *weight_paths(Path(spec).expanduser())]
+    if heads:
+        paths += list(heads_paths(heads))
+    if root:
+        paths.append(Path(root).expanduser())
+    return paths
+
+
+def check_not_an_input(outs: Iterable[str | Path], inputs: Iterable[Path], flag: str = "--out") -> None:
+    """No output may overwrite an input: an output equal to an input file, or an existing file
+    inside an input folder (model folder, dataset root), is refused (paths compared resolved)."""
+    ins = [(p.resolve(), p.is_dir()) for p in inputs]
+    for out in outs:
+        o = Path(out).expanduser().resolve()
+        for p, is_dir in ins:
+            if o == p or (is_dir and o.exists() and o.is_relative_to(p)):
+                raise RobustMMError(f"{flag} {out} would overwrite an input of this command ({p}): write elsewhere")
+
+
+def check_run_options(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """`robustmm run`: a non-empty output folder, and not both --resume (keep the finished cells)
+    and --overwrite (discard them)."""
+    check_out_text(str(out_dir))
+    if resume and overwrite:
+        raise RobustMMError("--resume keeps the finished cells and --overwrite discards them: pass one, not both")
