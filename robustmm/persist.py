@@ -126,8 +126,8 @@ def append_lines_durably(path: str | Path, lines: list[str]) -> None:
     data = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(data)
-        while view:  # a short write (full disk, huge buffer) continues where it stopped
+        view = memoryview(data)[os.write(fd, data):]  # one write of the bytes themselves ...
+        while view:  # ... and a short one (full disk, huge buffer) continues where it stopped
             view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:

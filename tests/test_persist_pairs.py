@@ -105,3 +105,16 @@ def test_a_write_sweeps_what_a_killed_writer_left(tmp_path):
     (tmp_path / ".f.bin.a1b2c3d4.tmp").write_bytes(b"torn")
     atomic_write_bytes(tmp_path / "f.bin", b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+@pytest.mark.parametrize("entry", [{}, {"dim": "8", "hidden": 4}, {"dim": 8, "hidden": 0}, None])
+def test_a_heads_sidecar_with_a_malformed_head_is_one_line(tmp_path, entry):
+    from robustmm.defenses.heads import ResidualHead, load_heads, save_heads
+
+    save_heads(tmp_path / "h.safetensors", {"image": ResidualHead(8, 4)}, {"objective": "ce"})
+    side = json.loads((tmp_path / "h.json").read_text())
+    side["heads"]["image"] = entry  # an edit of the sidecar (its weights hash still matches)
+    (tmp_path / "h.json").write_text(json.dumps(side))
+    with pytest.raises(CheckpointError) as e:
+        load_heads(tmp_path / "h.safetensors")
+    assert "\n" not in str(e.value) and "head 'image'" in str(e.value)

@@ -73,6 +73,9 @@ def load_heads(path: str | Path, encoder: Any | None = None) -> tuple[dict[str, 
     state, config = load_weights(wpath, "calibration heads")
     if config.get("format") != "robustmm.heads/1" or not isinstance(config.get("heads"), dict):
         raise CheckpointError(f"{cpath}: not a robustmm heads file (format={config.get('format')!r})")
+    for m, h in config["heads"].items():
+        if not (isinstance(h, dict) and all(type(h.get(k)) is int and h[k] > 0 for k in ("dim", "hidden"))):
+            raise CheckpointError(f"{cpath}: head {m!r} needs integer 'dim' and 'hidden' > 0, got {h!r}")
     if encoder is not None:
         if config.get("encoder") != encoder.name:
             raise CheckpointError(
