@@ -77,13 +77,15 @@ def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, domain: tuple[float, float]) -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, domain: tuple[float, float],
+            *, inplace: bool = False) -> torch.Tensor:
     """Project ``x_adv`` onto the ``norm`` eps-ball around ``x`` (per sample), then clamp to ``domain``.
 
     Clamping after the projection keeps the ball constraint: the box contains ``x``, so clamping
-    only moves each coordinate toward ``x``.
+    only moves each coordinate toward ``x``. ``inplace=True`` overwrites ``x_adv`` (a fresh tensor
+    the caller owns, e.g. a step's gradient) instead of allocating one: same values, no new tensor.
     """
-    d = x_adv - x  # the one new tensor; the rest works in place on it (same values as out-of-place)
+    d = x_adv.sub_(x) if inplace else x_adv - x  # the rest works in place on d (same values as out-of-place)
     if norm == Norm.LINF:
         d.clamp_(-eps, eps)
     else:

@@ -211,7 +211,9 @@ class PGD(Attack):
             if self.random_start:
                 index = None if batch.index is None or len(batch.index) != n else torch.as_tensor(batch.index)
                 delta = random_delta(x, eps, norm, gen, seed=self.seed, index=index)
-                x_adv = project(x + delta, x, eps, norm, spec.domain)
+                x_adv = project(delta.add_(x), x, eps, norm, spec.domain, inplace=True)  # x + delta, projected
+            # hot loop: no host syncs unless early_stop, no gathers or batch-sized allocations while
+            # every row is active (``full``): the step is projected in the gradient's own storage
             active = torch.arange(n, device=x.device)
             stopped = none.clone()
             loss_first = torch.full((n,), float("nan"), device=x.device)
@@ -226,33 +228,36 @@ class PGD(Attack):
                 forwards += len(active)
                 (grad,) = torch.autograd.grad(loss.sum(), xa)
                 with torch.no_grad():
+                    loss, xa = loss.detach(), xa.detach()
                     if t == 0:
-                        loss_first[active] = loss.detach().to(loss_first.dtype)
-                    loss_last[active] = loss.detach().to(loss_last.dtype)
+                        _put(loss_first, active, loss, full)
+                    _put(loss_last, active, loss, full)
                     if best is not None:
-                        best.update(active, xa.detach(), loss.detach())
-                    x0 = x if full else x[active]
-                    new = project(ascent_step(grad, norm, step).add_(xa.detach()), x0, eps, norm, spec.domain)
+                        best.update(active, xa, loss, full)
+                    new = project(ascent_step(grad, norm, step).add_(xa), x if full else x[active], eps, norm,
+                                  spec.domain, inplace=True)
                     done = objective.success(emb, active) if self.early_stop else None
-                    if done is not None and bool(done.any()):
-                        new[done] = xa.detach()[done]  # keep the iterate that already succeeded
+                    done = done if done is not None and bool(done.any()) else None
+                    if done is not None:
+                        new[done] = xa[done]  # keep the iterate that already succeeded
                         stopped[active[done]] = True
                     if full:
                         x_adv = new
                     else:
                         x_adv[active] = new
-                    if done is not None and bool(done.any()):
+                    if done is not None:
                         active = active[~done]
                 if len(active) == 0:
                     break
             if best is not None and self.steps and len(active):  # the final iterate: one more forward
+                full = len(active) == n
                 with torch.no_grad():
-                    xa = x_adv[active]
+                    xa = x_adv if full else x_adv[active]
                     loss = objective(encoder.encode(modality, xa, validate=False), active)
                 forwards += len(active)
-                loss_last[active] = loss.to(loss_last.dtype)
-                best.update(active, xa, loss)
-                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x)  # stopped: the stopping iterate
+                _put(loss_last, active, loss, full)
+                best.update(active, xa, loss, full)
+                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x) if self.early_stop else best.x  # stopped: the stopping iterate
         if self.steps and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "pgd %s %s eps=%g step=%g: loss %.4f -> %.4f (%d forwards, %d stopped early)",
@@ -265,6 +270,14 @@ class PGD(Attack):
         return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards, loss_best)
 
 
+def _put(buf: torch.Tensor, rows: torch.Tensor, v: torch.Tensor, full: bool) -> None:
+    """``buf[rows] = v`` (cast to ``buf``'s dtype); a plain copy when ``rows`` is every row."""
+    if full:
+        buf.copy_(v)
+    else:
+        buf[rows] = v.to(buf.dtype)
+
+
 class _Best:
     """Each item's most damaging iterate so far (highest objective), for ``keep_best``."""
 
@@ -272,10 +285,16 @@ class _Best:
         self.x = x.detach().clone()
         self.loss = torch.full((n,), float("-inf"), device=x.device)
 
-    def update(self, rows: torch.Tensor, xa: torch.Tensor, loss: torch.Tensor) -> None:
-        """Keep ``xa[j]`` for item ``rows[j]`` where its ``loss[j]`` beats the best so far."""
+    def update(self, rows: torch.Tensor, xa: torch.Tensor, loss: torch.Tensor, full: bool = False) -> None:
+        """Keep ``xa[j]`` for item ``rows[j]`` where its ``loss[j]`` beats the best so far (strictly);
+        ``torch.where`` into the buffers when ``full``: no device sync, no batch-sized allocation."""
         loss = loss.to(self.loss.dtype)
-        better = loss > self.loss[rows]
-        if bool(better.any()):
-            self.loss[rows[better]] = loss[better]
-            self.x[rows[better]] = xa[better]
+        if full:
+            better = loss > self.loss
+            torch.where(better, loss, self.loss, out=self.loss)
+            torch.where(per_sample(better, xa), xa, self.x, out=self.x)
+        else:
+            old = self.loss[rows]
+            better = loss > old
+            self.loss[rows] = torch.where(better, loss, old)
+            self.x[rows] = torch.where(per_sample(better, xa), xa, self.x[rows])

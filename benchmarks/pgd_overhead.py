@@ -1,0 +1,271 @@
+"""PGD's overhead over the raw forward + backward loop it is made of: same encoder, batch and steps.
+
+Every variant attacks the same batches of the same encoder for the same number of steps, with the
+same zero-shot cross-entropy (``logit_scale * encode(x) @ class_emb.T``) at the modality's middle
+eps, L-inf, step eps/4:
+
+* ``raw`` -- the floor, written plainly here: ``steps`` x (forward + loss + backward to the input +
+  sign step + clamp to the ball and the domain), from the clean input, last iterate returned.
+* ``raw_again`` -- ``raw`` a second time: an A/A pair, so ``raw_again / raw`` is the noise level
+  of a paired ratio on this machine at this moment.
+* ``raw_defaults`` -- what PGD's defaults must pay, written plainly: the ``raw`` loop plus the
+  seeded per-item random start (drawn with robustmm's ``random_delta``, so the outputs can be
+  compared bit for bit), best-iterate tracking and one no-grad forward of the final iterate
+  (``keep_best``'s price: ~1/(2.5 * steps) of ``raw`` on TinyBind, an algorithmic cost).
+* ``robustmm`` -- ``PGD()`` at its defaults (random start, ``keep_best``), called with a Batch as
+  :func:`robustmm.evaluate` calls it (checks, objective binding and all).
+* ``robustmm_plain`` -- ``PGD(random_start=False, keep_best=False)``: exactly ``raw``'s algorithm,
+  so ``robustmm_plain / raw - 1`` is pure framework overhead.
+* ``torchattacks`` -- ``torchattacks.PGD(random_start=False)`` (if installed) on a
+  ``ZeroShotClassifier`` built outside the timed region: ``raw``'s algorithm too.
+
+Timing: one warm-up pass of each, then ``repeats`` passes; in each pass every batch runs every
+variant back to back in an order that rotates with the batch and the pass, and each reported
+overhead is the median of the per-batch paired ratios ``variant / raw - 1`` (robust to a shared
+machine's drift), with its quartiles. On CPU the overheads are computed on the process's CPU time
+(``time.process_time``, all threads), which a loaded machine's other tenants barely move, and
+also on wall-clock time (``overhead_vs_raw_wall``), which they move by tens of percent; run with
+``--threads 1``. On GPU only wall-clock time (synchronised) is meaningful. ``identical`` checks
+that the variants meant to compute the same thing do, bit for bit.
+
+A second, nearly noise-free estimate (CPU only): ``outside_passes`` is, per variant, the CPU time a
+run spends outside the encoder's forward passes (``encode``) and the backward passes
+(``torch.autograd.grad``), as a fraction of the time inside them -- the overhead over the raw
+forward + backward cost measured within each run, so drift between runs cancels. It counts the
+loss, the step, the projection and all bookkeeping; robustmm's defaults count keep_best's extra
+forward as a pass (``passes_per_run`` says how many of each).
+
+    python benchmarks/pgd_overhead.py --threads 1 > docs/performance/pgd_overhead.json
+    python benchmarks/pgd_overhead.py --threads 1 --modalities image --repeats 9
+    python benchmarks/pgd_overhead.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from _common import add_common, execute, machine_info, rounded, summary, sync
+
+import robustmm
+from robustmm.attacks.ops import random_delta
+from robustmm.attacks.pgd import PGD
+from robustmm.attacks.torchattacks_adapter import ZeroShotClassifier, as_4d
+from robustmm.batch import Batch
+from robustmm.evaluation import iter_batches
+from robustmm.modalities import get_modality
+
+TARGET = 0.03
+
+
+def raw_pgd(enc: Any, b: Batch, class_emb: torch.Tensor, eps: float, step: float, steps: int, scale: float,
+            defaults: bool = False, seed: int = 0) -> torch.Tensor:
+    """The plain loop: ``steps`` x (forward, CE, backward, sign step, clamp); with ``defaults`` also
+    the per-item random start, best-iterate tracking and the final iterate's forward. The step and
+    the clamps work in place in the gradient, as a careful hand-written loop would: the floor."""
+    lo, hi = get_modality(b.modality).domain
+    x = b.x
+    rows = (-1, *[1] * (x.dim() - 1))
+
+    def losses(xa: torch.Tensor) -> torch.Tensor:
+        emb = enc.encode(b.modality, xa, validate=False)
+        return F.cross_entropy(scale * emb @ class_emb.T, b.labels, reduction="none")
+
+    x_adv = x.clone()
+    if defaults:
+        start = random_delta(x, eps, "linf", seed=seed, index=torch.as_tensor(b.index)).add_(x)
+        x_adv = start.sub_(x).clamp_(-eps, eps).add_(x).clamp_(lo, hi)
+        best_x, best_loss = x_adv.clone(), torch.full((len(x),), float("-inf"), device=x.device)
+    for _ in range(steps):
+        xa = x_adv.detach().requires_grad_(True)
+        loss = losses(xa)
+        (g,) = torch.autograd.grad(loss.sum(), xa)
+        with torch.no_grad():
+            if defaults:
+                better = loss > best_loss
+                torch.where(better, loss, best_loss, out=best_loss)
+                torch.where(better.view(rows), xa, best_x, out=best_x)
+            x_adv = g.sign_().mul_(step).add_(xa).sub_(x).clamp_(-eps, eps).add_(x).clamp_(lo, hi)
+    if defaults and steps:
+        with torch.no_grad():
+            better = losses(x_adv) > best_loss
+        x_adv = torch.where(better.view(rows), x_adv, best_x)
+    return x_adv.detach()
+
+
+def timed2(fn: Any, device: str) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of this process, result) of one call, synchronised on GPU."""
+    sync(device)
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - w0, time.process_time() - c0, out
+
+
+class PassClock:
+    """CPU time inside ``enc.encode`` and ``torch.autograd.grad`` while installed (a context)."""
+
+    def __init__(self, enc: Any):
+        self.enc, self.inside, self.calls = enc, 0.0, {"encode": 0, "grad": 0}
+
+    def _wrap(self, fn: Any, what: str) -> Any:
+        def timed_call(*a: Any, **k: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.inside += time.process_time() - t0
+                self.calls[what] += 1
+        return timed_call
+
+    def __enter__(self) -> PassClock:
+        self.grad = torch.autograd.grad
+        self.enc.encode = self._wrap(self.enc.encode, "encode")  # an instance attribute shadows the method
+        torch.autograd.grad = self._wrap(self.grad, "grad")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.autograd.grad = self.grad
+        del self.enc.encode
+
+
+def _ratios(times: dict[str, list[float]], base: str = "raw") -> dict[str, Any]:
+    """Per variant: median and quartiles of the paired ratios ``variant / base - 1``, and the same
+    ratio of the fastest runs (a second estimate: other tenants can only slow a run down)."""
+    out = {}
+    for name, ts in times.items():
+        if name == base:
+            continue
+        r = [t / b - 1 for t, b in zip(ts, times[base])]
+        q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+        out[name] = {"median": rounded(statistics.median(r)), "quartiles": [rounded(v) for v in q],
+                     "of_fastest": rounded(min(ts) / min(times[base]) - 1)}  # interference only adds time
+    return out
+
+
+def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str) -> dict[str, Any]:
+    """Every variant on ``modality``'s batches, interleaved; overheads, timings, identity checks."""
+    spec = get_modality(modality)
+    eps, steps = spec.middle_eps, args.steps
+    step = eps / 4
+    prompts = data.tasks[modality].prompts()
+    class_emb = enc.class_embeddings(prompts)
+    batches = list(iter_batches(data, modality, args.batch_size, prompts))
+    pgd = PGD(eps=eps, norm="linf", steps=steps, step_size=step, seed=args.seed)
+    plain = pgd.replace(random_start=False, keep_best=False)
+    fns = {
+        "raw": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale),
+        "raw_again": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale),
+        "raw_defaults": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale, True, args.seed),
+        "robustmm": lambda b: pgd(enc, b).x,
+        "robustmm_plain": lambda b: plain(enc, b).x,
+    }
+    try:
+        import torchattacks
+    except ImportError:
+        torchattacks = None
+    if torchattacks is not None:
+        lo, hi = spec.domain
+        clf = ZeroShotClassifier(enc, modality, class_emb, logit_scale=args.logit_scale,
+                                 input_range="raw" if (lo, hi) == (0.0, 1.0) else "unit",
+                                 sample_shape=batches[0].x.shape[1:] if batches[0].x.dim() != 4 else None).eval()
+        ta = torchattacks.PGD(clf, eps=eps / (hi - lo), alpha=step / (hi - lo), steps=steps, random_start=False)
+        fns["torchattacks"] = lambda b: clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+    names = list(fns)
+    for _ in range(args.warmup):
+        for fn in fns.values():
+            fn(batches[0])
+    times: dict[str, list[float]] = {k: [] for k in names}  # the clock the overheads use
+    walls: dict[str, list[float]] = {k: [] for k in names}
+    totals: dict[str, list[float]] = {k: [] for k in names}
+    cpu_clock = torch.device(args.device).type == "cpu"
+    outside: dict[str, list[float]] = {k: [] for k in names}
+    passes: dict[str, dict[str, int]] = {}
+    advs: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    for r in range(args.repeats):
+        total = dict.fromkeys(names, 0.0)
+        for i, b in enumerate(batches):
+            k = (r + i) % len(names)
+            for name in names[k:] + names[:k]:
+                with PassClock(enc) as clock:
+                    wall, cpu, adv = timed2(lambda name=name, b=b: fns[name](b), args.device)
+                outside[name].append((cpu - clock.inside) / max(clock.inside, 1e-9))
+                passes[name] = clock.calls
+                times[name].append(cpu if cpu_clock else wall)
+                walls[name].append(wall)
+                total[name] += cpu if cpu_clock else wall
+                if r == 0:
+                    advs[name].append(adv)
+        for name in names:
+            totals[name].append(total[name])
+    adv = {k: torch.cat(v) for k, v in advs.items()}
+
+    def same(a: str, b: str) -> dict[str, Any]:
+        return {"bitwise": bool(torch.equal(adv[a], adv[b])), "max_abs_diff": float((adv[a] - adv[b]).abs().max())}
+
+    overhead = _ratios(times)
+    return {
+        "shape": list(batches[0].x.shape[1:]), "eps": eps, "step_size": step, "batches": len(batches),
+        "clock": "process CPU time" if cpu_clock else "wall",
+        "overhead_vs_raw": overhead,
+        "overhead_vs_raw_defaults": {"robustmm": _ratios({"raw": times["raw_defaults"], "robustmm": times["robustmm"]})["robustmm"]},
+        "overhead_vs_raw_wall": {k: v["median"] for k, v in _ratios(walls).items()},
+        "outside_passes": {k: {"median": rounded(statistics.median(v)), "quartiles": [rounded(q) for q in statistics.quantiles(v, n=4)]
+                               if len(v) > 1 else v} for k, v in outside.items()} if cpu_clock else None,
+        "passes_per_run": {k: {"forwards": v["encode"], "backwards": v["grad"]} for k, v in passes.items()},
+        "totals": {k: summary(v) for k, v in totals.items()},
+        "raw_per_step_s": rounded(statistics.median(totals["raw"]) / max(steps, 1) / len(data), 6),
+        "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"), "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
+                      **({"torchattacks=raw": same("torchattacks", "raw")} if "torchattacks" in adv else {})},
+        "meets_target": {"robustmm": overhead["robustmm"]["median"] <= TARGET,
+                         "robustmm_plain": overhead["robustmm_plain"]["median"] <= TARGET},
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    enc = robustmm.load_encoder(args.model, device=args.device)
+    data = robustmm.load_dataset("synthscenes", split="test", n=args.n)
+    load_before = os.getloadavg()
+    res = {m: bench_modality(args, enc, data, m) for m in args.modalities}
+    try:
+        import torchattacks
+        ta_version = torchattacks.__version__
+    except ImportError:
+        ta_version = None
+    return {
+        "benchmark": "pgd_overhead",
+        "config": {"model": args.model, "n": args.n, "batch_size": args.batch_size, "steps": args.steps,
+                   "norm": "linf", "eps": "middle eps", "step_size": "eps/4", "loss": "ce",
+                   "logit_scale": args.logit_scale, "repeats": args.repeats, "warmup": args.warmup,
+                   "seed": args.seed, "quick": args.quick},
+        "machine": machine_info(args.device) | {"torchattacks": ta_version,
+                                                "loadavg_1_5_15_before": [round(v, 2) for v in load_before],
+                                                "loadavg_1_5_15_after": [round(v, 2) for v in os.getloadavg()]},
+        "target": {"overhead_vs_raw_max": TARGET},
+        "modalities": res,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tinybind")
+    ap.add_argument("--modalities", default="image,audio,pointcloud", type=lambda s: s.split(","))
+    ap.add_argument("--n", type=int, default=64, help="items attacked per pass (default 64)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--logit-scale", type=float, default=100.0)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=1)
+    add_common(ap)
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.batch_size, args.steps, args.repeats = 8, 4, 2, 2
+    execute(args, run)
+
+
+if __name__ == "__main__":
+    main()
