@@ -65,6 +65,17 @@ CASES = [
     (CAL + ["--data", "cifar10"], "pass --root DIR"),
     (CHECK + ["--data", "esc50", "--root", "/nonexistent/esc"], "no such folder"),
     (EVAL + ["--heads", "/nonexistent/h.safetensors"], "heads file not found"),
+    (EVAL + ["--heads", "h.json"], "heads file not found"),  # a sidecar without its weights (made below)
+    (EVAL + ["--modality", "text"], "'text' is not one of the raw-input modalities"),
+    (CAL + ["--modality", "text"], "'text' is not one"),
+    (CERT + ["--modality", "text"], "'text' is not one"),
+    (EVAL + ["--modality", "audio", "--attack", "patch"], "image-like modality for the patch attack"),
+    (EVAL + ["--split", "validation"], "--split 'validation': not a split of synthscenes"),
+    (CAL + ["--split", ""], "not a split of synthscenes"),
+    (EVAL + ["--n", "5000"], "--n 5000: synthscenes split 'test' holds 1000 items"),
+    (CHECK + ["--n", str(10**30)], "holds 1000 items"),
+    (CERT + ["--items", "1001"], "--items 1001: synthscenes split 'test' holds 1000 items"),
+    (EVAL + ["--attack", "patch", "--fit-n", "10001"], "--fit-n 10001: synthscenes split 'train' holds 10000"),
     (CHECK + ["--heads", "/nonexistent/h.safetensors"], "heads file not found"),
     # the device and the seed of every command
     (["report", "r.json", "--out", "rep", "--device", "foo"], "is not a device"),
@@ -78,6 +89,7 @@ CASES = [
 
 @pytest.mark.parametrize("argv, needle", CASES, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(CASES)])
 def test_refused_in_one_line_before_any_work(no_work, capsys, argv, needle):
+    (no_work / "h.json").write_text("{}")
     rc, err = run_cli(argv, capsys)
     assert rc == 2, f"{argv}: {'work started' if rc == 'work' else f'exit {rc}'} ({err.strip()!r})"
     assert len(err.splitlines()) == 1 and needle in err, err
@@ -95,7 +107,8 @@ def test_good_options_reach_the_work(no_work, capsys):
     """The checks refuse only what is wrong: valid options of each command start the work."""
     for argv in (EVAL + ["--attack", "pgd", "--steps", "0", "--eps", "0.01", "--seed", str(2**32 - 1)],
                  EVAL + ["--attack", "patch", "--fit-n", "5"], CAL + ["--clean-only"], CHECK + ["--out", "c.json"],
-                 CERT + ["--radii", "0.1"], EVAL + ["--device", "auto"]):
+                 CERT + ["--radii", "0.1"], EVAL + ["--device", "auto"],
+                 ["eval", "--modality", "depth", "--attack", "patch", "--fit-n", "4"]):
         rc, err = run_cli(argv, capsys)
         assert rc == "work", (argv, rc, err)
 

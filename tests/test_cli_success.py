@@ -141,3 +141,13 @@ def test_check_attack_writes_its_json(trained, tmp_path):
         assert isinstance(c["passed"], bool) and c["detail"] and c["values"]
     huge = next(c for c in checks if c["name"].startswith("about zero at a huge eps"))
     assert huge["passed"] == (huge["values"]["top1"] <= 0.05)
+
+
+def test_eval_patch_on_another_image_like_modality(trained, tmp_path):
+    """`eval --attack patch --modality thermal` fits and scores the patch on thermal (it was fitted on
+    image, whatever --modality said, and then refused to score thermal)."""
+    out = tmp_path / "patch.json"
+    assert main(["eval", "--model", MODEL, "--modality", "thermal", "--n", "4", "--attack", "patch", "--fit-n", "4",
+                 "-q", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["modality"] == "thermal" and rec["attack"]["name"] == "patch" and rec["attack"]["modality"] == "thermal"

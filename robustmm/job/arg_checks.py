@@ -46,6 +46,17 @@ def resolve_device(name: str) -> str:
     raise RobustMMError(f"--device {name!r}: robustmm runs on {DEVICES}")
 
 
+def check_input_modality(modality: str) -> None:
+    """``--modality`` names a registered raw-input modality: text is the caption side of every
+    modality (what the others are scored against), never a ``--modality`` of its own."""
+    from ..modalities import CONTINUOUS_MODALITIES, get_modality
+
+    get_modality(modality)
+    if modality not in CONTINUOUS_MODALITIES:
+        raise RobustMMError(f"--modality {modality!r} is not one of the raw-input modalities "
+                            f"({', '.join(CONTINUOUS_MODALITIES)}): text is the captions they are scored against")
+
+
 def check_seed(seed: int | None, flag: str = "--seed") -> None:
     """A seed (None = not given) must be an integer in [0, 2**32): larger ones overflow torch's
     generators once mixed into per-item seeds, and negative ones are refused like ``[run] seed``."""
@@ -84,12 +95,20 @@ def check_models(**models: str | None) -> None:
                 raise RobustMMError(f"--{flag}: {e}" if flag != "model" else str(e)) from None
 
 
-def check_data(name: str, root: str | None) -> None:
-    """The dataset name is registered, and ``--root`` is given (an existing folder) exactly when
-    the dataset reads files: a real dataset without it, or SynthScenes with one (ignored), is refused."""
-    from ..data.registry import dataset_needs_root
+def check_data(name: str, root: str | None, split: str | None = None, n: int | None = None,
+               flag: str = "--n") -> None:
+    """The dataset name is registered, ``--root`` is given (an existing folder) exactly when the
+    dataset reads files (a real dataset without it, or SynthScenes with one, ignored, is refused),
+    and, where the dataset declares its splits, ``split`` is one of them holding at least ``n`` items."""
+    from ..data.registry import dataset_needs_root, dataset_splits
 
     needs = dataset_needs_root(name)
+    splits = dataset_splits(name)
+    if splits is not None and split is not None and split not in splits:
+        raise RobustMMError(f"--split {split!r}: not a split of {name} ({', '.join(splits)})")
+    size = (splits or {}).get(split) if split is not None else None
+    if size is not None and n is not None and n > size:
+        raise RobustMMError(f"{flag} {n}: {name} split {split!r} holds {size} items")
     if root is not None and not root.strip():
         raise RobustMMError("--root is empty")
     if needs and root is None:
@@ -100,17 +119,21 @@ def check_data(name: str, root: str | None) -> None:
         raise RobustMMError(f"--root {root}: no such folder (dataset {name!r} reads its files from it)")
 
 
-def check_input_file(path: str | None, what: str) -> None:
-    """An input file (None = not given) must exist and be a file: "{what} file not found"."""
+def check_heads_file(path: str | None) -> None:
+    """Calibration heads (None = not given): both ``X.safetensors`` and its ``X.json`` sidecar,
+    whichever of the two was named, exist as files ("heads file not found" otherwise)."""
+    from ..defenses.heads import heads_paths
+
     if path is None:
         return
     if not path.strip():
-        raise RobustMMError(f"the {what} file name is empty")
-    p = Path(path)
-    if not p.exists():
-        raise RobustMMError(f"{what} file not found: {path}")
-    if p.is_dir():
-        raise RobustMMError(f"{what} {path} is a folder, not a file")
+        raise RobustMMError("--heads is empty")
+    for p in (Path(path), *heads_paths(path)):
+        if p.is_dir():
+            raise RobustMMError(f"heads {p} is a folder, not a file")
+    for p in heads_paths(path):
+        if not p.exists():
+            raise RobustMMError(f"heads file not found: {p}")
 
 
 def check_out_text(out: str | None, flag: str = "--out") -> None:

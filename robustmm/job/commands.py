@@ -44,9 +44,8 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     from ..defenses.heads import heads_paths
     from ..defenses.objectives import parse_objective
     from ..encoders import load_encoder
-    from ..modalities import get_modality
 
-    get_modality(modality)
+    checks.check_input_modality(modality)
     for flag, value in (("--n", n), ("--epochs", epochs), ("--adaptive-every", adaptive_every)):
         checks.check_count(value, flag)
     checks.check_seed(seed)
@@ -59,7 +58,7 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     parse_objective(objective)
     checks.check_out_text(out)
     checks.check_models(model=model)
-    checks.check_data(data, root)
+    checks.check_data(data, root, split, n)
     checks.check_not_an_input(heads_paths(out), checks.input_paths(models=[model], root=root))
     check_writable_file(out, "--out")
     dataset = load_dataset(data, split=split, n=n, root=root)  # data errors before the model loads
@@ -109,9 +108,8 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     from ..checks import checks_to_dict, sanity_checks
     from ..data import load_dataset
     from ..encoders import load_encoder
-    from ..modalities import get_modality
 
-    get_modality(modality)
+    checks.check_input_modality(modality)
     checks.check_count(n, "--n")
     checks.check_seed(seed)
     build_attack("pgd", steps=steps)  # the attack's own checks (steps >= 0), before any model loads
@@ -119,8 +117,8 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
         build_attack("ensemble", version=ensemble)  # an unknown version: "did you mean", before any model loads
     checks.check_out_text(out)
     checks.check_models(model=model, surrogate=surrogate)
-    checks.check_data(data, root)
-    checks.check_input_file(heads, "heads")
+    checks.check_data(data, root, split, n)
+    checks.check_heads_file(heads)
     if out is not None:
         checks.check_not_an_input([out], checks.input_paths(models=[model, surrogate], heads=heads, root=root))
         check_writable_file(out, "--out")
@@ -162,10 +160,9 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, item
     from ..data import load_dataset
     from ..defenses.smoothing import certify_dataset, check_smoothing_args, classification_task
     from ..encoders import load_encoder
-    from ..modalities import get_modality
     from ..records import write_json
 
-    get_modality(modality)
+    checks.check_input_modality(modality)
     check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
     checks.check_count(items, "--items")
     checks.check_count(batch_size, "--batch-size")
@@ -176,10 +173,10 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, item
         raise RobustMMError(f"--radii must be finite and >= 0, got {radii}")
     if smoothadv < 0:
         raise RobustMMError(f"--smoothadv must be >= 0 items, got {smoothadv}")
-    checks.check_input_file(heads, "heads")
+    checks.check_heads_file(heads)
     checks.check_out_text(out)
     checks.check_models(model=model)
-    checks.check_data(data, root)
+    checks.check_data(data, root, split, items, "--items")
     checks.check_not_an_input([out], checks.input_paths(models=[model], heads=heads, root=root))
     check_writable_file(out, "--out")
     dataset = load_dataset(data, split=split, n=items, root=root)

@@ -61,6 +61,17 @@ class EvalRequest:
         return fill_template(self.out, model=self.model, data=self.data, modality=self.modality,
                              attack=self.attack or "clean")
 
+    def attack_settings(self) -> dict[str, Any]:
+        """The attack's settings from the options: ``steps`` and ``norm`` when given, and the
+        modality for an attack made for one (the universal patch is fitted on ``modality``)."""
+        import inspect
+
+        from ..attacks.base import attack_class
+
+        kw = {opt: getattr(self, opt) for opt in ("steps", "norm") if getattr(self, opt) is not None}
+        named = inspect.signature(attack_class(self.attack).__init__).parameters if self.attack else {}
+        return kw | ({"modality": self.modality} if "modality" in named else {})  # named, not swallowed by **kw
+
     def eot(self) -> int:
         """EOT draws per step of the adaptive attack (``eot_samples``, else :data:`EOT_SAMPLES`)."""
         return EOT_SAMPLES if self.eot_samples is None else self.eot_samples
@@ -71,16 +82,15 @@ def _check(req: EvalRequest) -> None:
     settings, input files and the output (never '' nor one of the inputs)."""
     from ..attacks import build_attack
     from ..attacks.base import accepts, attack_class
-    from ..modalities import get_modality
 
-    get_modality(req.modality)
+    checks.check_input_modality(req.modality)
     for flag, value in (("--n", req.n), ("--batch-size", req.batch_size), ("--fit-n", req.fit_n)):
         checks.check_count(value, flag)
     checks.check_seed(req.seed)
     checks.check_budgets(req.eps)
     checks.check_out_text(req.out)
     checks.check_models(model=req.model, source=req.source)
-    checks.check_data(req.data, req.root)
+    checks.check_data(req.data, req.root, req.split, req.n)
     if req.attack is None:
         given = [f for f, v in (("--eps", req.eps), ("--source", req.source), ("--steps", req.steps),
                                 ("--norm", req.norm), ("--fit-n", req.fit_n)) if v is not None]
@@ -93,17 +103,18 @@ def _check(req: EvalRequest) -> None:
                 raise RobustMMError(f"attack {req.attack!r} has no --{opt}")
         if req.eps is not None and not accepts(req.attack, "eps"):
             raise RobustMMError(f"attack {req.attack!r} has no eps budget")
-        kw = {opt: getattr(req, opt) for opt in ("steps", "norm") if getattr(req, opt) is not None}
-        for eps in req.eps or [None]:  # the attack's own checks of its settings (steps >= 0, ...)
-            built = build_attack(req.attack, **kw, **({"eps": eps} if eps is not None else {}))
+        for eps in req.eps or [None]:  # the attack's own checks of its settings (steps >= 0, modality, ...)
+            built = build_attack(req.attack, **req.attack_settings(), **({"eps": eps} if eps is not None else {}))
         if req.fit_n is not None and not built.fit_split:
             raise RobustMMError(f"--fit-n is for learned attacks (patch); {req.attack!r} is not fitted on training data")
+        if built.fit_split:
+            checks.check_data(req.data, req.root, built.fit_split, req.fit_n or FIT_N, "--fit-n")
     if req.threat is not None and not (req.heads and req.attack and not req.source):
         raise RobustMMError("--threat needs --heads and --attack without --source (it says how the heads are attacked)")
     if req.eot_samples is not None and not req.adaptive:
         raise RobustMMError("--eot-samples needs --adaptive (it sets the EOT draws of the adaptive attack)")
     _check_defense(req)
-    checks.check_input_file(req.heads, "heads")
+    checks.check_heads_file(req.heads)
     out = req.out_path()
     if out and distributed.rank() == 0:
         checks.check_not_an_input([out], checks.input_paths(models=[req.model, req.source], heads=req.heads, root=req.root))
@@ -160,7 +171,7 @@ def run_eval(req: EvalRequest) -> list[Result]:
             threat = req.threat or "head-unaware"
             source = bare if threat == "head-unaware" else target
     common: dict[str, Any] = {"batch_size": req.batch_size, "seed": req.seed, "progress": req.progress}
-    kw = {opt: getattr(req, opt) for opt in ("steps", "norm") if getattr(req, opt) is not None}
+    kw = req.attack_settings()
 
     def make(**extra: Any) -> Any:
         attack = build_attack(req.attack, **extra, **kw)
