@@ -33,20 +33,26 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 
     Each submodule's ``training`` flag and each parameter's ``requires_grad`` are recorded and put
     back, even when the block raises or code inside it (e.g. torchattacks) calls ``train()``.
-    Eval mode also keeps BatchNorm running statistics untouched during the attack.
+    Eval mode also keeps BatchNorm running statistics untouched during the attack. Only flags
+    that differ are written (an already frozen encoder, the usual case, costs two traversals:
+    attacks enter this once per call, and a Module attribute write is slow).
     """
     modes = [(m, m.training) for m in module.modules()]
     flags = [(p, p.requires_grad) for p in module.parameters()]
     try:
-        module.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
+        if any(training for _, training in modes):
+            module.eval()
+        for p, flag in flags:
+            if flag:
+                p.requires_grad_(False)
         yield module
     finally:
         for m, training in modes:
-            m.training = training
+            if m.training != training:
+                m.training = training
         for p, flag in flags:
-            p.requires_grad_(flag)
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
 
 
 def resolve_norm(norm: str | None, spec: ModalitySpec | None = None) -> Norm:
