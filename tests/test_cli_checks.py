@@ -52,6 +52,8 @@ CASES = [
     (EVAL + ["--defense", "jpeg", "--attack", "pgd", "--eot-samples", "4"], "--eot-samples needs --adaptive"),
     (CAL + ["--clean-only", "--eps", "0.01"], "--clean-only trains on clean data"),
     (EVAL + ["--root", "/tmp"], "reads nothing from disk"),
+    (EVAL + ["--defense", "jpeg", "--defense-setting", "quality=50", "--defense-setting", "quality=20"],
+     "--defense-setting quality is given more than once"),
     # flags given with no value (an unset shell variable)
     (EVAL + ["--attack", "pgd", "--eps"], "--eps needs at least one value"),
     (CERT + ["--radii"], "--radii needs at least one value"),

@@ -80,9 +80,6 @@ class EvalRequest:
 def _check(req: EvalRequest) -> None:
     """Every check that needs no model: counts, budgets, names, option combinations, attack
     settings, input files and the output (never '' nor one of the inputs)."""
-    from ..attacks import build_attack
-    from ..attacks.base import accepts, attack_class
-
     checks.check_input_modality(req.modality)
     for flag, value in (("--n", req.n), ("--batch-size", req.batch_size), ("--fit-n", req.fit_n)):
         checks.check_count(value, flag)
@@ -91,24 +88,7 @@ def _check(req: EvalRequest) -> None:
     checks.check_out_text(req.out)
     checks.check_models(model=req.model, source=req.source)
     checks.check_data(req.data, req.root, req.split, req.n)
-    if req.attack is None:
-        given = [f for f, v in (("--eps", req.eps), ("--source", req.source), ("--steps", req.steps),
-                                ("--norm", req.norm), ("--fit-n", req.fit_n)) if v is not None]
-        if given or req.amp:
-            raise RobustMMError(f"{'/'.join(given) or '--amp'} need{'s' if len(given) < 2 else ''} --attack")
-    else:
-        attack_class(req.attack)  # an unknown name: "did you mean", before any model loads
-        for opt in ("steps", "norm"):
-            if getattr(req, opt) is not None and not accepts(req.attack, opt):
-                raise RobustMMError(f"attack {req.attack!r} has no --{opt}")
-        if req.eps is not None and not accepts(req.attack, "eps"):
-            raise RobustMMError(f"attack {req.attack!r} has no eps budget")
-        for eps in req.eps or [None]:  # the attack's own checks of its settings (steps >= 0, modality, ...)
-            built = build_attack(req.attack, **req.attack_settings(), **({"eps": eps} if eps is not None else {}))
-        if req.fit_n is not None and not built.fit_split:
-            raise RobustMMError(f"--fit-n is for learned attacks (patch); {req.attack!r} is not fitted on training data")
-        if built.fit_split:
-            checks.check_data(req.data, req.root, built.fit_split, req.fit_n or FIT_N, "--fit-n")
+    _check_attack(req)
     if req.threat is not None and not (req.heads and req.attack and not req.source):
         raise RobustMMError("--threat needs --heads and --attack without --source (it says how the heads are attacked)")
     if req.eot_samples is not None and not req.adaptive:
@@ -119,6 +99,32 @@ def _check(req: EvalRequest) -> None:
     if out and distributed.rank() == 0:
         checks.check_not_an_input([out], checks.input_paths(models=[req.model, req.source], heads=req.heads, root=req.root))
         check_writable_file(out, "--out")
+
+
+def _check_attack(req: EvalRequest) -> None:
+    """The attack options: none without ``--attack`` (they would be ignored), else a known attack
+    that takes them, built once per budget so that its own checks run, and its training split."""
+    from ..attacks import build_attack
+    from ..attacks.base import accepts, attack_class
+
+    if req.attack is None:
+        given = [f for f, v in (("--eps", req.eps), ("--source", req.source), ("--steps", req.steps),
+                                ("--norm", req.norm), ("--fit-n", req.fit_n)) if v is not None]
+        if given or req.amp:
+            raise RobustMMError(f"{'/'.join(given) or '--amp'} need{'s' if len(given) < 2 else ''} --attack")
+        return
+    attack_class(req.attack)  # an unknown name: "did you mean", before any model loads
+    for opt in ("steps", "norm"):
+        if getattr(req, opt) is not None and not accepts(req.attack, opt):
+            raise RobustMMError(f"attack {req.attack!r} has no --{opt}")
+    if req.eps is not None and not accepts(req.attack, "eps"):
+        raise RobustMMError(f"attack {req.attack!r} has no eps budget")
+    for eps in req.eps or [None]:  # the attack's own checks of its settings (steps >= 0, modality, ...)
+        built = build_attack(req.attack, **req.attack_settings(), **({"eps": eps} if eps is not None else {}))
+    if req.fit_n is not None and not built.fit_split:
+        raise RobustMMError(f"--fit-n is for learned attacks (patch); {req.attack!r} is not fitted on training data")
+    if built.fit_split:
+        checks.check_data(req.data, req.root, built.fit_split, req.fit_n or FIT_N, "--fit-n")
 
 
 def _check_defense(req: EvalRequest) -> Any:
@@ -135,6 +141,9 @@ def _check_defense(req: EvalRequest) -> Any:
         raise RobustMMError("--defense and --source exclude each other")
     if req.adaptive and req.attack is None:
         raise RobustMMError("--adaptive needs --attack")
+    keys = [setting.partition("=")[0] for setting in req.defense_setting or []]
+    if twice := sorted({k for k in keys if keys.count(k) > 1}):  # the last one would silently win
+        raise RobustMMError(f"--defense-setting {twice[0]} is given more than once")
     transform = make_defense(req.defense, parse_settings(req.defense_setting))
     transform.check(req.modality)
     if req.adaptive:  # BPDA with nothing to approximate, EOT on a deterministic defense, samples < 1
