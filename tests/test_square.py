@@ -9,7 +9,8 @@ from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.margin_losses import Scorer
-from robustmm.attacks.square import Square, _bump, _view, p_schedule
+from robustmm.attacks.square import Square
+from robustmm.attacks.square_windows import bump, p_schedule, view, window
 from robustmm.batch import Batch
 from robustmm.data.synthscenes import synthscenes
 from robustmm.errors import BudgetError, UnknownNameError
@@ -140,24 +141,24 @@ def test_windows_per_layout():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(2, 3, 16, 16, generator=g)
     u = torch.tensor([[0.1, 0.9], [0.5, 0.5]])
-    mask, pat = Square._window(img, "image", 0.25, u, None)
+    mask, pat = window(img, "image", 0.25, u, None)
     assert mask.shape == (2, 1, 16, 16) and (mask.flatten(1).sum(1) == 64).all()  # an 8 x 8 square
     assert torch.equal(pat != 0, mask.bool()) and torch.allclose(pat.flatten(1).norm(dim=1), torch.ones(2))
-    video = _view(torch.rand(2, 4, 3, 8, 8, generator=g), "video")
+    video = view(torch.rand(2, 4, 3, 8, 8, generator=g), "video")
     assert video.shape == (2, 12, 8, 8)  # one square for all 4 frames x 3 colours
-    audio = _view(torch.rand(2, 100, generator=g), "audio")
-    mask, _ = Square._window(audio, "audio", 0.1, u, None)
+    audio = view(torch.rand(2, 100, generator=g), "audio")
+    mask, _ = window(audio, "audio", 0.1, u, None)
     on = mask[0, 0, 0].nonzero().squeeze(1)
     assert len(on) == 10 and torch.equal(on, torch.arange(on[0], on[0] + 10))  # a run of samples
     pts = torch.rand(2, 50, 6, generator=g) * 2 - 1
-    view = _view(pts, "pointcloud")
-    mask, _ = Square._window(view, "pointcloud", 0.2, u, view[:, :3, 0, :])
+    pview = view(pts, "pointcloud")
+    mask, _ = window(pview, "pointcloud", 0.2, u, pview[:, :3, 0, :])
     chosen = mask[0, 0, 0].bool()
     assert int(chosen.sum()) == 10
     centre = pts[0, int(0.1 * 50), :3]
     dist = (pts[0, :, :3] - centre).norm(dim=1)
     assert dist[chosen].max() <= dist[~chosen].min()  # the nearest points to the centre
-    assert torch.allclose(_bump(4, 4).norm(), torch.tensor(1.0)) and (_bump(4, 4)[:, :2] > 0).all()
+    assert torch.allclose(bump(4, 4).norm(), torch.tensor(1.0)) and (bump(4, 4)[:, :2] > 0).all()
 
 
 def test_p_schedule():

@@ -39,7 +39,6 @@ Example::
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -52,54 +51,12 @@ from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE
 from .margin_losses import Scorer
 from .ops import check_eps, checked_input, frozen, item_seed, project, resolve_norm
+from .square_windows import p_schedule, unview, view, window
 
 __all__ = ["LOSS_NAMES", "Square", "p_schedule"]
 
 LOSS_NAMES = ("margin", "ce", "caption", "embedding")
-_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _CHUNK = 128  # iterations of random numbers drawn per item at a time
-
-
-def p_schedule(it: int, n_queries: int, p_init: float) -> float:
-    """The window fraction at iteration ``it``: ``p_init`` halved at the paper's breakpoints."""
-    t = int(it / n_queries * 10000)
-    return p_init / 2 ** sum(t > b for b in _HALVINGS)
-
-
-def _view(x: torch.Tensor, modality: str) -> torch.Tensor:
-    """(n, channels, H, W): images as they are, video frames x RGB as channels, audio (n, 1, 1, L),
-    points (n, 6, 1, P)."""
-    if modality == "video":
-        return x.flatten(1, 2)
-    if modality == "audio":
-        return x[:, None, None, :]
-    if modality == "pointcloud":
-        return x.transpose(1, 2)[:, :, None, :]
-    return x
-
-
-def _unview(v: torch.Tensor, modality: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The inverse of :func:`_view` (``shape``: the per-item shape)."""
-    if modality == "pointcloud":
-        return v[:, :, 0, :].transpose(1, 2).contiguous()
-    return v.reshape(v.shape[0], *shape)
-
-
-def _bump(h: int, w: int) -> torch.Tensor:
-    """(h, w) unit-norm two-lobed pattern: two halves along w with opposite signs, each a stack of
-    concentric rectangles weighted sum_{j >= ring} 1 / (j + 1)^2 (the paper's pseudo-Gaussian)."""
-
-    def lobe(hh: int, ww: int) -> torch.Tensor:
-        a = (torch.arange(hh) - (hh - 1) / 2).abs().floor()
-        b = (torch.arange(ww) - (ww - 1) / 2).abs().floor()
-        ring = torch.maximum(a[:, None], b[None, :]).long()
-        inv = 1.0 / (torch.arange(int(ring.max()) + 1, dtype=torch.float32) + 1) ** 2
-        return inv.flip(0).cumsum(0).flip(0)[ring]
-
-    half = w // 2
-    parts = ([lobe(h, half)] if half else []) + [-lobe(h, w - half)]
-    pat = torch.cat(parts, dim=1)
-    return pat / pat.norm()
 
 
 @register_attack("square")
@@ -136,42 +93,6 @@ class Square(Attack):
         spec = get_modality(modality)
         return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
 
-    # -- windows ------------------------------------------------------------------------------
-    @staticmethod
-    def _window(v: torch.Tensor, modality: str, p: float, u: torch.Tensor, xyz: torch.Tensor | None,
-                flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask, pattern), each (n, 1, H, W): the window of fraction ``p`` placed by uniforms
-        ``u`` (n, 2), and the L2 pattern on it (transposed where ``flip``)."""
-        n, _, h, w = v.shape
-        dev = v.device
-        cols = torch.arange(w, device=dev)
-        if modality == "pointcloud":
-            s = min(max(round(p * w), 1), w - 1) if w > 1 else 1
-            centre = (u[:, 0] * w).long().clamp(max=w - 1)
-            d = (xyz - xyz.gather(2, centre[:, None, None].expand(-1, 3, 1))).square().sum(1)
-            near = d.topk(s, dim=1, largest=False).indices  # nearest first
-            mask = torch.zeros(n, w, device=dev, dtype=v.dtype).scatter_(1, near, 1.0)
-            pat = torch.zeros_like(mask).scatter_(1, near, _bump(1, s)[0].to(dev, v.dtype).expand(n, -1))
-            return mask[:, None, None, :], pat[:, None, None, :]
-        if h == 1:  # audio: a run of samples
-            s = min(max(round(p * w), 1), max(w - 1, 1))
-            start = (u[:, 0] * (w - s + 1)).long().clamp(max=w - s)
-            rel = cols[None, :] - start[:, None]
-            inside = (rel >= 0) & (rel < s)
-            pat = _bump(1, s)[0].to(dev, v.dtype)[rel.clamp(0, s - 1)] * inside
-            return inside.to(v.dtype)[:, None, None, :], pat[:, None, None, :]
-        s = min(max(round(math.sqrt(p * h * w)), 1), max(min(h, w) - 1, 1))
-        r0 = (u[:, 0] * (h - s + 1)).long().clamp(max=h - s)
-        c0 = (u[:, 1] * (w - s + 1)).long().clamp(max=w - s)
-        rr = torch.arange(h, device=dev)[None, :] - r0[:, None]
-        cc = cols[None, :] - c0[:, None]
-        inside = ((rr >= 0) & (rr < s))[:, :, None] & ((cc >= 0) & (cc < s))[:, None, :]
-        table = _bump(s, s).to(dev, v.dtype)
-        tables = table.expand(n, s, s) if flip is None else torch.where(flip[:, None, None], table.T, table)
-        ri, ci = rr.clamp(0, s - 1), cc.clamp(0, s - 1)
-        pat = tables[torch.arange(n, device=dev)[:, None, None], ri[:, :, None], ci[:, None, :]] * inside
-        return inside.to(v.dtype)[:, None], pat[:, None]
-
     # -- the attack -------------------------------------------------------------------------
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """Return a perturbed copy of ``batch``; only forward passes, under ``torch.no_grad``."""
@@ -190,70 +111,105 @@ class Square(Attack):
         modality, n, dev = batch.modality, len(batch), x.device
         scored = batch.replace(labels=None, prompts=None) if self.loss == "caption" else batch
         scorer = Scorer.of(encoder, scored, self.logit_scale, dev)
-        clean = encoder.encode(modality, x, validate=False)
-        rows = torch.arange(n, device=dev)
+        shape = tuple(x.shape[1:])
+        clean = encoder.encode(modality, x, validate=False) if self.loss == "embedding" else None
 
-        def score(v: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            emb = encoder.encode(modality, _unview(v, modality, tuple(x.shape[1:])), validate=False)
-            if self.loss == "embedding":
-                return (emb * clean[idx]).sum(-1).float(), torch.zeros(len(idx), dtype=torch.bool, device=dev)
-            m = scorer.score(emb, idx).float()
+        def score(v: torch.Tensor, idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            """(loss, broken) of the viewed inputs ``v`` for the rows ``idx`` (None: every row)."""
+            emb = encoder.encode(modality, unview(v, modality, shape), validate=False)
+            if clean is not None:
+                c = clean if idx is None else clean[idx]
+                return (emb * c).sum(-1).float(), torch.zeros(len(emb), dtype=torch.bool, device=dev)
+            rows = torch.arange(n, device=dev) if idx is None else idx
+            m = scorer.score(emb, rows).float()
             loss = m if self.loss != "ce" or not scorer.zero_shot else -F.cross_entropy(
-                scorer.logits(emb), scorer.labels[idx], reduction="none").float()
+                scorer.logits(emb), scorer.labels[rows], reduction="none").float()
             return loss, m <= 0
 
-        x0 = _view(x, modality)
-        chans, width = x0.shape[1], x0.shape[3]
+        x0 = view(x, modality)
+        gens = self._gens(batch)
+        best = self._start(x0, gens, eps, norm, domain)
+        if clean is None:  # items broken at the clean input are returned unchanged
+            done = score(x0, None)[1]
+            best = torch.where(done.view(-1, 1, 1, 1), x0, best)
+        else:
+            done = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._queries(score, x0, best, done, gens, eps, norm, domain, modality)
+        return unview(best, modality, shape)
+
+    def _gens(self, batch: Batch) -> list[torch.Generator]:
+        """One generator per item, seeded by ``(seed, dataset index)``."""
+        n = len(batch)
         index = batch.index.tolist() if batch.index is not None and len(batch.index) == n else list(range(n))
-        gens = [torch.Generator().manual_seed(item_seed(self.seed, i)) for i in index]
-        stripes = torch.stack([torch.rand(chans, 1, width, generator=g) for g in gens]).to(dev, x.dtype)
+        return [torch.Generator().manual_seed(item_seed(self.seed, i)) for i in index]
+
+    @staticmethod
+    def _start(x0: torch.Tensor, gens: list[torch.Generator], eps: float, norm: str,
+               domain: tuple[float, float]) -> torch.Tensor:
+        """The paper's start: random vertical stripes of +-eps (L2: scaled to norm eps), the first
+        draws of each item's stream."""
+        chans, width = x0.shape[1], x0.shape[3]
+        stripes = torch.stack([torch.rand(chans, 1, width, generator=g) for g in gens]).to(x0.device, x0.dtype)
         stripes = torch.where(stripes < 0.5, -1.0, 1.0).expand_as(x0)
         if norm == "l2":
             stripes = stripes * (eps / stripes.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
         else:
             stripes = stripes * eps
-        best = project(x0 + stripes, x0, eps, norm, domain)
-        xyz = x0[:, :3, 0, :] if modality == "pointcloud" else None
+        return project(x0 + stripes, x0, eps, norm, domain)
 
-        _, done = score(x0, rows) if self.loss != "embedding" else (None, torch.zeros(n, dtype=torch.bool, device=dev))
-        best = torch.where(done.view(-1, 1, 1, 1), x0, best)
-        active = rows[~done]
-        loss_best = torch.full((n,), float("inf"), device=dev)
-        if len(active):
-            loss_best[active], hit = score(best[active], active)
-            done[active] = hit
-        draws = torch.empty(n, 0, 5 + chans, device=dev)
+    def _queries(self, score: Any, x0: torch.Tensor, best: torch.Tensor, done: torch.Tensor,
+                 gens: list[torch.Generator], eps: float, norm: str, domain: tuple[float, float], modality: str) -> None:
+        """The random search, updating ``best`` in place: one query per still-robust item per
+        iteration, kept where it lowers the item's score. The search works on compact copies of
+        the still-robust rows, shrunk only when an item breaks (no gathers per query)."""
+        n, dev, dt, chans = len(x0), x0.device, x0.dtype, x0.shape[1]
+        ids = torch.arange(n, device=dev)[~done]
+        if len(ids) == 0:
+            return
+        loss_w, hit = score(best[ids], ids)  # the start is the first query
+        ids, loss_w = ids[~hit], loss_w[~hit]
+        work = {"best": best[ids], "x0": x0[ids]}
+        if norm == "linf":  # inside a window every coordinate goes to x +- eps (then the domain)
+            work["hi"], work["lo"] = (work["x0"] + eps).clamp_(*domain), (work["x0"] - eps).clamp_(*domain)
+        if modality == "pointcloud":
+            work["xyz"] = work["x0"][:, :3, 0, :]
         for it in range(self.n_queries - 1):
-            active = rows[~done]
-            if len(active) == 0:
+            if len(ids) == 0:
                 break
             if it % _CHUNK == 0:  # each item's own stream, consumed one row per iteration
-                fresh = torch.zeros(n, _CHUNK, 5 + chans)
-                for i in active.tolist():
-                    fresh[i] = torch.rand(_CHUNK, 5 + chans, generator=gens[i])
-                draws = fresh.to(dev, x.dtype)
-            u = draws[active, it % _CHUNK]
+                draws = torch.stack([torch.rand(_CHUNK, 5 + chans, generator=gens[i]) for i in ids.tolist()]).to(dev, dt)
+            u, cur = draws[:, it % _CHUNK], work["best"]
             p = p_schedule(it, self.n_queries, self.p_init)
-            base, ref = best[active], x0[active]
-            sign = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
-            sub_xyz = None if xyz is None else xyz[active]
-            mask, pat = self._window(ref, modality, p, u[:, 0:2], sub_xyz, u[:, 4] < 0.5)
             if norm == "linf":
-                cand = project(base + mask * (2 * eps) * sign, ref, eps, norm, domain)
+                mask, _ = window(cur, modality, p, u[:, 0:2], work.get("xyz"), pattern=False)
+                cand = torch.where(mask, torch.where((u[:, 5:] < 0.5)[:, :, None, None], work["lo"], work["hi"]), cur)
             else:
-                mask2, _ = self._window(ref, modality, p, u[:, 2:4], sub_xyz)
-                delta = base - ref
-                union = torch.maximum(mask, mask2)
-                old = delta * mask
-                old = old / old.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                new = pat * sign
-                new = old + new / new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                room = (eps**2 - delta.flatten(1).square().sum(1)).clamp_min(0) + (delta * union).flatten(1).square().sum(1)
-                new = new * (room.sqrt() / new.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
-                cand = project(ref + delta * (1 - union) + new, ref, eps, norm, domain)
-            loss, hit = score(cand, active)
-            better = loss < loss_best[active]
-            best[active[better]] = cand[better]
-            loss_best[active[better]] = loss[better]
-            done[active[better & hit]] = True
-        return _unview(best, modality, tuple(x.shape[1:]))
+                cand = self._l2_candidate(cur, work["x0"], u, p, work.get("xyz"), eps, domain, modality)
+            loss, hit = score(cand, ids)
+            better = loss < loss_w
+            cur[better] = cand[better]
+            loss_w = torch.where(better, loss, loss_w)
+            broke = better & hit
+            if bool(broke.any()):  # broken items leave the search with their breaking iterate
+                best[ids[broke]] = cur[broke]
+                keep = ~broke
+                ids, loss_w, draws = ids[keep], loss_w[keep], draws[keep]
+                work = {k: t[keep] for k, t in work.items()}
+        best[ids] = work["best"]
+
+    def _l2_candidate(self, base: torch.Tensor, ref: torch.Tensor, u: torch.Tensor, p: float,
+                      xyz: torch.Tensor | None, eps: float, domain: tuple[float, float], modality: str) -> torch.Tensor:
+        """The L2 proposal: the mass of ``base - ref`` in two windows moves into the first, which
+        gets the two-lobed pattern with a random sign per channel; the norm stays eps."""
+        sign = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(base.dtype)[:, :, None, None]
+        mask, pat = window(ref, modality, p, u[:, 0:2], xyz, u[:, 4] < 0.5)
+        mask2 = window(ref, modality, p, u[:, 2:4], xyz, pattern=False)[0].to(base.dtype)
+        delta = base - ref
+        union = torch.maximum(mask, mask2)
+        old = delta * mask
+        old = old / old.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        new = pat * sign
+        new = old + new / new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        room = (eps**2 - delta.flatten(1).square().sum(1)).clamp_min(0) + (delta * union).flatten(1).square().sum(1)
+        new = new * (room.sqrt() / new.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
+        return project(ref + delta * (1 - union) + new, ref, eps, "l2", domain)
