@@ -6,8 +6,9 @@ import torch
 
 import robustmm
 from robustmm.attacks import build_attack
+from robustmm.attacks.meaning_guard import MeaningGuard
 from robustmm.attacks.sga import SGA, attack_captions
-from robustmm.errors import BudgetError
+from robustmm.errors import BudgetError, UnknownNameError
 from robustmm.evaluation import iter_batches
 from robustmm.modalities import get_modality
 from robustmm.text.substitutes import (
@@ -147,3 +148,61 @@ def test_sga_lowers_retrieval_on_trained_tinybind(trained):
     clean, adv = res.metrics["clean"], res.metrics["attacked"]
     assert adv["x2t_R@1"] < clean["x2t_R@1"] and adv["t2x_R@1"] < clean["t2x_R@1"]
     assert res.metrics["asr_detail"]["t2x_R@1"] > 0.2
+
+
+# -- the meaning guard (issue 13, point 8) ---------------------------------------------------------
+class ColourSubstitutes:
+    """Proposes other colours for every word, and one neutral word last: the SynthScenes failure
+    (the nearest neighbours of a colour word are colours) made certain."""
+
+    def candidates(self, words, position, k):
+        return [w for w in ("blue", "green", "yellow", "purple", "cyan", "painted") if w != words[position]][:k]
+
+
+def colour_swaps(original, edited):
+    from robustmm.text.edits import caption_edit_stats
+
+    return caption_edit_stats(original, edited)["by_category"].get("colour", 0)
+
+
+def test_sga_never_changes_an_attribute_by_default(enc, data):
+    batch = batch_of(data, n=4, captions=3)
+    guide = enc.encode("image", batch.x).detach()
+    off = attack_captions(enc, batch.captions, guide, ColourSubstitutes(), k=6, guard=MeaningGuard("off"))
+    assert colour_swaps(batch.captions, off) > 0  # unguarded, the colour proposals win somewhere
+    from robustmm.text.edits import caption_edit_stats
+
+    adv = SGA(eps=2 / 255, steps=1, k=6, substitutes=ColourSubstitutes())(enc, batch)  # the default: strict
+    assert caption_edit_stats(batch.captions, adv.captions)["attribute_changes"] == 0
+    category = SGA(eps=2 / 255, steps=1, k=6, substitutes=ColourSubstitutes(), meaning_guard="category")(enc, batch)
+    assert colour_swaps(batch.captions, category.captions) == 0  # "red" -> "painted" may remain
+    for new_caps in (adv.captions, category.captions):
+        for caps, advs in zip(batch.captions, new_caps):
+            for cap, new in zip(caps, advs):
+                changed = {split_token(b)[1].lower() for a, b in zip(split_words(cap), split_words(new)) if a != b}
+                assert changed <= {"painted"}  # only the neutral word ever goes in
+    floor = SGA(eps=2 / 255, steps=1, k=6, substitutes=ColourSubstitutes(), meaning_guard="off", min_similarity=1.0)
+    assert floor(enc, batch).captions == batch.captions  # no edit keeps the caption identical
+
+
+def test_sga_guard_settings_recorded():
+    att = build_attack("sga")
+    assert att.settings()["meaning_guard"] == "strict" and att.settings()["min_similarity"] is None
+    d = att.describe()["meaning_guard"]
+    assert d["mode"] == "strict" and "colour" in d["categories"]
+    off = att.replace(meaning_guard="off", min_similarity=0.8)
+    assert off.describe()["meaning_guard"] == {"mode": "off", "min_similarity": 0.8, "categories": []}
+    json.dumps(off.describe())
+    with pytest.raises(UnknownNameError):
+        SGA(meaning_guard="loose")
+
+
+def test_sga_result_records_attribute_changes(enc, data):
+    test = data.subset(list(range(3)))
+    test.captions = [c[:2] for c in test.captions]
+    res = robustmm.evaluate(enc, test, modality="image", progress=False,
+                            attack=SGA(eps=2 / 255, steps=1, k=6, substitutes=ColourSubstitutes(), meaning_guard="off"))
+    edits = res.metrics["caption_edits"]
+    assert edits["captions"] == 6 and edits["edits"] >= edits["attribute_changes"] > 0
+    assert edits["attribute_change_rate"] == pytest.approx(edits["attribute_changes"] / edits["edits"])
+    assert json.loads(json.dumps(res.to_dict()))["metrics"]["caption_edits"] == edits

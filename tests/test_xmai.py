@@ -135,6 +135,44 @@ def test_xmai_lowers_t2x_mrr_on_trained_tinybind(trained):
     enc = trained
     test = robustmm.load_dataset("synthscenes", split="test", n=32, modalities="image")
     test.captions = [c[:3] for c in test.captions]  # text embedding dominates the cost on CPU
-    res = robustmm.evaluate(enc, test, modality="image", attack=XMAI(), progress=False)
+    res = robustmm.evaluate(enc, test, modality="image", attack=XMAI(meaning_guard="off"), progress=False)
     assert res.metrics["attacked"]["t2x_MRR"] < res.metrics["clean"]["t2x_MRR"]
-    assert relative_drop(res) > 0.02
+    assert relative_drop(res) > 0.02  # the published attack
+    assert res.metrics["caption_edits"]["attribute_change_rate"] > 0.5  # ... mostly by contradicting the caption
+    guarded = robustmm.evaluate(enc, test, modality="image", attack=XMAI(), progress=False)
+    assert 0 < relative_drop(guarded) < relative_drop(res)  # weaker, and it says what the scene shows
+    assert guarded.metrics["caption_edits"]["attribute_changes"] == 0
+
+
+# -- the meaning guard (issue 13, point 8) ---------------------------------------------------------
+def test_xmai_never_inserts_a_category_the_caption_has_by_default(enc, data):
+    from robustmm.text.edits import caption_edit_stats
+    from robustmm.text.lexicon import LEXICON
+
+    batch = batch_of(data, captions=3)
+    off_edited, _ = XMAI(meaning_guard="off").edit(enc, batch)
+    assert caption_edit_stats(batch.captions, off_edited)["attribute_changes"] > 0  # "a large red *blue* circle"
+    xmai = build_attack("xmai")  # the default: guarded
+    edited, insertions = xmai.edit(enc, batch)
+    assert check_only_insertions(xmai, batch, edited, insertions) > 0  # it still inserts (materials, textures...)
+    for caps, inss in zip(batch.captions, insertions):
+        for cap, ins in zip(caps, inss):
+            has = LEXICON.caption_categories(split_words(cap))
+            assert all(not LEXICON.value_categories(w) & has for _, w in ins), (cap, ins)
+    stats = caption_edit_stats(batch.captions, edited)
+    assert stats["attribute_changes"] == 0 and stats["new_attributes"] > 0
+    floor, _ = XMAI(min_similarity=1.0).edit(enc, batch)
+    assert floor == batch.captions  # no insertion keeps the caption's embedding identical
+
+
+def test_xmai_guard_settings_and_record(enc, data):
+    att = build_attack("xmai")
+    assert att.describe()["meaning_guard"]["mode"] == "strict"
+    off = att.replace(meaning_guard="off")
+    assert off.settings()["meaning_guard"] == "off" and off.describe()["meaning_guard"]["categories"] == []
+    test = data.subset(list(range(2)))
+    test.captions = [c[:2] for c in test.captions]
+    res = robustmm.evaluate(enc, test, modality="image", attack=att, progress=False)
+    edits = res.metrics["caption_edits"]
+    assert edits["captions"] == 4 and edits["edits"] > 0 and edits["attribute_changes"] == 0
+    json.dumps(res.to_dict())

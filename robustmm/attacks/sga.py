@@ -17,6 +17,13 @@ Three steps per batch, all on the encoder given to ``__call__`` (the *source* mo
    with the adversarial x embedding as guidance (so each output caption differs from its
    original in at most ``max_words`` words).
 
+Both text steps run under a :class:`~robustmm.attacks.meaning_guard.MeaningGuard` (on by default,
+``meaning_guard="strict"``): an attribute word (colour, shape, size, number, position, material,
+texture) is only ever replaced by a synonym and none is added to a category the caption has, so
+the adversarial caption still describes the item (``"category"`` only forbids same-category swaps;
+``"off"`` is the published attack; results count the edits that still change an attribute in
+``metrics.caption_edits``).
+
 Scales apply to image-like modalities (``ModalitySpec.image_like``: image, depth, thermal;
 video is resized frame by frame). For audio and point clouds the scale set is skipped -- resizing a waveform or a point set
 is not the augmentation the method is about -- and step 2 is plain PGD against the caption set.
@@ -45,6 +52,7 @@ from ..modalities import get_modality
 from ..text.embed import embed_texts
 from ..text.substitutes import STOP_WORDS, EmbeddingNeighbourSubstitutes, SubstituteGenerator
 from .base import Attack, register_attack
+from .meaning_guard import MeaningGuard
 from .ops import ascent_step, check_eps, frozen, project, random_delta, resolve_norm
 from .word_swap import attack_captions
 
@@ -76,6 +84,9 @@ class SGA(Attack):
             vocabulary, in the space of the encoder being attacked).
         vocabulary: the default generator's vocabulary (None = the built-in word list).
         stop_words: words never attacked or proposed.
+        meaning_guard: "strict" (default: attribute words are replaced by synonyms only), "category"
+            (no same-category swaps) or "off" (:mod:`~robustmm.attacks.meaning_guard`).
+        min_similarity: cosine floor of an adversarial caption to its original (None: none).
         seed: random start and scale noise (mixed with the batch's first index, so every batch
             differs but reruns are identical).
 
@@ -106,6 +117,8 @@ class SGA(Attack):
         substitutes: SubstituteGenerator | None = None,
         vocabulary: Sequence[str] | None = None,
         stop_words: Iterable[str] = STOP_WORDS,
+        meaning_guard: str = "strict",
+        min_similarity: float | None = None,
         seed: int = 0,
     ):
         self.eps = None if eps is None else check_eps(eps)
@@ -124,6 +137,7 @@ class SGA(Attack):
         self.substitutes = substitutes
         self.vocabulary = None if vocabulary is None else list(vocabulary)
         self.stop_words = frozenset(stop_words)
+        self.guard = MeaningGuard(meaning_guard, min_similarity)
         self.seed = int(seed)
         self._default_gen: tuple[Any, EmbeddingNeighbourSubstitutes] | None = None
 
@@ -133,7 +147,8 @@ class SGA(Attack):
             "eps": self.eps, "norm": self.norm, "steps": self.steps, "step_size": self.step_size,
             "random_start": self.random_start, "scales": self.scales, "noise_std": self.noise_std,
             "max_words": self.max_words, "k": self.k, "substitutes": self.substitutes,
-            "vocabulary": self.vocabulary, "stop_words": self.stop_words, "seed": self.seed,
+            "vocabulary": self.vocabulary, "stop_words": self.stop_words, "meaning_guard": self.guard.mode,
+            "min_similarity": self.guard.min_similarity, "seed": self.seed,
         }
 
     def replace(self, **changes: Any) -> "SGA":
@@ -164,7 +179,7 @@ class SGA(Attack):
             "random_start": self.random_start, "scales": [1.0, *self.scales], "noise_std": self.noise_std,
             "max_words": self.max_words, "k": self.k,
             "substitutes": repr(gen) if gen is not None else "embedding-neighbours(source text encoder, built-in vocabulary)",
-            "seed": self.seed,
+            "meaning_guard": self.guard.describe(), "seed": self.seed,
         }
 
     def generator(self, encoder: Any) -> SubstituteGenerator:
@@ -187,8 +202,7 @@ class SGA(Attack):
             with torch.no_grad():
                 clean_emb = encoder.encode(batch.modality, batch.x).float().cpu()
             # (1) text guided by the clean x
-            adv_caps = attack_captions(encoder, batch.captions, clean_emb, gen, k=self.k,
-                                       max_words=self.max_words, stop_words=self.stop_words)
+            adv_caps = self._text_step(encoder, batch, clean_emb, gen)
             # (2) x guided by the set of adversarial captions
             flat = [c for caps in adv_caps for c in caps]
             owner = torch.tensor([i for i, caps in enumerate(adv_caps) for _ in caps], dtype=torch.long)
@@ -196,9 +210,13 @@ class SGA(Attack):
             # (3) text again, guided by the adversarial x
             with torch.no_grad():
                 adv_emb = encoder.encode(batch.modality, x_adv).float().cpu()
-            adv_caps = attack_captions(encoder, batch.captions, adv_emb, gen, k=self.k,
-                                       max_words=self.max_words, stop_words=self.stop_words)
+            adv_caps = self._text_step(encoder, batch, adv_emb, gen)
         return batch.replace(x=x_adv, captions=adv_caps)
+
+    def _text_step(self, encoder: Any, batch: Batch, guide: torch.Tensor, gen: SubstituteGenerator) -> list[list[str]]:
+        """The original captions attacked against ``guide`` (word swaps under the meaning guard)."""
+        return attack_captions(encoder, batch.captions, guide, gen, k=self.k, max_words=self.max_words,
+                               stop_words=self.stop_words, guard=self.guard)
 
     def _views(self, modality: str, x: torch.Tensor, domain: tuple[float, float], g: torch.Generator) -> torch.Tensor:
         """The input plus its noisy rescaled copies, concatenated along the batch dim."""

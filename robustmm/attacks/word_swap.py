@@ -3,7 +3,8 @@
 Each caption's words are ranked by importance (how much the caption's similarity to its guide
 embedding drops when the word is removed); the substitutes of the most important word are tried
 and the one that lowers the similarity most is kept if it lowers it at all. Only
-``encode_text`` of the attacked encoder is used.
+``encode_text`` of the attacked encoder is used. A :class:`~robustmm.attacks.meaning_guard.MeaningGuard`
+drops the substitutes that would change what the caption says before they are tried.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from ..text.embed import embed_texts
 from ..text.substitutes import STOP_WORDS, SubstituteGenerator, is_stop_word, replace_core, split_token, split_words
+from .meaning_guard import MeaningGuard
 
 __all__ = ["attack_captions"]
 
@@ -27,6 +29,7 @@ def attack_captions(
     k: int = 10,
     max_words: int = 1,
     stop_words: Iterable[str] = STOP_WORDS,
+    guard: MeaningGuard | None = None,
 ) -> list[list[str]]:
     """BERT-Attack style word substitution guided by one embedding per item.
 
@@ -36,11 +39,15 @@ def attack_captions(
         guide: (N, D) unit embeddings; the captions of item i are pushed away from ``guide[i]``.
         generator: proposes ``k`` substitutes per word.
         max_words: words changed per caption, at most.
+        guard: refuses meaning-changing substitutes (None: none refused). Refused proposals are
+            replaced by the generator's next ones, so each word still gets up to ``k`` tries; a
+            similarity floor is checked against the original caption's embedding.
     Returns:
         New per-item caption lists (same shape as ``captions``); each caption keeps its word
         count and differs from the original in at most ``max_words`` words.
     """
     stop = frozenset(stop_words)
+    guard = guard or MeaningGuard("off")
     guide = guide.float().cpu()
     flat = [(i, c) for i, caps in enumerate(captions) for c in caps]
     words = [split_words(c) for _, c in flat]
@@ -52,7 +59,9 @@ def attack_captions(
     eligible = [[j for j, w in enumerate(ws) if not is_stop_word(w, stop)] for ws in words]
     variants = [" ".join(ws[:j] + ws[j + 1 :]) for ws, el in zip(words, eligible) for j in el]
     emb = embed_texts(encoder, [c for _, c in flat] + variants)
-    base = (emb[: len(flat)] * guide[owner]).sum(-1)
+    originals = emb[: len(flat)]
+    categories = [guard.caption_categories(ws) for ws in words]
+    base = (originals * guide[owner]).sum(-1)
     var_sims = (emb[len(flat) :].reshape(-1, emb.shape[-1]) if variants else emb[:0])
     order: list[list[int]] = []
     o = 0
@@ -75,7 +84,9 @@ def attack_captions(
             pos = order[c][ptr[c]]
             ptr[c] += 1
             original = split_token(current[c][pos])[1].lower()
-            subs = [s for s in generator.candidates(current[c], pos, k) if s.lower() != original and s.lower() not in stop][:k]
+            proposed = [s for s in generator.candidates(current[c], pos, guard.proposals(k))
+                        if s.lower() != original and s.lower() not in stop]
+            subs = guard.filter(current[c][pos], proposed, categories[c])[:k]
             if not subs:
                 continue
             slots.append((c, pos, subs, len(texts)))
@@ -87,7 +98,10 @@ def attack_captions(
             continue
         emb = embed_texts(encoder, texts)
         for c, pos, subs, off in slots:
-            sims = emb[off : off + len(subs)] @ guide[owner[c]]
+            subs, cand_emb = guard.keep_similar(subs, emb[off : off + len(subs)], originals[c])
+            if not subs:
+                continue  # no substitute keeps the caption close enough to the original
+            sims = cand_emb @ guide[owner[c]]
             best = int(sims.argmin())
             if float(sims[best]) < float(cur_sim[c]):
                 current[c][pos] = replace_core(current[c][pos], subs[best])

@@ -32,6 +32,9 @@ inserted.
 * **Plausibility**: the masked LM's probability of the word in the slot when one is given;
   otherwise (fallback) the text encoder's cosine similarity between the edited and the original
   caption -- how little the insertion changes the caption's meaning.
+* **Meaning guard** (:mod:`~robustmm.attacks.meaning_guard`; default ``"strict"``, ``"off"`` is
+  the published attack): no word of a category the caption already gives a value for is inserted
+  ("a large red *blue* circle"); a slot left with no candidate gets no insertion.
 
 The victim is the encoder given to ``__call__`` (dissimilarity is measured there); transfer is
 ``evaluate(target, data, ..., attack=xmai, source=other)``.
@@ -46,6 +49,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -58,6 +62,7 @@ from ..text.attributes import DEFAULT_ATTRIBUTES, DEFAULT_NOUNS, DEFAULT_TEMPLAT
 from ..text.embed import embed_texts
 from ..text.substitutes import MASK, STOP_WORDS, SubstituteGenerator, split_token, split_words
 from .base import Attack, register_attack
+from .meaning_guard import MeaningGuard
 from .ops import frozen
 from .xmai_tools import (
     PromptBank,
@@ -70,6 +75,7 @@ from .xmai_tools import (
     minmax,
     relative_drop,
     remove_insertions,
+    slot_candidates,
 )
 
 __all__ = ["XMAI", "DEFAULT_ATTRIBUTES", "DEFAULT_NOUNS", "DEFAULT_TEMPLATES", "caption_similarity", "relative_drop",
@@ -94,6 +100,8 @@ class XMAI(Attack):
             :meth:`fit`'s dataset; looked up by ``batch.index``) instead of detected ones.
         max_insertions: per caption at most (None: one before every matching noun).
         window: tokens before a noun whose words are not inserted again; stop_words: never inserted.
+        meaning_guard: "strict" (default), "category" or "off"; min_similarity: a cosine floor of
+            the edited caption to the original (None: none); see :mod:`~robustmm.attacks.meaning_guard`.
 
     Example::
 
@@ -121,6 +129,8 @@ class XMAI(Attack):
         max_insertions: int | None = None,
         window: int = 3,
         stop_words: Iterable[str] = STOP_WORDS,
+        meaning_guard: str = "strict",
+        min_similarity: float | None = None,
     ):
         check_settings(n_attributes, k, pool, window, max_insertions, lambdas, templates, object_template)
         self.stop_words = frozenset(stop_words)
@@ -130,14 +140,14 @@ class XMAI(Attack):
         self.object_template = object_template
         self.nouns = frozenset(n.lower() for n in (DEFAULT_NOUNS if nouns is None else nouns))
         self.n_attributes = int(n_attributes)
-        self.k = int(k)
-        self.pool = int(pool)
+        self.k, self.pool = int(k), int(pool)
         self.lambdas = tuple(float(v) for v in lambdas)
         self.substitutes = substitutes
         self.use_ground_truth = bool(use_ground_truth)
         self.ground_truth = None if ground_truth is None else list(ground_truth)
         self.max_insertions = max_insertions
         self.window = int(window)
+        self.guard = MeaningGuard(meaning_guard, min_similarity)
         self._prompts: PromptBank | None = None
 
     def fit(self, encoder: Any, dataset: Any) -> "XMAI":
@@ -154,7 +164,7 @@ class XMAI(Attack):
             "attributes": self.attributes, "templates": self.templates, "object_template": self.object_template,
             "nouns": self.nouns, "substitutes": self.substitutes, "use_ground_truth": self.use_ground_truth,
             "ground_truth": self.ground_truth, "max_insertions": self.max_insertions, "window": self.window,
-            "stop_words": self.stop_words,
+            "stop_words": self.stop_words, "meaning_guard": self.guard.mode, "min_similarity": self.guard.min_similarity,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -167,7 +177,7 @@ class XMAI(Attack):
             "nouns": len(self.nouns),
             "substitutes": repr(mlm) if mlm is not None else "attribute vocabulary (offline fallback)",
             "plausibility": "masked-LM probability" if hasattr(mlm, "plausibility") else "text-encoder similarity to the original caption",
-            "max_insertions": self.max_insertions, "window": self.window,
+            "max_insertions": self.max_insertions, "window": self.window, "meaning_guard": self.guard.describe(),
         }
 
     def is_noun(self, token: str) -> bool:
@@ -214,14 +224,12 @@ class XMAI(Attack):
         flat = [(i, c) for i, caps in enumerate(batch.captions) for c in caps]
         words = [split_words(c) for _, c in flat]
         owner = [i for i, _ in flat]
+        cats = [self.guard.caption_categories(ws) for ws in words]  # what each original caption says
         orig_emb = F.normalize(embed_texts(encoder, [c for _, c in flat]), dim=-1) if flat else None
-        per_noun: dict[str, tuple[torch.Tensor, list[list[str]]]] = {}  # noun -> (scores, detected)
 
-        def detected(noun: str) -> tuple[torch.Tensor, list[list[str]]]:
-            if noun not in per_noun:
-                per_noun[noun] = (self.object_scores(encoder, x_emb, noun),
-                                  self.detected_attributes(encoder, x_emb, noun, batch.index))
-            return per_noun[noun]
+        @functools.cache
+        def detected(noun: str) -> tuple[torch.Tensor, list[list[str]]]:  # per noun: (scores, detected)
+            return self.object_scores(encoder, x_emb, noun), self.detected_attributes(encoder, x_emb, noun, batch.index)
 
         insertions: list[list[tuple[int, str]]] = [[] for _ in flat]
         cursor = [0] * len(flat)  # next token index to look for a noun at
@@ -240,7 +248,7 @@ class XMAI(Attack):
                 noun = split_token(words[c][pos])[1].lower()
                 scores, attrs = detected(noun)
                 i = owner[c]
-                cands = self._candidates(encoder, words[c], pos, scores[i], attrs[i])
+                cands = self._candidates(encoder, words[c], pos, scores[i], attrs[i], cats[c])
                 if not cands:
                     continue
                 jobs.append((c, pos, cands, attrs[i], len(texts)))
@@ -251,7 +259,9 @@ class XMAI(Attack):
                 continue
             emb = F.normalize(embed_texts(encoder, texts), dim=-1)
             for c, pos, cands, attrs, off in jobs:
-                e = emb[off : off + len(cands)]
+                cands, e = self.guard.keep_similar(cands, emb[off : off + len(cands)], orig_emb[c])  # type: ignore[index]
+                if not cands:
+                    continue  # no candidate keeps the caption close enough to the original: no insertion
                 dissim = 1.0 - e @ x_emb[owner[c]]
                 if mlm is not None and hasattr(mlm, "plausibility"):
                     ws = words[c][:pos] + [MASK] + words[c][pos:]
@@ -277,21 +287,14 @@ class XMAI(Attack):
         captions, _ = self.edit(encoder, batch)
         return batch.replace(captions=captions)
 
-    def _candidates(self, encoder: Any, words: list[str], pos: int, scores: torch.Tensor, attrs: list[str]) -> list[str]:
-        """Candidate words for the slot before ``words[pos]`` (exclusions applied)."""
-        noun = split_token(words[pos])[1].lower()
-        near = {split_token(w)[1].lower() for w in words[max(0, pos - self.window) : pos + 2]}
+    def _candidates(self, encoder: Any, words: list[str], pos: int, scores: torch.Tensor, attrs: list[str],
+                    cats: frozenset[str]) -> list[str]:
+        """Candidate words for the slot before ``words[pos]`` (:func:`~.xmai_tools.slot_candidates`); the
+        offline fallback ranks the vocabulary by the caption-free part of the XMAI score."""
+        def ranked() -> list[str]:
+            _, lb, lc = self.lambdas
+            pre = lb * minmax(self._bank(encoder).max_similarity(self.attributes, attrs)) + lc * minmax(1.0 - scores)
+            return [self.attributes[j] for j in torch.argsort(pre, descending=True).tolist()]
 
-        def keep(ws: Iterable[str]) -> list[str]:
-            return [w for w in dict.fromkeys(ws) if w not in self.stop_words and w != noun and w not in near]
-
-        if self.substitutes is not None:
-            slot = words[:pos] + [MASK] + words[pos:]
-            proposed = keep(w.lower() for w in self.substitutes.candidates(slot, pos, self.k + len(near)))
-            if proposed:
-                return proposed[: self.k]
-        # offline fallback: rank the vocabulary by the caption-free part of the XMAI score
-        _, lb, lc = self.lambdas
-        pre = lb * minmax(self._bank(encoder).max_similarity(self.attributes, attrs)) + lc * minmax(1.0 - scores)
-        ranked = [self.attributes[j] for j in torch.argsort(pre, descending=True).tolist()]
-        return keep(ranked)[: self.pool]
+        return slot_candidates(words, pos, window=self.window, stop_words=self.stop_words, guard=self.guard,
+                               categories=cats, substitutes=self.substitutes, k=self.k, fallback=ranked, pool=self.pool)

@@ -2,17 +2,19 @@
 attribute words and the per-slot min-max normalisation of its score terms."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import BudgetError, RobustMMError
-from ..text.substitutes import split_token, split_words
+from ..text.substitutes import MASK, SubstituteGenerator, split_token, split_words
+from .meaning_guard import MeaningGuard
 
 __all__ = ["PromptBank", "attribute_vocabulary", "caption_similarity", "check_settings", "ground_truth_attributes",
-           "ground_truth_words", "is_head_noun", "is_noun", "minmax", "relative_drop", "remove_insertions"]
+           "ground_truth_words", "is_head_noun", "is_noun", "minmax", "near_words", "relative_drop", "remove_insertions",
+           "slot_candidates"]
 
 
 def remove_insertions(edited: str, insertions: Sequence[tuple[int, str]]) -> str:
@@ -164,3 +166,31 @@ def is_head_noun(words: Sequence[str], position: int, nouns: frozenset[str]) -> 
     nxt = words[position + 1] if position + 1 < len(words) else ""
     ends_phrase = split_token(words[position])[2] != ""  # "circle," / "star." close the phrase
     return ends_phrase or not is_noun(nxt, nouns)
+
+
+def near_words(words: Sequence[str], position: int, window: int) -> set[str]:
+    """The words within ``window`` tokens before the noun at ``position`` and 1 after it (lowercase)."""
+    return {split_token(w)[1].lower() for w in words[max(0, position - window) : position + 2]}
+
+
+def slot_candidates(words: Sequence[str], position: int, *, window: int, stop_words: frozenset[str],
+                    guard: MeaningGuard, categories: frozenset[str], substitutes: SubstituteGenerator | None,
+                    k: int, fallback: Callable[[], Sequence[str]], pool: int) -> list[str]:
+    """Words to try before the noun at ``position``: the first ``k`` proposals of ``substitutes``
+    (a generator that fills a :data:`~robustmm.text.substitutes.MASK` slot) or, without one or when
+    none survive, the first ``pool`` of ``fallback()``. Left out: stop-words, the noun itself, words
+    already near it (:func:`near_words`) and what the meaning guard refuses (``categories``: the
+    categories the original caption gives values for). Lowercased, deduplicated, in order."""
+    noun = split_token(words[position])[1].lower()
+    near = near_words(words, position, window)
+
+    def keep(proposals: Iterable[str]) -> list[str]:
+        kept = [w for w in dict.fromkeys(p.lower() for p in proposals) if w not in stop_words and w != noun and w not in near]
+        return guard.filter(None, kept, categories)
+
+    if substitutes is not None:
+        slot = [*words[:position], MASK, *words[position:]]
+        proposed = keep(substitutes.candidates(slot, position, guard.proposals(k) + len(near)))
+        if proposed:
+            return proposed[:k]
+    return keep(fallback())[:pool]

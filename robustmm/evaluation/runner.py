@@ -32,6 +32,7 @@ from ..metrics import (
 from ..modalities import get_modality
 from ..progress import tqdm
 from ..records import THREATS, Result
+from ..text.edits import caption_edit_stats
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,9 @@ def evaluate(
         else:
             metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
         metrics["asr_detail"] = asr
+        if "captions" in attack.perturbs and [len(c) for c in adv_captions] == [len(c) for c in dataset.captions]:
+            # how many of the attack's word edits still change what a caption says (robustmm.text.edits)
+            metrics["caption_edits"] = caption_edit_stats(dataset.captions, adv_captions)
 
     model_info = target.info()
     if source is not target:
