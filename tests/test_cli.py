@@ -73,8 +73,8 @@ AUDIT = [
     (["report", "{bad}/other.json", "--out", "{bad}/r"], "robustmm.result/1"),
     (["report", "/nonexistent.jsonl", "--out", "{bad}/r"], "nonexistent"),
     (["check-attack", "--modality", "text"], "'text' is not one"),
-    (["run", "--out", "runs/{modell}"], "unknown template field 'modell'; use {model} {data} {config}"),
-    (["calibrate", "--modality", "image", "--out", "{bad}/{mod}.safetensors"], "unknown template field 'mod'"),
+    (["run", "--out", "runs/{modell}"], "unknown template field {modell}; use {model} {data} {config}"),
+    (["calibrate", "--modality", "image", "--out", "{bad}/{mod}.safetensors"], "unknown template field {mod}"),
     (["run", "{bad}/typo_section.toml"], "did you mean '[pgd]'"),
     (["run", "{bad}/typo_key.toml"], "did you mean 'steps'"),
 ]
