@@ -28,6 +28,13 @@ targets run only on items still robust, and each item gets its most damaging ite
 one if any, else its highest-loss one. Label-free losses have no notion of broken: every run
 attacks every item and the highest-loss iterate is kept.
 
+``early_stop=True`` (zero-shot losses only; AutoAttack's practice, and :mod:`~robustmm.attacks.pgd`'s
+option): an item leaves its run at the first iterate that breaks it and returns that iterate, so
+the remaining steps are spent only on the items still robust. Verdicts are the same as the full
+run's up to rounding -- an item broken at any iterate is returned broken either way -- and can only
+get harsher; the returned example is the first breaking iterate instead of the highest-loss broken
+one. The default (False) runs every step on every item, for exact reproduction.
+
 Conventions as :mod:`robustmm.attacks.pgd`: eps/norm in the modality's unit (None: its middle eps
 and default norm), per-item random starts seeded by ``(seed, run, batch.index)``, deterministic,
 input never mutated, encoder weights/modes/``requires_grad`` restored (``frozen``).
@@ -95,7 +102,7 @@ class APGD(Attack):
 
     def __init__(self, eps: float | None = None, norm: str | None = None, steps: int = 100, n_restarts: int = 1,
                  loss: str = "ce", n_target_classes: int = 9, rho: float = 0.75, random_start: bool = True,
-                 seed: int = 0, logit_scale: float = DEFAULT_SCALE):
+                 seed: int = 0, logit_scale: float = DEFAULT_SCALE, early_stop: bool = False):
         self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
         self.norm = None if norm is None else resolve_norm(norm)
         self.steps = _int(steps, "steps", 0)
@@ -110,11 +117,13 @@ class APGD(Attack):
         self.random_start = bool(random_start)
         self.seed = int(seed)
         self.logit_scale = float(logit_scale)
+        self.early_stop = bool(early_stop)
 
     def settings(self) -> dict[str, Any]:
         return {"eps": self.eps, "norm": self.norm, "steps": self.steps, "n_restarts": self.n_restarts,
                 "loss": self.loss, "n_target_classes": self.n_target_classes, "rho": self.rho,
-                "random_start": self.random_start, "seed": self.seed, "logit_scale": self.logit_scale}
+                "random_start": self.random_start, "seed": self.seed, "logit_scale": self.logit_scale,
+                "early_stop": self.early_stop}
 
     def resolve(self, modality: str) -> "APGD":
         """A copy with the modality's middle eps and default norm filled in."""
@@ -125,6 +134,8 @@ class APGD(Attack):
         out = super().describe()
         if self.loss != "dlr-targeted":
             out.pop("n_target_classes")
+        if not self.early_stop:  # records without the key ran the full batch
+            out.pop("early_stop")
         return out
 
     # -- binding the losses -------------------------------------------------------------------
@@ -187,50 +198,64 @@ class APGD(Attack):
     def _run(self, encoder: Any, modality: str, x0: torch.Tensor, rows: torch.Tensor, index: torch.Tensor,
              loss_fn: LossFn, scorer: Scorer | None, eps: float, norm: str, domain: tuple[float, float],
              seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One APGD run on ``rows``: each item's most damaging iterate, its loss and broken flag."""
+        """One APGD run on ``rows``: each item's most damaging iterate, its loss and broken flag.
 
-        def probe(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        With ``early_stop`` (and a zero-shot goal) an item leaves the run at its first broken
+        iterate, which it returns; the others' state is compacted to the items still robust."""
+
+        def probe(z: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             z = z.detach().requires_grad_(True)
             emb = encoder.encode(modality, z, validate=False)
-            loss = loss_fn(emb, rows)
+            loss = loss_fn(emb, r)
             (g,) = torch.autograd.grad(loss.sum(), z)
-            hit = ~scorer.robust(emb, rows) if scorer is not None else torch.zeros_like(loss, dtype=torch.bool)
+            hit = ~scorer.robust(emb, r) if scorer is not None else torch.zeros_like(loss, dtype=torch.bool)
             return loss.detach().float(), g, hit
 
+        stop = self.early_stop and scorer is not None
         xk = x0.clone()
         if self.random_start:
             xk = project(x0 + random_delta(x0, eps, norm, seed=seed, index=index), x0, eps, norm, domain)
-        loss, grad, hit = probe(xk)
+        loss, grad, hit = probe(xk, rows)
         best_x, best_l, best_b = xk.clone(), loss.clone(), hit.clone()  # what is returned
-        x_max, g_max, l_max = xk.clone(), grad.clone(), loss.clone()  # where a halved step restarts
-        eta = torch.full((len(rows),), 2.0 * eps, device=x0.device, dtype=x0.dtype)
-        x_prev, l_prev = xk, loss
-        rises = torch.zeros_like(loss)
-        l_max_at_check, halved_at_check = l_max.clone(), torch.zeros_like(hit)
+        pos = torch.arange(len(rows), device=x0.device)  # the positions (in rows) still in the run
+        # per still-running item: x_max/g_max/l_max is where a halved step restarts
+        st = {"x0": x0, "rows": rows, "xk": xk, "x_prev": xk, "grad": grad, "x_max": xk.clone(), "g_max": grad.clone(),
+              "l_max": loss.clone(), "l_prev": loss, "rises": torch.zeros_like(loss),
+              "eta": torch.full((len(rows),), 2.0 * eps, device=x0.device, dtype=x0.dtype),
+              "l_chk": loss.clone(), "h_chk": torch.zeros_like(hit)}
+        if stop and bool(hit.any()):
+            pos, st = pos[~hit], {k: v[~hit] for k, v in st.items()}
         marks = dict(checkpoints(self.steps))
         for k in range(self.steps):
+            if len(pos) == 0:
+                break
+            xk, x_prev, grad, ref = st["xk"], st["x_prev"], st["grad"], st["x0"]
             with torch.no_grad():
                 if norm == "linf":
                     step = grad.sign()
                 else:
                     step = grad / _per(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
-                z = project(xk + _per(eta, xk) * step, x0, eps, norm, domain)
+                z = project(xk + _per(st["eta"], xk) * step, ref, eps, norm, domain)
                 a = 1.0 if k == 0 else 0.75
-                x_new = project(xk + a * (z - xk) + (1 - a) * (xk - x_prev), x0, eps, norm, domain)
-            x_prev, xk = xk, x_new
-            loss, grad, hit = probe(xk)
+                x_new = project(xk + a * (z - xk) + (1 - a) * (xk - x_prev), ref, eps, norm, domain)
+            st["x_prev"], xk = xk, x_new
+            loss, grad, hit = probe(xk, st["rows"])
             with torch.no_grad():
-                rises += (loss > l_prev).to(rises.dtype)
-                l_prev = loss
-                up = loss > l_max
-                x_max[up], g_max[up], l_max[up] = xk[up], grad[up], loss[up]
-                better = hit & ~best_b | (hit == best_b) & (loss > best_l)
-                best_x[better], best_l[better], best_b[better] = xk[better], loss[better], hit[better]
+                st["rises"] += (loss > st["l_prev"]).to(loss.dtype)
+                st["l_prev"] = loss
+                up = loss > st["l_max"]
+                st["x_max"][up], st["g_max"][up], st["l_max"][up] = xk[up], grad[up], loss[up]
+                better = hit & ~best_b[pos] | (hit == best_b[pos]) & (loss > best_l[pos])
+                at = pos[better]
+                best_x[at], best_l[at], best_b[at] = xk[better], loss[better], hit[better]
                 if k + 1 in marks:
-                    halve = (rises < self.rho * marks[k + 1]) | (~halved_at_check & (l_max_at_check >= l_max))
-                    halved_at_check, l_max_at_check = halve, l_max.clone()
-                    eta[halve] /= 2
-                    xk = torch.where(_per(halve, xk), x_max, xk)
-                    grad = torch.where(_per(halve, grad), g_max, grad)
-                    rises.zero_()
+                    halve = (st["rises"] < self.rho * marks[k + 1]) | (~st["h_chk"] & (st["l_chk"] >= st["l_max"]))
+                    st["h_chk"], st["l_chk"] = halve, st["l_max"].clone()
+                    st["eta"][halve] /= 2
+                    xk = torch.where(_per(halve, xk), st["x_max"], xk)
+                    grad = torch.where(_per(halve, grad), st["g_max"], grad)
+                    st["rises"].zero_()
+            st["xk"], st["grad"] = xk, grad
+            if stop and bool(hit.any()):  # broken items keep their breaking iterate and leave
+                pos, st = pos[~hit], {k_: v[~hit] for k_, v in st.items()}
         return best_x, best_l, best_b
