@@ -2,7 +2,11 @@
 
 * :func:`check_writable_dir` / :func:`check_writable_file` find out at once (by creating and
   removing a probe file) whether a command will be able to write its outputs, so a bad ``--out``
-  is a one-line error before minutes of evaluation rather than after.
+  is a one-line error before minutes of evaluation rather than after. The probe is an unnamed
+  file (``O_TMPFILE``), so a process killed while probing leaves nothing behind; where the file
+  system has none, it is a named ``.robustmm-probe.XXXXXXXX.tmp`` locked (``flock``) until it is
+  removed, a name that :func:`robustmm.persist.sweep_stale_temps` removes once its lock is free,
+  so the next atomic write into the folder sweeps the probe of a killed process.
 * :class:`FolderLock` is an OS-level lock (``fcntl.flock``) on ``DIR/.robustmm.lock``, held for a
   whole ``robustmm run``. The kernel releases it when the process exits or crashes, so a stale
   lock file never blocks a later run; the pid, host and start time written inside name the holder.
@@ -25,6 +29,10 @@ from typing import Any
 from .errors import RobustMMError
 
 LOCK_NAME = ".robustmm.lock"
+#: the named probe's prefix (with mkstemp's 8 characters and ``.tmp``: a persist temp-file name)
+PROBE_PREFIX = ".robustmm-probe."
+#: unnamed temp files (Linux); 0 where the platform has none, and then the probe is named
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 
 
 class OutputError(RobustMMError):
@@ -46,12 +54,30 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
         raise OutputError(f"{what} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".robustmm-probe.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        _probe(path)
     except OSError as e:
         raise OutputError(f"{what} {path} cannot be written: {e.strerror or e}") from None
     return path
+
+
+def _probe(folder: Path) -> None:
+    """Create a file in ``folder`` and remove it (OSError if it cannot be created), leaving
+    nothing behind even if this process is killed meanwhile (see the module docstring)."""
+    if _O_TMPFILE:
+        try:
+            os.close(os.open(folder, _O_TMPFILE | os.O_WRONLY, 0o600))  # unnamed: gone with its last fd
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE on this file system
+                raise
+    fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, suffix=".tmp", dir=folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a sweeper leaves a locked probe alone
+        os.unlink(probe)
+    except FileNotFoundError:
+        pass  # swept before the lock was taken: it was created, which is all a probe proves
+    finally:
+        os.close(fd)
 
 
 def check_writable_file(path: str | Path, what: str = "output file") -> Path:

@@ -271,7 +271,7 @@ def test_config_values_are_refused_at_load(no_work, raw, needle):
     pytest.param({"patch": {"enabled": False, "fit_split": "nope"}}, id="disabled-section-meaning-unchecked"),
     pytest.param({"run": {"split": "train", "n": 5000}}, id="train-split-holds-5000"),
     pytest.param({"calibration": {"train_split": "test", "train_n": 1000}}, id="a-whole-split"),
-    pytest.param({"run": {"dataset": "cifar10", "split": "nope", "n": 10**6}}, id="dataset-without-declared-splits"),
+    pytest.param({"run": {"dataset": "nyu_depth_v2", "split": "val", "n": 10**6}}, id="split-size-known-on-disk-only"),
     pytest.param({"patch": {"area": 0.99}, "run": {"seed": 2**63 - 1}}, id="bounds-inclusive"),
 ])
 def test_config_values_within_their_meaning_load(no_work, raw):

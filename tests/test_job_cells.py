@@ -112,6 +112,34 @@ def test_generic_cell_fits_learned_attacks_and_defaults_eps(tmp_path, tiny_model
     assert got[0].attack["name"] == TOY_LEARNED and got[0].attack["eps"] == get_modality("thermal").middle_eps
 
 
+def test_generic_cell_fits_the_universal_patch_on_the_cells_modality(tmp_path, tiny_model):
+    """``[attacks.patch]`` alone fits the patch (it declares ``needs_fit``) on ``quick_fit_n`` train
+    items of the cell's modality and scores it; before, it was never fitted and the cell failed."""
+    config = parse_config({"run": {"model": tiny_model, "quick_n": 6, "quick_attack_n": 6, "modalities": ["thermal"],
+                                   "batch_size": 6},
+                           "report": {"examples": False},
+                           **{k: {"enabled": False} for k in OFF_KINDS},
+                           "attacks": {"patch": {"quick_fit_n": 8, "settings": {"epochs": 1}}, TOY: {"enabled": False}}})
+    got = run_job(config, tmp_path / "o", quick=True, progress=False)
+    assert [r.extra["cell"] for r in got] == [f"{tiny_model}|thermal|attack:patch"]
+    (res,) = got
+    assert res.n == 6 and res.attack["name"] == "patch" and res.attack["modality"] == "thermal"
+    assert res.extra["fit"]["split"] == "train" and res.extra["fit"]["size"] == 8
+    assert res.attack["fitted_on"]["n_train"] == 8 and res.attack["size_px"] is not None
+
+
+@pytest.mark.parametrize("table, run, needle", [
+    ({"quick_fit_n": 10**6}, {"modalities": ["image"]}, "[attacks.patch] quick_fit_n: expected an integer <="),
+    ({"fit_n": 10**6}, {"modalities": ["image"]}, "[attacks.patch] fit_n: expected an integer <="),  # now checked
+    ({}, {"modalities": ["image", "audio"]}, "[attacks.patch] modalities (audio): "),  # a patch is image-like only
+    ({"settings": {"modality": "depth"}}, {"modalities": ["image"]}, "[attacks.patch] modalities (image): "),
+])
+def test_generic_patch_cell_is_checked_at_load(table, run, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_config({"run": run, "attacks": {"patch": table}}, "job.toml")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
 def test_attack_cell_settings_are_checked_at_load():
     with pytest.raises(UnknownNameError, match="did you mean 'scale'"):
         parse_config({"attacks": {TOY: {"settings": {"scael": 1}}}})

@@ -68,7 +68,7 @@ def test_report_has_the_naive_vs_adaptive_table(job_results):
 
 def test_cells_follow_run_modalities_and_skip_what_does_not_apply(trained):
     cfg = parse_config(only("input_defenses", run={"modalities": ["audio", "thermal"]},
-                            input_defenses={"modalities": ["image", "audio"]}))
+                            input_defenses={"modalities": ["audio"]}))  # image here: refused (test_config_meanings.py)
     assert [c.key for c in job_cells(JobContext(cfg, quick=True))] == ["tinybind|audio|input-defense:bit-depth"]
 
 

@@ -75,15 +75,11 @@ class UniversalPatch(Attack):
 
     ``__call__(encoder, batch)`` pastes the fitted patch (the encoder is not used: the patch is
     universal, so transfer evaluation pastes the patch fitted on whatever model ``fit`` saw).
-    Shapes: ``batch.x`` (N, C, H, W) or (N, T, C, H, W) with the (H, W) the patch was fitted at.
-
-    Example::
-
-        patch = UniversalPatch(area=0.03, epochs=5).fit(enc, train_split)
-        adv = patch(enc, batch)            # batch.x with the patch in the bottom-right corner
-        patch.describe()["size_px"]        # 11 on SynthScenes' 64x64 images
+    Shapes: ``batch.x`` (N, C, H, W) or (N, T, C, H, W) with the (H, W) the patch was fitted at
+    (the module docstring has an example).
     """
 
+    needs_fit = True  # learned: a job's [attacks.patch] cell fits it on ``fit_n`` items of ``fit_split``
     fit_split = "train"  # fitted on a training split, scored on held-out items (the CLI honours this)
 
     def __init__(
@@ -146,10 +142,15 @@ class UniversalPatch(Attack):
                 raise InputShapeError(f"patch at (row {r}, col {c}) with side {s} does not fit a {height}x{width} image")
         return [r] * n, [c] * n
 
-    def _check_input(self, modality: str, x: torch.Tensor, fitted: bool) -> tuple[int, int, int]:
+    def resolve(self, modality: str) -> "UniversalPatch":
+        """This patch when it is made for ``modality``; a one-line error otherwise (a patch is
+        fitted on and pasted into the one modality it was built for)."""
         if modality != self.modality:
-            raise UnknownNameError(f"modality of this patch (fitted on {self.modality!r})", modality, (self.modality,))
-        spec = get_modality(modality)
+            raise UnknownNameError(f"modality of this patch (built for {self.modality!r})", modality, (self.modality,))
+        return self
+
+    def _check_input(self, modality: str, x: torch.Tensor, fitted: bool) -> tuple[int, int, int]:
+        spec = get_modality(self.resolve(modality).modality)
         if x.dim() != len(spec.shape) + 1:
             raise InputShapeError(f"patch: expected {modality} input with {len(spec.shape) + 1} dims, got {tuple(x.shape)}")
         c, h, w = x.shape[-3:]
@@ -227,7 +228,7 @@ class UniversalPatch(Attack):
         g = None
         if self.position == "random":
             offset = int(batch.index[0]) if batch.index is not None and len(batch.index) else 0
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + offset) % 2**64)  # any seed
         rows, cols = self.corners(len(batch), h, w, g)
         with torch.no_grad():
             x = paste_patch(batch.x, self.patch, rows, cols)

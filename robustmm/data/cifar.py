@@ -194,7 +194,7 @@ def load_cifar(
     root = Path(root).expanduser()
     folder = root / layout["folder"] if (root / layout["folder"]).is_dir() or root.name != layout["folder"] else root
     data, labels, classnames = _read_split(name, folder, split)
-    index, seed = choose_subset(len(labels), n, seed)
+    index, seed = choose_subset(len(labels), n, seed, f"{name}/{split}")
     images = torch.from_numpy(data[index].reshape(-1, 3, 32, 32)).float().div_(255.0)
     y = torch.from_numpy(labels[index])
     captions = [[f"a photo of a {classnames[int(c)]}."] for c in y.tolist()]
@@ -211,7 +211,12 @@ def load_cifar(
     )
 
 
-@register_dataset("cifar10", "CIFAR-10 zero-shot classification (torchvision files under root=)", needs_root=True)
+#: the split sizes of both releases (fixed files: 5 x 10000 training and 10000 test images)
+CIFAR_SPLIT_SIZES: dict[str, int | None] = {"test": 10_000, "train": 50_000}
+
+
+@register_dataset("cifar10", "CIFAR-10 zero-shot classification (torchvision files under root=)", needs_root=True,
+                  splits=CIFAR_SPLIT_SIZES)
 def load_cifar10(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:
@@ -219,7 +224,8 @@ def load_cifar10(
     return load_cifar("cifar10", split=split, n=n, seed=seed, root=root, **kw)
 
 
-@register_dataset("cifar100", "CIFAR-100 zero-shot classification (torchvision files under root=)", needs_root=True)
+@register_dataset("cifar100", "CIFAR-100 zero-shot classification (torchvision files under root=)", needs_root=True,
+                  splits=CIFAR_SPLIT_SIZES)
 def load_cifar100(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:

@@ -33,12 +33,14 @@ from .registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WavLoader", "load_esc50", "ESC50_TEMPLATES", "ESC50_SPLITS"]
+__all__ = ["WavLoader", "load_esc50", "ESC50_TEMPLATES", "ESC50_SPLITS", "ESC50_SPLIT_SIZES"]
 
 ESC50_TEMPLATES: tuple[str, ...] = ("a sound of {}.",)
 ESC50_SPLITS: dict[str, tuple[int, ...]] = {"test": (1, 2, 3, 4, 5), "train": (1, 2, 3, 4), "val": (5,)} | {
     f"fold{k}": (k,) for k in range(1, 6)
 }
+#: clips per split: the release's meta CSV is fixed, 400 clips in each of its five folds
+ESC50_SPLIT_SIZES: dict[str, int | None] = {name: 400 * len(folds) for name, folds in ESC50_SPLITS.items()}
 
 
 class WavLoader:
@@ -76,7 +78,8 @@ def _read_meta(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-@register_dataset("esc50", "ESC-50 audio zero-shot classification, 50 classes (meta/esc50.csv + audio/*.wav under root=)", needs_root=True)
+@register_dataset("esc50", "ESC-50 audio zero-shot classification, 50 classes (meta/esc50.csv + audio/*.wav under root=)",
+                  needs_root=True, splits=ESC50_SPLIT_SIZES)
 def load_esc50(
     *,
     split: str = "test",
@@ -103,7 +106,7 @@ def load_esc50(
     rows = [r for r in rows if int(r["fold"]) in ESC50_SPLITS[split]]
     if not rows:
         raise EmptyDatasetError(f"esc50: no clips in split {split!r} of {meta}")
-    index, seed = choose_subset(len(rows), n, seed)
+    index, seed = choose_subset(len(rows), n, seed, f"esc50/{split}")
     rows = [rows[i] for i in index.tolist()]
     paths = [root / "audio" / r["filename"] for r in rows]
     if check_files:

@@ -30,7 +30,7 @@ from .registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageFileLoader", "load_karpathy", "load_coco", "load_flickr30k", "KARPATHY_SPLITS"]
+__all__ = ["ImageFileLoader", "load_karpathy", "load_coco", "load_flickr30k", "KARPATHY_SPLITS", "KARPATHY_SPLIT_SIZES"]
 
 #: Split names; ``train`` is Karpathy's train + restval, as in the usual 113k COCO training set.
 KARPATHY_SPLITS: dict[str, tuple[str, ...]] = {
@@ -40,6 +40,11 @@ KARPATHY_SPLITS: dict[str, tuple[str, ...]] = {
     "restval": ("restval",),
 }
 _ANN_FILES = {"coco": "dataset_coco.json", "flickr30k": "dataset_flickr30k.json"}
+#: images per split of each Karpathy JSON (fixed files; Flickr30k's has no restval images)
+KARPATHY_SPLIT_SIZES: dict[str, dict[str, int | None]] = {
+    "coco": {"test": 5000, "val": 5000, "train": 113_287, "restval": 30_504},
+    "flickr30k": {"test": 1000, "val": 1014, "train": 29_000},
+}
 
 
 class ImageFileLoader:
@@ -106,7 +111,7 @@ def load_karpathy(
     """A Karpathy-split retrieval dataset (``coco`` or ``flickr30k``).
 
     Args:
-        split: ``test`` / ``val`` / ``train`` (train + restval) / ``restval``.
+        split: ``test`` / ``val`` / ``train`` (train + restval) / ``restval`` (COCO only).
         n, seed: a seeded random subset of ``n`` items (default: the whole split).
         root: folder holding the JSON (``dataset_coco.json`` / ``dataset_flickr30k.json``) and images.
         ann_file: the JSON path, overriding ``root/<default name>``.
@@ -116,8 +121,8 @@ def load_karpathy(
     """
     if name not in _ANN_FILES:
         raise UnknownNameError("Karpathy-split dataset", name, _ANN_FILES)
-    if split not in KARPATHY_SPLITS:
-        raise UnknownNameError(f"{name} split", split, KARPATHY_SPLITS)
+    if split not in KARPATHY_SPLIT_SIZES[name]:
+        raise UnknownNameError(f"{name} split", split, KARPATHY_SPLIT_SIZES[name])
     if image_size <= 0:
         raise RobustMMError(f"image_size must be positive, got {image_size}")
     if ann_file is None:
@@ -145,7 +150,7 @@ def load_karpathy(
         raise CheckpointError(f"{name}: {ann_file} is not a Karpathy-split JSON ({type(e).__name__}: {e})") from None
     if not entries:
         raise EmptyDatasetError(f"{name}: no images with split {split!r} in {ann_file}")
-    index, seed = choose_subset(len(entries), n, seed)
+    index, seed = choose_subset(len(entries), n, seed, f"{name}/{split}")
     entries = [entries[i] for i in index.tolist()]
     paths = [_resolve_image(image_root, e) for e in entries]
     if check_files:
@@ -166,7 +171,8 @@ def load_karpathy(
     )
 
 
-@register_dataset("coco", "COCO Karpathy-split image-text retrieval (dataset_coco.json + images under root=)", needs_root=True)
+@register_dataset("coco", "COCO Karpathy-split image-text retrieval (dataset_coco.json + images under root=)", needs_root=True,
+                  splits=KARPATHY_SPLIT_SIZES["coco"])
 def load_coco(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:
@@ -174,7 +180,8 @@ def load_coco(
     return load_karpathy("coco", split=split, n=n, seed=seed, root=root, **kw)
 
 
-@register_dataset("flickr30k", "Flickr30k Karpathy-split image-text retrieval (dataset_flickr30k.json + images under root=)", needs_root=True)
+@register_dataset("flickr30k", "Flickr30k Karpathy-split image-text retrieval (dataset_flickr30k.json + images under root=)",
+                  needs_root=True, splits=KARPATHY_SPLIT_SIZES["flickr30k"])
 def load_flickr30k(
     *, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None, **kw: Any
 ) -> MultimodalDataset:

@@ -38,7 +38,7 @@ from .registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LLVIP_CLASSES", "THERMAL_TEMPLATES", "CropLoader", "load_llvip", "read_voc_boxes"]
+__all__ = ["LLVIP_CLASSES", "THERMAL_TEMPLATES", "CropLoader", "load_llvip", "read_voc_boxes", "LLVIP_SPLITS"]
 
 #: Side of the square frames/maps when ``image_size`` is not given (what the Bind towers take).
 DEFAULT_IMAGE_SIZE = 224
@@ -124,7 +124,12 @@ def _folder_items(root: Path, split: str) -> list[tuple[str, Box | None, int]]:
     raise MissingDataError(f"llvip: neither infrared/{split}/ + Annotations/ nor {split}/{{person,background}}/ under {root}")
 
 
-@register_dataset("llvip", "LLVIP thermal zero-shot person vs background (infrared/ + Annotations/ of the release, under root=)", needs_root=True)
+#: split names; the item counts depend on the boxes (or crops) on disk, so they are known at load only
+LLVIP_SPLITS: dict[str, int | None] = {"train": None, "test": None, "val": None}
+
+
+@register_dataset("llvip", "LLVIP thermal zero-shot person vs background (infrared/ + Annotations/ of the release, under root=)",
+                  needs_root=True, splits=LLVIP_SPLITS)
 def load_llvip(
     *,
     split: str = "test",
@@ -138,8 +143,8 @@ def load_llvip(
 ) -> MultimodalDataset:
     """LLVIP person/background crops (see the module docstring for the two layouts)."""
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
-    if split not in ("train", "test", "val"):
-        raise UnknownNameError("llvip split", split, ["train", "test", "val"])
+    if split not in LLVIP_SPLITS:
+        raise UnknownNameError("llvip split", split, LLVIP_SPLITS)
     if root is None:
         raise RobustMMError("llvip needs root=DIR holding infrared/{train,test}/ and Annotations/ (the LLVIP release)")
     root = Path(root).expanduser()
@@ -147,7 +152,7 @@ def load_llvip(
     items = _release_items(root, split, min_box, 0) if release else _folder_items(root, split)
     if not items:
         raise EmptyDatasetError(f"llvip: no person boxes / crops for split {split!r} under {root}")
-    index, seed = choose_subset(len(items), n, seed)
+    index, seed = choose_subset(len(items), n, seed, f"llvip/{split}")
     items = [items[i] for i in index.tolist()]
     labels = torch.tensor([c for *_, c in items], dtype=torch.long)
     captions = [[f"a thermal infrared photo of {LLVIP_CLASSES[c]}."] for *_, c in items]

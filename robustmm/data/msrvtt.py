@@ -35,7 +35,7 @@ from .registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoLoader", "load_msrvtt", "decode_mp4"]
+__all__ = ["VideoLoader", "load_msrvtt", "decode_mp4", "MSRVTT_SPLIT_SIZES"]
 
 #: Side of the square frames/maps when ``image_size`` is not given (what the Bind towers take).
 DEFAULT_IMAGE_SIZE = 224
@@ -122,7 +122,12 @@ def _source(root: Path, video_root: Path | None, vid: str) -> Path:
     return (video_root or root / "videos" / "all") / f"{vid}.mp4"
 
 
-@register_dataset("msrvtt", "MSR-VTT 1k-A text-video retrieval (MSRVTT_JSFUSION_test.csv + videos/all/*.mp4 or frames/ under root=)", needs_root=True)
+#: videos per split: the 1k-A test CSV and the 9k training list are fixed files
+MSRVTT_SPLIT_SIZES: dict[str, int | None] = {"test": 1000, "train": 9000}
+
+
+@register_dataset("msrvtt", "MSR-VTT 1k-A text-video retrieval (MSRVTT_JSFUSION_test.csv + videos/all/*.mp4 or frames/ under root=)",
+                  needs_root=True, splits=MSRVTT_SPLIT_SIZES)
 def load_msrvtt(
     *,
     split: str = "test",
@@ -136,8 +141,8 @@ def load_msrvtt(
     **_: Any,
 ) -> MultimodalDataset:
     """MSR-VTT 1k-A test split, or the 9k training videos (see the module docstring for the layout)."""
-    if split not in ("test", "train"):
-        raise UnknownNameError("msrvtt split", split, ["test", "train"])
+    if split not in MSRVTT_SPLIT_SIZES:
+        raise UnknownNameError("msrvtt split", split, MSRVTT_SPLIT_SIZES)
     if root is None:
         raise RobustMMError(f"msrvtt needs root=DIR holding {_CSV} and videos/all/ (or frames/)")
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
@@ -156,7 +161,7 @@ def load_msrvtt(
             raise CheckpointError(f"msrvtt: {path} lacks the video_id/sentence columns ({e})") from None
     if not rows:
         raise EmptyDatasetError(f"msrvtt: no videos in split {split!r} under {root}")
-    index, seed = choose_subset(len(rows), n, seed)
+    index, seed = choose_subset(len(rows), n, seed, f"msrvtt/{split}")
     rows = [rows[i] for i in index.tolist()]
     sources = [_source(root, vroot, vid) for vid, _ in rows]
     if check_files:

@@ -13,12 +13,13 @@ Two on-disk layouts, both with 16-bit PNG depth maps in millimetres (``value / 1
        root/{split}/depth/NAME.png
        root/{split}/scene/NAME.txt      the NYU scene type, e.g. "living_room", "study"
 
-Split ``test`` reads the ``test`` folder, or ``val`` where only that exists (LanguageBind names
-its evaluation set ``val``). Scene types are mapped to the 10 classes of the Bind evaluations
-(:data:`NYU_CLASSES`); any type outside the first nine is ``others``. Depth becomes robustmm's
-depth domain -- 1 = near, 0 = ``far_m`` (10 m) or farther: ``1 - min(d, 10 m) / 10 m`` -- so that
-LanguageBind's ``DepthNorm(max_depth=10)`` is recovered exactly by its encoder. Prompts follow
-LanguageBind's depth templates ("a depth photo of a {}.", ...).
+Splits ``train``, ``test`` and ``val`` name the folders; ``test`` reads the ``test`` folder, or
+``val`` where only that exists (LanguageBind names its evaluation set ``val``). Scene types are
+mapped to the 10 classes of the Bind evaluations (:data:`NYU_CLASSES`); any type outside the first
+nine is ``others``. Depth becomes robustmm's depth domain -- 1 = near, 0 = ``far_m`` (10 m) or
+farther: ``1 - min(d, 10 m) / 10 m`` -- so that LanguageBind's ``DepthNorm(max_depth=10)`` is
+recovered exactly by its encoder. Prompts follow LanguageBind's depth templates ("a depth photo of
+a {}.", ...).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..errors import EmptyDatasetError, RobustMMError
+from ..errors import EmptyDatasetError, RobustMMError, UnknownNameError
 from .base import MultimodalDataset, ZeroShotTask
 from .files import MissingDataError, choose_subset
 from .media import load_depth_png
@@ -36,7 +37,7 @@ from .registry import register_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NYU_CLASSES", "DEPTH_TEMPLATES", "DepthLoader", "load_nyu_depth", "scene_class"]
+__all__ = ["NYU_CLASSES", "DEPTH_TEMPLATES", "DepthLoader", "load_nyu_depth", "scene_class", "NYU_SPLITS"]
 
 #: Side of the square frames/maps when ``image_size`` is not given (what the Bind towers take).
 DEFAULT_IMAGE_SIZE = 224
@@ -66,6 +67,10 @@ class DepthLoader:
         return torch.stack([load_depth_png(self.paths[i], self.size, self.scale, self.far_m) for i in idx])
 
 
+#: split names (folders); the item counts depend on the PNGs on disk, so they are known at load only
+NYU_SPLITS: dict[str, int | None] = {"train": None, "test": None, "val": None}
+
+
 def _split_dir(root: Path, split: str) -> Path:
     names = [split] + (["val"] if split == "test" else [])
     for base in (root, root / "data"):
@@ -88,7 +93,8 @@ def _items(folder: Path) -> list[tuple[Path, int]]:
             for png in sorted(d.glob("*.png"))]
 
 
-@register_dataset("nyu_depth_v2", "NYU-Depth v2 depth scene classification, 10 classes (16-bit depth PNGs under root=)", needs_root=True)
+@register_dataset("nyu_depth_v2", "NYU-Depth v2 depth scene classification, 10 classes (16-bit depth PNGs under root=)",
+                  needs_root=True, splits=NYU_SPLITS)
 def load_nyu_depth(
     *,
     split: str = "test",
@@ -103,13 +109,15 @@ def load_nyu_depth(
 ) -> MultimodalDataset:
     """NYU-Depth v2 scenes from depth PNGs (see the module docstring for the two layouts)."""
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
+    if split not in NYU_SPLITS:
+        raise UnknownNameError("nyu_depth_v2 split", split, NYU_SPLITS)
     if root is None:
         raise RobustMMError("nyu_depth_v2 needs root=DIR holding {split}/{scene}/*.png or {split}/depth + {split}/scene")
     folder = _split_dir(Path(root).expanduser(), split)
     items = _items(folder)
     if not items:
         raise EmptyDatasetError(f"nyu_depth_v2: no depth PNGs in {folder}")
-    index, seed = choose_subset(len(items), n, seed)
+    index, seed = choose_subset(len(items), n, seed, f"nyu_depth_v2/{split}")
     items = [items[i] for i in index.tolist()]
     labels = torch.tensor([c for _, c in items], dtype=torch.long)
     captions = [[f"a depth photo of a {NYU_CLASSES[c]}."] for _, c in items]

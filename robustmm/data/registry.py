@@ -24,7 +24,9 @@ def register_dataset(name: str, description: str = "", *, needs_root: bool = Fal
     """Decorator registering ``loader(split=, n=, seed=, root=, **kw) -> MultimodalDataset``;
     ``needs_root``: the loader reads files under ``root`` (a folder), so it cannot run without one;
     ``splits``: the split names and sizes (None = known only on disk), so that a job can check a
-    split name and an item count before anything loads (:func:`dataset_splits`)."""
+    split name and an item count before anything loads (:func:`dataset_splits`). A split of size
+    None has its name checked at job load and its item counts only when it is read, where a count
+    above its size keeps every item with a warning (``data.files.choose_subset``)."""
 
     def deco(fn: Callable[..., MultimodalDataset]) -> Callable[..., MultimodalDataset]:
         _LOADERS[name] = fn

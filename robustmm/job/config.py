@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from ..data.registry import check_dataset_name, dataset_splits
 from ..encoders.registry import check_model_name
 from ..errors import RobustMMError, UnknownNameError
 from ..modalities import get_modality
-from .fields import RUN_ITEMS, ConfigError, Section, option
+from .fields import MAX_SEED, RUN_ITEMS, SEED, ConfigError, Section, option
 from .registry import cell_kinds
 
+log = logging.getLogger(__name__)
+
 ALL_MODALITIES = ["image", "video", "audio", "depth", "thermal", "pointcloud"]
-MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy take no more; cells add small offsets
 
 
 @dataclasses.dataclass
@@ -40,7 +42,7 @@ class RunConfig(Section):
     quick_attack_n: int | None = option(64, positive=True, items=RUN_ITEMS)
     modalities: list[str] = option(ALL_MODALITIES, check=get_modality, nonempty=True)
     batch_size: int = option(250, positive=True)
-    seed: int = option(0, minimum=0, maximum=MAX_SEED)
+    seed: int = option(0, minimum=SEED.minimum, maximum=MAX_SEED)
     amp: bool = False  # attacks under bfloat16 autocast
 
 
@@ -113,9 +115,11 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> JobConfig:
 def check_meanings(job: JobConfig) -> None:
     """The checks that need more than one key, for ``[run]`` and every enabled section: each
     ``split`` key names a split of ``[run] dataset``, each ``items`` count fits in the split it
-    draws from, then the kind's :meth:`~robustmm.job.registry.CellKind.validate`. One-line
-    :class:`ConfigError` naming the file, section and key. A dataset that declares no splits (read
-    from disk) is not checked here; a disabled section runs nothing, so only its types are."""
+    draws from, each ``in_run`` list names only what ``[run]`` runs (:func:`check_in_run`), then
+    the kind's :meth:`~robustmm.job.registry.CellKind.validate`. One-line :class:`ConfigError`
+    naming the file, section and key. A split whose size the dataset does not declare (known only
+    on disk) has its name checked here and its counts when it loads; a disabled section runs
+    nothing, so only its types are."""
     kinds = [k for k in cell_kinds() if k().enabled(job.sections[k.name])]
     tables: dict[str, Section] = {"run": job.run}
     for kind in kinds:
@@ -128,6 +132,8 @@ def check_meanings(job: JobConfig) -> None:
                 check_split(job, value, f"{where} {key}")
             if rule.items is not None and value is not None:
                 check_item_count(job, value, rule.items.resolve(table, job.run.split), f"{where} {key}")
+            if rule.in_run is not None and value:
+                check_in_run(job, table, key, rule.in_run, where)
     for kind in kinds:
         kind.validate(job.sections[kind.name], job, job.source)
 
@@ -137,6 +143,24 @@ def check_split(job: JobConfig, split: str, where: str) -> None:
     splits = dataset_splits(job.run.dataset)
     if splits is not None and split not in splits:
         raise ConfigError(f"{where}: expected a split of {job.run.dataset} ({', '.join(splits)}), got {json.dumps(split)}")
+
+
+def check_in_run(job: JobConfig, table: Section, key: str, run_key: str, where: str) -> None:
+    """The names in list ``key`` of ``table`` (a section's ``modalities``) must be among ``[run]
+    run_key``: cells run only on what ``[run]`` runs, so a name outside it would silently run
+    nothing. A list the file gave is refused at the first such name; the key's default (the
+    image-only ``[input_defenses]``) may miss ``[run]``, as in an audio-only job, and is then only
+    logged as a warning when none of it is run."""
+    values, allowed = getattr(table, key), list(getattr(job.run, run_key))
+    outside = [v for v in values if v not in allowed]
+    if not outside:
+        return
+    if values != getattr(type(table)(), key):
+        raise ConfigError(f"{where} {key}: {json.dumps(outside[0])} is not in [run] {run_key} ({', '.join(allowed)}), "
+                          f"so nothing would run on it; add it there or leave it out here")
+    if len(outside) == len(values):
+        log.warning("%s %s: none of the default %s is in [run] %s (%s), so this section runs nothing; "
+                    "set enabled = false to say so", where, key, ", ".join(values), run_key, ", ".join(allowed))
 
 
 def check_item_count(job: JobConfig, n: int, split: str, where: str) -> None:

@@ -4,7 +4,8 @@ A section is a dataclass subclassing :class:`Section`; each field's annotation i
 (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[str, Any]``) and its
 default is the one default of that key anywhere in robustmm. :func:`option` adds what a type
 cannot say: bounds, a name check (``check_model_name`` ...), that a list may not be empty, that a
-string is a split of ``[run] dataset`` or that an integer counts items of one (so at most its size).
+string is a split of ``[run] dataset``, that an integer counts items of one (so at most its size)
+or that a list's names must be among those of a ``[run]`` key (a section's ``modalities``).
 Loading a table checks every key (unknown keys get "did you mean"), so a wrong value is a one-line
 error naming the section, key and expected type, before any model is loaded; the split rules need
 ``[run]`` and are applied to the whole job by :func:`robustmm.job.config.parse_config`.
@@ -32,18 +33,20 @@ class ConfigError(RobustMMError):
 
 def option(default: Any, *, minimum: float | None = None, positive: bool = False, maximum: float | None = None,
            below: float | None = None, check: Callable[[Any], Any] | None = None, nonempty: bool = False,
-           split: bool = False, items: ItemsOf | None = None) -> Any:
+           split: bool = False, items: ItemsOf | None = None, in_run: str | None = None) -> Any:
     """A dataclass field with bounds (``minimum``, or ``positive`` for > 0; ``maximum``, or ``below``
     for < below), a name check, and the job-level meanings ``split`` (a split name of ``[run]
-    dataset``) and ``items`` (an item count drawn from the split :class:`ItemsOf` names, so at
-    most that split's size).
+    dataset``), ``items`` (an item count drawn from the split :class:`ItemsOf` names, so at
+    most that split's size) and ``in_run`` (each element of the list is one of ``[run] IN_RUN``:
+    a section's ``modalities`` name modalities the job runs, see
+    :func:`robustmm.job.config.check_in_run`).
 
     Bounds and the check apply to each element of a list; ``nonempty`` refuses an empty list (one
     that would run nothing). ``check`` is one of the registries' public checks (it raises
     ``UnknownNameError``, or another one-line error that is reported under the key's name);
     mutable defaults (lists) are copied per instance.
     """
-    meta = {"rule": Rule(minimum, positive, check, maximum, below, nonempty, split, items)}
+    meta = {"rule": Rule(minimum, positive, check, maximum, below, nonempty, split, items, in_run)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -78,6 +81,7 @@ class Rule:
     nonempty: bool = False
     split: bool = False
     items: ItemsOf | None = None
+    in_run: str | None = None
 
     def bound(self) -> str:
         """' >= 0', ' > 0 and <= 1' or '' for error messages."""
@@ -98,6 +102,24 @@ def _num(x: float) -> str:
 
 
 NO_RULE = Rule()
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy take no more; cells add small offsets
+#: the bounds of every seed in a job file: ``[run] seed`` and the seed-like keys of settings tables
+SEED = Rule(minimum=0, maximum=MAX_SEED)
+
+
+def is_seed_key(key: str) -> bool:
+    """Whether a key of a free-form settings table names a seed (``seed``, ``X_seed``, ``seed_X``)."""
+    return key == "seed" or key.endswith("_seed") or key.startswith("seed_")
+
+
+def check_seeds(settings: dict[str, Any], where: str) -> None:
+    """Each seed-like key of ``settings`` (an attack's or a defense's constructor keywords, which
+    the section cannot type) is an integer bounded like ``[run] seed``: a one-line error under
+    ``WHERE.KEY`` at load, not an overflow in the generator when the cell runs."""
+    for key, value in settings.items():
+        if is_seed_key(key):
+            convert(value, int, f"{where}.{key}", SEED)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,9 @@ A new attack (one file in ``robustmm/attacks/`` with ``@register_attack("NAME")`
     settings = { steps = 20 }    # the attack's constructor keywords
 
 One cell per modality (key ``MODEL|MODALITY|attack:NAME``), one result per budget. Attacks that
-``needs_fit`` are first fitted on ``fit_n`` items of their ``fit_split``.
+``needs_fit`` (the universal patch) are first fitted on ``fit_n`` items of their ``fit_split``; an
+attack made for one modality (a constructor keyword ``modality``, like the patch) is built for the
+cell's modality unless ``settings`` names one, the convention of ``robustmm eval``.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import RUN_ITEMS, ConfigError, Section, option, reported_under
+from ..fields import RUN_ITEMS, ConfigError, Section, check_seeds, option, reported_under
 from ..registry import Cell, CellKind, register_cell
+from ._shared import section_modalities
 
 
 @dataclasses.dataclass
@@ -31,7 +34,7 @@ class AttackCellConfig(Section):
     """``[attacks.NAME]``: where, at which budgets and with which settings attack NAME runs."""
 
     enabled: bool = True
-    modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
+    modalities: list[str] = option([], check=get_modality, in_run="modalities")  # empty = every modality of [run]
     eps: list[float] = option([], minimum=0)  # budgets; empty = the attack's default (the modality's middle eps)
     n: int | None = option(None, positive=True, items=RUN_ITEMS)  # attacked items (None = [run] attack_n)
     quick_n: int | None = option(None, positive=True, items=RUN_ITEMS)
@@ -56,6 +59,7 @@ class AttackCells(CellKind):
                 if not accepts(name, key):
                     raise UnknownNameError(f"setting of attack {name!r} in [attacks.{name}] of {source}", key,
                                            _params(name))
+            check_seeds(cfg.settings, f"{source}: [attacks.{name}] settings")
             if cfg.eps and not accepts(name, "eps"):
                 raise ConfigError(f"{source}: [attacks.{name}] eps: attack {name!r} has no eps budget")
             attack = _built(name, cfg.settings, f"{source}: [attacks.{name}] settings")
@@ -77,7 +81,7 @@ class AttackCells(CellKind):
             attack = build_attack(name, **cfg.settings)
             for m in cfg.modalities or job.run.modalities:
                 with reported_under(f"{source}: [attacks.{name}] modalities ({m})"):
-                    attack.resolve(m)
+                    build_attack(name, **cell_settings(name, cfg, m)).resolve(m)
             if attack.needs_fit:
                 split = attack.fit_split or "train"
                 check_split(job, split, f"{source}: [attacks.{name}] (attack {name!r} fits on split {split!r})")
@@ -102,7 +106,7 @@ class AttackCells(CellKind):
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         return [Cell(ctx.key(m, f"attack:{name}"), lambda name=name, cfg=cfg, m=m: run_attack(ctx, name, cfg, m))
-                for name, cfg in section.items() if cfg.enabled for m in (cfg.modalities or ctx.modalities)]
+                for name, cfg in section.items() if cfg.enabled for m in section_modalities(ctx, cfg.modalities)]
 
 
 def _built(name: str, settings: dict[str, Any], where: str) -> Attack:
@@ -126,9 +130,16 @@ def _params(name: str) -> list[str]:
     return [p for p in inspect.signature(attack_class(name).__init__).parameters if p != "self"]
 
 
+def cell_settings(name: str, cfg: AttackCellConfig, modality: str) -> dict[str, Any]:
+    """The constructor keywords of attack ``name`` in its cell on ``modality``: the table's
+    ``settings``, plus ``modality`` for an attack made for one (the patch) that they leave out."""
+    made_for_one = "modality" in _params(name) and "modality" not in cfg.settings
+    return cfg.settings | ({"modality": modality} if made_for_one else {})
+
+
 def run_attack(ctx: JobContext, name: str, cfg: AttackCellConfig, modality: str) -> list[Result]:
     """Build attack ``name`` with its settings at each budget, fit it when it learns, evaluate it."""
-    base = build_attack(name, **cfg.settings)
+    base = build_attack(name, **cell_settings(name, cfg, modality))
     n = cfg.pick("n", ctx.quick)
     data = ctx.dataset(n=min(int(n), ctx.attack_n)) if n else ctx.attacked
     fit_data = None

@@ -12,6 +12,7 @@ from ...records import Result
 from ..context import JobContext
 from ..fields import ItemsOf, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ._shared import section_modalities
 
 
 @dataclasses.dataclass
@@ -19,7 +20,7 @@ class CalibrationConfig(Section):
     """``[calibration]``: which heads to train, on what, for how long."""
 
     enabled: bool = True
-    modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
+    modalities: list[str] = option([], check=get_modality, in_run="modalities")  # empty = every modality of [run]
     objectives: list[str] = option(["ce"], check=parse_objective, nonempty=True)  # ce, l2, infonce, or sums like "ce+0.5*l2"
     train_split: str = option("train", split=True)
     train_n: int = option(600, positive=True, items=ItemsOf(key="train_split"))
@@ -38,7 +39,7 @@ class CalibrationCells(CellKind):
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         out = []
-        for m in section.modalities or ctx.modalities:
+        for m in section_modalities(ctx, section.modalities):
             for obj in section.objectives:
                 out.append(Cell(ctx.key(m, f"calibration:{obj}"), lambda m=m, obj=obj: run_calibration(ctx, m, obj)))
             if section.clean_control:

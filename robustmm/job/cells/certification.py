@@ -21,6 +21,7 @@ from ...records import Result
 from ..context import JobContext
 from ..fields import RUN_ITEMS, ConfigError, ItemsOf, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ._shared import section_modalities
 
 log = logging.getLogger(__name__)
 NOISE_TRAIN = ItemsOf(split="train")  # the noise head trains on the dataset's train split
@@ -31,7 +32,7 @@ class CertificationConfig(Section):
     """``[certification]``: noise levels, Monte Carlo sizes, the noise head and the SmoothAdv check."""
 
     enabled: bool = True
-    modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
+    modalities: list[str] = option([], check=get_modality, in_run="modalities")  # empty = every modality of [run]
     sigmas: dict[str, Any] = option({})  # per modality, e.g. { image = [0.12, 0.25] }; left out = its smaller default
     n: int = option(24, positive=True, items=RUN_ITEMS)  # items certified (at most [run] attack_n)
     quick_n: int | None = option(8, positive=True, items=RUN_ITEMS)
@@ -97,7 +98,7 @@ class CertificationCells(CellKind):
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         out = []
-        for m in [m for m in (section.modalities or ctx.modalities) if m in ctx.modalities]:
+        for m in section_modalities(ctx, section.modalities):
             for s in sigmas_for(section, m):
                 out.append(Cell(ctx.key(m, f"certification:sigma={s:g}"), lambda m=m, s=s: run_certification(ctx, m, s, False)))
                 if section.noise_head:

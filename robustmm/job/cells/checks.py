@@ -13,7 +13,7 @@ from ...records import Result
 from ..context import JobContext
 from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
-from ._shared import job_heads
+from ._shared import job_heads, section_modalities
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ChecksConfig(Section):
     """``[checks]``: which checks, on how many items, with which step counts."""
 
     enabled: bool = True
-    modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
+    modalities: list[str] = option([], check=get_modality, in_run="modalities")  # empty = every modality of [run]
     n: int = option(100, positive=True, items=RUN_ITEMS)  # items checked (independent PGD runs: ~2 curves' cost)
     quick_n: int | None = option(16, positive=True, items=RUN_ITEMS)
     steps: list[int] = option([1, 5, 20], minimum=0, nonempty=True)  # robust top-1 must not rise with steps
@@ -47,9 +47,9 @@ class ChecksCells(CellKind):
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         cal = ctx.section("calibration")
         out = []
-        for m in section.modalities or ctx.modalities:
+        for m in section_modalities(ctx, section.modalities):
             out.append(Cell(ctx.key(m, "checks"), lambda m=m: run_checks(ctx, m, None)))
-            if section.calibrated and cal.enabled and m in (cal.modalities or ctx.modalities):
+            if section.calibrated and cal.enabled and m in section_modalities(ctx, cal.modalities):
                 for obj in cal.objectives:
                     out.append(Cell(ctx.key(m, f"checks:calibration:{obj}"), lambda m=m, obj=obj: run_checks(ctx, m, obj)))
         return out

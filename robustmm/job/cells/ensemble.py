@@ -25,7 +25,7 @@ from ...records import Result
 from ..context import JobContext
 from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
-from ._shared import calibrated_objectives, job_heads
+from ._shared import calibrated_objectives, job_heads, section_modalities
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EnsembleConfig(Section):
     """``[ensemble]``: which parts, at which settings, on how many items."""
 
     enabled: bool = True
-    modalities: list[str] = option([], check=get_modality)  # empty = every modality of [run]
+    modalities: list[str] = option([], check=get_modality, in_run="modalities")  # empty = every modality of [run]
     attacks: list[str] = option(list(DEFAULT_PARTS), check=_check_part, nonempty=True)
     version: str = option("cheap", check=_check_version)  # standard = AutoAttack's 100 steps / 5000 queries
     quick_version: str | None = option("cheap", check=_check_version)
@@ -70,7 +70,7 @@ class EnsembleCells(CellKind):
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         out = []
-        for m in [m for m in (section.modalities or ctx.modalities) if m in ctx.modalities]:
+        for m in section_modalities(ctx, section.modalities):
             out.append(Cell(ctx.key(m, "ensemble"), lambda m=m: run_bare(ctx, m)))
             for obj in calibrated_objectives(ctx, m) if section.calibrated else []:
                 out.append(Cell(ctx.key(m, f"ensemble:calibration:{obj}"), lambda m=m, obj=obj: run_heads(ctx, m, obj)))

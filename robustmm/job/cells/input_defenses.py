@@ -29,8 +29,9 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result, headline_score
 from ..context import JobContext
-from ..fields import RUN_ITEMS, ConfigError, Section, option
+from ..fields import RUN_ITEMS, ConfigError, Section, check_seeds, option
 from ..registry import Cell, CellKind, register_cell
+from ._shared import section_modalities
 
 ADAPTIVE_MODES = ("auto", "bpda", "eot", "bpda+eot")
 
@@ -127,7 +128,7 @@ class InputDefensesConfig(Section):
     """``[input_defenses]``: which defenses, on which modalities, under which attack."""
 
     enabled: bool = True
-    modalities: list[str] = option(["image"], check=get_modality, nonempty=True)  # those also in [run] modalities
+    modalities: list[str] = option(["image"], check=get_modality, nonempty=True, in_run="modalities")  # image-like defenses
     defenses: list[str] = option(["bit-depth", "jpeg", "random-resize-pad"], check=check_defense_name, nonempty=True)
     settings: dict[str, Any] = option({})  # per defense, e.g. { jpeg = { quality = 75 } }
     attack: str = option("pgd", check=attack_class)  # the naive attack (adaptive: BPDA / EOT around it)
@@ -153,14 +154,24 @@ class InputDefenseCells(CellKind):
                 raise UnknownNameError(f"defense in [input_defenses] settings of {source}", name, cfg.defenses)
             if not isinstance(sub, dict):
                 raise ConfigError(f"{source}: [input_defenses] settings.{name}: expected a table of keys, got {sub!r}")
+            check_seeds(sub, f"{source}: [input_defenses] settings.{name}")
             try:
                 make_defense(name, sub)
             except RobustMMError as e:
                 raise ConfigError(f"{source}: [input_defenses] settings.{name}: {e}") from None
         return cfg
 
+    @classmethod
+    def validate(cls, section: Any, job: Any, source: str) -> None:
+        """Each modality the section runs on has a defense that applies to it: one that none
+        does (``jpeg`` alone on audio) would silently run nothing."""
+        for m in [m for m in section.modalities if m in job.run.modalities]:
+            if not any(_applies(d, section.settings.get(d, {}), m) for d in section.defenses):
+                raise ConfigError(f"{source}: [input_defenses] modalities: none of the defenses "
+                                  f"({', '.join(section.defenses)}) applies to {m!r}, so nothing would run on it")
+
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
-        mods = [m for m in section.modalities if m in ctx.modalities]
+        mods = section_modalities(ctx, section.modalities)
         return [Cell(ctx.key(m, f"input-defense:{d}"), lambda m=m, d=d: run_input_defense(ctx, m, d))
                 for m in mods for d in section.defenses if _applies(d, section.settings.get(d, {}), m)]
 
