@@ -36,7 +36,11 @@ loss, the step, the projection and all bookkeeping; robustmm's defaults count ke
 forward as a pass (``passes_per_run`` says how many of each). ``keep_best_final_forward`` is that
 extra forward's CPU time over the steps' forward + backward time, within robustmm's runs: the part
 of ``robustmm``'s overhead over ``raw`` that is algorithmic (the defaults return the best iterate,
-and judging the last one takes a forward).
+and judging the last one takes a forward). From these, ``overhead_vs_raw_in_run`` estimates the
+same quantity as ``overhead_vs_raw`` without the run-to-run noise, assuming a pass costs the same
+in every variant (they run the same kernels on the same values): ``robustmm`` =
+``(1 + keep_best_final_forward) * (1 + outside[robustmm]) / (1 + outside[raw]) - 1`` and
+``robustmm_plain`` = ``(1 + outside[robustmm_plain]) / (1 + outside[raw]) - 1``.
 
     python benchmarks/pgd_overhead.py --threads 1 > docs/performance/pgd_overhead.json
     python benchmarks/pgd_overhead.py --threads 1 --modalities image --repeats 9
@@ -215,6 +219,11 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         return {"bitwise": bool(torch.equal(adv[a], adv[b])), "max_abs_diff": float((adv[a] - adv[b]).abs().max())}
 
     overhead = _ratios(times)
+    in_run = None
+    if cpu_clock:
+        out = {k: statistics.median(v) for k, v in outside.items()}
+        in_run = {"robustmm": rounded((1 + statistics.median(final_fwd)) * (1 + out["robustmm"]) / (1 + out["raw"]) - 1),
+                  "robustmm_plain": rounded((1 + out["robustmm_plain"]) / (1 + out["raw"]) - 1)}
     return {
         "shape": list(batches[0].x.shape[1:]), "eps": eps, "step_size": step, "batches": len(batches),
         "clock": "process CPU time" if cpu_clock else "wall",
@@ -229,8 +238,10 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         "raw_per_step_s": rounded(statistics.median(totals["raw"]) / max(steps, 1) / len(data), 6),
         "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"), "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
                       **({"torchattacks=raw": same("torchattacks", "raw")} if "torchattacks" in adv else {})},
+        "overhead_vs_raw_in_run": in_run,
         "meets_target": {"robustmm": overhead["robustmm"]["median"] <= TARGET,
-                         "robustmm_plain": overhead["robustmm_plain"]["median"] <= TARGET},
+                         "robustmm_plain": overhead["robustmm_plain"]["median"] <= TARGET,
+                         **({f"{k}_in_run": v <= TARGET for k, v in in_run.items()} if in_run else {})},
     }
 
 

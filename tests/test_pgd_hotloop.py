@@ -105,7 +105,7 @@ def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
 def test_bit_identical_to_the_plain_loop(enc, data, modality):
     batch = next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
     partial = False
-    for kw in SETTINGS:
+    for kw in map(dict, SETTINGS):
         atk = PGD(eps=get_modality(modality).eps_grid[-1], steps=kw.pop("steps", 4), **kw)
         out, ref = atk.run(enc, batch), reference_run(atk, enc, batch)
         assert torch.equal(out.batch.x, ref["x"]), kw
@@ -116,7 +116,8 @@ def test_bit_identical_to_the_plain_loop(enc, data, modality):
     assert partial, "no setting stopped only some items: the partial-batch path went untested"
 
 
-def test_no_host_sync_per_step(enc, data, monkeypatch):
+@pytest.mark.parametrize("kw", [{}, {"norm": "l2"}, {"keep_best": False}])
+def test_no_host_sync_per_step(enc, data, monkeypatch, kw):
     """Without early stopping, more steps add no tensor-to-Python conversions (device syncs)."""
     batch = next(iter_batches(data, "image", N, data.tasks["image"].prompts()))
     calls = {"n": 0}
@@ -131,6 +132,6 @@ def test_no_host_sync_per_step(enc, data, monkeypatch):
     counts = []
     for steps in (1, 5):
         calls["n"] = 0
-        PGD(steps=steps).run(enc, batch)
+        PGD(steps=steps, **kw).run(enc, batch)
         counts.append(calls["n"])
     assert counts[0] == counts[1], f"host syncs per call: {counts} for 1 and 5 steps"
