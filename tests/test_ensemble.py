@@ -56,7 +56,7 @@ def test_at_most_the_minimum_of_its_parts_per_item(trained, image32):
 
 def test_returns_the_first_breaking_example(trained, image32):
     b, eps = image32, 1 / 255
-    first = APGD(eps=eps, steps=5)
+    first = APGD(eps=eps, steps=5, early_stop=True)  # as the ensemble runs it
     adv_first = first(trained, b).x
     broke = robust(trained, b, b.x) & ~robust(trained, b, adv_first)
     adv = Ensemble([first, APGD(eps=eps, steps=5, loss="dlr", seed=7)], eps=eps)(trained, b).x
@@ -64,6 +64,19 @@ def test_returns_the_first_breaking_example(trained, image32):
     assert torch.allclose(adv[broke], adv_first[broke], atol=1e-6)
     clean_wrong = ~robust(trained, b, b.x)
     assert torch.equal(adv[clean_wrong], b.x[clean_wrong])  # never attacked
+
+
+def test_parts_stop_early_unless_asked_for_full_batches(trained, image32):
+    b, eps = image32, 1 / 255
+    first = APGD(eps=eps, steps=5)
+    assert Ensemble([first], eps=eps).parts[0][1].early_stop is True
+    assert all(p.get("early_stop") for p in Ensemble(version="cheap").describe()["parts"][:2])
+    full = Ensemble([first, Square(eps=eps, n_queries=5)], eps=eps, early_stop=False)
+    assert full.parts[0][1].early_stop is False and full.settings()["early_stop"] is False
+    adv_first = first(trained, b).x
+    broke = robust(trained, b, b.x) & ~robust(trained, b, adv_first)
+    assert broke.any()  # full-batch parts: exactly the full-batch part's examples
+    assert torch.equal(full(trained, b).x[broke], adv_first[broke])
 
 
 @pytest.fixture(scope="module")

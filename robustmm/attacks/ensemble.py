@@ -19,7 +19,9 @@ cheap       10 steps           10 steps, 3 target classes       200 queries
 =========== ================== ================================ ===================
 
 ``steps`` / ``n_queries`` override the version's iterations / queries for every part that has
-them. (AutoAttack's FAB-T is not included.) ``describe()`` lists the parts and, once the attack has
+them. ``early_stop`` (default True) is handed to every part that takes it (APGD, PGD): an item
+leaves a part at its first breaking iterate, so each part spends its steps on the items still
+robust; False reproduces the full-batch parts exactly. (AutoAttack's FAB-T is not included.) ``describe()`` lists the parts and, once the attack has
 run, how many items each part attacked and broke (``ran``).
 
 Example::
@@ -95,7 +97,8 @@ class Ensemble(Attack):
 
     def __init__(self, attacks: Sequence[str | Attack] | None = None, version: str = "standard",
                  eps: float | None = None, norm: str | None = None, seed: int = 0,
-                 logit_scale: float = DEFAULT_SCALE, steps: int | None = None, n_queries: int | None = None):
+                 logit_scale: float = DEFAULT_SCALE, steps: int | None = None, n_queries: int | None = None,
+                 early_stop: bool = True):
         if version not in VERSIONS:
             raise UnknownNameError("ensemble version", str(version), VERSIONS)
         self.version = version
@@ -104,6 +107,7 @@ class Ensemble(Attack):
         self.seed = int(seed)
         self.logit_scale = float(logit_scale)
         self.steps, self.n_queries = steps, n_queries
+        self.early_stop = bool(early_stop)
         self.attacks = tuple(DEFAULT_PARTS if attacks is None else attacks)
         if not self.attacks:
             raise UnknownNameError("ensemble part", "(none)", VERSIONS[version])
@@ -115,19 +119,20 @@ class Ensemble(Attack):
         if isinstance(spec, Attack):
             atk, label = spec, _APGD_LABELS.get(getattr(spec, "loss", None), spec.name) if spec.name == "apgd" else spec.name
             common = {k: v for k, v in (("eps", self.eps), ("norm", self.norm), ("steps", self.steps),
-                                        ("n_queries", self.n_queries)) if v is not None}
+                                        ("n_queries", self.n_queries), ("early_stop", self.early_stop)) if v is not None}
             return label, atk.replace(**{k: v for k, v in common.items() if k in atk.settings()})
         name, kw = VERSIONS[self.version].get(spec, (spec, {}))
         kw = dict(kw)
         for key, value in (("eps", self.eps), ("norm", self.norm), ("seed", self.seed), ("logit_scale", self.logit_scale),
-                           ("steps", self.steps), ("n_queries", self.n_queries)):
+                           ("steps", self.steps), ("n_queries", self.n_queries), ("early_stop", self.early_stop)):
             if (value is not None or key == "eps") and accepts(name, key):
                 kw[key] = value
         return str(spec), build_attack(name, **kw)
 
     def settings(self) -> dict[str, Any]:
         return {"attacks": list(self.attacks), "version": self.version, "eps": self.eps, "norm": self.norm,
-                "seed": self.seed, "logit_scale": self.logit_scale, "steps": self.steps, "n_queries": self.n_queries}
+                "seed": self.seed, "logit_scale": self.logit_scale, "steps": self.steps, "n_queries": self.n_queries,
+                "early_stop": self.early_stop}
 
     def resolve(self, modality: str) -> "Ensemble":
         """A copy with the modality's middle eps and default norm filled in (for every part)."""
