@@ -29,19 +29,21 @@ def main() -> None:
     p.add_argument("--guard", choices=GUARD_MODES, default="category")
     p.add_argument("--min-similarity", type=float, default=None)
     p.add_argument("--n", type=int, default=100)
+    p.add_argument("--eps", type=float, default=None, help="SGA's x budget (0: the text steps alone)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     enc = robustmm.load_encoder("tinybind")
     data = robustmm.load_dataset("synthscenes", split="test", n=args.n, modalities="image")
-    attack = MemoAttack(build_attack(args.attack, meaning_guard=args.guard, min_similarity=args.min_similarity)
+    kw = {"eps": args.eps} if args.attack == "sga" and args.eps is not None else {}
+    attack = MemoAttack(build_attack(args.attack, meaning_guard=args.guard, min_similarity=args.min_similarity, **kw)
                         .resolve("image"))  # resolved first, so the memo that runs is the one read back
     t0 = time.perf_counter()
     res = robustmm.evaluate(enc, data, modality="image", attack=attack, progress=False)
     edited = [caps for b in attack.outputs() for caps in b.captions]
     m = res.metrics
     print(json.dumps({
-        "attack": args.attack, "guard": args.guard, "min_similarity": args.min_similarity, "n": args.n,
+        "attack": args.attack, "eps": res.attack.get("eps"), "guard": args.guard, "min_similarity": args.min_similarity, "n": args.n,
         "clean": {k: m["clean"][k] for k in ("t2x_R@1", "x2t_R@1", "t2x_MRR")},
         "attacked": {k: m["attacked"][k] for k in ("t2x_R@1", "x2t_R@1", "t2x_MRR")},
         "asr": m["asr"], "asr_detail": m["asr_detail"],

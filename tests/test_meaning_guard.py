@@ -19,8 +19,9 @@ def test_lexicon_categories_inflections_and_synonyms():
     assert LEXICON.categories("colored") == {"colour"} and not LEXICON.value_categories("colored")  # generic
     assert LEXICON.categories("gold") == {"colour", "material"}
     assert not LEXICON.categories("scene") and not LEXICON.categories("stares")  # not "star" + "es"
-    assert LEXICON.same_value("big", "large") and LEXICON.same_value("circle", "circles")
+    assert LEXICON.same_value("big", "Large,") and LEXICON.same_value("red", "Red.")
     assert not LEXICON.same_value("red", "blue") and not LEXICON.same_value("small", "tiny")
+    assert not LEXICON.same_value("circle", "circles") and not LEXICON.same_value("big", "larger")  # another form
     custom = AttributeLexicon({"animal": "cat dog"}, {}, ["cat kitty"])
     assert custom.caption_categories(["two", "dogs"]) == {"animal"} and custom.names == ("animal",)
 
@@ -36,7 +37,9 @@ def test_lexicon_categories_inflections_and_synonyms():
     ("red", "wine", True, False),         # loses the colour: only strict refuses it
     ("red", "wooden", True, False),
     ("large", "big", True, True),         # synonyms
-    ("circle", "circles", True, True),    # another form of the same word
+    ("circle", "circles", False, False),  # another form says another number
+    ("blue", "blues", False, False),      # ... or another thing (what SGA found next)
+    ("small", "smaller", False, False),
     ("background", "wall", True, True),
     (None, "wooden", True, True),         # the caption says nothing about material
 ])

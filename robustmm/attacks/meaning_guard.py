@@ -10,8 +10,8 @@ optional similarity floor to the original caption. Modes:
 * ``"off"`` -- every proposal may be used (the attacks as published);
 * ``"category"`` -- refuse a same-category swap ("red" -> "blue", "red" -> "colored", "left" ->
   "right") and any word that adds a value of a category the original caption already has
-  (inserting "dark" or "small" into "a large red circle"); synonyms and other forms of the same
-  word ("big" -> "large", "circle" -> "circles") pass;
+  (inserting "dark" or "small" into "a large red circle"); synonyms ("big" -> "large") pass, other
+  forms of the word do not ("circle" -> "circles", "small" -> "smaller");
 * ``"strict"`` (the default) -- also refuse replacing an attribute value by a word outside its
   category ("red" -> "wine", "triangle" -> "mario"): every edit that
   :func:`robustmm.text.edits.attribute_change` counts is refused.

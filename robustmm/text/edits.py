@@ -4,7 +4,7 @@ An edit is one word substituted, inserted or deleted (a word-level diff of the o
 edited caption). It *changes an attribute* when
 
 * it removes or replaces a value word of the lexicon ("red", "circle", "left") by anything but a
-  synonym or another form of it ("red" -> "blue", "red" -> "colored", "red" -> "wine"), or
+  synonym ("red" -> "blue", "red" -> "colored", "red" -> "wine", "circle" -> "circles"), or
 * it adds a value word of a category the original caption already gives a value for ("a large
   red circle" -> "a large red *dark* circle", "a *square* with a red circle").
 

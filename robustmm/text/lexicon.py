@@ -7,7 +7,9 @@ has *value* words ("red", "circle", "left") and *generic* words that name the ca
 ("colour", "shape", "position"). Inflected forms are matched through a few suffix rules
 (plurals, comparatives, "-ish": "circles", "bigger", "reddish"); a word can belong to several
 categories ("gold" is a colour and a material). Small synonym groups ("big"/"large",
-"grey"/"gray") mark the swaps that keep the meaning.
+"grey"/"gray") mark the only swaps that keep the meaning: another form of the word is not one
+("blue" -> "blues", "circle" -> "circles", "small" -> "smaller" change what is said, and SGA
+finds exactly those once other colours are refused).
 
 Example::
 
@@ -109,12 +111,10 @@ class AttributeLexicon:
             c for lemma in self.lemmas(word) for c in self._generic.get(lemma, ()))
 
     def same_value(self, a: str, b: str) -> bool:
-        """Whether swapping ``a`` for ``b`` keeps the attribute: one lemma ("circle"/"circles") or synonyms."""
-        la, lb = self.lemmas(a), self.lemmas(b)
-        if la & lb:
-            return True
-        ga = {self._group[w] for w in la if w in self._group}
-        return bool(ga & {self._group[w] for w in lb if w in self._group})
+        """Whether swapping ``a`` for ``b`` keeps the attribute: the same word (any case and
+        punctuation) or two words of one synonym group; inflected forms are not the same value."""
+        wa, wb = split_token(a)[1].lower(), split_token(b)[1].lower()
+        return wa == wb or (wa in self._group and self._group[wa] == self._group.get(wb))
 
     def caption_categories(self, words: Iterable[str]) -> frozenset[str]:
         """The categories a caption gives a value for (its words' value categories)."""
