@@ -176,3 +176,16 @@ def test_xmai_guard_settings_and_record(enc, data):
     edits = res.metrics["caption_edits"]
     assert edits["captions"] == 4 and edits["edits"] > 0 and edits["attribute_changes"] == 0
     json.dumps(res.to_dict())
+
+
+def test_report_names_the_attribute_changing_edits(enc, data):
+    """The report's attack table says how many of a caption attack's final edits change an attribute word."""
+    from robustmm.report.markdown import render
+
+    test = data.subset(list(range(2)))
+    test.captions = [c[:2] for c in test.captions]
+    res = robustmm.evaluate(enc, test, modality="image", attack=build_attack("xmai", meaning_guard="off"),
+                            progress=False)
+    edits = res.metrics["caption_edits"]
+    assert edits["edits"] > 0
+    assert f"attribute-changing edits {edits['attribute_changes']}/{edits['edits']}" in render([res])

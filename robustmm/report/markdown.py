@@ -101,6 +101,9 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
         detail = r.metrics.get("asr_detail") or {}
         if detail.get("x2t_R@1") is not None:
             note.append(f"ASR x2t/t2x R@1 {detail['x2t_R@1']:.3f}/{(detail.get('t2x_R@1') or 0):.3f}")
+        edits = r.metrics.get("caption_edits") or {}
+        if edits.get("edits"):  # caption attacks: how many final edits still change what the caption says
+            note.append(f"attribute-changing edits {edits.get('attribute_changes', 0)}/{edits['edits']}")
         src = (r.model.get("source") or {}).get("name")
         threat = r.threat + (f" ({src} → {r.model.get('name')})" if src else "")
         rows.append([_attack_name(r), r.modality, threat, r.model.get("name"), eps_label(r),
