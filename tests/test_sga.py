@@ -206,3 +206,10 @@ def test_sga_result_records_attribute_changes(enc, data):
     assert edits["captions"] == 6 and edits["edits"] >= edits["attribute_changes"] > 0
     assert edits["attribute_change_rate"] == pytest.approx(edits["attribute_changes"] / edits["edits"])
     assert json.loads(json.dumps(res.to_dict()))["metrics"]["caption_edits"] == edits
+
+
+def test_sga_takes_any_64_bit_seed(enc, data):
+    """A job's [run] seed may be up to 2**63 - 1; SGA's per-batch generator must take it (it overflowed)."""
+    res = robustmm.evaluate(enc, data.subset([0, 1]), modality="image",
+                            attack=build_attack("sga", seed=2**63 - 1, steps=1), progress=False)
+    assert res.metrics["attacked"] is not None

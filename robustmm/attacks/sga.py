@@ -196,7 +196,7 @@ class SGA(Attack):
         get_modality(batch.modality)  # an unknown modality is a one-line error
         encoder.check_modality(batch.modality)
         offset = int(batch.index[0]) if batch.index is not None and len(batch.index) else 0
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + offset) % 2**64)  # any seed
         gen = self.generator(encoder)
         with frozen(encoder):
             with torch.no_grad():
