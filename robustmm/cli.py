@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] | mps (default cpu)")
-    p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2**32) (default: the config's, else 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2**63 - 1] (default: the config's, else 0)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
 

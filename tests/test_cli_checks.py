@@ -83,9 +83,9 @@ CASES = [
     (["report", "r.json", "--out", "rep", "--device", "foo"], "is not a device"),
     (EVAL + ["--device", "cpu:1"], "robustmm runs on"),
     (EVAL + ["--device", "xpu"], "robustmm runs on"),
-    (CERT + ["--seed", "-1"], "--seed must be an integer in [0, 2**32)"),
-    (CAL + ["--seed", str(2**32)], "--seed must be an integer in [0, 2**32)"),
-    (["run", "--seed", str(2**64), "--out", "r"], "--seed must be an integer in [0, 2**32)"),
+    (CERT + ["--seed", "-1"], "--seed must be an integer in [0, 2**63 - 1]"),
+    (CAL + ["--seed", str(2**63)], "--seed must be an integer in [0, 2**63 - 1]"),
+    (["run", "--seed", str(2**64), "--out", "r"], "--seed must be an integer in [0, 2**63 - 1]"),
 ]
 
 
@@ -107,7 +107,7 @@ def test_a_device_this_machine_lacks_is_refused(no_work, capsys, argv):
 
 def test_good_options_reach_the_work(no_work, capsys):
     """The checks refuse only what is wrong: valid options of each command start the work."""
-    for argv in (EVAL + ["--attack", "pgd", "--steps", "0", "--eps", "0.01", "--seed", str(2**32 - 1)],
+    for argv in (EVAL + ["--attack", "pgd", "--steps", "0", "--eps", "0.01", "--seed", str(2**63 - 1)],
                  EVAL + ["--attack", "patch", "--fit-n", "5"], CAL + ["--clean-only"], CHECK + ["--out", "c.json"],
                  CERT + ["--radii", "0.1"], EVAL + ["--device", "auto"],
                  ["eval", "--modality", "depth", "--attack", "patch", "--fit-n", "4"]):
@@ -182,9 +182,9 @@ def test_resolve_device_and_check_seed():
             resolve_device(bad)
     check_seed(None)
     check_seed(0)
-    check_seed(2**32 - 1)
-    for bad in (-1, 2**32, True, 1.5):
-        with pytest.raises(RobustMMError, match=r"\[0, 2\*\*32\)"):
+    check_seed(2**63 - 1)
+    for bad in (-1, 2**63, True, 1.5):
+        with pytest.raises(RobustMMError, match=r"\[0, 2\*\*63 - 1\]"):
             check_seed(bad)
 
 

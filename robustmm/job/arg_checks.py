@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import RobustMMError
+from .fields import MAX_SEED
 
-SEED_LIMIT = 2**32  # seeds are mixed into per-item seeds (seed * 1_000_003 + offset) that torch must take
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
 
@@ -58,11 +58,11 @@ def check_input_modality(modality: str) -> None:
 
 
 def check_seed(seed: int | None, flag: str = "--seed") -> None:
-    """A seed (None = not given) must be an integer in [0, 2**32): larger ones overflow torch's
-    generators once mixed into per-item seeds, and negative ones are refused like ``[run] seed``."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT):
+    """A seed (None = not given) must be an integer in [0, 2**63 - 1], the same bound as ``[run] seed``
+    (torch's generators take no more; attacks mix larger per-item seeds modulo 2**64)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         shown = seed if not isinstance(seed, int) or abs(seed) < 10**12 else f"a {len(str(abs(seed)))}-digit number"
-        raise RobustMMError(f"{flag} must be an integer in [0, 2**32), got {shown}")
+        raise RobustMMError(f"{flag} must be an integer in [0, 2**63 - 1], got {shown}")
 
 
 def check_count(value: int | None, flag: str, minimum: int = 1) -> None:
