@@ -44,7 +44,8 @@ def attacks_for(modality: str, eps: float, args: argparse.Namespace) -> dict[str
     standalone columns, so 'ensemble <= min of parts' is a like-for-like check)."""
     ens = build_attack("ensemble", attacks=list(PARTS), version="standard", eps=eps, steps=args.apgd_steps,
                        n_queries=args.queries, seed=args.seed).resolve(modality)
-    parts = dict(ens.parts)
+    parts = {label: p.replace(n_target_classes=args.targets) if label == "apgd-t" else p for label, p in ens.parts}
+    ens = ens.replace(attacks=[parts[label] for label in PARTS])
     out = {"pgd-10": build_attack("pgd", eps=eps, steps=10, loss="ce", seed=args.seed)}
     for label in PARTS:
         out[label] = parts[label]
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=1000, help="train scenes of the ce head")
     ap.add_argument("--apgd-steps", type=int, default=50, help="APGD-CE / APGD-T iterations")
     ap.add_argument("--queries", type=int, default=1000, help="Square's query budget")
+    ap.add_argument("--targets", type=int, default=9, help="APGD-T's target classes")
     ap.add_argument("--split", default="test")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
