@@ -1,5 +1,6 @@
-"""APGD invariants on every continuous modality (tiny random-init TinyBind, offline, CPU), its
-strength against PGD on the trained TinyBind, and parity with torchattacks' APGD."""
+"""APGD invariants on every continuous modality (tiny random-init TinyBind, offline, CPU), early
+stopping (verdicts only get harsher, broken items leave the run), its strength against PGD on the
+trained TinyBind, and parity with torchattacks' APGD."""
 from __future__ import annotations
 
 import json
@@ -197,6 +198,68 @@ def test_cli_eval_with_apgd(tmp_path, trained, capsys):
     rec = json.loads(out.read_text())
     assert rec["attack"]["name"] == "apgd" and rec["attack"]["eps"] == get_modality("audio").middle_eps
     assert rec["metrics"]["attacked"]["zeroshot_top1"] < rec["metrics"]["clean"]["zeroshot_top1"]
+
+
+# -- early stopping: broken items leave the run with their breaking iterate ------------------------
+def counted(enc, monkeypatch) -> list[int]:
+    """Patch ``enc.encode`` to record the rows of every differentiable forward pass."""
+    rows: list[int] = []
+    inner = enc.encode
+
+    def encode(modality, x, *a, **kw):
+        if x.requires_grad:
+            rows.append(len(x))
+        return inner(modality, x, *a, **kw)
+
+    monkeypatch.setattr(enc, "encode", encode)
+    return rows
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr-targeted"])
+@pytest.mark.parametrize("modality", MODS)
+def test_early_stop_verdicts_only_get_harsher(enc, data, modality, loss):
+    b = batch_of(data, enc, modality)
+    eps = big_eps(modality)
+    kw = {"eps": eps, "steps": 6, "loss": loss, "n_target_classes": 2}
+    full = APGD(**kw)(enc, b).x
+    early = APGD(**kw, early_stop=True)(enc, b).x
+    r_full, r_early = robust(enc, b, full), robust(enc, b, early)
+    assert not (r_early & ~r_full).any(), (r_full.tolist(), r_early.tolist())
+    assert (early - b.x).abs().amax() <= eps * (1 + 1e-5) + 1e-6
+    lo, hi = get_modality(modality).domain
+    assert early.min() >= lo and early.max() <= hi
+
+
+def test_early_stop_broken_items_leave_the_run(trained, monkeypatch):
+    d = synthscenes(32, seed=2)
+    b = next(iter_batches(d, "image", 32, d.tasks["image"].prompts()))
+    kw = {"eps": 4 / 255, "steps": 10}
+    rows_full = counted(trained, monkeypatch)
+    full = APGD(**kw)(trained, b).x
+    n_full = sum(rows_full)
+    rows_full.clear()
+    early = APGD(**kw, early_stop=True)(trained, b).x
+    n_early = sum(rows_full)
+    clean = int(robust(trained, b, b.x).sum())
+    assert n_full == clean * 11  # the start and 10 steps, every item robust at the clean input
+    r_full, r_early = robust(trained, b, full), robust(trained, b, early)
+    assert not (r_early & ~r_full).any()
+    broken = int((~r_full).sum())
+    assert broken > 16 and n_early < 0.6 * n_full, (broken, n_early, n_full)
+
+
+def test_early_stop_label_free_losses_ignore_it(enc, data):
+    b = batch_of(data, enc, "audio", labels=False)
+    kw = {"eps": get_modality("audio").eps_grid[-1], "steps": 3}
+    for loss in ("ce", "embedding"):
+        assert torch.equal(APGD(**kw, loss=loss)(enc, b).x, APGD(**kw, loss=loss, early_stop=True)(enc, b).x)
+
+
+def test_early_stop_off_by_default_and_recorded():
+    assert APGD().early_stop is False and "early_stop" not in APGD().describe()
+    es = build_attack("apgd", early_stop=True)
+    assert es.describe()["early_stop"] is True and es.replace(steps=3).early_stop is True
+    assert es.with_eps(0.01).settings()["early_stop"] is True
 
 
 # -- the trained model ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """EOT and BPDA: the EOT gradient is the mean of per-draw loss gradients, EOT beats the plain
-attack on a randomized toy, BPDA beats the naive attack on a rounding defense, errors."""
+attack on a randomized toy, APGD takes an item's k draws as one item (no tiled copies), BPDA beats
+the naive attack on a rounding defense, errors."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
+from robustmm.attacks.apgd import APGD
 from robustmm.attacks.bpda import BPDA, bpda, bpda_enabled, declared, straight_through
 from robustmm.attacks.eot import EOT, EOTEncoder, tie_identical_rows
 from robustmm.batch import Batch
@@ -58,6 +60,27 @@ class Rounding(_View):
 
     def _encode(self, modality, x):
         return self.base.encode(modality, straight_through(x, lambda z: (z * 31).round() / 31), validate=False)
+
+
+class Drawn(Encoder):
+    """A randomized view: every call adds its own uniform noise of size ``sigma`` to the input and
+    records the rows it was given (and whether they carry a gradient)."""
+
+    def __init__(self, base: Encoder, sigma: float = 0.02, rounding: bool = False):
+        super().__init__()
+        self.base, self.sigma, self.rounding, self.calls = base, sigma, rounding, []
+        self.name, self.modalities, self.embed_dim = base.name + "+drawn", base.modalities, base.embed_dim
+        self.bpda_steps = ("bit-depth",) if rounding else ()
+
+    def _encode(self, modality, x):
+        self.calls.append((len(x), x.requires_grad))
+        if self.rounding:
+            x = straight_through(x, lambda z: (z * 31).round() / 31)
+        noise = (torch.rand(x.shape, device=x.device) * 2 - 1) * self.sigma
+        return self.base.encode(modality, (x + noise).clamp(0, 1), validate=False)
+
+    def encode_text(self, texts):
+        return self.base.encode_text(texts)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +164,57 @@ def test_eot_wrapper_contract(enc, image):
 def test_eot_samples_must_be_positive(samples):
     with pytest.raises(BudgetError) as e:
         EOT(build_attack("pgd"), samples=samples)
+    assert "\n" not in str(e.value)
+
+
+# -- EOT with APGD: an item's k draws are one item --------------------------------------------------
+def test_eot_hands_apgd_its_draws_instead_of_tiling(enc, image):
+    drawn, k, steps = Drawn(enc, sigma=0.0), 3, 4
+    torch.manual_seed(0)
+    adv = EOT(APGD(eps=1 / 255, steps=steps), samples=k)(drawn, image).x
+    grads = [rows for rows, g in drawn.calls if g]
+    assert adv.shape == image.x.shape and (adv - image.x).abs().max() <= 1 / 255 + 1e-6
+    assert len(grads) == k * (steps + 1) and set(grads) == {N}  # k draws of the untiled batch per iterate
+    assert [rows for rows, g in drawn.calls if not g][:k] == [N] * k  # the clean input's k draws
+
+
+def test_a_noise_free_model_gives_the_single_draw_result(enc, image):
+    one = APGD(eps=2 / 255, steps=5)(enc, image).x
+    three = APGD(eps=2 / 255, steps=5, eot_samples=3)(enc, image).x
+    assert torch.allclose(one, three, atol=1e-6)
+
+
+def test_eot_apgd_breaks_a_randomized_model_at_least_as_well_as_one_draw(enc, image):
+    drawn = Drawn(enc, sigma=0.05)
+    centers = enc.class_embeddings(image.prompts)
+
+    def accuracy(x, draws=8):
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return sum(zeroshot_correct(drawn.encode("image", x), centers, image.labels).float().mean().item()
+                       for _ in range(draws)) / draws
+
+    torch.manual_seed(0)
+    plain = accuracy(APGD(eps=2 / 255, steps=6)(drawn, image).x)
+    torch.manual_seed(0)
+    eot = accuracy(EOT(APGD(eps=2 / 255, steps=6), samples=8)(drawn, image).x)
+    assert eot <= plain and eot < accuracy(image.x), (eot, plain)
+
+
+def test_bpda_inside_eot_reaches_apgd(enc, image):
+    drawn = Drawn(enc, sigma=0.01, rounding=True)
+    atk = EOT(BPDA(APGD(eps=8 / 255, steps=3)), samples=2)
+    assert isinstance(atk.inner, BPDA) and atk.describe()["eot_samples"] == 2 and atk.describe()["bpda"] is True
+    torch.manual_seed(0)
+    out = atk(drawn, image).x
+    assert (out - image.x).abs().max() > 1 / 255  # the identity stand-in gives BPDA a gradient
+
+
+def test_apgd_eot_samples_settings_and_records():
+    assert "eot_samples" not in APGD().describe()
+    assert build_attack("apgd", eot_samples=4).describe()["eot_samples"] == 4
+    with pytest.raises(BudgetError) as e:
+        APGD(eot_samples=0)
     assert "\n" not in str(e.value)
 
 

@@ -35,6 +35,12 @@ run's up to rounding -- an item broken at any iterate is returned broken either 
 get harsher; the returned example is the first breaking iterate instead of the highest-loss broken
 one. The default (False) runs every step on every item, for exact reproduction.
 
+``eot_samples=k`` (what :class:`~robustmm.attacks.eot.EOT` sets) evaluates every iterate on ``k``
+draws of a randomized encoder: the loss and gradient are the draws' means, and an iterate's broken
+verdict is the share of draws that break it (items broken in every draw at the clean input are
+left alone; iterates rank by that share, then by loss; early stopping needs every draw broken), so
+the step-size decisions and the best iterate are made once per item, not per draw.
+
 Conventions as :mod:`robustmm.attacks.pgd`: eps/norm in the modality's unit (None: its middle eps
 and default norm), per-item random starts seeded by ``(seed, run, batch.index)``, deterministic,
 input never mutated, encoder weights/modes/``requires_grad`` restored (``frozen``).
@@ -102,7 +108,7 @@ class APGD(Attack):
 
     def __init__(self, eps: float | None = None, norm: str | None = None, steps: int = 100, n_restarts: int = 1,
                  loss: str = "ce", n_target_classes: int = 9, rho: float = 0.75, random_start: bool = True,
-                 seed: int = 0, logit_scale: float = DEFAULT_SCALE, early_stop: bool = False):
+                 seed: int = 0, logit_scale: float = DEFAULT_SCALE, early_stop: bool = False, eot_samples: int = 1):
         self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
         self.norm = None if norm is None else resolve_norm(norm)
         self.steps = _int(steps, "steps", 0)
@@ -118,12 +124,13 @@ class APGD(Attack):
         self.seed = int(seed)
         self.logit_scale = float(logit_scale)
         self.early_stop = bool(early_stop)
+        self.eot_samples = _int(eot_samples, "EOT samples", 1)
 
     def settings(self) -> dict[str, Any]:
         return {"eps": self.eps, "norm": self.norm, "steps": self.steps, "n_restarts": self.n_restarts,
                 "loss": self.loss, "n_target_classes": self.n_target_classes, "rho": self.rho,
                 "random_start": self.random_start, "seed": self.seed, "logit_scale": self.logit_scale,
-                "early_stop": self.early_stop}
+                "early_stop": self.early_stop, "eot_samples": self.eot_samples}
 
     def resolve(self, modality: str) -> "APGD":
         """A copy with the modality's middle eps and default norm filled in."""
@@ -136,6 +143,8 @@ class APGD(Attack):
             out.pop("n_target_classes")
         if not self.early_stop:  # records without the key ran the full batch
             out.pop("early_stop")
+        if self.eot_samples == 1:  # records without the key saw one draw per step
+            out.pop("eot_samples")
         return out
 
     # -- binding the losses -------------------------------------------------------------------
@@ -177,54 +186,72 @@ class APGD(Attack):
             all_rows = torch.arange(n, device=x.device)
             best_x = x.clone()
             best_loss = torch.full((n,), float("-inf"), device=x.device)
-            broken = ~scorer.robust(clean, all_rows) if zero_shot else torch.zeros(n, dtype=torch.bool, device=x.device)
+            # per item, the share of draws in which its best example is broken (one draw: 0 or 1)
+            best_frac = self._broken_share(encoder, modality, x, clean, scorer, all_rows) if zero_shot else \
+                torch.zeros(n, device=x.device)
             runs = self._runs(encoder, batch, x, clean, scorer)
             for t, (name, loss_fn) in enumerate(runs):
                 for restart in range(self.n_restarts):
-                    rows = all_rows[~broken] if zero_shot else all_rows
+                    rows = all_rows[best_frac < 1] if zero_shot else all_rows
                     if len(rows) == 0:
                         break
                     seed = item_seed(self.seed, t * self.n_restarts + restart)
-                    xs, ls, bs = self._run(encoder, modality, x[rows], rows, index[rows.cpu()], loss_fn,
+                    xs, ls, fs = self._run(encoder, modality, x[rows], rows, index[rows.cpu()], loss_fn,
                                            scorer if zero_shot else None, eps, norm, spec.domain, seed)
-                    better = bs & ~broken[rows] | (bs == broken[rows]) & (ls > best_loss[rows])
-                    best_x[rows[better]] = xs[better]
-                    best_loss[rows[better]] = ls[better]
-                    broken[rows] |= bs
+                    better = (fs > best_frac[rows]) | (fs == best_frac[rows]) & (ls > best_loss[rows])
+                    won = rows[better]
+                    best_x[won], best_loss[won], best_frac[won] = xs[better], ls[better], fs[better]
                     log.debug("apgd %s %s run %d.%d: %d items, %d broken so far", modality, name, t, restart,
-                              len(rows), int(broken.sum()))
+                              len(rows), int((best_frac >= 1).sum()))
         return batch.replace(x=best_x.detach())
+
+    def _broken_share(self, encoder: Any, modality: str, x: torch.Tensor, clean: torch.Tensor, scorer: Scorer,
+                      rows: torch.Tensor) -> torch.Tensor:
+        """(n,) share of ``eot_samples`` draws in which the clean input is broken; ``clean`` is the
+        first draw's embedding. An item is left alone only when it is broken in every draw."""
+        share = (~scorer.robust(clean, rows)).float()
+        with torch.no_grad():
+            for _ in range(self.eot_samples - 1):
+                share += (~scorer.robust(encoder.encode(modality, x, validate=False), rows)).float()
+        return share / self.eot_samples
 
     def _run(self, encoder: Any, modality: str, x0: torch.Tensor, rows: torch.Tensor, index: torch.Tensor,
              loss_fn: LossFn, scorer: Scorer | None, eps: float, norm: str, domain: tuple[float, float],
              seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One APGD run on ``rows``: each item's most damaging iterate, its loss and broken flag.
+        """One APGD run on ``rows``: each item's most damaging iterate (the largest broken share, then
+        the highest loss), its loss and its broken share.
 
         With ``early_stop`` (and a zero-shot goal) an item leaves the run at its first broken
         iterate, which it returns; the others' state is compacted to the items still robust."""
 
         def probe(z: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            z = z.detach().requires_grad_(True)
-            emb = encoder.encode(modality, z, validate=False)
-            loss = loss_fn(emb, r)
-            (g,) = torch.autograd.grad(loss.sum(), z)
-            hit = ~scorer.robust(emb, r) if scorer is not None else torch.zeros_like(loss, dtype=torch.bool)
-            return loss.detach().float(), g, hit
+            """(loss, gradient, broken share) at ``z``: means over ``eot_samples`` draws, one each."""
+            loss = grad = share = None
+            for _ in range(self.eot_samples):
+                zz = z.detach().requires_grad_(True)
+                emb = encoder.encode(modality, zz, validate=False)
+                l_d = loss_fn(emb, r)
+                (g,) = torch.autograd.grad(l_d.sum(), zz)
+                hit = (~scorer.robust(emb, r) if scorer is not None else torch.zeros_like(l_d, dtype=torch.bool)).float()
+                l_d = l_d.detach().float()
+                loss, grad, share = (l_d, g, hit) if loss is None else (loss + l_d, grad + g, share + hit)
+            k = self.eot_samples
+            return (loss, grad, share) if k == 1 else (loss / k, grad / k, share / k)
 
         stop = self.early_stop and scorer is not None
         xk = x0.clone()
         if self.random_start:
             xk = project(x0 + random_delta(x0, eps, norm, seed=seed, index=index), x0, eps, norm, domain)
-        loss, grad, hit = probe(xk, rows)
-        best_x, best_l, best_b = xk.clone(), loss.clone(), hit.clone()  # what is returned
+        loss, grad, share = probe(xk, rows)
+        best_x, best_l, best_f = xk.clone(), loss.clone(), share.clone()  # what is returned
         pos = torch.arange(len(rows), device=x0.device)  # the positions (in rows) still in the run
         # per still-running item: x_max/g_max/l_max is where a halved step restarts
         st = {"x0": x0, "rows": rows, "xk": xk, "x_prev": xk, "grad": grad, "x_max": xk.clone(), "g_max": grad.clone(),
               "l_max": loss.clone(), "l_prev": loss, "rises": torch.zeros_like(loss),
               "eta": torch.full((len(rows),), 2.0 * eps, device=x0.device, dtype=x0.dtype),
-              "l_chk": loss.clone(), "h_chk": torch.zeros_like(hit)}
-        if stop and bool(hit.any()):
-            pos, st = pos[~hit], {k: v[~hit] for k, v in st.items()}
+              "l_chk": loss.clone(), "h_chk": torch.zeros_like(share, dtype=torch.bool)}
+        if stop and bool((share >= 1).any()):
+            pos, st = pos[share < 1], {k: v[share < 1] for k, v in st.items()}
         marks = dict(checkpoints(self.steps))
         for k in range(self.steps):
             if len(pos) == 0:
@@ -239,15 +266,15 @@ class APGD(Attack):
                 a = 1.0 if k == 0 else 0.75
                 x_new = project(xk + a * (z - xk) + (1 - a) * (xk - x_prev), ref, eps, norm, domain)
             st["x_prev"], xk = xk, x_new
-            loss, grad, hit = probe(xk, st["rows"])
+            loss, grad, share = probe(xk, st["rows"])
             with torch.no_grad():
                 st["rises"] += (loss > st["l_prev"]).to(loss.dtype)
                 st["l_prev"] = loss
                 up = loss > st["l_max"]
                 st["x_max"][up], st["g_max"][up], st["l_max"][up] = xk[up], grad[up], loss[up]
-                better = hit & ~best_b[pos] | (hit == best_b[pos]) & (loss > best_l[pos])
+                better = (share > best_f[pos]) | (share == best_f[pos]) & (loss > best_l[pos])
                 at = pos[better]
-                best_x[at], best_l[at], best_b[at] = xk[better], loss[better], hit[better]
+                best_x[at], best_l[at], best_f[at] = xk[better], loss[better], share[better]
                 if k + 1 in marks:
                     halve = (st["rises"] < self.rho * marks[k + 1]) | (~st["h_chk"] & (st["l_chk"] >= st["l_max"]))
                     st["h_chk"], st["l_chk"] = halve, st["l_max"].clone()
@@ -256,6 +283,7 @@ class APGD(Attack):
                     grad = torch.where(_per(halve, grad), st["g_max"], grad)
                     st["rises"].zero_()
             st["xk"], st["grad"] = xk, grad
-            if stop and bool(hit.any()):  # broken items keep their breaking iterate and leave
-                pos, st = pos[~hit], {k_: v[~hit] for k_, v in st.items()}
-        return best_x, best_l, best_b
+            if stop and bool((share >= 1).any()):  # broken items keep their breaking iterate and leave
+                keep = share < 1
+                pos, st = pos[keep], {k_: v[keep] for k_, v in st.items()}
+        return best_x, best_l, best_f

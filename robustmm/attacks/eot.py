@@ -12,11 +12,15 @@ hand the attack's loss one point per item. So :class:`EOT` lets the loss see eve
    r of every item in the r-th call of the randomized encoder) and ties identical rows in the
    backward pass: every copy receives the mean of its copies' gradients -- exactly the EOT
    estimate, with the forward values untouched;
-3. copies that get the same gradient take the same step and stay identical (PGD always; APGD
-   while its per-item step-size decisions, made on single-draw losses, agree), so each item's
-   result is the example most of its copies ended at.
+3. copies that get the same gradient take the same step and stay identical (PGD always), so
+   each item's result is the example most of its copies ended at.
 
-Nothing in PGD or APGD knows about EOT. Cost: ``samples`` forward/backward passes per step.
+An attack whose own decisions depend on the loss per item would split the copies: APGD halves
+its step per row on single-draw losses and keeps each row's best iterate, so its copies drift
+apart. Such an attack averages over draws itself -- it takes an ``eot_samples`` setting, and EOT
+hands it ``eot_samples=samples`` instead of tiling: APGD's loss, gradient, step-size checkpoints,
+best iterate and broken verdict are then per item on the mean over ``samples`` draws (the share
+of broken draws ranks its iterates). Cost either way: ``samples`` forward/backward passes per step.
 (Rows of different items that are bit-identical would be tied too; real data has none.)
 
 Example::
@@ -117,7 +121,11 @@ class EOT(AttackWrapper):
         return held[1]
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
-        """Attack ``samples`` tied copies of ``batch`` on the EOT view; one example per item back."""
+        """Attack ``samples`` tied copies of ``batch`` on the EOT view; one example per item back.
+        An attack that averages over draws itself (an ``eot_samples`` setting: APGD) runs on the
+        batch as it is, with ``eot_samples=samples``."""
+        if "eot_samples" in self.inner.settings():
+            return self.inner.replace(eot_samples=self.samples)(encoder, batch)
         k, n = self.samples, len(batch)
         index = batch.index if batch.index is not None and len(batch.index) == n else torch.arange(n)
         tiled = Batch(batch.modality, batch.x.repeat(k, *([1] * (batch.x.dim() - 1))), list(batch.captions) * k,
