@@ -46,7 +46,7 @@ from robustmm.persist import atomic_write_text
 from robustmm.report.tables import markdown_table
 
 log = logging.getLogger("calibration_table")
-STRONGER = ("pgd", "apgd")
+STRONGER = ("pgd", "apgd", "apgd-t")
 
 
 def top1(r: Any, part: str = "attacked") -> float:
@@ -80,9 +80,14 @@ def white_box(model: Any, data: Any, modality: str, attacks: dict[str, Attack]) 
 
 
 def build(name: str, eps: float, steps: int, modality: str, early_stop: bool = False) -> Attack:
-    """A zero-shot-CE attack (``pgd`` or ``apgd``) at ``eps``, resolved for ``modality``; ``early_stop``
-    (PGD only) stops each item at its first breaking iterate (same robust top-1, less time)."""
-    extra = {"early_stop": True} if early_stop and name == "pgd" else {}
+    """A zero-shot attack at ``eps``, resolved for ``modality``: ``pgd`` or ``apgd`` (CE loss), or
+    ``apgd-t`` (APGD on the targeted DLR loss over the top 3 classes: scale-invariant, so it is not
+    fooled by a saturated softmax as CE can be); ``early_stop`` stops each item at its first breaking
+    iterate (same robust top-1, less time)."""
+    extra = {"early_stop": True} if early_stop else {}
+    if name == "apgd-t":
+        return build_attack("apgd", eps=eps, steps=steps, loss="dlr-targeted", n_target_classes=3,
+                            **extra).resolve(modality)
     return build_attack(name, eps=eps, steps=steps, loss="ce", **extra).resolve(modality)
 
 
@@ -104,9 +109,9 @@ def main() -> None:
     ap.add_argument("--eval-attack", default="pgd", choices=STRONGER, help="the scoring attack (bare, head-unaware, adaptive)")
     ap.add_argument("--eval-steps", type=int, default=50, help="steps of the scoring attack")
     ap.add_argument("--stronger", nargs="*", default=["pgd"], choices=STRONGER,
-                    help="stronger adaptive attacks run when --stronger-steps > 0 (apgd = APGD-CE)")
+                    help="stronger adaptive attacks run when --stronger-steps > 0 (apgd = APGD-CE, apgd-t = APGD-T)")
     ap.add_argument("--stronger-steps", type=int, default=0, help="steps of each --stronger attack (0: none)")
-    ap.add_argument("--stronger-early-stop", action="store_true", help="stronger PGD stops items once broken")
+    ap.add_argument("--stronger-early-stop", action="store_true", help="stronger attacks stop items once broken")
     ap.add_argument("--regulariser", default="supervised", help="supervised | label-free | none")
     ap.add_argument("--split", default="test")
     ap.add_argument("--epochs", type=int, default=60)
@@ -131,7 +136,7 @@ def main() -> None:
         spec = get_modality(m)
         eps = spec.middle_eps
         attack = reusable(RecordingAttack(build(args.eval_attack, eps, args.eval_steps, m)))
-        stronger = {s: build(s.split("-")[0], eps, args.stronger_steps, m, args.stronger_early_stop)
+        stronger = {s: build(s.rsplit("-", 1)[0], eps, args.stronger_steps, m, args.stronger_early_stop)
                     for s in stronger_names}
         variants = [(obj, dict(objective=obj)) for obj in args.objectives]
         if variants and args.adaptive_every and m in args.adaptive_modalities:
