@@ -33,7 +33,9 @@ option): an item leaves its run at the first iterate that breaks it and returns 
 the remaining steps are spent only on the items still robust. Verdicts are the same as the full
 run's up to rounding -- an item broken at any iterate is returned broken either way -- and can only
 get harsher; the returned example is the first breaking iterate instead of the highest-loss broken
-one. The default (False) runs every step on every item, for exact reproduction.
+one. The default (False) runs every step on every item, for exact reproduction. On a randomized
+model a verdict holds for the draws it was judged on only: leave it off there (or judge on many
+draws with ``eot_samples``).
 
 ``eot_samples=k`` (what :class:`~robustmm.attacks.eot.EOT` sets) evaluates every iterate on ``k``
 draws of a randomized encoder: the loss and gradient are the draws' means, and an iterate's broken

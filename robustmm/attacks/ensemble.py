@@ -21,7 +21,8 @@ cheap       10 steps           10 steps, 3 target classes       200 queries
 ``steps`` / ``n_queries`` override the version's iterations / queries for every part that has
 them. ``early_stop`` (default True) is handed to every part that takes it (APGD, PGD): an item
 leaves a part at its first breaking iterate, so each part spends its steps on the items still
-robust; False reproduces the full-batch parts exactly. (AutoAttack's FAB-T is not included.) ``describe()`` lists the parts and, once the attack has
+robust; False reproduces the full-batch parts exactly (and suits a randomized model, where one
+draw's verdict is not final). (AutoAttack's FAB-T is not included.) ``describe()`` lists the parts and, once the attack has
 run, how many items each part attacked and broke (``ran``).
 
 Example::
