@@ -105,6 +105,24 @@ def test_adaptive_for_picks_bpda_eot_or_both_and_refuses_nonsense(trained):
         adaptive_for(defend(trained, "random-resize-pad"), pgd, eot_samples=0)
 
 
+def test_randomized_defenses_are_attacked_without_early_stopping(trained):
+    """An item broken in the draws an early-stopping attack saw is not broken for good against a
+    randomized defense, so both the naive and the adaptive attack run every step there (the
+    ensemble, which early-stops by default, included); deterministic defenses keep the setting."""
+    from robustmm.attacks import build_attack
+    from robustmm.defenses.input_transforms import defend
+    from robustmm.job.cells.input_defenses import judged_on_every_draw
+
+    for name in ("ensemble", "apgd", "pgd"):
+        attack = build_attack(name, early_stop=True)
+        eot = adaptive_for(defend(trained, "random-resize-pad"), attack, eot_samples=2)
+        assert eot.settings()["early_stop"] is False, name
+        assert adaptive_for(defend(trained, "bit-depth"), attack).settings()["early_stop"] is True, name
+        assert judged_on_every_draw(attack).settings()["early_stop"] is False
+    noise = build_attack("noise")
+    assert judged_on_every_draw(noise) is noise  # nothing to switch off
+
+
 def test_parse_settings():
     assert parse_settings(["quality=50", "max_scale=1.5", "name=x"]) == {"quality": 50, "max_scale": 1.5, "name": "x"}
     with pytest.raises(RobustMMError, match="KEY=VALUE"):

@@ -89,6 +89,12 @@ def check_adaptive(transform: InputTransform, mode: str = "auto", eot_samples: i
     _plan(transform.name, not transform.differentiable, transform.randomized, mode, eot_samples)
 
 
+def judged_on_every_draw(attack: Attack) -> Attack:
+    """``attack`` without early stopping: against a randomized defense an item broken in the draws
+    the attack saw is not broken for good, so it must keep being attacked (and scored afresh)."""
+    return attack.replace(early_stop=False) if attack.settings().get("early_stop") else attack
+
+
 def adaptive_for(defended: Any, attack: Attack, *, eot_samples: int = 8, mode: str = "auto") -> Attack:
     """The adaptive version of ``attack`` against an input-defended encoder.
 
@@ -100,6 +106,8 @@ def adaptive_for(defended: Any, attack: Attack, *, eot_samples: int = 8, mode: s
     name = getattr(getattr(defended, "transform", None), "name", getattr(defended, "name", "?"))
     use_bpda, use_eot = _plan(name, bool(declared(defended, "bpda_steps")), bool(getattr(defended, "randomized", False)),
                               mode, eot_samples)
+    if use_eot:
+        attack = judged_on_every_draw(attack)
     out = BPDA(attack) if use_bpda else attack
     return EOT(out, eot_samples) if use_eot else out
 
@@ -117,7 +125,8 @@ def score_defense(encoder: Any, data: Any, *, modality: str, transform: InputTra
     wrap = wrap or (lambda a: a)
     out = [evaluate(defended, data, modality=modality, defense=block, **kw)] if clean else []
     if attack is not None:
-        out.append(evaluate(defended, data, modality=modality, attack=wrap(attack), defense=block, threat="white-box", **kw))
+        naive = judged_on_every_draw(attack) if transform.randomized else attack
+        out.append(evaluate(defended, data, modality=modality, attack=wrap(naive), defense=block, threat="white-box", **kw))
     if adaptive is not None:
         out.append(evaluate(defended, data, modality=modality, attack=wrap(adaptive), defense=block, threat="adaptive", **kw))
     return out
