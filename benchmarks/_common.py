@@ -111,3 +111,20 @@ def execute(args: argparse.Namespace, run: Callable[[argparse.Namespace], dict[s
 
 def rounded(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
+
+
+def image_batches(args: argparse.Namespace) -> tuple[Any, Any, list[list[str]], list[Any]]:
+    """The encoder ``args.model`` on ``args.device``, the first ``args.n`` SynthScenes test images, their
+    class prompts and their batches of ``args.batch_size`` already on the device: the zero-shot image
+    setup the attack benchmarks share."""
+    import robustmm
+    from robustmm.data.synthscenes import synthscenes
+    from robustmm.evaluation import iter_batches
+
+    device = torch.device(args.device)
+    enc = robustmm.load_encoder(args.model, device=device)
+    data = synthscenes(n=args.n, seed=2, split="test", modalities=("image",))
+    prompts = data.task("image").prompts()
+    batches = [b.replace(x=b.x.to(device), labels=b.labels.to(device))
+               for b in iter_batches(data, "image", args.batch_size, prompts)]
+    return enc, data, prompts, batches

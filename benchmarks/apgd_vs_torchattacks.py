@@ -26,7 +26,7 @@ import statistics
 from typing import Any
 
 import torch
-from _common import add_common, execute, machine_info, rounded, timed
+from _common import add_common, execute, image_batches, machine_info, rounded, timed
 
 log = logging.getLogger("benchmark.apgd")
 
@@ -34,20 +34,13 @@ log = logging.getLogger("benchmark.apgd")
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torchattacks
 
-    import robustmm
     from robustmm.attacks.apgd import APGD
     from robustmm.attacks.ensemble import Ensemble
     from robustmm.attacks.square import Square
     from robustmm.attacks.torchattacks_adapter import ZeroShotClassifier
-    from robustmm.data.synthscenes import synthscenes
-    from robustmm.evaluation import iter_batches
 
     device = torch.device(args.device)
-    enc = robustmm.load_encoder(args.model, device=device)
-    data = synthscenes(n=args.n, seed=2, split="test", modalities=("image",))
-    prompts = data.task("image").prompts()
-    batches = [b.replace(x=b.x.to(device), labels=b.labels.to(device))
-               for b in iter_batches(data, "image", args.batch_size, prompts)]
+    enc, data, prompts, batches = image_batches(args)
     clf = ZeroShotClassifier(enc, "image", prompts, logit_scale=100.0).eval()
     eps, steps, k, q = args.eps / 255, args.steps, args.n_target_classes, args.n_queries
     norm_ta = "Linf" if args.norm == "linf" else "L2"

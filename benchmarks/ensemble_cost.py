@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import torch
-from _common import add_common, execute, machine_info, rounded, timed
+from _common import add_common, execute, image_batches, machine_info, rounded, timed
 
 
 class _Stopwatch:
@@ -42,20 +42,13 @@ class _Stopwatch:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import robustmm
     from robustmm.attacks.apgd import APGD
     from robustmm.attacks.ensemble import Ensemble
     from robustmm.attacks.margin_losses import Scorer
     from robustmm.attacks.square import Square
-    from robustmm.data.synthscenes import synthscenes
-    from robustmm.evaluation import iter_batches
 
     device = torch.device(args.device)
-    enc = robustmm.load_encoder(args.model, device=device)
-    data = synthscenes(n=args.n, seed=2, split="test", modalities=("image",))
-    prompts = data.task("image").prompts()
-    batches = [b.replace(x=b.x.to(device), labels=b.labels.to(device))
-               for b in iter_batches(data, "image", args.batch_size, prompts)]
+    enc, data, prompts, batches = image_batches(args)
     eps, steps, k, q = args.eps / 255, args.steps, args.n_target_classes, args.n_queries
     parts = {"apgd-ce": APGD(eps=eps, norm=args.norm, steps=steps, loss="ce", early_stop=True),
              "apgd-t": APGD(eps=eps, norm=args.norm, steps=steps, loss="dlr-targeted", n_target_classes=k,
