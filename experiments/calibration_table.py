@@ -6,12 +6,13 @@ objective's head is trained on that cache (regulariser ``--regulariser`` at the 
 weight, which was chosen on val by ``experiments/select_consistency.py``), and each head is scored
 on ``--split`` (test) with ``--eval-attack`` (PGD or APGD, zero-shot CE, ``--eval-steps``) under the
 head-unaware threat (its examples made on the bare encoder) and the adaptive one, plus each
-``--stronger`` attack (``pgd`` and/or ``apgd`` = APGD-CE, ``--stronger-steps`` iterations, same eps;
-PGD optionally with early stopping, which leaves its robust top-1 unchanged) run adaptively, and
-the per-item **worst case** over all of them (the defended model's robust score). Rows where the
-head-unaware threat beats an adaptive one, or an adaptive attack beats the worst case, are flagged
-(the adaptive attacks are not ranked against each other: which one is stronger is what the table
-measures).
+``--stronger`` attack (``pgd``, ``apgd`` = APGD-CE and/or ``apgd-t`` = APGD-T, ``--stronger-steps``
+iterations, same eps; optionally with early stopping, which leaves its robust top-1 unchanged) run
+both adaptively and head-unaware (its bare-encoder examples, the ones of the no-head column,
+scored through the head), and the per-item **worst case** over all of them (the defended model's
+robust score). Rows where a head-unaware threat beats an adaptive one, or any threat beats the
+worst case, are flagged (the adaptive attacks are not ranked against each other: which one is
+stronger is what the table measures).
 
 Next to them: the bare encoder's white-box robust accuracy -- the per-item worst case over the same
 attacks (the scoring attack and every stronger one) on the bare encoder, so the head and no-head
@@ -91,9 +92,9 @@ def build(name: str, eps: float, steps: int, modality: str, early_stop: bool = F
     return build_attack(name, eps=eps, steps=steps, loss="ce", **extra).resolve(modality)
 
 
-def flags_of(unaware: Any, adaptive: list[Any], worst: Any) -> list[str]:
-    """Head-unaware beating an adaptive attack, or any threat beating the worst case."""
-    pairs = [(unaware, a) for a in adaptive] + [(t, worst) for t in (unaware, *adaptive)]
+def flags_of(unaware: list[Any], adaptive: list[Any], worst: Any) -> list[str]:
+    """A head-unaware threat beating an adaptive attack, or any threat beating the worst case."""
+    pairs = [(u, a) for u in unaware for a in adaptive] + [(t, worst) for t in (*unaware, *adaptive)]
     flags = [f for pair in pairs for f in threat_flags(list(pair))]
     return list(dict.fromkeys(f.message() for f in flags))
 
@@ -136,8 +137,9 @@ def main() -> None:
         spec = get_modality(m)
         eps = spec.middle_eps
         attack = reusable(RecordingAttack(build(args.eval_attack, eps, args.eval_steps, m)))
-        stronger = {s: build(s.rsplit("-", 1)[0], eps, args.stronger_steps, m, args.stronger_early_stop)
-                    for s in stronger_names}
+        raw = {s: build(s.rsplit("-", 1)[0], eps, args.stronger_steps, m, args.stronger_early_stop)
+               for s in stronger_names}
+        stronger = {s: reusable(RecordingAttack(a)) for s, a in raw.items()}  # bare examples = head-unaware ones
         variants = [(obj, dict(objective=obj)) for obj in args.objectives]
         if variants and args.adaptive_every and m in args.adaptive_modalities:
             best = args.objectives[0]
@@ -147,8 +149,7 @@ def main() -> None:
             cache = adversarial_embeddings(enc, train, modality=m, attack=build_attack("pgd", eps=eps, steps=args.steps),
                                            progress=False)
             cache_s = time.perf_counter() - t0
-            bare_each, bare_worst = white_box(enc, test, m, {main_name: attack} |
-                                              {s: RecordingAttack(a) for s, a in stronger.items()})
+            bare_each, bare_worst = white_box(enc, test, m, {main_name: attack} | stronger)
             records += [r.to_dict() for r in (*bare_each.values(), bare_worst)]
             control = calibrate(enc, train, modality=m, objective="ce", regulariser=args.regulariser, epochs=args.epochs,
                                 clean_only=True, embeddings=cache, progress=False)
@@ -161,13 +162,16 @@ def main() -> None:
                 enc, cal, test, modality=m, attack=attack, stronger=stronger, progress=False,
                 threats=("white-box", "head-unaware", "adaptive", "worst-case"))
             worst = more[-1]
-            flags = flags_of(unaware, [adaptive, *more[:-1]], worst)
+            more_adaptive = [r for r in more[:-1] if r.threat == "adaptive"]
+            more_unaware = [r for r in more[:-1] if r.threat == "head-unaware"]
+            flags = flags_of([unaware, *more_unaware], [adaptive, *more_adaptive], worst)
             train_s = cal.meta["train_s"] + (cache_s if not kw.get("adaptive_every") else cal.meta["attack_s"])
             row = {"modality": m, "objective": label, "eps": spec.format_eps(eps),
                    "clean": top1(bare_worst, "clean"), "clean_head": top1(unaware, "clean"), "clean_control": control_clean,
                    "robust_no_head": top1(bare_worst), "robust_no_head_each": {k: top1(r) for k, r in bare_each.items()},
                    "head_unaware": top1(unaware), "adaptive": top1(adaptive),
-                   "adaptive_stronger": {r.extra["stronger_attack"]: top1(r) for r in more[:-1]},
+                   "head_unaware_stronger": {r.extra["stronger_attack"]: top1(r) for r in more_unaware},
+                   "adaptive_stronger": {r.extra["stronger_attack"]: top1(r) for r in more_adaptive},
                    "worst_case": top1(worst), "broken_by": worst.extra["broken_by"], "flags": flags,
                    "head_train_s": round(cal.meta["train_s"], 2), "attack_cache_s": round(cache_s, 1),
                    "total_train_s": round(train_s, 1)}
@@ -178,10 +182,11 @@ def main() -> None:
             tuned, rep = fare_finetune(enc, train, modality=fm, eps=eps, steps=args.steps, progress=False,
                                        **({"lr": args.fare_lr} if args.fare_lr else {}))
             each, fworst = white_box(tuned, test, fm, {main_name: RecordingAttack(attack.inner.inner)} |
-                                     {s: RecordingAttack(a) for s, a in stronger.items()})
+                                     {s: RecordingAttack(a) for s, a in raw.items()})
             rows.append({"modality": fm, "objective": f"FARE (fine-tune tower, lr {rep['lr']:g})", "eps": spec.format_eps(eps),
                          "clean": top1(fworst, "clean"), "clean_head": None, "clean_control": None,
                          "robust_no_head": None, "robust_no_head_each": None, "head_unaware": None,
+                         "head_unaware_stronger": None,
                          "adaptive": top1(each[main_name]),
                          "adaptive_stronger": {k: top1(r) for k, r in each.items() if k != main_name},
                          "worst_case": top1(fworst), "broken_by": fworst.extra["broken_by"], "flags": [],
@@ -199,12 +204,14 @@ def write(out: Path, config: dict[str, Any], rows: list[dict[str, Any]], records
     atomic_write_text(out, json.dumps({"config": config, "rows": rows, "results": records}, indent=1) + "\n")
     wb = " / ".join([main_name, *stronger_names])
     headers = ["modality", "objective", "eps", "clean", "clean w/ head", "clean-control head",
-               f"robust, no head (worst of {wb})", f"head-unaware ({main_name})", f"adaptive {main_name}",
+               f"robust, no head (worst of {wb})", f"head-unaware ({main_name})",
+               *[f"head-unaware {s}" for s in stronger_names], f"adaptive {main_name}",
                *[f"adaptive {s}" for s in stronger_names], "worst case", "train s (total)", "flag"]
 
     table = markdown_table(headers, [[r["modality"], r["objective"], r["eps"], r["clean"], r["clean_head"],
-                                      r["clean_control"], r["robust_no_head"], r["head_unaware"], r["adaptive"],
-                                      *[(r["adaptive_stronger"] or {}).get(s) for s in stronger_names],
+                                      r["clean_control"], r["robust_no_head"], r["head_unaware"],
+                                      *[(r.get("head_unaware_stronger") or {}).get(s) for s in stronger_names],
+                                      r["adaptive"], *[(r["adaptive_stronger"] or {}).get(s) for s in stronger_names],
                                       r["worst_case"], r["total_train_s"], "; ".join(r["flags"]) or ""] for r in rows])
     atomic_write_text(out.with_suffix(".md"), table + "\n")
 

@@ -4,8 +4,10 @@
 * ``head-unaware``: adversarial examples made on the bare encoder, scored through the heads
   (the setting of the calibration paper; a transfer attack from the backbone).
 * ``adaptive``: the attacker differentiates through the heads. Nobody publishes this number;
-  robustmm always reports it next to the head-unaware one. ``stronger=`` adds more adaptive
-  attacks (more steps, APGD, ...), each recorded with ``extra["stronger_attack"]``.
+  robustmm always reports it next to the head-unaware one. ``stronger=`` adds more attacks (more
+  steps, APGD, APGD-T, ...), each recorded with ``extra["stronger_attack"]``: run adaptively, and
+  (when ``head-unaware`` is asked for) also made on the bare encoder and transferred to the heads,
+  since a head can mask a strong attack's gradient that transfers intact from the backbone.
 * ``worst-case``: per item, the most damaging of every example above (and of the clean input),
   scored through the heads -- the defended model's robust score (:mod:`.worst_case`).
   :func:`threat_flags` lists the rows where a weaker threat beats a stronger one.
@@ -42,6 +44,10 @@ def _named(stronger: Mapping[str, Attack] | Sequence[Attack] | None) -> dict[str
     return out
 
 
+def _memo(attack: Attack) -> MemoAttack:
+    return attack if isinstance(attack, MemoAttack) else MemoAttack(attack)
+
+
 def evaluate_threats(
     encoder: Encoder,
     calibration: Calibration,
@@ -58,23 +64,24 @@ def evaluate_threats(
     Args:
         threats: any of ``white-box``, ``head-unaware``, ``adaptive``, ``worst-case``. The
             worst case covers every head-unaware, adaptive and ``stronger`` run of this call.
-        stronger: more attacks run adaptively (a mapping name -> attack, or attacks named by
-            name and steps), e.g. PGD-50 or APGD, so the worst case is over a converged attacker.
+        stronger: more attacks (a mapping name -> attack, or attacks named by name and steps),
+            e.g. PGD-50, APGD or APGD-T, so the worst case is over a converged attacker. Each runs
+            adaptively; when ``threats`` has ``head-unaware``, each also runs on the bare encoder
+            and is scored through the heads (a :class:`MemoAttack` passed here, e.g. from
+            :func:`reusable`, makes those bare-encoder examples once for every call).
         kw: passed to :func:`robustmm.evaluation.evaluate` (``n``, ``batch_size``, ``seed``, ...).
     Returns:
-        The results of ``threats`` in order (worst-case last), then those of ``stronger``
-        before the worst case.
+        The results of ``threats`` in order (worst-case last); before the worst case, the
+        adaptive result of each ``stronger`` attack, then (with ``head-unaware``) the head-unaware
+        one of each, all with ``extra["stronger_attack"]``.
     """
     unknown = [t for t in threats if t not in THREAT_NAMES]
     if unknown:
         raise RobustMMError(f"unknown threat {unknown[0]!r}; known: {', '.join(THREAT_NAMES)}")
     want_worst = "worst-case" in threats
-    extra_attacks = _named(stronger)
     calibrated = encoder.with_heads(calibration.heads)
     block = calibration.defense_block()
-    attack = attack.resolve(modality)
-    if not isinstance(attack, MemoAttack):
-        attack = MemoAttack(attack)
+    attack = _memo(attack.resolve(modality))
     out: list[Result] = []
     recorded: dict[str, tuple[RecordingAttack, Result]] = {}
 
@@ -93,10 +100,13 @@ def evaluate_threats(
             out.append(scored("head-unaware", attack, "head-unaware", encoder))
         elif threat == "adaptive":
             out.append(scored("adaptive", attack, "adaptive", calibrated))
-    for name, att in extra_attacks.items():
-        r = scored(f"adaptive:{name}", att.resolve(modality), "adaptive", calibrated)
-        r.extra["stronger_attack"] = name
-        out.append(r)
+    extra_attacks = {name: _memo(att.resolve(modality)) for name, att in _named(stronger).items()}
+    stronger_threats = [("adaptive", calibrated)] + [("head-unaware", encoder)] * ("head-unaware" in threats)
+    for threat, source in stronger_threats:
+        for name, att in extra_attacks.items():
+            r = scored(f"{threat}:{name}", att, threat, source)
+            r.extra["stronger_attack"] = name
+            out.append(r)
     if want_worst:
         if not recorded:
             raise RobustMMError("threat 'worst-case' needs head-unaware, adaptive or stronger attacks in the same call")
@@ -111,4 +121,4 @@ def evaluate_threats(
 def reusable(attack: Attack) -> MemoAttack:
     """An attack whose examples are shared by every :func:`evaluate_threats` call it is passed to
     (e.g. one white-box run on the bare encoder for several objectives' head-unaware scores)."""
-    return attack if isinstance(attack, MemoAttack) else MemoAttack(attack)
+    return _memo(attack)

@@ -9,9 +9,10 @@ clean input itself (the zero perturbation is inside every budget). The composite
 is then scored with the same metrics as :func:`evaluate`, so the result is a Result like any other,
 with ``threat="worst-case"``.
 
-:func:`threat_flags` compares the threats of one cell: a weaker threat (head-unaware transfer)
-scoring *below* a stronger one (adaptive, stronger adaptive attacks, the worst case) means the
-stronger attack has not converged; the report shows those rows.
+:func:`threat_flags` compares the threats of one cell: a weaker threat (a head-unaware transfer,
+of the scoring attack or of a stronger one) scoring *below* a stronger one (adaptive, stronger
+adaptive attacks, the worst case) means the stronger attack has not converged; the report shows
+those rows.
 """
 from __future__ import annotations
 
@@ -190,7 +191,8 @@ class ThreatFlag:
 
 
 def threat_label(r: Result) -> str:
-    """``head-unaware``, ``adaptive``, ``adaptive:<attack>`` (a stronger attack) or ``worst-case``."""
+    """``head-unaware``, ``adaptive``, ``adaptive:<attack>`` / ``head-unaware:<attack>`` (a stronger
+    attack through the heads / made on the bare encoder) or ``worst-case``."""
     stronger = (r.extra or {}).get("stronger_attack")
     return f"{r.threat}:{stronger}" if stronger else r.threat
 
@@ -199,12 +201,14 @@ def threat_flags(results: Sequence[Result], tolerance: float = 0.0) -> list[Thre
     """Every (weaker, stronger) pair of one defended cell's results where the weaker threat's robust
     score is lower than the stronger one's by more than ``tolerance``.
 
-    Strength: head-unaware < adaptive < stronger adaptive attacks (``extra["stronger_attack"]``) <
-    worst-case. Results of other threats (the bare white-box, clean) are ignored.
+    Strength: head-unaware (any attack made on the bare encoder, stronger ones included) < adaptive <
+    stronger adaptive attacks (``extra["stronger_attack"]``) < worst-case. Results of other threats
+    (the bare white-box, clean) are ignored.
     """
     ranked = []
     for i, r in enumerate(results):
-        kind = "stronger" if (r.extra or {}).get("stronger_attack") else r.threat
+        stronger = (r.extra or {}).get("stronger_attack") and r.threat == Threat.ADAPTIVE.value
+        kind = "stronger" if stronger else r.threat
         score = headline_score((r.metrics or {}).get("attacked"))
         if kind in STRENGTH and score is not None:
             ranked.append((i, STRENGTH[kind], threat_label(r), float(score)))
