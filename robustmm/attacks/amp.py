@@ -13,9 +13,10 @@ import torch
 
 from ..encoders.base import Encoder
 from .base import Attack, AttackWrapper
+from .views import EncoderView
 
 
-class AutocastEncoder(Encoder):
+class AutocastEncoder(EncoderView):
     """A view of ``base`` whose modality ``encode`` runs under ``torch.autocast`` (``--amp``).
 
     Only the differentiated path (modality input -> embedding) is autocast; the embedding is cast
@@ -25,24 +26,13 @@ class AutocastEncoder(Encoder):
     """
 
     def __init__(self, base: Encoder, dtype: torch.dtype = torch.bfloat16):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.dtype = dtype
-        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=self.dtype):
             z = self.base.encode(modality, x, validate=False)  # the outer encode() checked x
         return z.float()
-
-    def encode_text(self, texts: Any) -> torch.Tensor:
-        return self.base.encode_text(texts)
-
-    def tower(self, modality: str) -> torch.nn.Module:
-        return self.base.tower(modality)
-
-    def info(self) -> dict[str, Any]:
-        return self.base.info()
 
 
 class AutocastAttack(AttackWrapper):

@@ -36,9 +36,11 @@ import torch
 
 from ..batch import Batch
 from ..encoders.base import Encoder
-from ..errors import BudgetError
+from ..errors import BudgetError, UnknownNameError
 from .base import Attack, AttackWrapper
 from .bpda import declared
+from .eot_draws import DRAW_MODES, DrawnEncoder
+from .views import EncoderView
 
 __all__ = ["EOT", "EOTEncoder", "tie_identical_rows"]
 
@@ -59,15 +61,10 @@ def tie_identical_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.detach() + (mean - mean.detach()), rank
 
 
-class EOTEncoder(Encoder):
+class EOTEncoder(EncoderView):
     """A view of ``base`` for EOT: identical input rows are tied in the backward pass (their
     gradients averaged), and the r-th copy of each row is embedded in the r-th call of ``base``,
     so a randomizing ``base`` gives every copy its own draw."""
-
-    def __init__(self, base: Encoder):
-        super().__init__()
-        self.base = base
-        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
 
     @property
     def bpda_steps(self) -> tuple[Any, ...]:
@@ -84,15 +81,6 @@ class EOTEncoder(Encoder):
         emb = torch.cat(parts)
         return emb[torch.argsort(torch.cat(order))]
 
-    def encode_text(self, texts: Any) -> torch.Tensor:
-        return self.base.encode_text(texts)
-
-    def tower(self, modality: str) -> torch.nn.Module:
-        return self.base.tower(modality)
-
-    def info(self) -> dict[str, Any]:
-        return self.base.info()
-
 
 class EOT(AttackWrapper):
     """Any gradient attack with its gradient averaged over ``samples`` draws of a randomized
@@ -101,29 +89,50 @@ class EOT(AttackWrapper):
     Args:
         inner: the attack (PGD, APGD, ... or a BPDA-wrapped one).
         samples: draws per step (``k``); an integer >= 1.
+        draws: ``"random"`` (the encoder's own draws), ``"stratified"`` or ``"fixed"`` (systematic
+            samples of the draws the encoder declares; :mod:`robustmm.attacks.eot_draws`).
+        smooth: Gaussian blur (in samples) of the input gradient, translation-invariant attack
+            (Dong et al. 2019); 0 = off. Image-like modalities only.
+        seed: seeds the stratified schedule.
     """
 
-    def __init__(self, inner: Attack, samples: int = 10):
+    def __init__(self, inner: Attack, samples: int = 10, draws: str = "random", smooth: float = 0.0, seed: int = 0):
         super().__init__(inner)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise BudgetError(f"EOT samples must be an integer >= 1, got {samples!r}")
-        self.samples = samples
-        self._views: dict[int, tuple[Encoder, EOTEncoder]] = {}
+        if draws not in DRAW_MODES:
+            raise UnknownNameError("EOT draws", str(draws), DRAW_MODES)
+        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0 <= smooth <= 64:
+            raise BudgetError(f"EOT smooth must be a number of samples in [0, 64], got {smooth!r}")
+        self.samples, self.draws, self.smooth, self.seed = samples, draws, float(smooth), int(seed)
+        self._views: dict[tuple[int, str], tuple[Encoder, Encoder]] = {}
 
     def wrap(self, inner: Attack) -> "EOT":
-        return EOT(inner, self.samples)
+        return EOT(inner, self.samples, self.draws, self.smooth, self.seed)
+
+    def _held(self, encoder: Encoder, kind: str, make: Any) -> Any:
+        held = self._views.get((id(encoder), kind))
+        if held is None or held[0] is not encoder:
+            held = (encoder, make(encoder))
+            self._views[(id(encoder), kind)] = held
+        return held[1]
 
     def _view(self, encoder: Encoder) -> EOTEncoder:
-        held = self._views.get(id(encoder))
-        if held is None or held[0] is not encoder:
-            held = (encoder, EOTEncoder(encoder))
-            self._views[id(encoder)] = held
-        return held[1]
+        return self._held(encoder, "tied", EOTEncoder)
+
+    def _drawn(self, encoder: Encoder) -> Encoder:
+        """``encoder`` itself, or the view that schedules its draws and smooths its gradient."""
+        if self.draws == "random" and self.smooth == 0:
+            return encoder
+        view = self._held(encoder, "drawn", lambda e: DrawnEncoder(e, self.samples, self.draws, self.smooth, self.seed))
+        view.restart()
+        return view
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """Attack ``samples`` tied copies of ``batch`` on the EOT view; one example per item back.
         An attack that averages over draws itself (an ``eot_samples`` setting: APGD) runs on the
         batch as it is, with ``eot_samples=samples``."""
+        encoder = self._drawn(encoder)
         if "eot_samples" in self.inner.settings():
             return self.inner.replace(eot_samples=self.samples)(encoder, batch)
         k, n = self.samples, len(batch)
@@ -141,4 +150,6 @@ class EOT(AttackWrapper):
         return batch.replace(x=copies[pick, torch.arange(n, device=copies.device)].clone())
 
     def describe(self) -> dict[str, Any]:
-        return self.inner.describe() | {"eot_samples": self.samples}
+        extra = {"eot_draws": self.draws} if self.draws != "random" else {}
+        extra |= {"eot_smooth": self.smooth} if self.smooth else {}
+        return self.inner.describe() | {"eot_samples": self.samples} | extra

@@ -92,6 +92,15 @@ class InputTransform:
         """The differentiable approximation BPDA uses in the backward pass (identity)."""
         return x
 
+    def support(self, shape: torch.Size) -> list[tuple[float, Any]]:
+        """A randomized transform's finite set of draws for inputs of ``shape``, as (probability,
+        draw) pairs that :meth:`apply` takes; empty when it declares none (EOT then samples)."""
+        return []
+
+    def apply(self, x: torch.Tensor, modality: str, draw: Any) -> torch.Tensor:
+        """The transform with its randomness fixed to ``draw`` (one of :meth:`support`'s)."""
+        raise RobustMMError(f"defense {self.name!r} declares no draws to fix")
+
     def check(self, modality: str) -> None:
         """Raise a one-line error if the transform does not apply to ``modality``."""
         if self.modalities is not None and modality not in self.modalities:
@@ -122,13 +131,24 @@ class TransformedEncoder(Encoder):
         """Whether two calls on the same input may differ (EOT is the adaptive attack then)."""
         return self.transform.randomized
 
+    def draw_support(self, modality: str, shape: torch.Size) -> list[tuple[float, Any]]:
+        """The transform's draws for inputs of ``shape`` with their probabilities (empty: it declares
+        none); :meth:`encode_draw` embeds through one of them. EOT may average over all of them."""
+        self.transform.check(modality)
+        return self.transform.support(shape)
+
+    def encode_draw(self, modality: str, x: torch.Tensor, draw: Any) -> torch.Tensor:
+        """``encode`` with the transform's randomness fixed to ``draw`` (from :meth:`draw_support`)."""
+        self.check_modality(modality)
+        return self._through(modality, x, lambda v: self.transform.apply(v, modality, draw))
+
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return self._through(modality, x, lambda v: self.transform.forward(v, modality))
+
+    def _through(self, modality: str, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         self.transform.check(modality)
         lo, hi = get_modality(modality).domain
-        if self.transform.differentiable:
-            xt = self.transform.forward(x, modality)
-        else:
-            xt = straight_through(x, lambda v: self.transform.forward(v, modality), self.transform.stand_in)
+        xt = fn(x) if self.transform.differentiable else straight_through(x, fn, self.transform.stand_in)
         return self.base.encode(modality, xt.clamp(lo, hi), validate=False)
 
     def encode_text(self, texts: Any) -> torch.Tensor:
@@ -233,17 +253,46 @@ class RandomResizePad(InputTransform):
     def settings(self) -> dict[str, Any]:
         return {"max_scale": self.max_scale}
 
-    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+    def _frame(self, shape: torch.Size) -> tuple[int, int, int, int]:
+        h, w = shape[-2:]
+        return h, w, round(h * self.max_scale), round(w * self.max_scale)
+
+    def _width(self, rh: int, shape: torch.Size) -> int:
+        h, w, _, big_w = self._frame(shape)
+        return min(max(round(rh * w / h), w), big_w)
+
+    def draw(self, shape: torch.Size) -> tuple[int, int, int]:
+        """One transform ``(height, top, left)`` for images of ``shape``, from torch's global (CPU)
+        generator, which evaluate() seeds: the size uniform, then the offset uniform given the size."""
+        h, _, big_h, big_w = self._frame(shape)
+        rh = int(torch.randint(h, big_h + 1, ()))
+        top = int(torch.randint(0, big_h - rh + 1, ()))
+        left = int(torch.randint(0, big_w - self._width(rh, shape) + 1, ()))
+        return rh, top, left
+
+    def support(self, shape: torch.Size) -> list[tuple[float, tuple[int, int, int]]]:
+        """Every transform :meth:`draw` can pick for images of ``shape``, with its probability
+        (sizes uniform, offsets uniform given the size): an EOT attack may average over all of them."""
+        h, _, big_h, big_w = self._frame(shape)
+        out = []
+        for rh in range(h, big_h + 1):
+            rw = self._width(rh, shape)
+            p = 1.0 / ((big_h - h + 1) * (big_h - rh + 1) * (big_w - rw + 1))
+            out += [(p, (rh, top, left)) for top in range(big_h - rh + 1) for left in range(big_w - rw + 1)]
+        return out
+
+    def apply(self, x: torch.Tensor, modality: str, draw: tuple[int, int, int]) -> torch.Tensor:
+        """The transform ``draw`` (``(height, top, left)``, as :meth:`draw` returns) applied to ``x``:
+        resize, pad with the domain's low end, resample to the input size."""
         lo = get_modality(modality).domain[0]
         shape = x.shape
         imgs = x.reshape(-1, *shape[-3:])
-        h, w = shape[-2:]
-        big_h, big_w = round(h * self.max_scale), round(w * self.max_scale)
-        # sizes and offsets from torch's global (CPU) generator, which evaluate() seeds
-        rh = int(torch.randint(h, big_h + 1, ()))
-        rw = min(max(round(rh * w / h), w), big_w)
+        h, w, big_h, big_w = self._frame(shape)
+        rh, top, left = draw
+        rw = self._width(rh, shape)
         resized = F.interpolate(imgs, size=(rh, rw), mode="bilinear", align_corners=False)
-        top = int(torch.randint(0, big_h - rh + 1, ()))
-        left = int(torch.randint(0, big_w - rw + 1, ()))
         padded = F.pad(resized, (left, big_w - rw - left, top, big_h - rh - top), value=lo)
         return F.interpolate(padded, size=(h, w), mode="bilinear", align_corners=False).reshape(shape)
+
+    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        return self.apply(x, modality, self.draw(x.shape))
