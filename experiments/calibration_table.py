@@ -8,8 +8,9 @@ on ``--split`` (test) with ``--eval-attack`` (PGD or APGD, zero-shot CE, ``--eva
 head-unaware threat (its examples made on the bare encoder) and the adaptive one, plus each
 ``--stronger`` attack (``pgd``, ``apgd`` = APGD-CE and/or ``apgd-t`` = APGD-T, ``--stronger-steps``
 iterations, same eps; optionally with early stopping, which leaves its robust top-1 unchanged) run
-both adaptively and head-unaware (its bare-encoder examples, the ones of the no-head column,
-scored through the head), and the per-item **worst case** over all of them (the defended model's
+both adaptively and head-unaware (its bare-encoder examples, the ones of the no-head column, made
+without early stopping so they transfer at full strength, scored through the head), and the
+per-item **worst case** over all of them (the defended model's
 robust score). Rows where a head-unaware threat beats an adaptive one, or any threat beats the
 worst case, are flagged (the adaptive attacks are not ranked against each other: which one is
 stronger is what the table measures).
@@ -112,7 +113,8 @@ def main() -> None:
     ap.add_argument("--stronger", nargs="*", default=["pgd"], choices=STRONGER,
                     help="stronger adaptive attacks run when --stronger-steps > 0 (apgd = APGD-CE, apgd-t = APGD-T)")
     ap.add_argument("--stronger-steps", type=int, default=0, help="steps of each --stronger attack (0: none)")
-    ap.add_argument("--stronger-early-stop", action="store_true", help="stronger attacks stop items once broken")
+    ap.add_argument("--stronger-early-stop", action="store_true", help="stronger attacks through a head or on FARE's tower stop items once broken "
+                         "(on the bare encoder they run in full: its examples are the head-unaware transfers)")
     ap.add_argument("--regulariser", default="supervised", help="supervised | label-free | none")
     ap.add_argument("--split", default="test")
     ap.add_argument("--epochs", type=int, default=60)
@@ -139,7 +141,9 @@ def main() -> None:
         attack = reusable(RecordingAttack(build(args.eval_attack, eps, args.eval_steps, m)))
         raw = {s: build(s.rsplit("-", 1)[0], eps, args.stronger_steps, m, args.stronger_early_stop)
                for s in stronger_names}
-        stronger = {s: reusable(RecordingAttack(a)) for s, a in raw.items()}  # bare examples = head-unaware ones
+        # on the bare encoder without early stopping: its examples are also the head-unaware transfers
+        bare = {s: reusable(RecordingAttack(build(s.rsplit("-", 1)[0], eps, args.stronger_steps, m)))
+                for s in stronger_names}
         variants = [(obj, dict(objective=obj)) for obj in args.objectives]
         if variants and args.adaptive_every and m in args.adaptive_modalities:
             best = args.objectives[0]
@@ -149,7 +153,7 @@ def main() -> None:
             cache = adversarial_embeddings(enc, train, modality=m, attack=build_attack("pgd", eps=eps, steps=args.steps),
                                            progress=False)
             cache_s = time.perf_counter() - t0
-            bare_each, bare_worst = white_box(enc, test, m, {main_name: attack} | stronger)
+            bare_each, bare_worst = white_box(enc, test, m, {main_name: attack} | bare)
             records += [r.to_dict() for r in (*bare_each.values(), bare_worst)]
             control = calibrate(enc, train, modality=m, objective="ce", regulariser=args.regulariser, epochs=args.epochs,
                                 clean_only=True, embeddings=cache, progress=False)
@@ -159,7 +163,7 @@ def main() -> None:
                             embeddings=None if kw.get("adaptive_every") else cache, regulariser=args.regulariser,
                             progress=False, **kw)
             _, unaware, adaptive, *more = evaluate_threats(
-                enc, cal, test, modality=m, attack=attack, stronger=stronger, progress=False,
+                enc, cal, test, modality=m, attack=attack, stronger=raw, transfer=bare, progress=False,
                 threats=("white-box", "head-unaware", "adaptive", "worst-case"))
             worst = more[-1]
             more_adaptive = [r for r in more[:-1] if r.threat == "adaptive"]

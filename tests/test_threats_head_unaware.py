@@ -7,6 +7,10 @@ only, so the worst case never saw its bare-encoder examples and called every ite
 """
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +21,7 @@ from robustmm.attacks.base import Attack
 from robustmm.batch import Batch
 from robustmm.defenses import calibrate
 from robustmm.defenses.threats import evaluate_threats, reusable, threat_flags
+from robustmm.errors import RobustMMError
 
 
 class Still(Attack):
@@ -102,9 +107,43 @@ def test_a_reusable_stronger_attack_makes_its_bare_examples_once_for_every_call(
     assert scores[0] == scores[1]
 
 
+def test_transfer_names_the_bare_encoder_attack_of_a_stronger_one(trained, cell):
+    data, cal = cell
+    toy = BreaksOnlyBare(trained)  # e.g. the same attack without early stopping
+    rs = evaluate_threats(trained, cal, data, modality="image", attack=Still(), stronger={"s": Still()},
+                          transfer={"s": toy}, threats=("head-unaware", "worst-case"), batch_size=8, progress=False)
+    assert [(r.threat, r.extra.get("stronger_attack")) for r in rs[:3]] == [
+        ("head-unaware", None), ("adaptive", "s"), ("head-unaware", "s")]
+    assert toy.bare_calls == 3 and rs[2].attacked("zeroshot_top1") < rs[1].attacked("zeroshot_top1") - 0.2
+    assert rs[-1].extra["broken_by"]["head-unaware:s"] > 0
+    with pytest.raises(RobustMMError, match="names no stronger attack"):
+        evaluate_threats(trained, cal, data, modality="image", attack=Still(), stronger={"s": Still()},
+                         transfer={"t": toy}, progress=False)
+    assert toy.bare_calls == 3  # refused before any attack ran
+
+
 def test_a_transferred_stronger_attack_ranks_as_head_unaware():
     rows = [_result("head-unaware", 0.7), _result("adaptive", 0.5), _result("adaptive", 0.1, "apgd-t-50"),
             _result("head-unaware", 0.3, "apgd-t-50")]
     pairs = [(f.weaker, f.stronger) for f in threat_flags(rows)]
     # it beats the adaptive APGD-50 (flagged); it is not itself an adaptive attack beaten by the transfer
     assert pairs == [("head-unaware:apgd-t-50", "adaptive")]
+
+
+def test_select_consistency_puts_the_stronger_attack_in_the_worst_case(monkeypatch, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "experiments" / "select_consistency.py"
+    spec = importlib.util.spec_from_file_location("select_consistency_stronger", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(sys, "argv", ["x", "--modalities", "depth", "--n-train", "24", "--n-val", "12", "--n-test", "12",
+                                      "--steps", "1", "--train-steps", "1", "--epochs", "2", "--weights", "4",
+                                      "--regularisers", "label-free", "--stronger", "apgd-t", "--stronger-steps", "2",
+                                      "--stronger-early-stop", "--out", str(tmp_path / "s.json")])
+    mod.main()
+    out = json.loads((tmp_path / "s.json").read_text())
+    for row in out["grid_val"] + out["test"]:
+        v = row["per_modality"]["depth"]
+        assert {"adaptive:apgd-t-2", "head-unaware:apgd-t-2"} <= set(v)
+        assert v["worst_case"] <= min(v["head_unaware"], v["adaptive"], v["adaptive:apgd-t-2"],
+                                      v["head-unaware:apgd-t-2"]) + 1e-9
+    assert "head-unaware:apgd-t-2" in (tmp_path / "s.md").read_text()

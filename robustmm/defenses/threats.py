@@ -57,6 +57,7 @@ def evaluate_threats(
     attack: Attack,
     threats: tuple[str, ...] = ("white-box", "head-unaware", "adaptive"),
     stronger: Mapping[str, Attack] | Sequence[Attack] | None = None,
+    transfer: Mapping[str, Attack] | None = None,
     **kw: Any,
 ) -> list[Result]:
     """One Result per threat; each carries clean metrics of the model it scores.
@@ -69,6 +70,11 @@ def evaluate_threats(
             adaptively; when ``threats`` has ``head-unaware``, each also runs on the bare encoder
             and is scored through the heads (a :class:`MemoAttack` passed here, e.g. from
             :func:`reusable`, makes those bare-encoder examples once for every call).
+        transfer: the attack whose bare-encoder examples stand for a ``stronger`` one (same name)
+            in its head-unaware run; default: the ``stronger`` attack itself. Pass one without
+            early stopping where the adaptive run stops early: an example stopped as soon as it
+            fools the bare encoder sits just past its boundary and transfers less than the
+            attack's most damaging iterate.
         kw: passed to :func:`robustmm.evaluation.evaluate` (``n``, ``batch_size``, ``seed``, ...).
     Returns:
         The results of ``threats`` in order (worst-case last); before the worst case, the
@@ -79,9 +85,16 @@ def evaluate_threats(
     if unknown:
         raise RobustMMError(f"unknown threat {unknown[0]!r}; known: {', '.join(THREAT_NAMES)}")
     want_worst = "worst-case" in threats
+    if want_worst and not ({"head-unaware", "adaptive"} & set(threats) or stronger):
+        raise RobustMMError("threat 'worst-case' needs head-unaware, adaptive or stronger attacks in the same call")
     calibrated = encoder.with_heads(calibration.heads)
     block = calibration.defense_block()
     attack = _memo(attack.resolve(modality))
+    extra_attacks = {name: _memo(att.resolve(modality)) for name, att in _named(stronger).items()}
+    unknown = sorted(set(transfer or {}) - set(extra_attacks))
+    if unknown:
+        raise RobustMMError(f"transfer attack {unknown[0]!r} names no stronger attack; known: {', '.join(extra_attacks)}")
+    bare = {name: _memo((transfer or {}).get(name, att).resolve(modality)) for name, att in extra_attacks.items()}
     out: list[Result] = []
     recorded: dict[str, tuple[RecordingAttack, Result]] = {}
 
@@ -100,16 +113,13 @@ def evaluate_threats(
             out.append(scored("head-unaware", attack, "head-unaware", encoder))
         elif threat == "adaptive":
             out.append(scored("adaptive", attack, "adaptive", calibrated))
-    extra_attacks = {name: _memo(att.resolve(modality)) for name, att in _named(stronger).items()}
-    stronger_threats = [("adaptive", calibrated)] + [("head-unaware", encoder)] * ("head-unaware" in threats)
-    for threat, source in stronger_threats:
-        for name, att in extra_attacks.items():
+    runs = [("adaptive", calibrated, extra_attacks)] + [("head-unaware", encoder, bare)] * ("head-unaware" in threats)
+    for threat, source, attacks in runs:
+        for name, att in attacks.items():
             r = scored(f"{threat}:{name}", att, threat, source)
             r.extra["stronger_attack"] = name
             out.append(r)
     if want_worst:
-        if not recorded:
-            raise RobustMMError("threat 'worst-case' needs head-unaware, adaptive or stronger attacks in the same call")
         data = dataset.head(kw["n"]) if kw.get("n") else dataset
         out.append(worst_case(calibrated, data, modality=modality, examples={k: rec.stacked(len(data))
                                                                             for k, (rec, _) in recorded.items()},
