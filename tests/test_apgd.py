@@ -4,11 +4,10 @@ trained TinyBind, and parity with torchattacks' APGD."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import big_eps, first_batch, l2_eps, predicted, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.apgd import APGD, checkpoints
@@ -30,33 +29,13 @@ N = 8
 STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 def batch_of(data, enc, modality: str, labels: bool = True) -> Batch:
-    """The batch labelled with the model's own predictions, so every item is robust at the clean
-    input and gets attacked (a random model gets most true labels wrong)."""
-    b = next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
-    if not labels:
-        return b.replace(labels=None, prompts=None)
-    with torch.no_grad():
-        pred = (enc.encode(modality, b.x) @ enc.class_embeddings(b.prompts).T).argmax(1)
-    return b.replace(labels=pred)
-
-
-def big_eps(modality: str) -> float:
-    return get_modality(modality).eps_grid[-1]
-
-
-def l2_eps(modality: str, x: torch.Tensor) -> float:
-    return big_eps(modality) * math.sqrt(x[0].numel()) / 4
+    """The batch labelled with the model's own predictions (or with no labels)."""
+    b = first_batch(data, modality, N)
+    return predicted(enc, b) if labels else b.replace(labels=None, prompts=None)
 
 
 def robust(enc, b: Batch, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import big_eps, first_batch, predicted, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.apgd import APGD
@@ -79,23 +79,14 @@ def test_parts_stop_early_unless_asked_for_full_batches(trained, image32):
     assert torch.equal(full(trained, b).x[broke], adv_first[broke])
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 @pytest.mark.parametrize("modality", CONTINUOUS_MODALITIES)
 def test_every_modality_within_budget_input_untouched(enc, data, modality):
-    b = next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
-    with torch.no_grad():
-        b = b.replace(labels=(enc.encode(modality, b.x) @ enc.class_embeddings(b.prompts).T).argmax(1))
+    b = predicted(enc, first_batch(data, modality, N))
     x0 = b.x.clone()
-    eps = get_modality(modality).eps_grid[-1]
+    eps = big_eps(modality)
     ens = Ensemble(["apgd-ce", "apgd-t", Square(n_queries=5)], version="cheap", eps=eps)
     adv = ens(enc, b).x
     assert torch.equal(b.x, x0)

@@ -6,11 +6,9 @@ freshly initialised network is nearly constant and every "loss goes up" check wo
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import big_eps, first_batch, l2_eps, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.losses import LOSSES, effective_loss, make_objective, resolve_loss
@@ -30,28 +28,12 @@ STEPS = 3
 HAVE_WEIGHTS = (ASSETS / "tinybind.safetensors").exists() and (ASSETS / "tinybind.json").exists()
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 def batch_of(data, modality: str, labels: bool = True) -> Batch:
-    b = next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
+    b = first_batch(data, modality, N)
     return b if labels else b.replace(labels=None, prompts=None)
-
-
-def big_eps(modality: str) -> float:
-    return get_modality(modality).eps_grid[-1]
-
-
-def l2_eps(modality: str, x: torch.Tensor) -> float:
-    """An L2 budget comparable to the largest L-inf one (a quarter of the L-inf ball's corner)."""
-    return big_eps(modality) * math.sqrt(x[0].numel()) / 4
 
 
 # -- budget, domain, copies ------------------------------------------------------------------------

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks.losses import effective_loss, make_objective
 from robustmm.attacks.ops import ascent_step, frozen, per_sample, project, random_delta
 from robustmm.attacks.pgd import PGD
-from robustmm.data.synthscenes import synthscenes
 from robustmm.evaluation import iter_batches
 from robustmm.modalities import get_modality
 
@@ -33,14 +32,7 @@ SETTINGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 def reference_run(atk: PGD, encoder, batch) -> dict:

@@ -1,11 +1,9 @@
 """Square attack: budget and domain on every modality, gradient-free, seeded, windows per layout."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import big_eps, first_batch, l2_eps, predicted, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.margin_losses import Scorer
@@ -23,26 +21,12 @@ N = 8
 Q = 20
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 def batch_of(data, enc, modality: str) -> Batch:
     """Labelled with the model's own predictions: every item robust at the clean input."""
-    b = next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
-    with torch.no_grad():
-        pred = (enc.encode(modality, b.x) @ enc.class_embeddings(b.prompts).T).argmax(1)
-    return b.replace(labels=pred)
-
-
-def big_eps(modality: str) -> float:
-    return get_modality(modality).eps_grid[-1]
+    return predicted(enc, first_batch(data, modality, N))
 
 
 def margins(enc, b: Batch, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +38,7 @@ def margins(enc, b: Batch, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("modality", CONTINUOUS_MODALITIES)
 def test_within_budget_domain_and_it_lowers_the_margin(enc, data, modality, norm):
     b = batch_of(data, enc, modality)
-    eps = big_eps(modality) if norm == "linf" else big_eps(modality) * math.sqrt(b.x[0].numel()) / 4
+    eps = big_eps(modality) if norm == "linf" else l2_eps(modality, b.x)
     adv = Square(eps=eps, norm=norm, n_queries=Q)(enc, b)
     d = (adv.x - b.x).flatten(1)
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import first_batch, predicted, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.pgd import PGD
@@ -27,25 +27,11 @@ needs_weights = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 def batch_of(data, modality: str) -> Batch:
-    return next(iter_batches(data, modality, N, data.tasks[modality].prompts()))
-
-
-def predicted(enc, b: Batch) -> Batch:
-    """The batch labelled with the model's own predictions (every item correct on clean input)."""
-    with torch.no_grad():
-        logits = enc.encode(b.modality, b.x) @ enc.class_embeddings(b.prompts).T
-    return b.replace(labels=logits.argmax(1))
+    return first_batch(data, modality, N)
 
 
 @pytest.mark.parametrize("modality", CONTINUOUS_MODALITIES)
