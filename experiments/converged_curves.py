@@ -165,7 +165,15 @@ def write_outputs(records: list[Result], args: argparse.Namespace, wall_s: float
     atomic_write_text(docs / "results" / "converged_curves.json", json.dumps(meta, indent=1) + "\n")
     atomic_write_text(docs / "results" / "converged_curves.md", md + "\n")
     shown = [r for r in records if (r.extra or {}).get("column") in ("pgd-10", "worst")]
-    pngs = [p for p in plot_worst_case_curves(shown, Path(args.out) / "robustness_converged") if p.suffix == ".png"]
+    steps = args.apgd_steps
+    for r in shown:
+        r.extra["series"] = (f"PGD-{args.pgd_steps} CE, nested (the job's curve)" if r.extra["column"] == "pgd-10" else
+                             f"per-item worst case: PGD-{args.pgd_steps}, APGD-CE-{steps}, APGD-T-{steps} "
+                             f"({args.targets} targets), smaller-ε APGD examples")
+    title = (f"{args.model}, SynthScenes test (first {args.n} items): "
+             "zero-shot top-1 vs budget ε\n(budgets evenly spaced on the x-axis; “clean” = no attack on the same items)")
+    pngs = [p for p in plot_worst_case_curves(shown, Path(args.out) / "robustness_converged", title=title)
+            if p.suffix == ".png"]
     if pngs:
         atomic_write_bytes(docs / "robustness_converged.png", pngs[0].read_bytes())
     return md
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / "results.jsonl"
-    records = list(read_jsonl(jsonl)) if args.resume and jsonl.exists() else []
+    records = [Result.from_dict(d) for d in read_jsonl(jsonl)] if args.resume else []
     if not args.resume and jsonl.exists():
         jsonl.unlink()
     enc = robustmm.load_encoder(args.model)

@@ -50,6 +50,15 @@ def test_figure_draws_worst_case_solid_and_the_attack_dashed():
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["clean", "1/255", "4/255"]
 
 
+def test_a_renamed_worst_case_series_is_still_drawn_solid():
+    rs = curves()
+    for r in rs:
+        r.extra["series"] = "worst over three" if r.threat == "worst-case" else "the job's PGD"
+    lines = {ln.get_label(): ln for ln in worst_case_figure(rs).axes[0].lines}
+    assert lines["worst over three"].get_linestyle() == "-"
+    assert lines["the job's PGD"].get_linestyle() == "--"
+
+
 def test_plot_writes_png_and_svg_and_nothing_for_no_curves(tmp_path):
     paths = plot_worst_case_curves(curves(), tmp_path / "fig")
     assert sorted(p.suffix for p in paths) == [".png", ".svg"]
@@ -88,6 +97,12 @@ def test_smoke_run_worst_case_is_below_every_attack_and_monotone(trained, tmp_pa
     assert worst == sorted(worst, reverse=True)
     assert (tmp_path / "docs" / "robustness_converged.png").read_bytes()[:8] == PNG_MAGIC
     assert "| audio | 0.016 |" in (tmp_path / "docs" / "results" / "converged_curves.md").read_text()
+    (tmp_path / "docs" / "robustness_converged.png").unlink()
+    mod.main(["--n", "8", "--modalities", "audio", "--apgd-steps", "3", "--targets", "1", "--pgd-steps", "2",
+              "--out", str(tmp_path / "run"), "--docs", str(tmp_path / "docs"), "--resume"])  # nothing left to run
+    again = json.loads((tmp_path / "docs" / "results" / "converged_curves.json").read_text())["rows"]
+    assert again == rows
+    assert (tmp_path / "docs" / "robustness_converged.png").exists()
 
 
 @pytest.mark.parametrize("bad", [["--n", "0"], ["--targets", "0"], ["--modalities", "text"]])

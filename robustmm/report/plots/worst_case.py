@@ -49,19 +49,24 @@ def attack_series_label(r: Result) -> str:
 def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", title: str = "") -> Any:
     """The figure (or None when no record has ``key``): one panel per modality, x = the modality's
     budgets in its own unit (evenly spaced, "clean" first), one line per series
-    (:func:`attack_series_label`); the worst case solid with circles, single attacks dashed."""
+    (:func:`attack_series_label`); worst-case records (whatever their label) solid with circles,
+    single attacks dashed."""
     rs = [r for r in _as_results(results) if _eps(r) is not None and _metric(r, "attacked", key) is not None]
     if not rs:
         return None
     panels: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     clean: dict[str, float] = {}
     norms: dict[str, Any] = {}
+    worst_labels: set[str] = set()
     for r in rs:
-        panels[r.modality][attack_series_label(r)][_eps(r)] = _metric(r, "attacked", key)  # type: ignore[index]
+        label = attack_series_label(r)
+        panels[r.modality][label][_eps(r)] = _metric(r, "attacked", key)  # type: ignore[index]
+        if r.threat == "worst-case":
+            worst_labels.add(label)
         if (c := _metric(r, "clean", key)) is not None:
             clean.setdefault(r.modality, c)
         norms.setdefault(r.modality, (r.attack or {}).get("norm"))
-    labels = sorted({s for p in panels.values() for s in p}, key=lambda s: (s == WORST_LABEL, s))
+    labels = sorted({s for p in panels.values() for s in p}, key=lambda s: (s in worst_labels, s))
     colours = dict(zip(labels, _palette(len(labels))))
     order = sorted(panels, key=_modality_order)
     ncols = min(3, len(order))
@@ -81,7 +86,7 @@ def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", tit
             if modality in clean and 0.0 not in pts:
                 pts[0.0] = clean[modality]
             xs = sorted(pts)
-            worst = label == WORST_LABEL
+            worst = label in worst_labels
             ax.plot([pos[e] for e in xs], [pts[e] for e in xs], linestyle="-" if worst else "--",
                     marker="o" if worst else "s", color=colours[label], linewidth=2.0 if worst else 1.5,
                     markersize=5 if worst else 4, label=label)
