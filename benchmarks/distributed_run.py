@@ -102,12 +102,10 @@ def _same_files(a: Path, b: Path) -> dict[str, Any]:
     return out
 
 
-TINY = """[run]
-quick_n = 16
-quick_attack_n = 8
-modalities = ["image", "thermal"]
-batch_size = 4
-[report]
+#: what a tiny job keeps: a few items through clean, a 1-step PGD curve and retrieval curve, a 2-epoch
+#: calibration and the checks; every other cell kind is switched off
+TINY_KEPT = ("clean", "pgd", "calibration", "checks")
+TINY_SECTIONS = """[report]
 examples = false
 [pgd]
 quick_steps = 1
@@ -123,15 +121,19 @@ surrogate = ""
 """
 
 
-def _tiny_job(path: Path) -> Path:
-    """Write the ``--tiny`` job: every cell kind but clean, pgd, calibration and checks switched off."""
+def tiny_job_text(model: str = "", quick_n: int = 16, quick_attack_n: int = 8,
+                  modalities: tuple[str, ...] = ("image", "thermal")) -> str:
+    """The TOML of a tiny job (:data:`TINY_KEPT`) on ``model`` ("" = the shipped one): the ``--tiny`` job
+    with the defaults, and tests/test_distributed_run.py's with its own model, sizes and modalities,
+    so the two check the same plumbing."""
     sys.path.insert(0, str(REPO))
     from robustmm.job import cell_kinds
 
-    keep = ("clean", "pgd", "calibration", "checks")
-    off = [k.name for k in cell_kinds() if k.name not in keep and hasattr(k.default(), "enabled")]
-    path.write_text(TINY + "".join(f"[{name}]\nenabled = false\n" for name in off))
-    return path
+    run = ([f'model = "{model}"'] if model else []) + [
+        f"quick_n = {quick_n}", f"quick_attack_n = {quick_attack_n}", f"modalities = {json.dumps(list(modalities))}",
+        "batch_size = 4"]
+    off = [k.name for k in cell_kinds() if k.name not in TINY_KEPT and hasattr(k.default(), "enabled")]
+    return "[run]\n" + "\n".join(run) + "\n" + TINY_SECTIONS + "".join(f"[{name}]\nenabled = false\n" for name in off)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(d, ignore_errors=True)
     env = _env(args.threads)
     if args.tiny:
-        args.config = str(_tiny_job(root / "tiny.toml"))
+        (root / "tiny.toml").write_text(tiny_job_text())
+        args.config = str(root / "tiny.toml")
     config = [str(Path(args.config).resolve())] if args.config else []
     single = [sys.executable, "-m", "robustmm", "run", *config, "--quick", "-q", "--device", args.device,
               "--out", str(d1)]

@@ -23,35 +23,14 @@ import torch
 
 IGNORED = {"timing_s", "attack_s", "train_s", "versions"}
 
-JOB = """[run]
-model = "tinybind:{model}"
-quick_n = 12
-quick_attack_n = 12
-modalities = ["thermal", "audio"]
-batch_size = 4
-[report]
-examples = false
-[pgd]
-quick_steps = 1
-quick_retrieval_n = 8
-[calibration]
-quick_train_n = 8
-epochs = 2
-quick_steps = 1
-[checks]
-quick_n = 8
-quick_steps = [1, 2]
-surrogate = ""
-"""
-KEPT = ("clean", "pgd", "calibration", "checks")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from distributed_run import tiny_job_text  # noqa: E402  (the benchmark's --tiny job, on our model)
 
 
 def _job_text(model: Path) -> str:
-    """The tiny job; every other cell kind (patch, SGA, XMAI, newer ones) switched off."""
-    from robustmm.job import cell_kinds
+    """The tiny job on ``model``: clean, PGD, calibration and checks; every other cell kind switched off."""
+    return tiny_job_text(model=f"tinybind:{model}", quick_n=12, quick_attack_n=12, modalities=("thermal", "audio"))
 
-    off = [k.name for k in cell_kinds() if k.name not in KEPT and hasattr(k.default(), "enabled")]
-    return JOB.format(model=model) + "".join(f"[{name}]\nenabled = false\n" for name in off)
 
 # run_job on every rank; with DIE=1 a toy cell kind between calibration and the checks kills
 # rank 1 outright (os._exit: no cleanup, like a crash) while rank 0 sits in its own toy cell
