@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,20 +100,27 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _single_then_two_ranks(args: list[str], single: Path, multi: Path, verbosity: str) -> subprocess.CompletedProcess:
+    """``robustmm ARGS`` in one process (``-q``, into ``single``), then on 2 CPU ranks under torchrun
+    (``verbosity``, into ``multi``); both must succeed. Returns the torchrun process (its output)."""
+    p = subprocess.run([sys.executable, "-m", "robustmm", *args, "-q", "--out", str(single)],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                        "-m", "--", "robustmm", *args, verbosity, "--out", str(multi)],
+                       env=_env(), capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
 @pytest.mark.parametrize("attack", [[], ["--attack", "pgd", "--steps", "2"]], ids=["clean", "pgd"])
 def test_torchrun_eval_matches_single_process(tmp_path, tiny_model, attack):
     # 21 items in batches of 4: 6 batches -> ranks get 12 and 9 items (uneven shards, several batches each)
     args = ["eval", "--model", f"tinybind:{tiny_model}", "--data", "synthscenes", "--n", "21", "--modality", "image",
             "--batch-size", "4", *attack]
     single, multi = tmp_path / "single.json", tmp_path / "multi.json"
-    p = subprocess.run([sys.executable, "-m", "robustmm", *args, "-q", "--out", str(single)],
-                       env=_env(), capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                        "-m", "--", "robustmm", *args, "-v", "--out", str(multi)],
-                       env=_env(), capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = _single_then_two_ranks(args, single, multi, "-v")
     assert "rank 1 of 2 (gloo, timeout" in p.stderr  # really two ranks, with a collective timeout
     assert p.stdout.count("n=21") == 1 and p.stdout.count("wrote") == 1  # only rank 0 prints and writes
     a, b = json.loads(single.read_text()), json.loads(multi.read_text())
@@ -127,14 +135,7 @@ def test_torchrun_nested_curve_matches_single_process(tmp_path, tiny_model):
     args = ["eval", "--model", f"tinybind:{tiny_model}", "--data", "synthscenes", "--n", "21", "--modality", "audio",
             "--batch-size", "4", "--attack", "pgd", "--steps", "2", "--eps", "0.001", "0.004", "0.016"]
     single, multi = tmp_path / "single.jsonl", tmp_path / "multi.jsonl"
-    p = subprocess.run([sys.executable, "-m", "robustmm", *args, "-q", "--out", str(single)],
-                       env=_env(), capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                        "-m", "--", "robustmm", *args, "-q", "--out", str(multi)],
-                       env=_env(), capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, p.stderr[-3000:]
+    _single_then_two_ranks(args, single, multi, "-q")
     a = [json.loads(line) for line in single.read_text().splitlines()]
     b = [json.loads(line) for line in multi.read_text().splitlines()]
     assert len(a) == len(b) == 3
