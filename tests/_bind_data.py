@@ -114,18 +114,3 @@ def write_llvip(root: Path, n_images: int = 3, split: str = "test") -> None:
             objs += "<object><name>person</name><bndbox><xmin>100</xmin><ymin>80</ymin><xmax>104</xmax><ymax>84</ymax></bndbox></object>"
         (root / "Annotations" / f"{name}.xml").write_text(
             f"<annotation><filename>{name}.jpg</filename><size><width>128</width><height>96</height></size>{objs}</annotation>")
-
-
-def write_cifar10(root: Path, n: int = 12) -> None:
-    """cifar-10-batches-py/ in the torchvision format (pickled dicts of uint8 rows)."""
-    import pickle
-
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    for fname in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
-        with open(d / fname, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [i % 10 for i in range(n)]}, f)
-    with open(d / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [s.encode() for s in names]}, f)

@@ -5,29 +5,12 @@ import json
 from pathlib import Path
 
 import torch
+from _fixtures import char_tokenizer
 from safetensors.torch import save_file
 
-
-def byte_chars() -> list[str]:
-    """GPT-2/CLIP byte-to-unicode table: the base alphabet of a byte-level BPE vocab."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in cs]
-
-
-def tiny_tokenizer():
-    """A character-level CLIPTokenizer (no merges)."""
-    from transformers import CLIPTokenizer
-
-    chars = byte_chars()
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    return CLIPTokenizer(vocab=vocab, merges=[])
+#: the embedding size of every tiny Bind checkpoint written here (LanguageBind's projection_dim,
+#: ImageBind's out_embed_dim)
+EMBED_DIM = 24
 
 
 def tiny_languagebind_config(modality: str, vocab_size: int) -> dict:
@@ -44,7 +27,7 @@ def tiny_languagebind_config(modality: str, vocab_size: int) -> dict:
                        audio_std=4.5689974)
     if modality == "depth":
         vision |= dict(max_depth=10)
-    return {"model_type": "LanguageBind" + modality.capitalize(), "projection_dim": 24,
+    return {"model_type": "LanguageBind" + modality.capitalize(), "projection_dim": EMBED_DIM,
             "text_config": text, "vision_config": vision}
 
 
@@ -73,7 +56,7 @@ def write_languagebind(folder: Path, modality: str, seed: int = 0, *, lora: bool
     from robustmm.encoders.languagebind_towers import LanguageBindModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    tok = tiny_tokenizer()
+    tok = char_tokenizer()
     cfg = tiny_languagebind_config(modality, len(tok))
     torch.manual_seed(seed)
     model = LanguageBindModel.from_config(cfg)
@@ -99,7 +82,7 @@ def tiny_imagebind_config():
     return ImageBindConfig(branches={
         "vision": BranchConfig(32, 2, 2, 8, 8, (32, 32)), "text": BranchConfig(32, 2, 2),
         "audio": BranchConfig(32, 2, 2, 16, 10, (64, 56)), "depth": BranchConfig(16, 2, 2, 8, 8, (32, 32)),
-        "thermal": BranchConfig(32, 2, 2, 8, 8, (32, 32))}, out_embed_dim=24, context_length=16)
+        "thermal": BranchConfig(32, 2, 2, 8, 8, (32, 32))}, out_embed_dim=EMBED_DIM, context_length=16)
 
 
 def write_imagebind(path: Path, seed: int = 0, imu: bool = True) -> dict:

@@ -4,7 +4,9 @@
   an image folder): :func:`write_cifar10`, :func:`write_cifar100`, :func:`write_coco`,
   :func:`write_flickr30k`; each takes an empty folder and returns what the loader's ``root=`` needs;
 * tiny random-init CLIP models for the open_clip and Hugging Face adapters, built in memory or
-  saved where the registry's loaders look: :func:`tiny_open_clip_arch`, :func:`save_tiny_hf_clip`.
+  saved where the registry's loaders look: :func:`tiny_open_clip_arch`, :func:`tiny_hf_clip`,
+  :func:`save_hf_clip`, :func:`save_tiny_hf_clip`; the character-level CLIP tokenizer they and the
+  tiny Bind checkpoints (tests/_bind_tiny.py) use: :func:`char_tokenizer`.
 
 Nothing here downloads anything.
 """
@@ -32,13 +34,19 @@ def cifar_images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, 3072), dtype=np.uint8)
 
 
-def write_cifar10(root: Path, n: int = 12) -> np.ndarray:
-    """``root/cifar-10-batches-py/{test_batch,batches.meta}`` with ``n`` items (labels i % 10); returns the pixels."""
+def write_cifar10(root: Path, n: int = 12, seed: int = 0, train: bool = False) -> np.ndarray:
+    """``root/cifar-10-batches-py/{test_batch,batches.meta}`` with ``n`` items (labels i % 10) and, with
+    ``train``, the five ``data_batch_*`` files of ``n`` items each too (their pixels drawn after the test
+    pixels, from the same ``seed``); returns the test pixels."""
     d = Path(root) / "cifar-10-batches-py"
     d.mkdir(parents=True)
-    data = cifar_images(n, 0)
-    dump_pickle(d / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": [i % 10 for i in range(n)],
+    rng = np.random.default_rng(seed)
+    labels = [i % 10 for i in range(n)]
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    dump_pickle(d / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": labels,
                                    b"data": data, b"filenames": [b"x.png"] * n})
+    for i in range(1, 6) if train else ():
+        dump_pickle(d / f"data_batch_{i}", {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"labels": labels})
     dump_pickle(d / "batches.meta", {b"label_names": [s.encode() for s in CIFAR10_NAMES], b"num_vis": 3072})
     return data
 
@@ -101,18 +109,19 @@ TINY_OPEN_CLIP_CFG = {
 }
 
 
-def tiny_open_clip_arch(folder: Path) -> str:
-    """Register a tiny open_clip architecture (a JSON config, like open_clip's own); returns its name,
-    so ``load_encoder(f"open_clip:{name}@none")`` builds a random-init model offline."""
+def tiny_open_clip_arch(folder: Path, name: str = TINY_OPEN_CLIP_ARCH) -> str:
+    """Register a tiny open_clip architecture ``name`` (a JSON config, like open_clip's own, written in
+    ``folder``); returns the name, so ``load_encoder(f"open_clip:{name}@none")`` builds a random-init
+    model offline."""
     import open_clip
 
-    path = Path(folder) / f"{TINY_OPEN_CLIP_ARCH}.json"
+    path = Path(folder) / f"{name}.json"
     path.write_text(json.dumps(TINY_OPEN_CLIP_CFG))
     open_clip.add_model_config(path)
-    return TINY_OPEN_CLIP_ARCH
+    return name
 
 
-def _byte_chars() -> list[str]:
+def byte_chars() -> list[str]:
     """GPT-2/CLIP byte-to-unicode table: the base alphabet of a byte-level BPE vocab."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -125,17 +134,25 @@ def _byte_chars() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def tiny_hf_clip() -> tuple[Any, Any]:
-    """A tiny random-init ``CLIPModel`` and a character-level ``CLIPTokenizer`` (no merges), in memory."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+def char_tokenizer() -> Any:
+    """A character-level ``CLIPTokenizer`` (no merges): every byte character, with and without the
+    end-of-word mark, then the start and end tokens."""
+    from transformers import CLIPTokenizer
 
-    chars = _byte_chars()
+    chars = byte_chars()
     vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    tok = CLIPTokenizer(vocab=vocab, merges=[])
+    return CLIPTokenizer(vocab=vocab, merges=[])
+
+
+def tiny_hf_clip() -> tuple[Any, Any]:
+    """A tiny random-init ``CLIPModel`` and a :func:`char_tokenizer`, in memory."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    tok = char_tokenizer()
     cfg = CLIPConfig(
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
             max_position_embeddings=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         ),
@@ -148,13 +165,19 @@ def tiny_hf_clip() -> tuple[Any, Any]:
     return CLIPModel(cfg), tok
 
 
-def save_tiny_hf_clip(folder: Path) -> Path:
-    """:func:`tiny_hf_clip` saved as a local folder (model, tokenizer, image processor) for ``hf:FOLDER``."""
+def save_hf_clip(folder: Path, model: Any, tok: Any, processor: bool = True) -> Path:
+    """``model`` and ``tok`` saved as a local folder for ``hf:FOLDER``, with a 32-pixel image processor
+    config unless ``processor`` is False."""
     from transformers import CLIPImageProcessor
 
-    model, tok = tiny_hf_clip()
     folder = Path(folder)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    if processor:
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def save_tiny_hf_clip(folder: Path) -> Path:
+    """:func:`tiny_hf_clip` saved as a local folder (model, tokenizer, image processor) for ``hf:FOLDER``."""
+    return save_hf_clip(folder, *tiny_hf_clip())

@@ -7,8 +7,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from _bind_data import write_cifar10, write_esc50, write_llvip, write_msrvtt, write_nyu
+from _bind_data import write_esc50, write_llvip, write_msrvtt, write_nyu
 from _bind_tiny import write_imagebind, write_languagebind
+from _fixtures import write_cifar10
 
 from robustmm.data import llvip, msrvtt, nyu_depth
 from robustmm.job import parse_config, read_toml, run_job
@@ -21,7 +22,7 @@ JOBS = {"cifar10": "image", "esc50": "audio", "msrvtt": "video", "nyu_depth_v2":
 
 def write_data(job: str, root: Path) -> None:
     if job == "cifar10":
-        write_cifar10(root)
+        write_cifar10(root, seed=3, train=True)
     elif job == "esc50":
         write_esc50(root, per_fold=3)
     elif job == "msrvtt":

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _bind_checks import check_embeds_with_gradient, check_pgd_lowers_true_class_similarity
 from _bind_tiny import write_imagebind
 
-from robustmm.attacks import build_attack
-from robustmm.batch import Batch
 from robustmm.encoders.imagebind_model import ImageBindModel
 from robustmm.encoders.registry import list_encoders, load_encoder
 from robustmm.errors import CheckpointError, MissingWeightsError
-from robustmm.modalities import get_modality
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODS = ("image", "video", "audio", "depth", "thermal")
-PROMPTS = [["a dog barking."], ["a red car."], ["rain on a window."]]
 
 #: Shapes in the official imagebind_huge.pth (from ImageBind's imagebind_model.py, checked on the meta device).
 HUGE_SHAPES = {
@@ -96,11 +93,7 @@ def test_state_dict_round_trip(enc, ckpt):
 
 @pytest.mark.parametrize("modality", MODS)
 def test_embeds_with_gradient_to_raw_input(enc, modality):
-    x = raw(modality).requires_grad_(True)
-    z = enc.encode(modality, x)
-    assert z.shape == (3, 24) and torch.allclose(z.norm(dim=-1), torch.ones(3), atol=1e-5)
-    (z @ enc.encode_text(["a dog barking."]).T).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    check_embeds_with_gradient(enc, modality, raw(modality))
 
 
 def test_video_is_two_frame_clips_of_the_vision_trunk(enc):
@@ -114,30 +107,7 @@ def test_video_is_two_frame_clips_of_the_vision_trunk(enc):
 @pytest.mark.parametrize("loss", ["ce", "caption"])
 @pytest.mark.parametrize("modality", MODS)
 def test_pgd_lowers_true_class_similarity(enc, modality, loss):
-    """ce: the true class loses ground to the others (margin); caption: its prompt's similarity itself drops."""
-    x = raw(modality, seed=1)
-    centers = enc.class_embeddings(PROMPTS)
-
-    def scores(v):
-        sims = enc.encode(modality, v) @ centers.T
-        true = sims.gather(1, labels[:, None])[:, 0]
-        other = sims.scatter(1, labels[:, None], -2.0).amax(1)
-        return true, true - other
-
-    with torch.no_grad():
-        labels = (enc.encode(modality, x) @ centers.T).argmax(1)
-        true0, margin0 = scores(x)
-    captions = [[PROMPTS[int(c)][0]] for c in labels]
-    batch = Batch(modality, x, captions, labels=labels, prompts=PROMPTS)
-    eps = get_modality(modality).eps_grid[-1]
-    adv = build_attack("pgd", eps=eps, steps=5, loss=loss)(enc, batch).x
-    assert (adv - x).abs().max() <= eps + 1e-6
-    with torch.no_grad():
-        true1, margin1 = scores(adv)
-    if loss == "ce":
-        assert margin1.mean() < margin0.mean() - 1e-4
-    else:
-        assert true1.mean() < true0.mean() - 1e-4
+    check_pgd_lowers_true_class_similarity(enc, modality, raw(modality, seed=1), loss)
 
 
 def test_missing_and_mismatched_checkpoints(tmp_path, monkeypatch):

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _bind_tiny import tiny_tokenizer, write_languagebind
+from _bind_checks import check_embeds_with_gradient, check_pgd_lowers_true_class_similarity
+from _bind_tiny import write_languagebind
+from _fixtures import char_tokenizer
 
-from robustmm.attacks import build_attack
-from robustmm.batch import Batch
 from robustmm.encoders.languagebind_towers import LanguageBindModel
 from robustmm.encoders.registry import list_encoders, load_encoder
 from robustmm.errors import CheckpointError, MissingWeightsError, UnknownNameError
-from robustmm.modalities import get_modality
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODS = ("image", "video", "audio", "depth", "thermal")
-PROMPTS = [["a dog barking."], ["a red car."], ["rain on a window."]]
 
 
 def raw(modality: str, n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -85,41 +83,13 @@ def test_audio_tower_grid(enc):
 
 @pytest.mark.parametrize("modality", MODS)
 def test_embeds_with_gradient_to_raw_input(enc, modality):
-    x = raw(modality).requires_grad_(True)
-    z = enc.encode(modality, x)
-    assert z.shape == (4, 24)
-    assert torch.allclose(z.norm(dim=-1), torch.ones(4), atol=1e-5)
-    (z @ enc.encode_text(["a dog barking."]).T).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    check_embeds_with_gradient(enc, modality, raw(modality))
 
 
 @pytest.mark.parametrize("loss", ["ce", "caption"])
 @pytest.mark.parametrize("modality", MODS)
 def test_pgd_lowers_true_class_similarity(enc, modality, loss):
-    """ce: the true class loses ground to the others (margin); caption: its prompt's similarity itself drops."""
-    x = raw(modality, seed=1)
-    centers = enc.class_embeddings(PROMPTS)
-
-    def scores(v):
-        sims = enc.encode(modality, v) @ centers.T
-        true = sims.gather(1, labels[:, None])[:, 0]
-        other = sims.scatter(1, labels[:, None], -2.0).amax(1)
-        return true, true - other
-
-    with torch.no_grad():
-        labels = (enc.encode(modality, x) @ centers.T).argmax(1)
-        true0, margin0 = scores(x)
-    captions = [[PROMPTS[int(c)][0]] for c in labels]
-    batch = Batch(modality, x, captions, labels=labels, prompts=PROMPTS)
-    eps = get_modality(modality).eps_grid[-1]
-    adv = build_attack("pgd", eps=eps, steps=5, loss=loss)(enc, batch).x
-    assert (adv - x).abs().max() <= eps + 1e-6
-    with torch.no_grad():
-        true1, margin1 = scores(adv)
-    if loss == "ce":
-        assert margin1.mean() < margin0.mean() - 1e-4
-    else:
-        assert true1.mean() < true0.mean() - 1e-4
+    check_pgd_lowers_true_class_similarity(enc, modality, raw(modality, seed=1), loss)
 
 
 def test_text_embedding_pools_at_end_of_text(enc):
@@ -134,7 +104,7 @@ def test_same_architecture_as_transformers_clip():
     """The image tower + text tower compute what transformers' CLIPModel computes with the same weights."""
     from transformers import CLIPConfig, CLIPModel
 
-    tok = tiny_tokenizer()
+    tok = char_tokenizer()
     common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, hidden_act="quick_gelu")
     cfg = CLIPConfig(text_config=dict(common, vocab_size=len(tok), max_position_embeddings=24,
                                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id),

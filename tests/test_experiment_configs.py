@@ -1,10 +1,10 @@
 """The real-model experiment configs run end to end, with a random-init tiny open_clip model and
 fixture data in the real on-disk formats substituted for the weights and datasets a GPU user has."""
 import json
-import pickle
 import tomllib
 from pathlib import Path
 
+import _fixtures as fx
 import numpy as np
 import pytest
 from PIL import Image
@@ -45,16 +45,9 @@ def write_coco(root: Path, n_per_split: int = 8) -> None:
     (root / "dataset_coco.json").write_text(json.dumps({"images": images}))
 
 
-def write_cifar10(root: Path, n: int = 24) -> None:
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    for fname in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
-        with open(d / fname, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [i % 10 for i in range(n)]}, f)
-    with open(d / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [s.encode() for s in names]}, f)
+def write_cifar10(root: Path) -> None:
+    """24 test items and five 24-item training batches."""
+    fx.write_cifar10(root, n=24, seed=1, train=True)
 
 
 def substitute(config: dict, models: list[str], root: Path) -> dict:

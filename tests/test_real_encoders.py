@@ -6,6 +6,7 @@ import socket
 
 import pytest
 import torch
+from _fixtures import TINY_OPEN_CLIP_CFG, save_hf_clip, tiny_hf_clip, tiny_open_clip_arch
 
 from robustmm.encoders.preprocess import ImagePreprocessor
 from robustmm.errors import CheckpointError, InputShapeError, MissingWeightsError, RobustMMError, UnknownNameError
@@ -18,64 +19,26 @@ from robustmm.encoders.hf_clip import HFClipEncoder, load_hf_clip  # noqa: E402
 from robustmm.encoders.open_clip import OpenClipEncoder, load_open_clip  # noqa: E402
 
 TINY_ARCH = "robustmm-test-tiny-vit"
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_arch(tmp_path_factory) -> str:
     """Register a tiny open_clip architecture config (a JSON file, as open_clip's own configs)."""
-    path = tmp_path_factory.mktemp("oc_cfg") / f"{TINY_ARCH}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(path)
-    return TINY_ARCH
+    return tiny_open_clip_arch(tmp_path_factory.mktemp("oc_cfg"), TINY_ARCH)
 
 
 @pytest.fixture(scope="module")
 def oc_enc() -> OpenClipEncoder:
     torch.manual_seed(0)
-    model = open_clip.CLIP(**TINY_CFG)
+    model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
     return OpenClipEncoder.from_model(model, name="open_clip:tiny@none").freeze()
-
-
-def _byte_chars() -> list[str]:
-    """GPT-2/CLIP byte-to-unicode table: the base alphabet of a byte-level BPE vocab."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in cs]
 
 
 @pytest.fixture(scope="module")
 def hf_parts():
     """A tiny CLIPModel and a character-level CLIPTokenizer (no merges), built in memory."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    chars = _byte_chars()
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    tok = CLIPTokenizer(vocab=vocab, merges=[])
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            max_position_embeddings=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
-        ),
-        projection_dim=24,
-    )
-    torch.manual_seed(0)
-    return CLIPModel(cfg), tok
+    return tiny_hf_clip()
 
 
 @pytest.fixture(scope="module")
@@ -289,13 +252,7 @@ def test_open_clip_small_real_arch_random_init():
 
 # -- Hugging Face CLIP -----------------------------------------------------------------------
 def test_hf_load_saved_directory(hf_parts, hf_enc, tmp_path):
-    from transformers import CLIPImageProcessor
-
-    model, tok = hf_parts
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    enc = load_hf_clip(str(tmp_path))
+    enc = load_hf_clip(str(save_hf_clip(tmp_path, *hf_parts)))
     assert enc.name == f"hf:{tmp_path}" and enc.embed_dim == 24
     pre = enc.info()["preprocess"]
     assert pre["image_size"] == [32, 32] and pre["resize_size"] == 32 and pre["interpolation"] == "bicubic"
@@ -305,10 +262,7 @@ def test_hf_load_saved_directory(hf_parts, hf_enc, tmp_path):
 
 
 def test_hf_directory_without_processor_config_uses_clip_defaults(hf_parts, tmp_path, caplog):
-    model, tok = hf_parts
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    enc = load_hf_clip(str(tmp_path))
+    enc = load_hf_clip(str(save_hf_clip(tmp_path, *hf_parts, processor=False)))
     pre = enc.info()["preprocess"]
     assert pre["image_size"] == [32, 32] and pre["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     assert "image processor config" in caplog.text
