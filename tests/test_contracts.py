@@ -439,18 +439,24 @@ def test_every_encoder_family_has_a_builder():
     assert not missing, "; ".join(_missing_family(f) for f in missing)
 
 
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory):
+def _built_once(builders: dict[str, Any], missing: Any, tmp_path_factory) -> Any:
+    """``get(name)``: ``builders[name]`` called once on a fresh folder, its result kept for the module;
+    a name with no builder fails the test with ``missing(name)`` (how to add one)."""
     cache: dict[str, Any] = {}
 
-    def get(family: str):
-        if family not in ENCODER_BUILDERS:
-            pytest.fail(_missing_family(family))
-        if family not in cache:
-            cache[family] = ENCODER_BUILDERS[family](tmp_path_factory.mktemp(family.replace(":", "_")))
-        return cache[family]
+    def get(name: str):
+        if name not in builders:
+            pytest.fail(missing(name))
+        if name not in cache:
+            cache[name] = builders[name](tmp_path_factory.mktemp(name.replace(":", "_")))
+        return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    return _built_once(ENCODER_BUILDERS, _missing_family, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -566,16 +572,7 @@ def test_every_dataset_has_a_builder():
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    cache: dict[str, Any] = {}
-
-    def get(name: str):
-        if name not in DATASET_BUILDERS:
-            pytest.fail(_missing_dataset(name))
-        if name not in cache:
-            cache[name] = DATASET_BUILDERS[name](tmp_path_factory.mktemp(name))
-        return cache[name]
-
-    return get
+    return _built_once(DATASET_BUILDERS, _missing_dataset, tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", DATASETS)
