@@ -24,7 +24,7 @@ class CalibrationConfig(Section):
     objectives: list[str] = option(["ce"], check=parse_objective, nonempty=True)  # ce, l2, infonce, or sums like "ce+0.5*l2"
     train_split: str = option("train", split=True)
     train_n: int = option(600, positive=True, items=ItemsOf(key="train_split"))
-    quick_train_n: int | None = option(200, positive=True, items=ItemsOf(key="train_split"))
+    quick_train_n: int | None = option(100, positive=True, items=ItemsOf(key="train_split"))
     epochs: int = option(60, positive=True)
     steps: int = option(10, minimum=0)  # PGD steps for training and evaluation examples
     quick_steps: int | None = option(5, minimum=0)

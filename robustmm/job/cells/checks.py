@@ -30,7 +30,7 @@ class ChecksConfig(Section):
     enabled: bool = True
     modalities: list[str] = option([], check=get_modality, in_run="modalities")  # empty = every modality of [run]
     n: int = option(100, positive=True, items=RUN_ITEMS)  # items checked (independent PGD runs: ~2 curves' cost)
-    quick_n: int | None = option(16, positive=True, items=RUN_ITEMS)
+    quick_n: int | None = option(12, positive=True, items=RUN_ITEMS)
     steps: list[int] = option([1, 5, 20], minimum=0, nonempty=True)  # robust top-1 must not rise with steps
     quick_steps: list[int] | None = option([1, 3, 5], minimum=0, nonempty=True)
     surrogate: str = option("tinybind-alt", check=_model_or_empty)  # transfer check ("" = skip it)

@@ -22,7 +22,7 @@ class SGAConfig(Section):
     eps: float = option(2 / 255, minimum=0)
     transfer_to: list[str] = option(["tinybind-alt"], check=check_model_name)  # also scores PGD transferred the same way
     n: int | None = option(100, positive=True, items=RUN_ITEMS)  # items (the text step embeds many candidate captions)
-    quick_n: int | None = option(12, positive=True, items=RUN_ITEMS)
+    quick_n: int | None = option(8, positive=True, items=RUN_ITEMS)
 
 
 @register_cell("sga", order=40)
