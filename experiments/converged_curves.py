@@ -148,18 +148,25 @@ def table_rows(records: list[Result]) -> list[dict[str, Any]]:
     return rows
 
 
+def head_commit() -> str:
+    """The checkout's HEAD commit (short), or '' outside git: recorded with every measured record."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def write_outputs(records: list[Result], args: argparse.Namespace, wall_s: float) -> str:
     """The JSON and Markdown tables and the plot, from every record; returns the Markdown table."""
     rows = table_rows(records)
     md = markdown_table(["modality", "eps", "clean", "pgd-10 (nested)", f"apgd-ce-{args.apgd_steps}",
                          f"apgd-t-{args.apgd_steps}", "worst", "worst, this eps alone"],
                         [[r["modality"], r["eps_label"], r["clean"], *(r[c] for c in COLUMNS)] for r in rows])
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    meta = {"args": vars(args), "commit": commit, "wall_s_this_invocation": round(wall_s, 1),
+    commits = sorted({r.extra.get("commit", "") for r in records if "column" in (r.extra or {})})
+    walls = {r.modality: r.extra.get("modality_wall_s") for r in records if "column" in (r.extra or {})}
+    meta = {"args": vars(args), "commit": ", ".join(commits), "wall_s_this_invocation": round(wall_s, 1),
+            "modality_wall_s": walls, "wall_s": round(sum(v or 0.0 for v in walls.values()), 1),
             "attack_seconds": round(sum(sum(r["seconds"].values()) for r in rows), 1), "rows": rows}
     docs = Path(args.docs)
     atomic_write_text(docs / "results" / "converged_curves.json", json.dumps(meta, indent=1) + "\n")
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         jsonl.unlink()
     enc = robustmm.load_encoder(args.model)
     data = robustmm.load_dataset("synthscenes", split="test", n=args.n)
+    commit = head_commit()
     done = {r.modality for r in records if (r.extra or {}).get("column") == "worst"}
     for m in args.modalities or [m for m in enc.modalities if m in CONTINUOUS_MODALITIES]:
         if m in done:
@@ -220,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         t0 = time.perf_counter()
         new = run_modality(enc, data, m, args)
+        for r in new:
+            r.extra |= {"modality_wall_s": round(time.perf_counter() - t0, 1), "commit": commit}
         append_jsonl(jsonl, new)
         records += new
         log.info("%s done in %.1f s", m, time.perf_counter() - t0)
