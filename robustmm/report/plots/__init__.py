@@ -19,7 +19,9 @@ From examples: :func:`plot_gallery` (image grids), :func:`plot_spectrograms` (au
 empty input returns ``[]``.
 
 The package: :mod:`.style` (canvas, output, palette), :mod:`.fields` (reading records),
-:mod:`.curves`, :mod:`.bars`, :mod:`.calibration`, :mod:`.certified` (one figure kind each) and :mod:`.examples`.
+:mod:`.curves`, :mod:`.bars`, :mod:`.calibration`, :mod:`.certified` (one figure kind each) and :mod:`.examples`;
+:mod:`.worst_case` (single attacks against their per-item worst case; experiments/converged_curves.py) is
+imported from its module, not by :func:`write_all_plots`.
 """
 from __future__ import annotations
 
