@@ -10,7 +10,15 @@ Per defense:
   JPEG: its differentiable soft-JPEG stand-in), EOT over k draws for random resize-and-pad (APGD
   treats an item's k draws as one item), for each k of ``--eot-samples`` at ``--eot-steps``, and
   each ``K,STEPS`` of ``--eot-more`` (``--pgd-reference``: also EOT PGD, whose tiled copies stay
-  identical).
+  identical); each of those once per ``--eot-draws`` mode (the defense's own draws, or systematic
+  samples of the draws it declares: ``stratified`` fresh per step, ``fixed`` the same) and per
+  ``--eot-smooth`` gradient blur (translation-invariant attack).
+
+A randomized defense that declares its draws (random resize-and-pad: 506) is also scored exactly,
+averaged over all of them with their probabilities (``over_all_draws``; ``--no-exact`` skips it),
+and ``--floor M`` attacks the model with its randomness fixed to each of M systematic draws
+(white-box APGD, scored on that draw): what an attacker who knew the draw in advance reaches, a
+floor (up to APGD's slack) for any one example per item over the random draws.
 
 Attacks on deterministic models stop early (their verdicts are the full run's); on the randomized
 one they do not (an item broken in one draw is not broken for good). Random resize-and-pad draws
@@ -19,6 +27,8 @@ the mean over ``--draws`` scoring passes (min and max beside it). ``gap`` is the
 robust top-1 minus the undefended model's under the same attack; the target is at most 0.10.
 
     python benchmarks/input_defenses_adaptive.py --threads 1 --n 64 > docs/performance/input_defenses.json
+    python benchmarks/input_defenses_adaptive.py --threads 1 --n 64 --defenses random-resize-pad --eot-samples 16 \
+        --eot-more --eot-draws random stratified --floor 11 > docs/performance/input_defenses_rrp_eot.json
 """
 from __future__ import annotations
 
@@ -60,6 +70,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out.append(torch.cat(hits).float().mean().item())
         return out
 
+    def expected(model: Any, xs: list[torch.Tensor]) -> float | None:
+        """Zero-shot top-1 averaged exactly over every draw a randomized model declares (None: it
+        declares none): the number the ``--draws`` scoring passes estimate."""
+        support = getattr(model, "draw_support", lambda *_: [])("image", batches[0].x.shape)
+        if not support:
+            return None
+        hits = 0.0
+        with torch.no_grad():
+            for p, d in support:
+                hits += p * sum(float(zeroshot_correct(model.encode_draw("image", x, d), centers, b.labels).sum())
+                                for x, b in zip(xs, batches))
+        return hits / sum(len(b.x) for b in batches)
+
     def score(model: Any, attack: Any, draws: int) -> dict[str, Any]:
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
@@ -69,14 +92,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row = {"robust_top1": rounded(sum(accs) / len(accs)), "time_s": rounded(seconds, 2)}
         if draws > 1:
             row |= {"draws": draws, "min": rounded(min(accs)), "max": rounded(max(accs))}
+            exact = expected(model, xs) if args.exact else None
+            if exact is not None:
+                row["over_all_draws"] = rounded(exact)
         return row
+
+    def fixed_draw_floor(defended: Any) -> dict[str, Any]:
+        """APGD (``--steps``) on the model with its randomness fixed to each of ``--floor`` systematic
+        draws, scored on that draw: what an attacker who knew the draw in advance reaches. Their mean
+        bounds from below (up to APGD's own slack) what one example per item can reach over all draws."""
+        from robustmm.attacks.eot_draws import systematic_sample
+        from robustmm.attacks.views import EncoderView
+
+        class FixedDraw(EncoderView):
+            def __init__(self, base: Any, draw: Any):
+                super().__init__(base)
+                self.draw = draw
+
+            def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+                return self.base.encode_draw(modality, x, self.draw)
+
+        support = defended.draw_support("image", batches[0].x.shape)
+        own = {}
+        for i in systematic_sample([p for p, _ in support], args.floor, 0.5):
+            fixed = FixedDraw(defended, support[i][1])
+            own[str(support[i][1])] = score(fixed, make("apgd", args.steps, True), 1)["robust_top1"]
+        return {"apgd_each": own, "mean": rounded(sum(own.values()) / len(own))}
 
     base = score(enc, make("apgd", args.steps, True), 1)
     out: dict[str, Any] = {
         "benchmark": "input_defenses_adaptive",
         "config": {"model": args.model, "modality": "image", "n": args.n, "batch_size": args.batch_size,
                    "eps_255": args.eps, "norm": "linf", "steps": args.steps, "eot_samples": args.eot_samples,
-                   "eot_steps": args.eot_steps, "eot_more": args.eot_more, "score_draws": args.draws, "seed": args.seed, "quick": args.quick},
+                   "eot_steps": args.eot_steps, "eot_more": args.eot_more, "eot_draws": args.eot_draws,
+                   "eot_smooth": args.eot_smooth, "score_draws": args.draws, "seed": args.seed, "quick": args.quick},
         "machine": machine_info(args.device),
         "undefended": {"clean_top1": score(enc, None, 1)["robust_top1"], f"apgd-{args.steps}": base},
         "defenses": {},
@@ -95,13 +144,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                f"naive apgd-{args.steps}": score(defended, make("apgd", args.steps, stop), draws)}
         adaptive: dict[str, Any] = {}
         if transform.randomized:
-            for k, steps in [(k, args.eot_steps[0]) for k in args.eot_samples] + [(k_, s) for k_, s in args.eot_more]:
-                adaptive[f"eot k={k} apgd-{steps}"] = score(defended, EOT(make("apgd", steps, False), k), draws)
+            runs = [(k, args.eot_steps[0]) for k in args.eot_samples] + [(k_, s) for k_, s in args.eot_more]
+            for mode, smooth, (k, steps) in [(m, sm, r) for m in args.eot_draws for sm in args.eot_smooth for r in runs]:
+                how = (f" {mode}" if mode != "random" else "") + (f" smooth={smooth:g}" if smooth else "")
+                eot = EOT(make("apgd", steps, False), k, draws=mode, smooth=smooth, seed=args.seed)
+                adaptive[f"eot k={k}{how} apgd-{steps}"] = score(defended, eot, draws)
             if args.pgd_reference:  # EOT over tiled copies (PGD's steps keep them identical)
                 k, steps = args.eot_samples[0], args.eot_steps[0]
                 adaptive[f"eot k={k} pgd-{steps}"] = score(defended, EOT(make("pgd", steps, False), k), draws)
         else:
             adaptive[f"bpda apgd-{args.steps}"] = score(defended, BPDA(make("apgd", args.steps, True)), 1)
+        if args.floor and getattr(defended, "draw_support", lambda *_: [])("image", batches[0].x.shape):
+            row["fixed_draws"] = fixed_draw_floor(defended)
         best = min(v["robust_top1"] for v in adaptive.values())
         row |= {"adaptive": adaptive, "best_adaptive": best, "gap_to_undefended": rounded(best - base["robust_top1"]),
                 "within_10_points": best - base["robust_top1"] <= 0.10 + 1e-9}
@@ -120,6 +174,15 @@ def main() -> None:
     ap.add_argument("--eot-steps", type=int, nargs=1, default=[50], help="APGD steps of the EOT runs over --eot-samples")
     ap.add_argument("--eot-more", type=lambda v: tuple(int(p) for p in v.split(",")), nargs="*", default=[(8, 100)],
                     metavar="K,STEPS", help="further EOT runs, k draws and steps each (default 8,100)")
+    ap.add_argument("--eot-draws", nargs="+", default=["random"], choices=["random", "stratified", "fixed"],
+                    help="EOT's draws, one run per mode: the defense's own (random), or systematic samples "
+                         "of the draws it declares, fresh each step (stratified) or the same (fixed)")
+    ap.add_argument("--eot-smooth", type=float, nargs="+", default=[0.0],
+                    help="EOT's gradient blur in pixels, one run per value (0: off)")
+    ap.add_argument("--floor", type=int, default=11, metavar="M",
+                    help="white-box APGD on M systematic draws of a randomized defense, each fixed (0: skip)")
+    ap.add_argument("--no-exact", dest="exact", action="store_false",
+                    help="skip the exact score over every declared draw (over_all_draws)")
     ap.add_argument("--pgd-reference", action="store_true",
                     help="also EOT PGD at the first k and step count (tiled copies)")
     ap.add_argument("--defenses", nargs="+", default=["bit-depth", "jpeg", "random-resize-pad"],
@@ -132,6 +195,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.steps, args.eot_samples, args.eot_steps, args.eot_more, args.draws = 8, 2, [2], [2], [(2, 3)], 2
+        args.floor = min(args.floor, 2)
     execute(args, run)
 
 
