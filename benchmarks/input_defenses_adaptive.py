@@ -11,8 +11,9 @@ Per defense:
   treats an item's k draws as one item), for each k of ``--eot-samples`` at ``--eot-steps``, and
   each ``K,STEPS`` of ``--eot-more`` (``--pgd-reference``: also EOT PGD, whose tiled copies stay
   identical); each of those once per ``--eot-draws`` mode (the defense's own draws, or systematic
-  samples of the draws it declares: ``stratified`` fresh per step, ``fixed`` the same) and per
-  ``--eot-smooth`` gradient blur (translation-invariant attack).
+  samples of the draws it declares: ``stratified`` fresh per step, ``fixed`` the same), per
+  ``--eot-smooth`` gradient blur (translation-invariant attack) and per ``--eot-reduction`` (the
+  draws' mean loss, or ``softmin``: ``-log mean_t exp(-CE_t)``, the expected accuracy's own loss).
 
 A randomized defense that declares its draws (random resize-and-pad: 506) is also scored exactly,
 averaged over all of them with their probabilities (``over_all_draws``; ``--no-exact`` skips it),
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {"model": args.model, "modality": "image", "n": args.n, "batch_size": args.batch_size,
                    "eps_255": args.eps, "norm": "linf", "steps": args.steps, "eot_samples": args.eot_samples,
                    "eot_steps": args.eot_steps, "eot_more": args.eot_more, "eot_draws": args.eot_draws,
-                   "eot_smooth": args.eot_smooth, "score_draws": args.draws, "seed": args.seed, "quick": args.quick},
+                   "eot_smooth": args.eot_smooth, "eot_reduction": args.eot_reduction, "score_draws": args.draws, "seed": args.seed, "quick": args.quick},
         "machine": machine_info(args.device),
         "undefended": {"clean_top1": score(enc, None, 1)["robust_top1"], f"apgd-{args.steps}": base},
         "defenses": {},
@@ -145,9 +146,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         adaptive: dict[str, Any] = {}
         if transform.randomized:
             runs = [(k, args.eot_steps[0]) for k in args.eot_samples] + [(k_, s) for k_, s in args.eot_more]
-            for mode, smooth, (k, steps) in [(m, sm, r) for m in args.eot_draws for sm in args.eot_smooth for r in runs]:
+            plan = [(m, sm, red, r) for m in args.eot_draws for sm in args.eot_smooth for r in runs for red in args.eot_reduction]
+            for mode, smooth, red, (k, steps) in plan:
                 how = (f" {mode}" if mode != "random" else "") + (f" smooth={smooth:g}" if smooth else "")
-                eot = EOT(make("apgd", steps, False), k, draws=mode, smooth=smooth, seed=args.seed)
+                how += f" {red}" if red != "mean" else ""
+                eot = EOT(make("apgd", steps, False), k, draws=mode, smooth=smooth, seed=args.seed, reduction=red)
                 adaptive[f"eot k={k}{how} apgd-{steps}"] = score(defended, eot, draws)
             if args.pgd_reference:  # EOT over tiled copies (PGD's steps keep them identical)
                 k, steps = args.eot_samples[0], args.eot_steps[0]
@@ -179,6 +182,9 @@ def main() -> None:
                          "of the draws it declares, fresh each step (stratified) or the same (fixed)")
     ap.add_argument("--eot-smooth", type=float, nargs="+", default=[0.0],
                     help="EOT's gradient blur in pixels, one run per value (0: off)")
+    ap.add_argument("--eot-reduction", nargs="+", default=["mean"], choices=["mean", "softmin"],
+                    help="how EOT folds its draws' losses, one run per value: their mean, or softmin "
+                         "(-log mean exp(-loss): for CE, -log of the expected true-class probability)")
     ap.add_argument("--floor", type=int, default=11, metavar="M",
                     help="white-box APGD on M systematic draws of a randomized defense, each fixed (0: skip)")
     ap.add_argument("--no-exact", dest="exact", action="store_false",

@@ -38,10 +38,11 @@ model a verdict holds for the draws it was judged on only: leave it off there (o
 draws with ``eot_samples``).
 
 ``eot_samples=k`` (what :class:`~robustmm.attacks.eot.EOT` sets) evaluates every iterate on ``k``
-draws of a randomized encoder: the loss and gradient are the draws' means, and an iterate's broken
-verdict is the share of draws that break it (items broken in every draw at the clean input are
-left alone; iterates rank by that share, then by loss; early stopping needs every draw broken), so
-the step-size decisions and the best iterate are made once per item, not per draw.
+draws of a randomized encoder: the loss and gradient are the draws' means (``eot_reduction="softmin"``:
+``-log mean_t exp(-loss_t)``, :mod:`~robustmm.attacks.eot_reduction`), and an iterate's broken verdict
+is the share of draws that break it (items broken in every draw at the clean input are left alone;
+iterates rank by that share, then by loss; early stopping needs every draw broken), so the step-size
+decisions and the best iterate are made once per item, not per draw.
 
 Conventions as :mod:`robustmm.attacks.pgd`: eps/norm in the modality's unit (None: its middle eps
 and default norm), per-item random starts seeded by ``(seed, run, batch.index)``, deterministic,
@@ -65,6 +66,7 @@ from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, register_attack
+from .eot_reduction import check_reduction, reduce_draws
 from .losses import DEFAULT_SCALE, make_objective
 from .margin_losses import Scorer, dlr, dlr_targeted
 from .ops import check_eps, checked_input, frozen, item_seed, project, random_delta, resolve_norm
@@ -110,7 +112,8 @@ class APGD(Attack):
 
     def __init__(self, eps: float | None = None, norm: str | None = None, steps: int = 100, n_restarts: int = 1,
                  loss: str = "ce", n_target_classes: int = 9, rho: float = 0.75, random_start: bool = True,
-                 seed: int = 0, logit_scale: float = DEFAULT_SCALE, early_stop: bool = False, eot_samples: int = 1):
+                 seed: int = 0, logit_scale: float = DEFAULT_SCALE, early_stop: bool = False, eot_samples: int = 1,
+                 eot_reduction: str = "mean"):
         self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
         self.norm = None if norm is None else resolve_norm(norm)
         self.steps = _int(steps, "steps", 0)
@@ -127,12 +130,14 @@ class APGD(Attack):
         self.logit_scale = float(logit_scale)
         self.early_stop = bool(early_stop)
         self.eot_samples = _int(eot_samples, "EOT samples", 1)
+        self.eot_reduction = check_reduction(eot_reduction)
 
     def settings(self) -> dict[str, Any]:
         return {"eps": self.eps, "norm": self.norm, "steps": self.steps, "n_restarts": self.n_restarts,
                 "loss": self.loss, "n_target_classes": self.n_target_classes, "rho": self.rho,
                 "random_start": self.random_start, "seed": self.seed, "logit_scale": self.logit_scale,
-                "early_stop": self.early_stop, "eot_samples": self.eot_samples}
+                "early_stop": self.early_stop, "eot_samples": self.eot_samples,
+                "eot_reduction": self.eot_reduction}
 
     def resolve(self, modality: str) -> "APGD":
         """A copy with the modality's middle eps and default norm filled in."""
@@ -147,6 +152,8 @@ class APGD(Attack):
             out.pop("early_stop")
         if self.eot_samples == 1:  # records without the key saw one draw per step
             out.pop("eot_samples")
+        if self.eot_reduction == "mean":  # records without the key averaged the draws
+            out.pop("eot_reduction")
         return out
 
     # -- binding the losses -------------------------------------------------------------------
@@ -227,18 +234,19 @@ class APGD(Attack):
         iterate, which it returns; the others' state is compacted to the items still robust."""
 
         def probe(z: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """(loss, gradient, broken share) at ``z``: means over ``eot_samples`` draws, one each."""
-            loss = grad = share = None
+            """(loss, gradient, broken share) at ``z`` over ``eot_samples`` draws (``eot_reduction``)."""
+            ls, gs, share = [], [], None
             for _ in range(self.eot_samples):
                 zz = z.detach().requires_grad_(True)
                 emb = encoder.encode(modality, zz, validate=False)
                 l_d = loss_fn(emb, r)
                 (g,) = torch.autograd.grad(l_d.sum(), zz)
                 hit = (~scorer.robust(emb, r) if scorer is not None else torch.zeros_like(l_d, dtype=torch.bool)).float()
-                l_d = l_d.detach().float()
-                loss, grad, share = (l_d, g, hit) if loss is None else (loss + l_d, grad + g, share + hit)
-            k = self.eot_samples
-            return (loss, grad, share) if k == 1 else (loss / k, grad / k, share / k)
+                ls.append(l_d.detach().float())
+                gs.append(g)
+                share = hit if share is None else share + hit
+            loss, grad = reduce_draws(ls, gs, self.eot_reduction)
+            return loss, grad, share if self.eot_samples == 1 else share / self.eot_samples
 
         stop = self.early_stop and scorer is not None
         xk = x0.clone()

@@ -36,10 +36,11 @@ import torch
 
 from ..batch import Batch
 from ..encoders.base import Encoder
-from ..errors import BudgetError, UnknownNameError
+from ..errors import BudgetError, RobustMMError, UnknownNameError
 from .base import Attack, AttackWrapper
 from .bpda import declared
 from .eot_draws import DRAW_MODES, DrawnEncoder
+from .eot_reduction import check_reduction
 from .views import EncoderView
 
 __all__ = ["EOT", "EOTEncoder", "tie_identical_rows"]
@@ -94,9 +95,13 @@ class EOT(AttackWrapper):
         smooth: Gaussian blur (in samples) of the input gradient, translation-invariant attack
             (Dong et al. 2019); 0 = off. Image-like modalities only.
         seed: seeds the stratified schedule.
+        reduction: how the draws' losses and gradients fold into one per item, ``"mean"`` or
+            ``"softmin"`` (``-log mean_t exp(-loss_t)``; :mod:`robustmm.attacks.eot_reduction`).
+            Only attacks that average draws themselves (``eot_samples``: APGD) can take ``"softmin"``.
     """
 
-    def __init__(self, inner: Attack, samples: int = 10, draws: str = "random", smooth: float = 0.0, seed: int = 0):
+    def __init__(self, inner: Attack, samples: int = 10, draws: str = "random", smooth: float = 0.0, seed: int = 0,
+                 reduction: str = "mean"):
         super().__init__(inner)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise BudgetError(f"EOT samples must be an integer >= 1, got {samples!r}")
@@ -105,10 +110,14 @@ class EOT(AttackWrapper):
         if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0 <= smooth <= 64:
             raise BudgetError(f"EOT smooth must be a number of samples in [0, 64], got {smooth!r}")
         self.samples, self.draws, self.smooth, self.seed = samples, draws, float(smooth), int(seed)
+        self.reduction = check_reduction(reduction)
+        if reduction != "mean" and "eot_reduction" not in inner.settings():
+            raise RobustMMError(f"EOT reduction={reduction!r} needs an attack that averages draws itself (eot_reduction: "
+                                f"APGD); {inner.name!r} sees tiled copies, whose losses EOT can only average")
         self._views: dict[tuple[int, str], tuple[Encoder, Encoder]] = {}
 
     def wrap(self, inner: Attack) -> "EOT":
-        return EOT(inner, self.samples, self.draws, self.smooth, self.seed)
+        return EOT(inner, self.samples, self.draws, self.smooth, self.seed, self.reduction)
 
     def _held(self, encoder: Encoder, kind: str, make: Any) -> Any:
         held = self._views.get((id(encoder), kind))
@@ -134,7 +143,8 @@ class EOT(AttackWrapper):
         batch as it is, with ``eot_samples=samples``."""
         encoder = self._drawn(encoder)
         if "eot_samples" in self.inner.settings():
-            return self.inner.replace(eot_samples=self.samples)(encoder, batch)
+            folded = {"eot_reduction": self.reduction} if self.reduction != "mean" else {}
+            return self.inner.replace(eot_samples=self.samples, **folded)(encoder, batch)
         k, n = self.samples, len(batch)
         index = batch.index if batch.index is not None and len(batch.index) == n else torch.arange(n)
         tiled = Batch(batch.modality, batch.x.repeat(k, *([1] * (batch.x.dim() - 1))), list(batch.captions) * k,
@@ -152,4 +162,5 @@ class EOT(AttackWrapper):
     def describe(self) -> dict[str, Any]:
         extra = {"eot_draws": self.draws} if self.draws != "random" else {}
         extra |= {"eot_smooth": self.smooth} if self.smooth else {}
+        extra |= {"eot_reduction": self.reduction} if self.reduction != "mean" else {}
         return self.inner.describe() | {"eot_samples": self.samples} | extra
