@@ -116,6 +116,8 @@ def main() -> None:
     ap.add_argument("--stronger-early-stop", action="store_true", help="stronger attacks through a head or on FARE's tower stop items once broken "
                          "(on the bare encoder they run in full: its examples are the head-unaware transfers)")
     ap.add_argument("--regulariser", default="supervised", help="supervised | label-free | none")
+    ap.add_argument("--consistency-weight", type=float, default=None,
+                    help="the regulariser's weight (default: the library's; 16 reproduces the README table's heads)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--adaptive-every", type=int, default=0, help="also train adaptively (regenerate every K epochs)")
@@ -156,12 +158,13 @@ def main() -> None:
             bare_each, bare_worst = white_box(enc, test, m, {main_name: attack} | bare)
             records += [r.to_dict() for r in (*bare_each.values(), bare_worst)]
             control = calibrate(enc, train, modality=m, objective="ce", regulariser=args.regulariser, epochs=args.epochs,
-                                clean_only=True, embeddings=cache, progress=False)
+                                consistency_weight=args.consistency_weight, clean_only=True, embeddings=cache,
+                                progress=False)
             control_clean = top1(evaluate(enc.with_heads(control.heads), test, modality=m, progress=False), "clean")
         for label, kw in variants:
             cal = calibrate(enc, train, modality=m, epochs=args.epochs, attack=build_attack("pgd", eps=eps, steps=args.steps),
                             embeddings=None if kw.get("adaptive_every") else cache, regulariser=args.regulariser,
-                            progress=False, **kw)
+                            consistency_weight=args.consistency_weight, progress=False, **kw)
             _, unaware, adaptive, *more = evaluate_threats(
                 enc, cal, test, modality=m, attack=attack, stronger=raw, transfer=bare, progress=False,
                 threats=("white-box", "head-unaware", "adaptive", "worst-case"))
