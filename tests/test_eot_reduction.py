@@ -12,6 +12,7 @@ import torch
 from robustmm.attacks import build_attack
 from robustmm.attacks.eot import EOT
 from robustmm.attacks.eot_reduction import reduce_draws
+from robustmm.defenses.input_transforms import defend
 from robustmm.errors import RobustMMError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,3 +104,16 @@ def test_bad_reductions_are_one_line_errors():
     with pytest.raises(RobustMMError, match="averages draws itself"):
         EOT(build_attack("pgd", eps=EPS, steps=2), 4, reduction="softmin")
     assert EOT(build_attack("pgd", eps=EPS, steps=2), 4, reduction="mean").reduction == "mean"
+
+
+def test_adaptive_eot_folds_apgd_draws_with_softmin(defended, rand_encoder):
+    """``eval --adaptive`` and the ``[input_defenses]`` cell: APGD (draws averaged by the attack)
+    gets softmin; PGD (tiled copies) and deterministic defenses keep what they had."""
+    from robustmm.job.cells.input_defenses import adaptive_for
+
+    apgd = adaptive_for(defended, build_attack("apgd", eps=EPS, steps=2), eot_samples=2)
+    assert apgd.reduction == "softmin" and apgd.describe()["eot_reduction"] == "softmin"
+    pgd = adaptive_for(defended, build_attack("pgd", eps=EPS, steps=2), eot_samples=2)
+    assert pgd.reduction == "mean" and "eot_reduction" not in pgd.describe()
+    bpda = adaptive_for(defend(rand_encoder, "bit-depth"), build_attack("apgd", eps=EPS, steps=2))
+    assert "eot_reduction" not in bpda.describe() and bpda.settings()["eot_reduction"] == "mean"
