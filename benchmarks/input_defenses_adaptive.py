@@ -30,6 +30,8 @@ robust top-1 minus the undefended model's under the same attack; the target is a
     python benchmarks/input_defenses_adaptive.py --threads 1 --n 64 > docs/performance/input_defenses.json
     python benchmarks/input_defenses_adaptive.py --threads 1 --n 64 --defenses random-resize-pad --eot-samples 16 \
         --eot-more --eot-draws random stratified --floor 11 > docs/performance/input_defenses_rrp_eot.json
+    python benchmarks/input_defenses_adaptive.py --threads 1 --n 64 --defenses random-resize-pad --eot-samples 16 \
+        --eot-more --eot-draws random --eot-reduction mean softmin --floor 0   # input_defenses_rrp_softmin.json
 """
 from __future__ import annotations
 
