@@ -117,3 +117,13 @@ def test_adaptive_eot_folds_apgd_draws_with_softmin(defended, rand_encoder):
     assert pgd.reduction == "mean" and "eot_reduction" not in pgd.describe()
     bpda = adaptive_for(defend(rand_encoder, "bit-depth"), build_attack("apgd", eps=EPS, steps=2))
     assert "eot_reduction" not in bpda.describe() and bpda.settings()["eot_reduction"] == "mean"
+
+
+def test_labels_name_the_softmin_fold():
+    """report.md's table and eval's one-line summary say how the draws were folded (mean is implicit)."""
+    from robustmm.report.defense_tables import adaptive_label
+
+    assert adaptive_label({"eot_samples": 16, "eot_reduction": "softmin"}) == "EOT-16 softmin"
+    assert adaptive_label({"eot_samples": 8}) == "EOT-8"
+    assert adaptive_label({"bpda": True, "eot_samples": 4, "eot_reduction": "mean"}, sep="+") == "BPDA+EOT-4"
+    assert adaptive_label({}, empty="adaptive") == "adaptive"

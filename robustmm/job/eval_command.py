@@ -17,6 +17,7 @@ from ..errors import RobustMMError
 from ..outdir import check_writable_file, fill_template
 from ..persist import atomic_write_text
 from ..records import Result, write_json, write_jsonl
+from ..report.defense_tables import adaptive_label
 from . import arg_checks as checks
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def result_line(r: Result) -> str:
     line = f"{r.model['name']} {r.modality} n={r.n}"
     if r.attack:
         line += f" {r.attack['name']}" + (f" eps={spec.format_eps(r.attack['eps'])}" if r.attack.get("eps") is not None else "")
-        line += f" ({r.threat}" + (", " + _adaptive_label(r.attack) if r.threat == "adaptive" and r.defense else "") + ")"
+        line += f" ({r.threat}" + (", " + adaptive_label(r.attack, sep="+", empty="adaptive") if r.threat == "adaptive" and r.defense else "") + ")"
     if r.defense and r.defense.get("marks") is not None:
         line += f" behind {r.defense['name']}"
     line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
@@ -249,11 +250,6 @@ def result_line(r: Result) -> str:
         line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
     return line
 
-
-def _adaptive_label(attack: dict[str, Any]) -> str:
-    """``BPDA``, ``EOT-8`` or ``BPDA+EOT-8`` from an attack block."""
-    parts = (["BPDA"] if attack.get("bpda") else []) + ([f"EOT-{attack['eot_samples']}"] if attack.get("eot_samples") else [])
-    return "+".join(parts) or "adaptive"
 
 
 def write_eval(req: EvalRequest, results: list[Result]) -> str | None:

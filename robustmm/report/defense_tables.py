@@ -21,11 +21,13 @@ def is_input_defense(r: Result) -> bool:
     return bool(r.defense) and "marks" in r.defense
 
 
-def adaptive_label(attack: dict[str, Any] | None) -> str:
-    """How an adaptive attack adapts: ``BPDA``, ``EOT-8`` or ``BPDA + EOT-8``."""
+def adaptive_label(attack: dict[str, Any] | None, sep: str = " + ", empty: str = "—") -> str:
+    """How an adaptive attack adapts: ``BPDA``, ``EOT-8``, ``EOT-8 softmin`` (draws folded by
+    ``-log mean exp(-loss)``, not averaged) or ``BPDA + EOT-8``; ``sep`` joins the parts."""
     a = attack or {}
-    parts = (["BPDA"] if a.get("bpda") else []) + ([f"EOT-{a['eot_samples']}"] if a.get("eot_samples") else [])
-    return " + ".join(parts) or "—"
+    fold = f" {a['eot_reduction']}" if a.get("eot_reduction", "mean") != "mean" else ""
+    parts = (["BPDA"] if a.get("bpda") else []) + ([f"EOT-{a['eot_samples']}{fold}"] if a.get("eot_samples") else [])
+    return sep.join(parts) or empty
 
 
 def input_defense_section(results: Sequence[Result]) -> list[str]:
