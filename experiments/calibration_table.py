@@ -117,7 +117,7 @@ def main() -> None:
                          "(on the bare encoder they run in full: its examples are the head-unaware transfers)")
     ap.add_argument("--regulariser", default="supervised", help="supervised | label-free | none")
     ap.add_argument("--consistency-weight", type=float, default=None,
-                    help="the regulariser's weight (default: the library's; 16 reproduces the README table's heads)")
+                    help="the regulariser's weight (default: the library's, which the README table used)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--adaptive-every", type=int, default=0, help="also train adaptively (regenerate every K epochs)")
