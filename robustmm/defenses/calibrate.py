@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 #: val (seed 1), never test, by ``experiments/select_consistency.py`` (TinyBind, ce objective, image +
 #: depth, clean top-1 within 2 points of the bare encoder; README "Hyperparameters chosen on val").
 #: The PGD-20 worst case chose 16 and 32 (8 before that, on test). With APGD-T-50 added to the worst
-#: case (``--stronger apgd-t``) the highest val scores were supervised 32 and label-free 128, by 1.2
-#: and 0.5 points: less than one standard error (about 1.5 points at 200 items near 5 %), so the
+#: case (``--stronger apgd-t``) the highest val scores were supervised 32 and label-free 128, above
+#: 16 and 32 by 1.2 and 1.0 points: less than one standard error (about 1.5 points at 200 items near 5 %), so the
 #: defaults stay 16 and 32 (a default moves only when the gain exceeds the noise; README).
 DEFAULT_CONSISTENCY_WEIGHTS: dict[str, float] = {"supervised": 16.0, "label-free": 32.0, "none": 0.0}
 
