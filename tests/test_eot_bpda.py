@@ -6,17 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import tiny_tinybind  # noqa: E402  (tests/ is on sys.path)
+from _tiny import first_batch, predicted, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.apgd import APGD
 from robustmm.attacks.bpda import BPDA, bpda, bpda_enabled, declared, straight_through
 from robustmm.attacks.eot import EOT, EOTEncoder, tie_identical_rows
 from robustmm.batch import Batch
-from robustmm.data.synthscenes import synthscenes
 from robustmm.encoders.base import Encoder
 from robustmm.errors import BudgetError, RobustMMError
-from robustmm.evaluation import iter_batches
 from robustmm.metrics import zeroshot_correct
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,21 +81,12 @@ class Drawn(Encoder):
         return self.base.encode_text(texts)
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthscenes(N, seed=2)
-
-
-@pytest.fixture(scope="module")
-def enc(data, one_thread):
-    return tiny_tinybind(data)
+data, enc = tiny_fixtures(N)
 
 
 @pytest.fixture(scope="module")
 def image(enc, data):
-    b = next(iter_batches(data, "image", N, data.tasks["image"].prompts()))
-    with torch.no_grad():  # the model's own predictions: every item correct at the clean input
-        return b.replace(labels=(enc.encode("image", b.x) @ enc.class_embeddings(b.prompts).T).argmax(1))
+    return predicted(enc, first_batch(data, "image", N))  # every item correct at the clean input
 
 
 def accuracy(enc, b: Batch, x: torch.Tensor) -> float:
