@@ -11,7 +11,7 @@ import torch
 
 from robustmm.attacks import build_attack
 from robustmm.attacks.eot import EOT
-from robustmm.attacks.eot_reduction import reduce_draws
+from robustmm.attacks.eot_reduction import DrawFold, reduce_draws
 from robustmm.defenses.input_transforms import defend
 from robustmm.errors import RobustMMError
 
@@ -52,6 +52,46 @@ def test_one_draw_softmin_is_the_mean_and_ce_softmin_is_log_expected_probability
     ce = [-torch.log(row) for row in p]
     loss, _ = reduce_draws(ce, [torch.zeros(2, 1, dtype=torch.float64)] * 2, "softmin")
     assert torch.allclose(loss, -torch.log(p.mean(0))) and math.isclose(loss[1].item(), -math.log(0.105), rel_tol=1e-9)
+
+
+def _stacked_softmin(losses, grads):
+    """The reference fold, keeping every draw: log k - logsumexp(-l), sum_t softmax_t(-l) g_t."""
+    neg = -torch.stack(losses)
+    w = torch.softmax(neg, dim=0)
+    return math.log(len(losses)) - torch.logsumexp(neg, dim=0), (w[..., None] * torch.stack(grads)).sum(0)
+
+
+def test_streaming_fold_matches_the_stacked_fold_and_the_sequential_mean():
+    _, losses, grads = _toy(k=7)
+    losses = [lt.detach() for lt in losses]
+    fold = DrawFold("softmin")
+    for lt, gt in zip(losses, grads):
+        fold.add(lt, gt)
+    want = _stacked_softmin(losses, grads)
+    got = fold.result()
+    assert torch.allclose(got[0], want[0], atol=1e-10) and torch.allclose(got[1], want[1], atol=1e-10)
+    loss, grad = losses[0], grads[0]  # the mean: the draws added in order, then divided (bit for bit)
+    for lt, gt in zip(losses[1:], grads[1:]):
+        loss, grad = loss + lt, grad + gt
+    mean = reduce_draws(losses, grads, "mean")
+    assert torch.equal(mean[0], loss / 7) and torch.equal(mean[1], grad / 7)
+
+
+def test_streaming_softmin_is_stable_for_large_and_spread_losses():
+    losses = [torch.tensor([1000.0, 0.0, 50.0]), torch.tensor([1001.0, 800.0, 50.0]), torch.tensor([999.0, 3.0, 1e4])]
+    grads = [torch.full((3, 2), float(t + 1)) for t in range(3)]
+    loss, grad = reduce_draws(losses, grads, "softmin")
+    want = _stacked_softmin(losses, grads)
+    assert bool(torch.isfinite(loss).all() and torch.isfinite(grad).all())
+    assert torch.allclose(loss, want[0]) and torch.allclose(grad, want[1])
+    assert abs(loss[0].item() - (999.0 + math.log(3) - math.log(1 + math.exp(-1) + math.exp(-2)))) < 1e-3
+
+
+def test_fold_of_no_draws_is_refused():
+    with pytest.raises(RobustMMError, match="draws"):
+        DrawFold("mean").result()
+    with pytest.raises(RobustMMError, match="EOT reduction"):
+        DrawFold("median")
 
 
 def test_reduce_draws_refuses_bad_input():

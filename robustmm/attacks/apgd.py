@@ -66,7 +66,7 @@ from ..batch import Batch
 from ..errors import BudgetError, UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, register_attack
-from .eot_reduction import check_reduction, reduce_draws
+from .eot_reduction import DrawFold, check_reduction
 from .losses import DEFAULT_SCALE, make_objective
 from .margin_losses import Scorer, dlr, dlr_targeted
 from .ops import check_eps, checked_input, frozen, item_seed, project, random_delta, resolve_norm
@@ -235,17 +235,16 @@ class APGD(Attack):
 
         def probe(z: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             """(loss, gradient, broken share) at ``z`` over ``eot_samples`` draws (``eot_reduction``)."""
-            ls, gs, share = [], [], None
+            fold, share = DrawFold(self.eot_reduction), None  # one running gradient, not k
             for _ in range(self.eot_samples):
                 zz = z.detach().requires_grad_(True)
                 emb = encoder.encode(modality, zz, validate=False)
                 l_d = loss_fn(emb, r)
                 (g,) = torch.autograd.grad(l_d.sum(), zz)
                 hit = (~scorer.robust(emb, r) if scorer is not None else torch.zeros_like(l_d, dtype=torch.bool)).float()
-                ls.append(l_d.detach().float())
-                gs.append(g)
+                fold.add(l_d.detach().float(), g)
                 share = hit if share is None else share + hit
-            loss, grad = reduce_draws(ls, gs, self.eot_reduction)
+            loss, grad = fold.result()
             return loss, grad, share if self.eot_samples == 1 else share / self.eot_samples
 
         stop = self.early_stop and scorer is not None
