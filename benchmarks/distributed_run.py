@@ -105,9 +105,7 @@ def _same_files(a: Path, b: Path) -> dict[str, Any]:
 #: what a tiny job keeps: a few items through clean, a 1-step PGD curve and retrieval curve, a 2-epoch
 #: calibration and the checks; every other cell kind is switched off
 TINY_KEPT = ("clean", "pgd", "calibration", "checks")
-TINY_SECTIONS = """[report]
-examples = false
-[pgd]
+TINY_SECTIONS = """[pgd]
 quick_steps = 1
 quick_retrieval_n = 8
 [calibration]
@@ -122,10 +120,10 @@ surrogate = ""
 
 
 def tiny_job_text(model: str = "", quick_n: int = 16, quick_attack_n: int = 8,
-                  modalities: tuple[str, ...] = ("image", "thermal")) -> str:
+                  modalities: tuple[str, ...] = ("image", "thermal"), examples: bool = False) -> str:
     """The TOML of a tiny job (:data:`TINY_KEPT`) on ``model`` ("" = the shipped one): the ``--tiny`` job
     with the defaults, and tests/test_distributed_run.py's with its own model, sizes and modalities,
-    so the two check the same plumbing."""
+    so the two check the same plumbing (the test also draws the example figures)."""
     sys.path.insert(0, str(REPO))
     from robustmm.job import cell_kinds
 
@@ -133,7 +131,8 @@ def tiny_job_text(model: str = "", quick_n: int = 16, quick_attack_n: int = 8,
         f"quick_n = {quick_n}", f"quick_attack_n = {quick_attack_n}", f"modalities = {json.dumps(list(modalities))}",
         "batch_size = 4"]
     off = [k.name for k in cell_kinds() if k.name not in TINY_KEPT and hasattr(k.default(), "enabled")]
-    return "[run]\n" + "\n".join(run) + "\n" + TINY_SECTIONS + "".join(f"[{name}]\nenabled = false\n" for name in off)
+    report = f"[report]\nexamples = {str(examples).lower()}\n"
+    return "[run]\n" + "\n".join(run) + "\n" + report + TINY_SECTIONS + "".join(f"[{name}]\nenabled = false\n" for name in off)
 
 
 def main(argv: list[str] | None = None) -> int:

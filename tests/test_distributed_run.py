@@ -28,8 +28,9 @@ from distributed_run import tiny_job_text  # noqa: E402  (the benchmark's --tiny
 
 
 def _job_text(model: Path) -> str:
-    """The tiny job on ``model``: clean, PGD, calibration and checks; every other cell kind switched off."""
-    return tiny_job_text(model=f"tinybind:{model}", quick_n=12, quick_attack_n=12, modalities=("thermal", "audio"))
+    """The tiny job on ``model``: clean, PGD, calibration and checks (every other cell kind switched off) and the example figures."""
+    return tiny_job_text(model=f"tinybind:{model}", quick_n=12, quick_attack_n=12, modalities=("thermal", "audio"),
+                         examples=True)
 
 
 # run_job on every rank; with DIE=1 a toy cell kind between calibration and the checks kills
@@ -131,9 +132,17 @@ def test_two_ranks_write_what_one_process_writes(job, tmp_path, mode):
     assert got == want  # every metric, in the same order
     assert _heads(out) == _heads(job / "D1") and len(_heads(out)) == 4
     assert (out / "report.md").read_bytes() == (job / "D1" / "report.md").read_bytes()
+    # the same figures (drawn by both ranks, written by rank 0), the PNGs byte for byte
+    assert _pngs(out) == _pngs(job / "D1") and "audio_spectrograms.png" in _pngs(out) and len(_pngs(out)) >= 5
+    assert sorted(q.name for q in (out / "plots").iterdir()) == sorted(q.name for q in (job / "D1" / "plots").iterdir())
     assert not list(tmp_path.glob("**/*.tmp"))
+    assert "rank 0 draws" in p.stderr and "rank 1 draws" in p.stderr
     if mode == "cells":  # both ranks really ran cells
         assert "rank 0 runs" in p.stderr and "rank 1 runs" in p.stderr
+
+
+def _pngs(folder: Path) -> dict[str, bytes]:
+    return {q.name: q.read_bytes() for q in sorted((folder / "plots").glob("*.png"))}
 
 
 @pytest.mark.slow  # ~75 s on the shared 2-core machine: two torchrun launches

@@ -26,6 +26,23 @@ def test_encode_text_is_normalised_and_semantic(rand_encoder):
     assert t[0] @ t[1] > t[0] @ t[2]  # the frozen MiniLM is a real sentence encoder
 
 
+def test_a_text_embedding_does_not_depend_on_its_batch_mates(rand_encoder, synth_small):
+    """Alone, among others, in another order: the same vector bit for bit (nothing is padded), so
+    a text embedded on another rank, or first by another cell, gives the same numbers."""
+    tower = type(rand_encoder.text_tower)()  # a fresh tower: nothing memoised
+    caps = [c for item in synth_small.captions for c in item][:30]
+    together = tower._embed(caps)
+    assert len({len(tower.tokenizer(c)["input_ids"]) for c in caps}) > 3  # texts of several lengths
+    shuffled = tower._embed(caps[::-1])
+    alone = torch.cat([tower._embed([c]) for c in caps[:8]])
+    assert torch.equal(shuffled.flip(0), together) and torch.equal(alone, together[:8])
+    ref = tower.tokenizer(caps[:2], padding=True, return_tensors="pt")  # the padded recipe agrees up to rounding
+    hidden = tower.model(**ref).last_hidden_state
+    mask = ref["attention_mask"].unsqueeze(-1).float()
+    padded = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    assert torch.allclose(padded, together[:2], atol=1e-5)
+
+
 def test_image_tower_resizes_other_sizes(rand_encoder):
     assert rand_encoder.encode("image", torch.rand(2, 3, 96, 80)).shape == (2, 384)
 

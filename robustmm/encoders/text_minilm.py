@@ -71,17 +71,27 @@ class MiniLMTextTower(nn.Module):
 
     @torch.no_grad()
     def _embed(self, texts: list[str]) -> torch.Tensor:
+        """(N, 384) unit vectors, texts of one token length batched together (so nothing is padded).
+
+        Without padding a text's embedding depends on the text alone, never on which texts shared
+        its batch: the same caption gives the same vector bit for bit whether it is embedded alone,
+        with others, first or last, in one process or split over ranks (and the work is the
+        tokens', not the longest text's times the batch)."""
         device = next(self.model.parameters()).device
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[i : i + self.batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt"
-            ).to(device)
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1))
-        return torch.cat(out)
+        tokens = self.tokenizer(texts, truncation=True, max_length=128)
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(tokens["input_ids"]):
+            by_length.setdefault(len(ids), []).append(i)
+        out = torch.empty(len(texts), self.embed_dim)
+        for _, rows in sorted(by_length.items()):
+            for j in range(0, len(rows), self.batch_size):
+                part = rows[j : j + self.batch_size]
+                batch = {k: torch.tensor([v[i] for i in part], device=device) for k, v in tokens.items()}
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+                out[part] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+        return out.to(device)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         texts = [str(t) for t in texts]

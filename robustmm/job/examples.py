@@ -2,6 +2,7 @@
 :mod:`robustmm.report.examples`, which only plots what it is given."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -28,17 +29,24 @@ def _attacked(encoder: Encoder, data: MultimodalDataset, modality: str, attack: 
     return batch.x, attack(encoder, batch).x
 
 
+#: the modalities with an example figure, in the report's order
+EXAMPLE_MODALITIES = ("image", "audio", "pointcloud")
+
+
 def example_figures(encoder: Encoder, data: MultimodalDataset, out_dir: str | Path, *, patch: Attack | None = None,
-                    n_images: int = 4, steps: int = 10, seed: int = 0) -> list[Path]:
+                    n_images: int = 4, steps: int = 10, seed: int = 0,
+                    modalities: Sequence[str] = EXAMPLE_MODALITIES) -> list[Path]:
     """Write gallery / spectrogram / point-cloud figures for the first items of ``data``.
 
     PGD runs at the image modality's middle eps (the largest eps of audio and point clouds, where
-    a small one is invisible), with ``steps`` steps, seeded by ``seed``.
+    a small one is invisible), with ``steps`` steps, seeded by ``seed``. ``modalities`` picks the
+    figures (each is drawn the same alone or with the others: a multi-process run splits them).
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
     torch.manual_seed(seed)
-    if "image" in data.modalities and "image" in encoder.modalities and "image" in data.tasks:
+    wanted = set(modalities) & set(data.modalities) & set(encoder.modalities)
+    if "image" in wanted and "image" in data.tasks:
         spec = get_modality("image")
         eps = spec.middle_eps
         x, xa = _attacked(encoder, data, "image", build_attack("pgd", eps=eps, steps=steps, seed=seed), n_images)
@@ -50,12 +58,12 @@ def example_figures(encoder: Encoder, data: MultimodalDataset, out_dir: str | Pa
             patched_pred = _predict(encoder, data, "image", xp)
         written += draw.image_gallery(x, xa, truth, clean_pred, adv_pred, f"PGD {spec.format_eps(eps)}",
                                       out_dir / "gallery_image", x_patch=xp, patch_pred=patched_pred)
-    if "audio" in data.modalities and "audio" in encoder.modalities:
+    if "audio" in wanted:
         eps = get_modality("audio").eps_grid[-1]
         x, xa = _attacked(encoder, data, "audio", build_attack("pgd", eps=eps, steps=steps, seed=seed), 1)
         written += draw.audio_example(x[0], xa[0], int(data.meta.get("sample_rate", 8000)), eps,
                                       out_dir / "audio_spectrograms")
-    if "pointcloud" in data.modalities and "pointcloud" in encoder.modalities:
+    if "pointcloud" in wanted:
         eps = get_modality("pointcloud").eps_grid[-1]
         x, xa = _attacked(encoder, data, "pointcloud", build_attack("pgd", eps=eps, steps=steps, seed=seed), 1)
         written += draw.pointcloud_example(x[0], xa[0], out_dir / "pointcloud_pgd")

@@ -3,7 +3,8 @@
 Two ways, chosen by ``ROBUSTMM_RUN_SHARD``:
 
 * ``cells`` (default): **whole cells** go to ranks from a shared work queue (a counter in the
-  process group's store), and each rank runs its cell under :func:`~robustmm.distributed.local_only`,
+  process group's store; consecutive cells of one ``Cell.group``, which share memoised work, go
+  together), and each rank runs its cell under :func:`~robustmm.distributed.local_only`,
   i.e. exactly as a single process runs it. Finished cells are published in the store with the
   state they leave behind (calibration heads, the fitted patch); rank 0 writes them strictly in
   cell order as soon as the prefix is complete, after writing the files the cell wrote on its rank
@@ -87,7 +88,7 @@ def _tagged(cell: Cell, results: list[Result]) -> list[Result]:
 
 def _run_wave(wave: list[Cell], ctx: JobContext, commit: Commit, prefix: str) -> None:
     """Take cells from the queue until it is empty; rank 0 also writes every finished cell in order."""
-    me, lead = dist.rank(), dist.rank() == 0
+    lead = dist.rank() == 0
     written = 0
 
     def drain(block: bool) -> None:
@@ -102,29 +103,48 @@ def _run_wave(wave: list[Cell], ctx: JobContext, commit: Commit, prefix: str) ->
             commit(wave[written], payload["results"])
             written += 1
 
+    units = cell_units(wave)
     while True:
         if dist.store_poll(f"{prefix}/abort"):
             raise RobustMMError(f"stopping: {dist.store_get(f'{prefix}/abort')}")
-        i = dist.store_add(f"{prefix}/next") - 1
-        if i >= len(wave):
+        u = dist.store_add(f"{prefix}/next") - 1
+        if u >= len(units):
             break
-        cell, before, files = wave[i], ctx.state(), ctx.files()
-        log.info("rank %d runs %s", me, cell.key)
-        try:
-            with dist.local_only():
-                results = _tagged(cell, cell.run())
-        except BaseException as e:
-            msg = " ".join(f"{type(e).__name__}: {e}".split())
-            dist.store_set(f"{prefix}/cell{i}", {"rank": me, "error": msg})
-            dist.store_set(f"{prefix}/abort", f"cell {cell.key} failed on rank {me}: {msg}")
-            raise
-        payload = {"rank": me, "results": results, "state": ctx.state_since(before) if me else _empty(),
-                   "files": ctx.files_since(files) if me else {}}
-        dist.store_set(f"{prefix}/cell{i}", payload)
-        if lead:
-            drain(block=False)
+        for i in units[u]:
+            _run_one(wave[i], i, ctx, prefix)
+            if lead:
+                drain(block=False)
     if lead:
         drain(block=True)
+
+
+def _run_one(cell: Cell, i: int, ctx: JobContext, prefix: str) -> None:
+    """Run cell ``i`` of the wave here, alone, and publish its results, state and files (or its error)."""
+    me = dist.rank()
+    before, files = ctx.state(), ctx.files()
+    log.info("rank %d runs %s", me, cell.key)
+    try:
+        with dist.local_only():
+            results = _tagged(cell, cell.run())
+    except BaseException as e:
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        dist.store_set(f"{prefix}/cell{i}", {"rank": me, "error": msg})
+        dist.store_set(f"{prefix}/abort", f"cell {cell.key} failed on rank {me}: {msg}")
+        raise
+    payload = {"rank": me, "results": results, "state": ctx.state_since(before) if me else _empty(),
+               "files": ctx.files_since(files) if me else {}}
+    dist.store_set(f"{prefix}/cell{i}", payload)
+
+
+def cell_units(wave: list[Cell]) -> list[list[int]]:
+    """What the queue hands out: the wave's cell positions, consecutive cells of one ``group`` together."""
+    units: list[list[int]] = []
+    for i, cell in enumerate(wave):
+        if units and cell.group is not None and wave[units[-1][-1]].group == cell.group:
+            units[-1].append(i)
+        else:
+            units.append([i])
+    return units
 
 
 def _empty() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..report.tables import summary_csv
 from .arg_checks import check_run_options
 from .config import JobConfig, as_config
 from .context import JobContext
+from .figures import render_figures
 from .parallel import run_parallel
 from .registry import Cell, cell_kinds
 
@@ -154,36 +155,27 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
             commit(cell, results)
             log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
 
-    def finish() -> list[Result]:
-        results = [Result.from_dict(d) for d in read_jsonl(results_path)]
-        with dist.local_only():  # the figures run PGD on rank 0 alone
-            plots = _examples(ctx, out_dir) if config.report.examples else []
-        write_report(results, out_dir, extra_plots=plots)
-        return results
-
-    return _on_lead(finish)
+    # every rank draws a share of the figures (robustmm.job.figures); rank 0 writes them and the report
+    results = _on_lead(lambda: [Result.from_dict(d) for d in read_jsonl(results_path)])
+    plots = render_figures(ctx, results, out_dir)
+    _on_lead(lambda: write_report(results, out_dir, plots=plots))
+    return results
 
 
-def _examples(ctx: JobContext, out_dir: Path) -> list[str]:
-    """The example figures (relative paths of the PNGs); a failure is logged, never fatal."""
-    from .examples import example_figures
+def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None,
+                 plots: list[str] | None = None) -> None:
+    """summary.csv, plots/ and report.md for a list of results (the folder is checked writable first).
 
-    try:
-        paths = example_figures(ctx.encoder(), ctx.dataset(n=min(ctx.n, 8)), out_dir / "plots",
-                                patch=ctx.fitted_patch, steps=int(ctx.pick("pgd", "steps")), seed=ctx.seed)
-    except Exception as e:  # a figure must never cost the results
-        log.warning("example figures failed: %s", e)
-        return []
-    return [str(p.relative_to(out_dir)) for p in paths if p.suffix == ".png"]
-
-
-def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None) -> None:
-    """summary.csv, plots/ and report.md for a list of results (the folder is checked writable first)."""
+    ``plots``: the figures already drawn (paths relative to ``out_dir``); by default the record plots
+    are drawn here, followed by ``extra_plots``."""
     from ..report.markdown import render
 
     out_dir = check_writable_dir(out_dir)
     atomic_write_text(out_dir / "summary.csv", summary_csv(results))
-    plots: list[str] = []
+    if plots is not None:
+        atomic_write_text(out_dir / "report.md", render(results, plots + list(extra_plots or [])))
+        return
+    plots = []
     try:
         from ..report.check_records import is_checks
         from ..report.plots import write_all_plots

@@ -33,8 +33,10 @@ class SGACells(CellKind):
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
         m = section.modality
-        out = [Cell(ctx.key(m, "sga|white-box"), lambda: run_sga(ctx, m, None))]
-        out += [Cell(ctx.key(m, f"sga|transfer:{alt}"), lambda alt=alt: run_sga(ctx, m, alt)) for alt in section.transfer_to]
+        group = ctx.key(m, "sga")  # the transfers re-run SGA on the job's model: the text tower memoises its edits
+        out = [Cell(ctx.key(m, "sga|white-box"), lambda: run_sga(ctx, m, None), group)]
+        out += [Cell(ctx.key(m, f"sga|transfer:{alt}"), lambda alt=alt: run_sga(ctx, m, alt), group)
+                for alt in section.transfer_to]
         return out
 
 

@@ -12,7 +12,8 @@ From result records (``robustmm.result/1``):
 * :func:`plot_attack_bars` -- clean vs attacked bars with the attack success rate, per attack.
 * :func:`plot_calibration` -- bare vs calibrated encoder, clean and under both threat models.
 * :func:`plot_certified` -- certified (and SmoothAdv empirical) top-1 against the L2 radius.
-* :func:`write_all_plots` -- the four above into one folder (what ``robustmm report`` calls).
+* :func:`write_all_plots` -- the four above into one folder (what ``robustmm report`` calls);
+  :data:`RECORD_PLOTS` lists them (a multi-process run shares them out over its ranks).
 
 From examples: :func:`plot_gallery` (image grids), :func:`plot_spectrograms` (audio),
 :func:`plot_pointcloud` (3-D points). Malformed records are skipped with a warning, never fatal;
@@ -26,7 +27,7 @@ imported from its module, not by :func:`write_all_plots`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ...records import Result
@@ -40,14 +41,19 @@ from .fields import _as_results
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CURVE_ATTACKS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified", "plot_gallery",
+    "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified", "plot_gallery",
     "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
 ]
 
 
-def write_all_plots(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
+#: the figures drawn from result records, in the report's order; each ``fn(results, out_dir) -> paths``
+RECORD_PLOTS = (plot_robustness_curves, plot_attack_bars, plot_calibration, plot_certified)
+
+
+def write_all_plots(results: Sequence[Result], out_dir: str | Path, only: Sequence[Callable[..., list[Path]]] | None = None
+                    ) -> list[Path]:
     """Robustness curves, per-attack bars, the calibration chart and the certified-accuracy curves
-    into ``out_dir`` (created).
+    into ``out_dir`` (created); ``only`` draws just those of :data:`RECORD_PLOTS`.
 
     A failure in one figure is logged and the others are still written.
     """
@@ -58,7 +64,7 @@ def write_all_plots(results: Sequence[Result], out_dir: str | Path) -> list[Path
         log.info("write_all_plots: no results; nothing to plot")
         return []
     written: list[Path] = []
-    for fn in (plot_robustness_curves, plot_attack_bars, plot_calibration, plot_certified):
+    for fn in RECORD_PLOTS if only is None else only:
         try:
             written += fn(rs, out_dir)
         except Exception:  # noqa: BLE001 - a report should not die on one figure
