@@ -46,7 +46,8 @@ def _worker(config: str, out: str, device: str, shard: str | None, quick: bool =
     from robustmm.job import load_config, run_job
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("robustmm.job.parallel").setLevel(logging.INFO)  # "rank k runs CELL"
+    for name in ("robustmm.job.parallel", "robustmm.job.figures"):  # "rank k runs CELL", "rank k draws FIGURE"
+        logging.getLogger(name).setLevel(logging.INFO)
     if shard:
         os.environ["ROBUSTMM_RUN_SHARD"] = shard
     distributed.init_from_env(device)

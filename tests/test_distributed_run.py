@@ -13,6 +13,7 @@ path of ``robustmm run``); the CLI path is the strict xfail at the end (cli.py s
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -137,6 +138,8 @@ def test_two_ranks_write_what_one_process_writes(job, tmp_path, mode):
     assert sorted(q.name for q in (out / "plots").iterdir()) == sorted(q.name for q in (job / "D1" / "plots").iterdir())
     assert not list(tmp_path.glob("**/*.tmp"))
     assert "rank 0 draws" in p.stderr and "rank 1 draws" in p.stderr
+    shares = [int(m) for m in re.findall(r"rank \d embedded (\d+) of (?:\d+) test texts", p.stderr)]
+    assert len(shares) == 2 and min(shares) > 0  # the test captions and prompts, embedded half on each rank
     if mode == "cells":  # both ranks really ran cells
         assert "rank 0 runs" in p.stderr and "rank 1 runs" in p.stderr
 

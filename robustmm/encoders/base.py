@@ -61,6 +61,13 @@ class Encoder(nn.Module):
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def text_memo(self) -> Any:
+        """The memo of this encoder's text embeddings, when each text's embedding depends on the
+        text alone: an object with ``missing(texts) -> list[str]`` and ``remember(texts, emb)``, so
+        a multi-process run can embed a share of the texts on each rank and pool them. ``None``
+        (the default) when there is no such memo."""
+        return None
+
     def tower(self, modality: str) -> nn.Module:
         """The sub-module that embeds ``modality`` (what fine-tuning baselines such as FARE train)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose a tower for {modality!r}")

@@ -93,14 +93,22 @@ class MiniLMTextTower(nn.Module):
                 out[part] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
         return out.to(device)
 
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` not memoised yet, in order."""
+        return list(dict.fromkeys(t for t in map(str, texts) if t not in self._cache))
+
+    def remember(self, texts: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Memoise embeddings made elsewhere (another rank's share): they equal this tower's own,
+        since a text's embedding depends on the text alone (see ``_embed``)."""
+        for t, e in zip(texts, embeddings):
+            self._cache[str(t)] = e.detach().cpu()
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         texts = [str(t) for t in texts]
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            for t, e in zip(missing, self._embed(missing)):
-                self._cache[t] = e.cpu()
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        if missing := self.missing(texts):
+            self.remember(missing, self._embed(missing))
         device = next(self.model.parameters()).device
         return torch.stack([self._cache[t] for t in texts]).to(device)
 

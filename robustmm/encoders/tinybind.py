@@ -65,6 +65,9 @@ class TinyBind(Encoder):
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         return self.text_tower(check_texts(texts)).to(self.device)
 
+    def text_memo(self) -> MiniLMTextTower:
+        return self.text_tower
+
     def tower(self, modality: str) -> nn.Module:
         self.check_modality(modality)
         return self.towers[modality]

@@ -39,7 +39,7 @@ def figure_tasks(ctx: JobContext, results: list[Result]) -> list[tuple[str, Figu
     if ctx.config.report.examples:
         tasks += [(f"examples:{m}", lambda d, m=m: example_paths(ctx, d, m)) for m in EXAMPLE_MODALITIES
                   if m in ctx.modalities]
-    tasks += [(fn.__name__, lambda d, fn=fn: write_all_plots(numbers, d, only=(fn,))) for fn in RECORD_PLOTS]
+    tasks += [(name, lambda d, name=name: write_all_plots(numbers, d, only=(name,))) for name in RECORD_PLOTS]
     return tasks
 
 

@@ -66,6 +66,8 @@ def run_parallel(plan: list[tuple[str, Cell]], ctx: JobContext, commit: Commit) 
     """Run the cells of ``plan`` on every rank of the group; rank 0 calls ``commit`` in cell order."""
     global _calls
     _calls += 1
+    if plan:
+        share_texts(ctx)
     if shard_mode() == "items":
         for _, cell in plan:
             _run_together(cell, commit)
@@ -78,6 +80,34 @@ def run_parallel(plan: list[tuple[str, Cell]], ctx: JobContext, commit: Commit) 
         if dist.rank() != 0:
             ctx.adopt(state)
             ctx.write_files(written)
+
+
+def share_texts(ctx: JobContext) -> None:
+    """Embed the test items' captions and class prompts once over the ranks, before any cell.
+
+    Every cell reads them, so each rank would embed them all on its first cell; instead each
+    embeds every ``world``-th missing text and the shares are pooled into every rank's memo
+    (:meth:`~robustmm.encoders.base.Encoder.text_memo`; nothing happens for an encoder without
+    one). Exact: a memoised text's embedding depends on the text alone."""
+    memo = ctx.encoder().text_memo()
+    if memo is None:
+        return
+    data = ctx.test
+    texts = [c for caps in data.captions for c in caps]
+    texts += [p for task in data.tasks.values() for prompts in task.prompts() for p in prompts]
+    mine = memo.missing(texts)[dist.rank()::dist.world_size()]
+    try:
+        with dist.local_only():
+            share: Any = (mine, ctx.encoder().encode_text(mine).cpu() if mine else None)
+    except Exception as e:  # every rank must reach the gather, or the others hang in it
+        share = " ".join(f"{type(e).__name__}: {e}".split())
+    shares = dist.all_gather_object(share)
+    for rank, got in enumerate(shares):
+        if isinstance(got, str):
+            raise RobustMMError(f"embedding the test texts failed on rank {rank}: {got}")
+        if got[0]:
+            memo.remember(*got)
+    log.info("rank %d embedded %d of %d test texts", dist.rank(), len(mine), sum(len(g[0]) for g in shares))
 
 
 def _tagged(cell: Cell, results: list[Result]) -> list[Result]:

@@ -26,6 +26,7 @@ imported from its module, not by :func:`write_all_plots`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,14 +47,17 @@ __all__ = [
 ]
 
 
-#: the figures drawn from result records, in the report's order; each ``fn(results, out_dir) -> paths``
-RECORD_PLOTS = (plot_robustness_curves, plot_attack_bars, plot_calibration, plot_certified)
+#: the figures drawn from result records, by name, in the report's order; each ``fn(results, out_dir) -> paths``
+RECORD_PLOTS: dict[str, Callable[..., list[Path]]] = {
+    "robustness_top1": functools.partial(plot_robustness_curves, which=("robustness_top1",)),
+    "robustness_r1": functools.partial(plot_robustness_curves, which=("robustness_r1",)),
+    "attack_bars": plot_attack_bars, "calibration": plot_calibration, "certified": plot_certified,
+}
 
 
-def write_all_plots(results: Sequence[Result], out_dir: str | Path, only: Sequence[Callable[..., list[Path]]] | None = None
-                    ) -> list[Path]:
+def write_all_plots(results: Sequence[Result], out_dir: str | Path, only: Sequence[str] | None = None) -> list[Path]:
     """Robustness curves, per-attack bars, the calibration chart and the certified-accuracy curves
-    into ``out_dir`` (created); ``only`` draws just those of :data:`RECORD_PLOTS`.
+    into ``out_dir`` (created); ``only`` draws just those names of :data:`RECORD_PLOTS`.
 
     A failure in one figure is logged and the others are still written.
     """
@@ -64,9 +68,11 @@ def write_all_plots(results: Sequence[Result], out_dir: str | Path, only: Sequen
         log.info("write_all_plots: no results; nothing to plot")
         return []
     written: list[Path] = []
-    for fn in RECORD_PLOTS if only is None else only:
+    for name, fn in RECORD_PLOTS.items():
+        if only is not None and name not in only:
+            continue
         try:
             written += fn(rs, out_dir)
         except Exception:  # noqa: BLE001 - a report should not die on one figure
-            log.exception("write_all_plots: %s failed; continuing", fn.__name__)
+            log.exception("write_all_plots: %s failed; continuing", name)
     return written

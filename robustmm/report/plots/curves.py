@@ -44,7 +44,8 @@ def _is_curve(r: Result) -> bool:
     return isinstance(a, dict) and a.get("name") in CURVE_ATTACKS and _eps(r) is not None and r.threat != "clean"
 
 
-def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
+def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path, which: Sequence[str] | None = None
+                           ) -> list[Path]:
     """Robustness curves (metric vs eps) from the norm-bounded attack results in ``results``.
 
     Writes ``robustness_top1`` (zero-shot top-1) and ``robustness_r1`` (text->X R@1, else X->text
@@ -52,6 +53,7 @@ def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path) -> li
     the modality's own budget unit on x (budgets evenly spaced, eps = 0 is the clean score, taken
     from a ``threat="clean"`` record of the same model/modality/defense when there is one, else
     from the attacked records' own clean metrics); one line per (model, defense, threat).
+    ``which`` draws only the figures of those names.
     """
     rs = _as_results(results)
     curve = [r for r in rs if _is_curve(r)]
@@ -69,6 +71,8 @@ def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path) -> li
          " first successful example, so such curves can stay flat; SGA and caption-loss PGD attack retrieval itself"),
     )
     for fname, keys, what, note in specs:
+        if which is not None and fname not in which:
+            continue
         fig = _curve_figure(curve, cleans, keys, what, colours, note)
         if fig is None:
             log.info("plot_robustness_curves: no %s in the results; skipping %s", what, fname)
