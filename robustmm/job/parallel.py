@@ -89,25 +89,30 @@ def share_texts(ctx: JobContext) -> None:
     embeds every ``world``-th missing text and the shares are pooled into every rank's memo
     (:meth:`~robustmm.encoders.base.Encoder.text_memo`; nothing happens for an encoder without
     one). Exact: a memoised text's embedding depends on the text alone."""
-    memo = ctx.encoder().text_memo()
-    if memo is None:
-        return
-    data = ctx.test
-    texts = [c for caps in data.captions for c in caps]
-    texts += [p for task in data.tasks.values() for prompts in task.prompts() for p in prompts]
-    mine = memo.missing(texts)[dist.rank()::dist.world_size()]
-    try:
-        with dist.local_only():
-            share: Any = (mine, ctx.encoder().encode_text(mine).cpu() if mine else None)
-    except Exception as e:  # every rank must reach the gather, or the others hang in it
-        share = " ".join(f"{type(e).__name__}: {e}".split())
+    memo, share, failed = None, None, None
+    try:  # every rank must reach the gather, or the others hang in it
+        memo = ctx.encoder().text_memo()
+        if memo is not None:
+            data = ctx.test
+            texts = [c for caps in data.captions for c in caps]
+            texts += [p for task in data.tasks.values() for prompts in task.prompts() for p in prompts]
+            mine = memo.missing(texts)[dist.rank()::dist.world_size()]
+            with dist.local_only():
+                share = (mine, ctx.encoder().encode_text(mine).cpu() if mine else None)
+    except Exception as e:
+        failed, share = e, " ".join(f"{type(e).__name__}: {e}".split())
     shares = dist.all_gather_object(share)
+    if failed is not None:
+        raise failed  # this rank's own error, as it would have met it in its first cell
     for rank, got in enumerate(shares):
         if isinstance(got, str):
-            raise RobustMMError(f"embedding the test texts failed on rank {rank}: {got}")
-        if got[0]:
-            memo.remember(*got)
-    log.info("rank %d embedded %d of %d test texts", dist.rank(), len(mine), sum(len(g[0]) for g in shares))
+            raise RobustMMError(f"rank {rank} failed before the first cell: {got}")
+    if memo is None or not shares or shares[0] is None:  # no memo (the same encoder on every rank)
+        return
+    for texts_, emb in shares:
+        if texts_:
+            memo.remember(texts_, emb)
+    log.info("rank %d embedded %d of %d test texts", dist.rank(), len(share[0]), sum(len(g[0]) for g in shares))
 
 
 def _tagged(cell: Cell, results: list[Result]) -> list[Result]:
