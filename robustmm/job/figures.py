@@ -28,8 +28,9 @@ _calls = 0  # render_figures calls in this process (the same on every rank): sto
 
 
 def figure_tasks(ctx: JobContext, results: list[Result]) -> list[tuple[str, Figure]]:
-    """(name, draw) of every figure of the report: the example gallery (when ``[report] examples``),
-    then :data:`~robustmm.report.plots.RECORD_PLOTS` from the non-check records."""
+    """(name, draw) of every figure of the report: the example figures of the job's modalities that
+    have one (when ``[report] examples``; image, audio, point cloud), then
+    :data:`~robustmm.report.plots.RECORD_PLOTS` from the non-check records."""
     from ..report.check_records import is_checks
     from ..report.plots import RECORD_PLOTS, write_all_plots
     from .examples import EXAMPLE_MODALITIES
