@@ -46,6 +46,52 @@ def test_waves_end_after_the_kinds_whose_state_later_kinds_read():
     assert waves([]) == []
 
 
+def test_consecutive_cells_of_one_group_are_handed_out_together():
+    from robustmm.job.parallel import cell_units
+    from robustmm.job.registry import Cell
+
+    groups = [None, "sga", "sga", "sga", None, "cal", None, "cal", "cal"]
+    wave = [Cell(f"c{i}", list, g) for i, g in enumerate(groups)]
+    assert cell_units(wave) == [[0], [1, 2, 3], [4], [5], [6], [7, 8]]  # only consecutive members join
+    assert cell_units([Cell("a", list), Cell("b", list)]) == [[0], [1]]  # no group: one cell each
+
+
+class _Ctx:
+    """What share_texts reads of a JobContext: the encoder and the test items."""
+
+    def __init__(self, encoder, data):
+        self._encoder, self.test = encoder, data
+
+    def encoder(self):
+        return self._encoder
+
+
+def test_share_texts_fills_the_memo_and_fails_on_every_rank(monkeypatch, rand_encoder, synth_small):
+    from robustmm.encoders.tinybind import TinyBind
+    from robustmm.errors import RobustMMError
+    from robustmm.job import parallel
+
+    data = synth_small.head(6)
+    enc = TinyBind(rand_encoder.config, text_tower=type(rand_encoder.text_tower)())  # an empty memo
+    texts = [c for caps in data.captions for c in caps]
+    assert enc.text_memo().missing(texts) == list(dict.fromkeys(texts))
+    parallel.share_texts(_Ctx(enc, data))  # one process: the whole share is this rank's
+    assert enc.text_memo().missing(texts) == []
+    fresh = type(rand_encoder.text_tower)()
+    assert torch.equal(enc.encode_text(texts[:5]), fresh(texts[:5]))  # pooled = own embeddings
+
+    class Broken:
+        def text_memo(self):
+            raise ValueError("no text tower here")
+
+    with pytest.raises(ValueError, match="no text tower"):  # this rank's own error, after the gather
+        parallel.share_texts(_Ctx(Broken(), data))
+    enc2 = TinyBind(rand_encoder.config, text_tower=type(rand_encoder.text_tower)())
+    monkeypatch.setattr(parallel.dist, "all_gather_object", lambda obj: [obj, "OSError: disk full"])
+    with pytest.raises(RobustMMError, match="rank 1 failed before the first cell: OSError: disk full"):
+        parallel.share_texts(_Ctx(enc2, data))  # another rank's error: named on this rank too
+
+
 def test_items_mode_compares_results_without_timings():
     from robustmm.job.parallel import _untimed
 
