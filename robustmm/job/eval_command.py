@@ -251,7 +251,6 @@ def result_line(r: Result) -> str:
     return line
 
 
-
 def write_eval(req: EvalRequest, results: list[Result]) -> str | None:
     """Write the results to ``req.out`` on rank 0: one record per line for a ``.jsonl`` name, else
     one JSON document (the record, or a list of them for several budgets), so that every file

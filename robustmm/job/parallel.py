@@ -107,10 +107,10 @@ def share_texts(ctx: JobContext) -> None:
     for rank, got in enumerate(shares):
         if isinstance(got, str):
             raise RobustMMError(f"rank {rank} failed before the first cell: {got}")
-    if memo is None or not shares or shares[0] is None:  # no memo (the same encoder on every rank)
+    if memo is None:  # no memo here, so none on any rank (every rank loads the same encoder)
         return
-    for texts_, emb in shares:
-        if texts_:
+    for rank, (texts_, emb) in enumerate(shares):
+        if rank != dist.rank() and texts_:  # this rank's own share is memoised by encode_text already
             memo.remember(texts_, emb)
     log.info("rank %d embedded %d of %d test texts", dist.rank(), len(share[0]), sum(len(g[0]) for g in shares))
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class Cell:
     """One unit of work: ``key`` identifies it in results.jsonl for --resume.
 
-    ``group`` names the cells that share costly memoised work (the text tower's embeddings of one
-    attack's edits, one head's training data): a multi-process run hands consecutive cells of one
+    ``group`` names the cells that share costly memoised work (SGA's white-box and transfer cells:
+    the text tower's embeddings of its edits): a multi-process run hands consecutive cells of one
     group to a single rank, so the work is done once there instead of once per rank.
     """
 
