@@ -164,6 +164,7 @@ def on_config(config: Any) -> Any:
 
 def on_files(files: Any, config: Any) -> Any:
     """Add the generated pages to the build."""
+    root = Path(config["docs_dir"]).parent
     for sub, paths in _pages(Path(config["docs_dir"])).items():
         for path in paths:
             data = json.loads(path.read_text())
@@ -171,5 +172,5 @@ def on_files(files: Any, config: Any) -> Any:
             old = files.get_file_from_path(uri)
             if old is not None:  # an experiment's own Markdown rendering of the same JSON
                 files.remove(old)
-            files.append(File.generated(config, uri, content=render(path.stem, sub, data, Path(config["docs_dir"]).parent)))
+            files.append(File.generated(config, uri, content=render(path.stem, sub, data, root)))
     return files
