@@ -1,4 +1,4 @@
-"""Certified robustness by randomized smoothing on every TinyBind modality (issue 14's table).
+"""Certified robustness by randomized smoothing on every TinyBind modality.
 
 For each modality and each of its two default sigmas (robustmm.defenses.smoothing.DEFAULT_SIGMAS):
 certify the bare encoder, a noise-calibrated head (``ce``, ``--draws`` noise draws per training

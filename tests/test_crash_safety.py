@@ -1,4 +1,4 @@
-"""Crash safety (issue 17.4): `eval`, `calibrate`, `report` and `run` killed with SIGKILL at every
+"""Crash safety: `eval`, `calibrate`, `report` and `run` killed with SIGKILL at every
 step of their write sequence leave, for every file of the output folder, either the previous
 version (byte-identical) or the complete new one -- never a torn JSON, JSONL line, safetensors,
 CSV, Markdown, SVG or PNG, and never a weights file that loads with another run's sidecar. (Two
