@@ -114,7 +114,7 @@ def test_select_consistency_scores_val_before_it_touches_test(monkeypatch, tmp_p
                                       "--regularisers", "label-free", "--out", str(tmp_path / "s.json")])
     mod.main()
     splits = [s for s, _ in calls]
-    assert splits == ["val", "val", "test", "test"]  # selected weight, then the old default 8 as a reference
+    assert splits == ["val", "val", "test", "test"]  # selected weight, then weight 8 as a reference
     out = __import__("json").loads((tmp_path / "s.json").read_text())
     assert {r["weight"] for r in out["grid_val"]} == {0.0, 4.0} and out["test"][0]["role"] == "selected on val"
     assert calls[2][1] == out["selected"]["label-free"]
