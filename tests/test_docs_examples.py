@@ -54,6 +54,7 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
 
 
 def block_id(path: Path, line: int) -> str:
+    """The test id of a block: its file relative to the repository, and the line its fence opens on."""
     return f"{path.relative_to(ROOT).as_posix()}:{line}"
 
 
