@@ -1,5 +1,5 @@
 """Naive vs adaptive attacks on the three broken input defenses, beside the undefended model (one
-JSON object): the table issue 12 asks for.
+JSON object).
 
 TinyBind, SynthScenes test images, eps ``--eps``/255 (L-inf). The attack is APGD (``--steps``).
 Per defense:

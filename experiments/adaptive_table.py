@@ -1,4 +1,4 @@
-"""Issue 12's per-modality table: PGD-10, APGD-CE, APGD-T, Square and their worst-case ensemble.
+"""The per-modality table: PGD-10, APGD-CE, APGD-T, Square and their worst-case ensemble.
 
 For every continuous modality of the model, at the smallest and the middle eps of its default grid:
 robust zero-shot top-1 on SynthScenes ``--split`` under PGD-10 (step eps/4, CE), APGD-CE, APGD-T

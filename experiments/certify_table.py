@@ -1,10 +1,10 @@
-"""Certified robustness by randomized smoothing on every TinyBind modality (issue 14's table).
+"""Certified robustness by randomized smoothing on every TinyBind modality.
 
 For each modality and each of its two default sigmas (robustmm.defenses.smoothing.DEFAULT_SIGMAS):
 certify the bare encoder, a noise-calibrated head (``ce``, ``--draws`` noise draws per training
 item) and, for image, an MSE denoiser in front of the frozen encoder; report certified top-1 at
 radius 0 and at the modality's reference radii, with SmoothAdv empirical accuracy beside each, and
-certified X->text R@1. A separate "target" run repeats image at sigma 0.12 with the issue's
+certified X->text R@1. A separate "target" run repeats image at sigma 0.12 with the standard
 settings (200 items, n0 = 64, n = 512). Every certified record is appended to
 ``OUT/results.jsonl`` as it is made (``--resume`` skips finished cells); ``OUT/table.md`` and
 ``OUT/table.json`` are rewritten at the end.
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--alpha", type=float, default=0.001)
     ap.add_argument("--n-train", type=int, default=1000, help="training items of the table's noise heads")
-    ap.add_argument("--target-n-train", type=int, default=2000, help="training items of the target run's head (the issue's)")
+    ap.add_argument("--target-n-train", type=int, default=2000, help="training items of the target run's head")
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--attack-items", type=int, default=20, help="items attacked by SmoothAdv per cell (the first ones)")
@@ -118,7 +118,7 @@ def main() -> None:
     jobs = [(m, s, args.n_test, args.n0, args.n, "table") for m in args.modalities for s in DEFAULT_SIGMAS[m]
             if args.sigmas is None or s in args.sigmas]
     if not args.no_target and "image" in args.modalities:
-        jobs.insert(0, ("image", 0.12, 200, 64, 512, "target"))  # the issue's acceptance number comes first
+        jobs.insert(0, ("image", 0.12, 200, 64, 512, "target"))  # the standard-setting number comes first
     heads_cache: dict[tuple[str, float], object] = {}
     for modality, sigma, n_items, n0, n, tag in jobs:
         variants = ["bare", "noise-head"] + (["denoiser"] if modality in args.denoiser else [])

@@ -1,4 +1,4 @@
-"""Issue 13: the default job's zero-shot robustness curves re-measured with converged attacks.
+"""The default job's zero-shot robustness curves measured with converged attacks.
 
 For every modality and every eps of its default grid (the job's ``[pgd]`` curve), on the job's
 attacked items (the first ``--n`` = 300 SynthScenes test items) and seed:

@@ -1,5 +1,5 @@
 """SGA and XMAI with the meaning guard off, "category" (the default) and "strict": what the guard
-costs the attack and how many edits still change an attribute word (issue 13, point 8).
+costs the attack and how many edits still change an attribute word.
 
     python experiments/meaning_guard.py --attack sga --guard category --n 100
 

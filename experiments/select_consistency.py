@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--objective", default="ce")
     ap.add_argument("--regularisers", nargs="*", default=["supervised", "label-free"])
     ap.add_argument("--weights", nargs="*", type=float, default=[0.0, 2.0, 8.0, 16.0, 32.0],
-                    help="the grid (32 added in issue 13: 16 was its edge)")
+                    help="the grid of consistency weights")
     ap.add_argument("--n-train", type=int, default=600, help="the job's calibration train_n")
     ap.add_argument("--n-val", type=int, default=200)
     ap.add_argument("--n-test", type=int, default=300, help="the job's attack_n")

@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--model", default="tinybind")
     ap.add_argument("--modality", default="image")
     ap.add_argument("--lrs", nargs="*", type=float, default=[3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
-                    help="the grid (1e-4 ... 3e-3 added in issue 13: 3e-5 was its edge)")
+                    help="the grid of learning rates")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--n-train", type=int, default=512)

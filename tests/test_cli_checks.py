@@ -1,4 +1,4 @@
-"""Every command's options are checked before any work (issue 17, beyond the named cases in
+"""Every command's options are checked before any work (beyond the named cases in
 tests/test_hostile_user.py): each bad value or combination below is one line on stderr naming the
 problem, exit 2, before any model or dataset loads (both loaders are stubbed to raise
 ``WorkStarted``). Also the library entry points behind the commands (robustmm/job/arg_checks.py)."""

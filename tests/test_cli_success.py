@@ -144,8 +144,8 @@ def test_check_attack_writes_its_json(trained, tmp_path):
 
 
 def test_eval_patch_on_another_image_like_modality(trained, tmp_path):
-    """`eval --attack patch --modality thermal` fits and scores the patch on thermal (it was fitted on
-    image, whatever --modality said, and then refused to score thermal)."""
+    """`eval --attack patch --modality thermal` fits and scores the patch on thermal, the
+    modality asked for, not on image."""
     out = tmp_path / "patch.json"
     assert main(["eval", "--model", MODEL, "--modality", "thermal", "--n", "4", "--attack", "patch", "--fit-n", "4",
                  "-q", "--out", str(out)]) == 0

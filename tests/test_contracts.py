@@ -268,7 +268,7 @@ def test_attack_within_budget(attacks, name, modality):
 
 #: library bugs the contract tests found (strict xfail: fixing the bug turns the case into a failure
 #: until its entry here is removed)
-RESOLVE_BUGS: dict[str, str] = {}  # e.g. "torchattacks": "<what is wrong, file, line>" (fixed in f6501ad)
+RESOLVE_BUGS: dict[str, str] = {}  # e.g. "torchattacks": "<what is wrong, file, line>"
 
 
 @pytest.mark.parametrize("name", [

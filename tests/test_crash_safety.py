@@ -1,4 +1,4 @@
-"""Crash safety (issue 17.4): `eval`, `calibrate`, `report` and `run` killed with SIGKILL at every
+"""Crash safety: `eval`, `calibrate`, `report` and `run` killed with SIGKILL at every
 step of their write sequence leave, for every file of the output folder, either the previous
 version (byte-identical) or the complete new one -- never a torn JSON, JSONL line, safetensors,
 CSV, Markdown, SVG or PNG, and never a weights file that loads with another run's sidecar. (Two
@@ -507,7 +507,7 @@ def run_reference(tmp_path_factory, warm):
 def test_killed_run_resumes_to_the_complete_results(tmp_path, warm, run_reference):
     """A run killed before its Nth results append leaves complete files, and `--resume` ends with
     the same rows as an unkilled run. Each cell's rows are one append (one write + fsync), so a
-    kill can fall between cells but never between two rows of one cell (which used to lose the
+    kill can fall between cells but never between two rows of one cell (which would lose the
     rest of that cell on resume)."""
     job = warm / "job.toml"
     events, ref_out = run_reference

@@ -1,4 +1,4 @@
-"""Issue 13, defenses side: per-item worst case over threats and the weaker-beats-stronger flags,
+"""Defenses: per-item worst case over threats and the weaker-beats-stronger flags,
 hyperparameters selected on val, the label-free (paper) regulariser, and FARE's frozen target."""
 import dataclasses
 import importlib.util
@@ -83,7 +83,7 @@ def _result(threat: str, top1: float, stronger: str | None = None) -> Result:
 
 
 def test_threat_flags_catch_a_weaker_threat_beating_a_stronger_one():
-    # issue 13's depth/l2 row: adaptive 0.610 above head-unaware 0.573
+    # a measured depth/l2 row: adaptive 0.610 above head-unaware 0.573
     rows = [_result("white-box", 0.507), _result("head-unaware", 0.573), _result("adaptive", 0.610)]
     flags = threat_flags(rows)
     assert [(f.row, f.weaker, f.stronger) for f in flags] == [(2, "head-unaware", "adaptive")]
@@ -114,7 +114,7 @@ def test_select_consistency_scores_val_before_it_touches_test(monkeypatch, tmp_p
                                       "--regularisers", "label-free", "--out", str(tmp_path / "s.json")])
     mod.main()
     splits = [s for s, _ in calls]
-    assert splits == ["val", "val", "test", "test"]  # selected weight, then the old default 8 as a reference
+    assert splits == ["val", "val", "test", "test"]  # selected weight, then weight 8 as a reference
     out = __import__("json").loads((tmp_path / "s.json").read_text())
     assert {r["weight"] for r in out["grid_val"]} == {0.0, 4.0} and out["test"][0]["role"] == "selected on val"
     assert calls[2][1] == out["selected"]["label-free"]

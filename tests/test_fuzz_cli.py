@@ -1,4 +1,4 @@
-"""Fuzz pass (issue 17.6): the job-config loader and every CLI command's argument parser.
+"""Fuzz pass: the job-config loader and every CLI command's argument parser.
 
 * Config: TOML documents made by mutating ``robustmm/configs/default.toml`` (wrong types per key,
   lists with wrong-typed elements, NaN/inf, negative and huge numbers, datetimes, unknown keys

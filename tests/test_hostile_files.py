@@ -1,4 +1,4 @@
-"""Hostile files (issue 17.5): every loader answers with a one-line RobustMMError, in bounded
+"""Hostile files: every loader answers with a one-line RobustMMError, in bounded
 memory, and overwrites nothing: absurd safetensors headers, truncated and empty files, a folder
 where a file belongs, symlink loops, binary junk, and records from a newer schema."""
 import json

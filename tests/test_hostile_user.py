@@ -1,4 +1,4 @@
-"""robustmm used by a hostile new user (issue 17, beyond the named cases): empty strings, unicode,
+"""robustmm used by a hostile new user: empty strings, unicode,
 very long paths, ``--out`` equal to an input, ``--n`` beyond the dataset, ``--device`` values
 that are not devices, ``report`` on empty, missing or unusual files, two runs into one folder.
 

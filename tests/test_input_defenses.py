@@ -1,4 +1,4 @@
-"""Input-transformation defenses (issue 12.5): what each one does, what it marks, and that the
+"""Input-transformation defenses: what each one does, what it marks, and that the
 adaptive attack (BPDA for non-differentiable steps, EOT for randomness) takes back the robustness a
 naive attack reports."""
 import pytest

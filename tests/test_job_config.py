@@ -77,7 +77,7 @@ def test_empty_surrogate_means_no_transfer_check():
     assert parse_config({"checks": {"surrogate": ""}}).section("checks").surrogate == ""
 
 
-def test_quick_overrides_pick_like_before():
+def test_section_pick_takes_quick_values_in_quick_mode():
     cfg = parse_config({"pgd": {"steps": 7}, "calibration": {"steps": 9, "quick_steps": 2}})
     pgd, cal = cfg.section("pgd"), cfg.section("calibration")
     assert (pgd.pick("steps", False), pgd.pick("steps", True)) == (7, 5)  # quick_steps keeps its default

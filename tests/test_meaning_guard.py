@@ -1,4 +1,4 @@
-"""The meaning guard of the text attacks (issue 13, point 8): the attribute lexicon, the guard's
+"""The meaning guard of the text attacks: the attribute lexicon, the guard's
 rule and the count of edits that still change what a caption says. No encoder needed."""
 import pytest
 import torch

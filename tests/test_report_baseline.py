@@ -1,4 +1,4 @@
-"""Like with like (issue 13, point 5): the calibration table's "no head" number must come from the
+"""Like with like: the calibration table's "no head" number must come from the
 head's own attack (settings, steps, budget, items, seed), never from the nested robustness curve,
 where an item broken at a smaller eps counts as broken at every larger one. The job writes that
 record, the report picks it, and anything else is shown marked as not comparable."""

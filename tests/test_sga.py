@@ -150,7 +150,7 @@ def test_sga_lowers_retrieval_on_trained_tinybind(trained):
     assert res.metrics["asr_detail"]["t2x_R@1"] > 0.2
 
 
-# -- the meaning guard (issue 13, point 8) ---------------------------------------------------------
+# -- the meaning guard ---------------------------------------------------------------------------
 class ColourSubstitutes:
     """Proposes other colours for every word, and one neutral word last: the SynthScenes failure
     (the nearest neighbours of a colour word are colours) made certain."""

@@ -1,4 +1,4 @@
-"""Issue 13.1: the worst case over threats includes the head-unaware transfer of every stronger attack.
+"""The worst case over threats includes the head-unaware transfer of every stronger attack.
 
 A head can mask a strong attack's gradient while the same attack, made on the bare encoder,
 transfers to the head intact. The toy below is exactly that attacker: through the head it moves

@@ -144,7 +144,7 @@ def test_xmai_lowers_t2x_mrr_on_trained_tinybind(trained):
     assert guarded.metrics["caption_edits"]["attribute_changes"] == 0
 
 
-# -- the meaning guard (issue 13, point 8) ---------------------------------------------------------
+# -- the meaning guard ---------------------------------------------------------------------------
 def test_xmai_never_inserts_a_category_the_caption_has_by_default(enc, data):
     from robustmm.text.edits import caption_edit_stats
     from robustmm.text.lexicon import LEXICON

@@ -68,9 +68,12 @@ class UniversalPatch(Attack):
             at attack time seeded by ``seed`` and the batch's first index, so reproducible).
         margin: distance of a corner placement from the image border, as a fraction of the
             shorter side (default 1/16: AdvCLIP's 14 px on 224).
-        epochs, batch_size, lr: Adam over the training split (patch logits).
+        epochs: passes of Adam over the training split (the patch logits).
+        batch_size: training items per Adam step.
+        lr: Adam's learning rate.
         temperature: InfoNCE / neighbourhood temperature (AdvCLIP: 0.1).
-        adv_weight, topology_weight: loss weights (AdvCLIP: 10 and 1).
+        adv_weight: weight of the two InfoNCE terms (AdvCLIP: 10).
+        topology_weight: weight of the topology-deviation term (AdvCLIP: 1).
         seed: initial patch, batch order and random placements.
 
     ``__call__(encoder, batch)`` pastes the fitted patch (the encoder is not used: the patch is

@@ -7,7 +7,7 @@
   they coincide, so 1 center crop is the default) -> (N, clips * crops, 3, 2, S, S). The raw
   video carries no timestamps, so clip windows are equal shares of its T frames.
 * :class:`ImageBindDepth` -- ImageBind published no depth transform. This follows the recipe of
-  the Omnivore/ImageBind authors' answer (omnivore issue 12, ImageBind issues 107/134):
+  the Omnivore/ImageBind authors' answer (GitHub: facebookresearch/omnivore#12, ImageBind#107 and #134):
   disparity = baseline * focal / depth (NYU Kinect v1: 0.075 m x 518.857901 px, depth clipped to
   [0.01, 50] m), resize + center crop, ``(x - 0.0418) / 0.0295``. Unverified against ImageBind's
   reported numbers; every constant is an option.

@@ -1,4 +1,4 @@
-"""Checks of command options that need no model, shared by every command (issue 17).
+"""Checks of command options that need no model, shared by every command.
 
 Each raises a one-line :class:`~robustmm.errors.RobustMMError` (the CLI prints it and exits 2),
 and each command calls them before it loads any model or dataset: the device, the seed, counts

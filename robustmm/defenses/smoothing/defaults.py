@@ -6,14 +6,14 @@ coordinate/colour units for point clouds). They are much smaller than the L-inf 
 attack grid: an L-inf ball of 1/255 on a 3x64x64 image contains L2 perturbations of norm
 ``sqrt(12288)/255 = 0.43``.
 
-Sigmas: pixel modalities use 0.12 and 0.25 (the issue's values, 12% and 25% of the value range).
+Sigmas: pixel modalities use 0.12 and 0.25 (12% and 25% of the value range).
 Audio uses 0.01 and 0.02 (the SynthScenes signals have RMS ~0.1 of full scale, so SNRs of about
 20 dB and 14 dB: beyond that the bare tower is at chance). Point clouds use 0.02 and 0.05 (1% and
 2.5% of the scene extent, per coordinate and colour channel).
 
 Reference radii: three fixed values per modality, about 0.4x, 0.8x and 1.7x the smaller sigma
 (certificates at n = 256 draws and alpha = 0.001 top out at 1.93 sigma; at n = 512, 2.2 sigma).
-The image value 0.1 is the issue's radius.
+The image value 0.1 is the standard reference radius.
 """
 from __future__ import annotations
 

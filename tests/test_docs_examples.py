@@ -1,0 +1,119 @@
+"""The documentation's code examples: every fenced ```python block of README.md and docs/**/*.md runs.
+
+The blocks of one file run in order, in one namespace, in a temporary working directory (so files
+an example writes land there), offline, on the default ``tinybind`` encoder and ``synthscenes``
+data. Each block is its own test, named ``FILE:LINE`` after the line its fence opens on, so a
+failure names the block. Use ```pycon or ```text for anything that must not run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import traceback
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parent.parent
+FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+# Blocks that use public names the documentation already describes but this branch does not
+# implement yet (the flat attack classes called on tensors, robustmm.curve / certify / calibrate /
+# check / defend / list_defenses / plot_curves, robustmm.defenses.smooth). They are expected to
+# fail until that API lands; delete this set then. Keys are "FILE:LINE" test ids.
+NEEDS_NEW_API: set[str] = {
+    "README.md:42",
+    "README.md:51",
+    "docs/getting-started.md:37",
+    "docs/getting-started.md:50",
+    "docs/getting-started.md:62",
+    "docs/guides/adaptive-evaluation.md:30",
+    "docs/guides/adaptive-evaluation.md:94",
+    "docs/guides/attacks.md:35",
+    "docs/guides/attacks.md:47",
+    "docs/guides/attacks.md:62",
+    "docs/guides/certification.md:18",
+    "docs/guides/defenses.md:21",
+    "docs/guides/defenses.md:82",
+}
+
+
+def doc_files() -> list[Path]:
+    """README.md and every Markdown file under docs/, in a stable order."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [f for f in files if f.is_file()]
+
+
+def python_blocks(path: Path) -> list[tuple[int, str]]:
+    """(line of the opening fence, code) of every ```python block of ``path``."""
+    text = path.read_text(encoding="utf-8")
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in FENCE.finditer(text)]
+
+
+def block_id(path: Path, line: int) -> str:
+    """The test id of a block: its file relative to the repository, and the line its fence opens on."""
+    return f"{path.relative_to(ROOT).as_posix()}:{line}"
+
+
+BLOCKS = [(path, line, code) for path in doc_files() for line, code in python_blocks(path)]
+_outcomes: dict[Path, dict[int, str | None]] = {}
+
+
+def run_file(path: Path, tmp_root: Path) -> dict[int, str | None]:
+    """Run every block of ``path`` in order in one namespace; line -> None or the error text."""
+    namespace: dict[str, object] = {"__name__": "__docs_example__"}
+    outcomes: dict[int, str | None] = {}
+    workdir = tmp_root / path.relative_to(ROOT).as_posix().replace("/", "_")
+    workdir.mkdir(parents=True, exist_ok=True)
+    old_cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for line, code in python_blocks(path):
+            try:
+                exec(compile(code, f"{block_id(path, line)}", "exec"), namespace)  # noqa: S102
+                outcomes[line] = None
+            except Exception:  # noqa: BLE001 - reported per block below
+                outcomes[line] = traceback.format_exc(limit=-3)
+    finally:
+        os.chdir(old_cwd)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    return outcomes
+
+
+def _params() -> list[object]:
+    params = []
+    for path, line, _ in BLOCKS:
+        bid = block_id(path, line)
+        marks = [pytest.mark.xfail(reason="uses the public API that is not implemented yet", strict=False)] \
+            if bid in NEEDS_NEW_API else []
+        params.append(pytest.param(path, line, id=bid, marks=marks))
+    return params
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.mark.parametrize(("path", "line"), _params())
+def test_docs_example_block_runs(path: Path, line: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    if path not in _outcomes:
+        _outcomes[path] = run_file(path, tmp_path_factory.mktemp("docs_examples"))
+    error = _outcomes[path][line]
+    assert error is None, f"the python block at {block_id(path, line)} failed:\n{error}"
+
+
+def test_docs_examples_found() -> None:
+    assert any(path.name == "README.md" for path, _, _ in BLOCKS), "README.md has no python example"
+    assert len({path for path, _, _ in BLOCKS}) >= 3
+
+
+def test_needs_new_api_names_existing_blocks() -> None:
+    ids = {block_id(path, line) for path, line, _ in BLOCKS}
+    assert NEEDS_NEW_API <= ids, f"stale entries in NEEDS_NEW_API: {sorted(NEEDS_NEW_API - ids)}"
