@@ -1,5 +1,5 @@
 """The example figures of a run: PGD (and the fitted patch) on a few items, then drawn by
-:mod:`robustmm.report.examples`, which only plots what it is given."""
+:mod:`robustmm.report.example_figures`, which only plots what it is given."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..evaluation import iter_batches
 from ..modalities import get_modality
-from ..report import examples as draw
+from ..report import example_figures as draw
 
 
 def _predict(encoder: Encoder, data: MultimodalDataset, modality: str, x: torch.Tensor) -> list[str]:
