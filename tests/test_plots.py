@@ -147,7 +147,7 @@ def test_plotted_values_are_the_records_values():
     budget in order), and the bars stand at the clean and attacked scores at the middle budget."""
     from robustmm.report.plots.bars import _bars_figure
     from robustmm.report.plots.curves import _curve_figure, _is_curve
-    from robustmm.report.plots.fields import _colour_map
+    from robustmm.report.plots.record_values import _colour_map
 
     rs = fake_results()
     grid = MODALITIES["image"].eps_grid

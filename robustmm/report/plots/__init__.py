@@ -36,8 +36,8 @@ from .bars import plot_attack_bars
 from .calibration import plot_calibration
 from .certified import plot_certified
 from .curves import CURVE_ATTACKS, plot_robustness_curves
-from .fields import _as_results
 from .item_views import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
+from .record_values import _as_results
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...records import Result
-from .fields import (
+from .record_values import (
     _as_results,
     _asr,
     _budget_text,

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...records import Result
 from ..baseline import no_head_baseline
-from .fields import _as_results, _attack_key, _chart_key, _eps, _mean, _metric, _model_name, _pick_eps
+from .record_values import _as_results, _attack_key, _chart_key, _eps, _mean, _metric, _model_name, _pick_eps
 from .style import _eps_formatter, _figure, _metric_label, _modality_order, _save
 
 log = logging.getLogger(__name__)

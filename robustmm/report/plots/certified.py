@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...records import Result
-from .fields import _as_results
+from .record_values import _as_results
 from .style import _figure, _modality_order, _palette, _save
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...records import Result
-from .fields import (
+from .record_values import (
     _RETRIEVAL_KEYS,
     _as_results,
     _attack_key,

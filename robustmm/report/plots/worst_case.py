@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...records import Result
-from .fields import _as_results, _eps, _metric, _num
+from .record_values import _as_results, _eps, _metric, _num
 from .style import _eps_formatter, _figure, _metric_label, _modality_order, _palette, _save, _wrap
 
 log = logging.getLogger(__name__)
