@@ -42,7 +42,7 @@ from ..metrics import attack_success_rate, caption_owner, t2x_ranks, x2t_ranks, 
 from ..modalities import get_modality
 from ..progress import tqdm
 from ..records import Result
-from .runner import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
+from .runner import Embeddings, embedding_metrics, evaluate, iter_batches, make_batch, prepare
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def robustness_curve(
         return x2t_ranks(items, text_emb, owner) <= 1
 
     clean_correct = correct(clean.items)
-    clean_metrics = _metrics(clean, class_emb, labels)
+    clean_metrics = embedding_metrics(clean, class_emb, labels)
     clean_x2t = x2t_ranks(clean.items, text_emb, owner) <= 1
     clean_t2x = t2x_ranks(clean.items, text_emb, owner) <= 1
     n_items = len(dataset)
@@ -176,7 +176,7 @@ def robustness_curve(
         # monotone by construction: only samples robust before can be robust now
         robust = robust & correct(adv_items)
         attacked = Embeddings(adv_items.clone(), text_emb, owner)
-        metrics: dict[str, Any] = {"clean": clean_metrics, "attacked": _metrics(attacked, class_emb, labels)}
+        metrics: dict[str, Any] = {"clean": clean_metrics, "attacked": embedding_metrics(attacked, class_emb, labels)}
         metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in clean_metrics.items() if k in metrics["attacked"]}
         asr: dict[str, float | None] = {}
         if class_emb is not None:

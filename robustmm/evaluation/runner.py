@@ -70,7 +70,8 @@ def make_batch(dataset: MultimodalDataset, modality: str, idx: torch.Tensor, pro
     )
 
 
-def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
+def embedding_metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
+    """Zero-shot metrics (when class embeddings and labels are given) and retrieval metrics of one set of embeddings."""
     out: dict[str, float] = {}
     if class_emb is not None and labels is not None:
         out |= zeroshot_metrics(emb.items, class_emb, labels)
@@ -200,7 +201,7 @@ def evaluate(
         text_emb = target.encode_text(texts).cpu()
     clean = Embeddings(torch.cat(clean_items), text_emb, owner)
     class_emb = None if class_emb is None else class_emb.cpu()
-    metrics: dict[str, Any] = {"clean": _metrics(clean, class_emb, labels), "attacked": None, "delta": None, "asr": None}
+    metrics: dict[str, Any] = {"clean": embedding_metrics(clean, class_emb, labels), "attacked": None, "delta": None, "asr": None}
 
     if attack is not None:
         adv_texts, adv_owner = caption_owner(adv_captions)
@@ -210,7 +211,7 @@ def evaluate(
             with torch.no_grad():
                 adv_text_emb = target.encode_text(adv_texts).cpu()
         attacked = Embeddings(torch.cat(adv_items), adv_text_emb, adv_owner)
-        metrics["attacked"] = _metrics(attacked, class_emb, labels)
+        metrics["attacked"] = embedding_metrics(attacked, class_emb, labels)
         metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in metrics["clean"].items() if k in metrics["attacked"]}
         asr: dict[str, float | None] = {}
         if class_emb is not None:

@@ -37,7 +37,7 @@ from .calibration import plot_calibration
 from .certified import plot_certified
 from .curves import CURVE_ATTACKS, plot_robustness_curves
 from .item_views import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
-from .record_values import _as_results
+from .record_values import as_results
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def write_all_plots(results: Sequence[Result], out_dir: str | Path, only: Sequen
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rs = _as_results(results)
+    rs = as_results(results)
     if not rs:
         log.info("write_all_plots: no results; nothing to plot")
         return []
