@@ -47,28 +47,35 @@ def _is_package_module(name: str) -> bool:
     return name.split(".")[0] == "robustmm" and (target.with_suffix(".py").is_file() or (target / "__init__.py").is_file())
 
 
-def private_imports(path: Path) -> list[str]:
-    """``file:line: what`` for each use of another robustmm module's underscore name in ``path``."""
-    module = _module_name(path)
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    where = path.relative_to(ROOT)
-    found: list[str] = []
-    module_aliases: dict[str, str] = {}  # local name -> robustmm module it is bound to
+def _imported_names(module: str, path: Path, tree: ast.Module) -> tuple[list[tuple[int, str, str]], dict[str, str]]:
+    """(line, name, source module) of each private name imported from another robustmm module, and the
+    local names bound to robustmm modules (``import robustmm.x as y``, ``from . import mod``)."""
+    private: list[tuple[int, str, str]] = []
+    module_aliases: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             source = _resolve(module, path, node)
             if not source.startswith("robustmm") or source == module:
                 continue
             for alias in node.names:
-                submodule = f"{source}.{alias.name}"
-                if _is_package_module(submodule):
-                    module_aliases[alias.asname or alias.name] = submodule
+                if _is_package_module(f"{source}.{alias.name}"):
+                    module_aliases[alias.asname or alias.name] = f"{source}.{alias.name}"
                 elif _is_private(alias.name):
-                    found.append(f"{where}:{node.lineno}: imports {alias.name} from {source}")
+                    private.append((node.lineno, alias.name, source))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("robustmm") and alias.name != module:
                     module_aliases[alias.asname or alias.name] = alias.name
+    return private, module_aliases
+
+
+def private_imports(path: Path) -> list[str]:
+    """``file:line: what`` for each use of another robustmm module's underscore name in ``path``."""
+    module = _module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    where = path.relative_to(ROOT)
+    private, module_aliases = _imported_names(module, path, tree)
+    found = [f"{where}:{line}: imports {name} from {source}" for line, name, source in private]
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _is_private(node.attr):
             owner = ast.unparse(node.value)
