@@ -228,15 +228,19 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         "shape": list(batches[0].x.shape[1:]), "eps": eps, "step_size": step, "batches": len(batches),
         "clock": "process CPU time" if cpu_clock else "wall",
         "overhead_vs_raw": overhead,
-        "overhead_vs_raw_defaults": {"robustmm": _ratios({"raw": times["raw_defaults"], "robustmm": times["robustmm"]})["robustmm"]},
+        "overhead_vs_raw_defaults": {
+            "robustmm": _ratios({"raw": times["raw_defaults"], "robustmm": times["robustmm"]})["robustmm"],
+        },
         "overhead_vs_raw_wall": {k: v["median"] for k, v in _ratios(walls).items()},
-        "outside_passes": {k: {"median": rounded(statistics.median(v)), "quartiles": [rounded(q) for q in statistics.quantiles(v, n=4)]
-                               if len(v) > 1 else v} for k, v in outside.items()} if cpu_clock else None,
+        "outside_passes": {k: {"median": rounded(statistics.median(v)),
+                               "quartiles": [rounded(q) for q in statistics.quantiles(v, n=4)] if len(v) > 1 else v}
+                           for k, v in outside.items()} if cpu_clock else None,
         "keep_best_final_forward": rounded(statistics.median(final_fwd)) if cpu_clock else None,
         "passes_per_run": {k: {"forwards": v["encode"], "backwards": v["grad"]} for k, v in passes.items()},
         "totals": {k: summary(v) for k, v in totals.items()},
         "raw_per_step_s": rounded(statistics.median(totals["raw"]) / max(steps, 1) / len(data), 6),
-        "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"), "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
+        "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"),
+                      "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
                       **({"torchattacks=raw": same("torchattacks", "raw")} if "torchattacks" in adv else {})},
         "overhead_vs_raw_in_run": in_run,
         "meets_target": {"robustmm": overhead["robustmm"]["median"] <= TARGET,

@@ -257,7 +257,8 @@ class PGD(Attack):
                 forwards += len(active)
                 _put(loss_last, active, loss, full)
                 best.update(active, xa, loss, full)
-                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x) if self.early_stop else best.x  # stopped: the stopping iterate
+                # an early-stopped item keeps its stopping iterate; the others continue from their best
+                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x) if self.early_stop else best.x
         if self.steps and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "pgd %s %s eps=%g step=%g: loss %.4f -> %.4f (%d forwards, %d stopped early)",

@@ -176,7 +176,8 @@ class XMAI(Attack):
             "attribute_vocabulary": len(self.attributes), "object_template": self.object_template,
             "nouns": len(self.nouns),
             "substitutes": repr(mlm) if mlm is not None else "attribute vocabulary (offline fallback)",
-            "plausibility": "masked-LM probability" if hasattr(mlm, "plausibility") else "text-encoder similarity to the original caption",
+            "plausibility": ("masked-LM probability" if hasattr(mlm, "plausibility")
+                             else "text-encoder similarity to the original caption"),
             "max_insertions": self.max_insertions, "window": self.window, "meaning_guard": self.guard.describe(),
         }
 

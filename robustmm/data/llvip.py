@@ -45,7 +45,8 @@ DEFAULT_IMAGE_SIZE = 224
 
 LLVIP_CLASSES: tuple[str, ...] = ("background", "people")
 THERMAL_TEMPLATES: tuple[str, ...] = ("a thermal infrared photo of a {}.", "a thermal infrared photo of the {}.",
-                                      "a thermal infrared photo of many {}.", "a low resolution thermal infrared photo of the {}.")
+                                      "a thermal infrared photo of many {}.",
+                                      "a low resolution thermal infrared photo of the {}.")
 Box = tuple[int, int, int, int]
 
 

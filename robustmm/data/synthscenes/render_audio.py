@@ -50,7 +50,8 @@ def _tone_table() -> np.ndarray:
 
 
 def render_audio(bt: SceneArrays) -> np.ndarray:
-    """The (B, samples) waveforms of a chunk: one tone per object (pitch by shape and colour, loudness by size, onset by x) over noise."""
+    """The (B, samples) waveforms of a chunk: one tone per object (pitch by shape and colour, loudness by
+    size, onset by x) over noise."""
     table = _tone_table()
     rngs = bt.rngs("audio")
     noise = np.stack([u8_noise(rng, (AUDIO_SAMPLES,)) for rng in rngs])

@@ -9,7 +9,8 @@ from .vocab import COLOR_RGB, MAX_OBJECTS, N_DISTRACTOR_POINTS, N_FLOOR_POINTS, 
 
 
 def render_pointcloud(bt: SceneArrays) -> np.ndarray:
-    """The (B, N, 6) point clouds (xyz, rgb) of a chunk: points sampled on each object's shape, on the floor and as distractors."""
+    """The (B, N, 6) point clouds (xyz, rgb) of a chunk: points sampled on each object's shape, on the
+    floor and as distractors."""
     b, s, kc = bt.n, MAX_OBJECTS, PC_CANDIDATES
     rngs = bt.rngs("pointcloud")
     cand = np.empty((b, s, kc, 2), np.float32)

@@ -42,8 +42,8 @@ from .record_values import as_results
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified", "plot_gallery",
-    "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
+    "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified",
+    "plot_gallery", "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
 ]
 
 

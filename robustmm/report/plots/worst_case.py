@@ -103,7 +103,8 @@ def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", tit
         for handle, name in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(name, handle)
     names = [s for s in labels if s in legend]
-    fig.legend([legend[s] for s in names], names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8.5, frameon=False)
+    fig.legend([legend[s] for s in names], names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8.5,
+               frameon=False)
     fig.suptitle(title or "Robust accuracy vs budget ε: single attack (dashed) and per-item worst case (solid)\n"
                  "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack on the same items)",
                  fontsize=11)
