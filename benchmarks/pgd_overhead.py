@@ -155,6 +155,22 @@ def _ratios(times: dict[str, list[float]], base: str = "raw") -> dict[str, Any]:
     return out
 
 
+def _torchattacks_pgd(args: argparse.Namespace, enc: Any, modality: str, class_emb: torch.Tensor, x: torch.Tensor,
+                      eps: float, step: float) -> Any:
+    """torchattacks' PGD through the zero-shot classifier, as a function of a batch returning the
+    adversarial inputs in the modality's domain; None when torchattacks is not installed."""
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    lo, hi = get_modality(modality).domain
+    clf = ZeroShotClassifier(enc, modality, class_emb, logit_scale=args.logit_scale,
+                             input_range="raw" if (lo, hi) == (0.0, 1.0) else "unit",
+                             sample_shape=x.shape[1:] if x.dim() != 4 else None).eval()
+    ta = torchattacks.PGD(clf, eps=eps / (hi - lo), alpha=step / (hi - lo), steps=args.steps, random_start=False)
+    return lambda b: clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+
+
 def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str) -> dict[str, Any]:
     """Every variant on ``modality``'s batches, interleaved; overheads, timings, identity checks."""
     spec = get_modality(modality)
@@ -172,17 +188,9 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         "robustmm": lambda b: pgd(enc, b).x,
         "robustmm_plain": lambda b: plain(enc, b).x,
     }
-    try:
-        import torchattacks
-    except ImportError:
-        torchattacks = None
-    if torchattacks is not None:
-        lo, hi = spec.domain
-        clf = ZeroShotClassifier(enc, modality, class_emb, logit_scale=args.logit_scale,
-                                 input_range="raw" if (lo, hi) == (0.0, 1.0) else "unit",
-                                 sample_shape=batches[0].x.shape[1:] if batches[0].x.dim() != 4 else None).eval()
-        ta = torchattacks.PGD(clf, eps=eps / (hi - lo), alpha=step / (hi - lo), steps=steps, random_start=False)
-        fns["torchattacks"] = lambda b: clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+    ta_pgd = _torchattacks_pgd(args, enc, modality, class_emb, batches[0].x, eps, step)
+    if ta_pgd is not None:
+        fns["torchattacks"] = ta_pgd
     names = list(fns)
     for _ in range(args.warmup):
         for fn in fns.values():
