@@ -43,36 +43,35 @@ def example_figures(encoder: Encoder, data: MultimodalDataset, out_dir: str | Pa
     PGD runs at the image modality's middle eps (the largest eps of audio and point clouds, where
     a small one is invisible), with ``steps`` steps, seeded by ``seed``. ``modalities`` picks the
     figures (each is drawn the same alone or with the others: a multi-process run splits them).
+    The caller's random state is left as it was.
     """
-    out_dir = Path(out_dir)
+    with seeded(seed):
+        return _draw_examples(encoder, data, Path(out_dir), patch, n_images, steps, seed, modalities)
+
+
+def _draw_examples(encoder: Encoder, data: MultimodalDataset, out_dir: Path, patch: Attack | None, n_images: int,
+                   steps: int, seed: int, modalities: Sequence[str]) -> list[Path]:
     written: list[Path] = []
     wanted = set(modalities) & set(data.modalities) & set(encoder.modalities)
-    with seeded(seed):  # the caller's random state is restored after
-        if "image" in wanted and "image" in data.tasks:
-            written += _image_gallery(encoder, data, out_dir, patch, n_images, steps, seed)
-        if "audio" in wanted:
-            eps = get_modality("audio").eps_grid[-1]
-            x, xa = _attacked(encoder, data, "audio", build_attack("pgd", eps=eps, steps=steps, seed=seed), 1)
-            written += draw.audio_example(x[0], xa[0], int(data.meta.get("sample_rate", 8000)), eps,
-                                          out_dir / "audio_spectrograms")
-        if "pointcloud" in wanted:
-            eps = get_modality("pointcloud").eps_grid[-1]
-            x, xa = _attacked(encoder, data, "pointcloud", build_attack("pgd", eps=eps, steps=steps, seed=seed), 1)
-            written += draw.pointcloud_example(x[0], xa[0], out_dir / "pointcloud_pgd")
+    if "image" in wanted and "image" in data.tasks:
+        spec = get_modality("image")
+        eps = spec.middle_eps
+        x, xa = _attacked(encoder, data, "image", build_attack("pgd", eps=eps, steps=steps, seed=seed), n_images)
+        truth = [data.tasks["image"].classnames[i] for i in data.tasks["image"].labels[:n_images].tolist()]
+        clean_pred, adv_pred = _predict(encoder, data, "image", x), _predict(encoder, data, "image", xa)
+        xp, patched_pred = None, None
+        if patch is not None:
+            xp = patch(encoder, next(iter_batches(data.head(n_images), "image", n_images, None))).x
+            patched_pred = _predict(encoder, data, "image", xp)
+        written += draw.image_gallery(x, xa, truth, clean_pred, adv_pred, f"PGD {spec.format_eps(eps)}",
+                                      out_dir / "gallery_image", x_patch=xp, patch_pred=patched_pred)
+    if "audio" in wanted:
+        eps = get_modality("audio").eps_grid[-1]
+        x, xa = _attacked(encoder, data, "audio", build_attack("pgd", eps=eps, steps=steps, seed=seed), 1)
+        written += draw.audio_example(x[0], xa[0], int(data.meta.get("sample_rate", 8000)), eps,
+                                      out_dir / "audio_spectrograms")
+    if "pointcloud" in wanted:
+        eps = get_modality("pointcloud").eps_grid[-1]
+        x, xa = _attacked(encoder, data, "pointcloud", build_attack("pgd", eps=eps, steps=steps, seed=seed), 1)
+        written += draw.pointcloud_example(x[0], xa[0], out_dir / "pointcloud_pgd")
     return written
-
-
-def _image_gallery(encoder: Encoder, data: MultimodalDataset, out_dir: Path, patch: Attack | None, n_images: int,
-                   steps: int, seed: int) -> list[Path]:
-    """The image gallery: PGD at the middle eps on the first ``n_images`` items (and the patch, given one)."""
-    spec = get_modality("image")
-    eps = spec.middle_eps
-    x, xa = _attacked(encoder, data, "image", build_attack("pgd", eps=eps, steps=steps, seed=seed), n_images)
-    truth = [data.tasks["image"].classnames[i] for i in data.tasks["image"].labels[:n_images].tolist()]
-    clean_pred, adv_pred = _predict(encoder, data, "image", x), _predict(encoder, data, "image", xa)
-    xp, patched_pred = None, None
-    if patch is not None:
-        xp = patch(encoder, next(iter_batches(data.head(n_images), "image", n_images, None))).x
-        patched_pred = _predict(encoder, data, "image", xp)
-    return draw.image_gallery(x, xa, truth, clean_pred, adv_pred, f"PGD {spec.format_eps(eps)}",
-                              out_dir / "gallery_image", x_patch=xp, patch_pred=patched_pred)
