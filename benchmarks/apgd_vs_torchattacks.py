@@ -11,7 +11,8 @@ per-item generators), so the examples differ; the robust top-1 should not by mor
 Timing is interleaved per batch (robustmm and torchattacks back to back, order alternating),
 and ``time_ratio`` is the median of the per-batch paired ratios robustmm / torchattacks
 (target <= 1.10). With ``--repeats R`` each batch is timed R times per side (both sides are
-deterministic) and the fastest of each is kept, which filters out the load of other processes. The ensemble (APGD-CE, then APGD-T, then Square, each on the items still
+deterministic) and the fastest of each is kept, which filters out the load of other processes.
+The ensemble (APGD-CE, then APGD-T, then Square, each on the items still
 robust, same settings) is timed against APGD-CE alone on the same batches: ``cost_ratio``.
 
     python benchmarks/apgd_vs_torchattacks.py --threads 2 --n 256 > apgd.json

@@ -108,7 +108,8 @@ def main() -> None:
     ap.add_argument("--objective", default="ce")
     ap.add_argument("--epochs", type=int, default=60, help="head training epochs over the cache")
     ap.add_argument("--fare-epochs", type=int, default=4)
-    ap.add_argument("--fare-lr", type=float, default=3e-4, help="chosen on val by experiments/select_fare.py (the library default)")
+    ap.add_argument("--fare-lr", type=float, default=3e-4,
+                    help="chosen on val by experiments/select_fare.py (the library default)")
     ap.add_argument("--fare-batch-size", type=int, default=32)
     add_common(ap)
     args = ap.parse_args()

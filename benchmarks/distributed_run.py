@@ -12,7 +12,8 @@ the N-rank side may use N cores where the single process uses one. Both sides ar
 logs which rank runs which cell). Prints one JSON object: both wall times of every pair
 (``--repeats``: the legs alternate, so a drifting machine affects both; the speed-up is the median
 of the pairs', with its range), which cells each rank ran (worker only), the machine and its load
-average before and after, and the byte-for-byte comparison of the outputs: results.jsonl metrics record by record (benchmarks/compare_results.py: timings and
+average before and after, and the byte-for-byte comparison of the outputs: results.jsonl metrics
+record by record (benchmarks/compare_results.py: timings and
 versions aside), the heads' weights, report.md. Exit status 0 when the outputs are identical.
 
 The speed-up is only meaningful on an otherwise idle machine with at least N free cores: the JSON
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         "nproc": args.nproc, "threads_per_process": args.threads, "device": args.device,
         "shard": args.shard or os.environ.get("ROBUSTMM_RUN_SHARD", "cells"), "via": args.via,
         "single_process": one, "multi_process": many, "cells_run_per_rank": per_rank,
-        "repeats": pairs, "speedup": speedup, "speedup_range": [min(ups), max(ups)] if ups else None, "target_speedup": TARGET if args.nproc == 2 else None,
+        "repeats": pairs, "speedup": speedup, "speedup_range": [min(ups), max(ups)] if ups else None,
+        "target_speedup": TARGET if args.nproc == 2 else None,
         "meets_target": None if speedup is None or args.nproc != 2 else speedup >= TARGET,
         **same,
         "machine": {"cpu_count": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],

@@ -169,8 +169,10 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
         e, z = results["eager"], results["lazy"]
         out["same_metrics"] = e["metrics"] == z["metrics"]
         out["lazy_vs_eager"] = {
-            "peak_memory_mb": {"eager_build_plus_eval": round(e["build"]["rss_growth_mb"] + e["evaluate"]["peak_rss_growth_mb"], 1),
-                               "lazy_build_plus_eval": round(z["build"]["rss_growth_mb"] + z["evaluate"]["peak_rss_growth_mb"], 1)},
+            "peak_memory_mb": {
+                "eager_build_plus_eval": round(e["build"]["rss_growth_mb"] + e["evaluate"]["peak_rss_growth_mb"], 1),
+                "lazy_build_plus_eval": round(z["build"]["rss_growth_mb"] + z["evaluate"]["peak_rss_growth_mb"], 1),
+            },
             "end_to_end_items_per_s": {"eager": e["end_to_end_items_per_s"], "lazy": z["end_to_end_items_per_s"]},
         }
     return out

@@ -42,65 +42,74 @@ from typing import Any
 from _common import add_common, execute, machine_info, rounded
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+class _Bench:
+    """The loaded model, the batches and their class embeddings, and how each attack is scored."""
 
-    import robustmm
-    from robustmm.attacks import build_attack
-    from robustmm.attacks.bpda import BPDA
-    from robustmm.attacks.eot import EOT
-    from robustmm.defenses.input_transforms import build_defense, defend
-    from robustmm.evaluation import iter_batches
-    from robustmm.metrics import zeroshot_correct
+    def __init__(self, args: argparse.Namespace):
+        import robustmm
+        from robustmm.evaluation import iter_batches
 
-    enc = robustmm.load_encoder(args.model, device=args.device)
-    data = robustmm.load_dataset("synthscenes", split="test", n=args.n)
-    prompts = data.tasks["image"].prompts()
-    batches = list(iter_batches(data, "image", args.batch_size, prompts))
-    centers = enc.class_embeddings(prompts)
-    eps = args.eps / 255
+        self.args = args
+        self.enc = robustmm.load_encoder(args.model, device=args.device)
+        data = robustmm.load_dataset("synthscenes", split="test", n=args.n)
+        prompts = data.tasks["image"].prompts()
+        self.batches = list(iter_batches(data, "image", args.batch_size, prompts))
+        self.centers = self.enc.class_embeddings(prompts)
+        self.eps = args.eps / 255
 
-    def make(name: str, steps: int, early_stop: bool) -> Any:
-        return build_attack(name, eps=eps, steps=steps, seed=args.seed, early_stop=early_stop)
+    def make(self, name: str, steps: int, early_stop: bool) -> Any:
+        from robustmm.attacks import build_attack
 
-    def top1(model: Any, xs: list[torch.Tensor], draws: int) -> list[float]:
+        return build_attack(name, eps=self.eps, steps=steps, seed=self.args.seed, early_stop=early_stop)
+
+    def top1(self, model: Any, xs: list[Any], draws: int) -> list[float]:
         """Zero-shot top-1 of ``model`` on the examples, once per draw of its randomness."""
-        torch.manual_seed(args.seed + 1)
+        import torch
+
+        from robustmm.metrics import zeroshot_correct
+
+        torch.manual_seed(self.args.seed + 1)
         out = []
         with torch.no_grad():
             for _ in range(draws):
-                hits = [zeroshot_correct(model.encode("image", x), centers, b.labels) for x, b in zip(xs, batches)]
+                hits = [zeroshot_correct(model.encode("image", x), self.centers, b.labels) for x, b in zip(xs, self.batches)]
                 out.append(torch.cat(hits).float().mean().item())
         return out
 
-    def expected(model: Any, xs: list[torch.Tensor]) -> float | None:
+    def expected(self, model: Any, xs: list[Any]) -> float | None:
         """Zero-shot top-1 averaged exactly over every draw a randomized model declares (None: it
         declares none): the number the ``--draws`` scoring passes estimate."""
-        support = getattr(model, "draw_support", lambda *_: [])("image", batches[0].x.shape)
+        import torch
+
+        from robustmm.metrics import zeroshot_correct
+
+        support = getattr(model, "draw_support", lambda *_: [])("image", self.batches[0].x.shape)
         if not support:
             return None
         hits = 0.0
         with torch.no_grad():
             for p, d in support:
-                hits += p * sum(float(zeroshot_correct(model.encode_draw("image", x, d), centers, b.labels).sum())
-                                for x, b in zip(xs, batches))
-        return hits / sum(len(b.x) for b in batches)
+                hits += p * sum(float(zeroshot_correct(model.encode_draw("image", x, d), self.centers, b.labels).sum())
+                                for x, b in zip(xs, self.batches))
+        return hits / sum(len(b.x) for b in self.batches)
 
-    def score(model: Any, attack: Any, draws: int) -> dict[str, Any]:
-        torch.manual_seed(args.seed)
+    def score(self, model: Any, attack: Any, draws: int) -> dict[str, Any]:
+        import torch
+
+        torch.manual_seed(self.args.seed)
         t0 = time.perf_counter()
-        xs = [attack(model, b).x.detach() if attack is not None else b.x for b in batches]
+        xs = [attack(model, b).x.detach() if attack is not None else b.x for b in self.batches]
         seconds = time.perf_counter() - t0
-        accs = top1(model, xs, draws)
+        accs = self.top1(model, xs, draws)
         row = {"robust_top1": rounded(sum(accs) / len(accs)), "time_s": rounded(seconds, 2)}
         if draws > 1:
             row |= {"draws": draws, "min": rounded(min(accs)), "max": rounded(max(accs))}
-            exact = expected(model, xs) if args.exact else None
+            exact = self.expected(model, xs) if self.args.exact else None
             if exact is not None:
                 row["over_all_draws"] = rounded(exact)
         return row
 
-    def fixed_draw_floor(defended: Any) -> dict[str, Any]:
+    def fixed_draw_floor(self, defended: Any) -> dict[str, Any]:
         """APGD (``--steps``) on the model with its randomness fixed to each of ``--floor`` systematic
         draws, scored on that draw: what an attacker who knew the draw in advance reaches. Their mean
         bounds from below (up to APGD's own slack) what one example per item can reach over all draws."""
@@ -112,59 +121,79 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 super().__init__(base)
                 self.draw = draw
 
-            def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+            def _encode(self, modality: str, x: Any) -> Any:
                 return self.base.encode_draw(modality, x, self.draw)
 
-        support = defended.draw_support("image", batches[0].x.shape)
+        support = defended.draw_support("image", self.batches[0].x.shape)
         own = {}
-        for i in systematic_sample([p for p, _ in support], args.floor, 0.5):
+        for i in systematic_sample([p for p, _ in support], self.args.floor, 0.5):
             fixed = FixedDraw(defended, support[i][1])
-            own[str(support[i][1])] = score(fixed, make("apgd", args.steps, True), 1)["robust_top1"]
+            own[str(support[i][1])] = self.score(fixed, self.make("apgd", self.args.steps, True), 1)["robust_top1"]
         return {"apgd_each": own, "mean": rounded(sum(own.values()) / len(own))}
 
-    base = score(enc, make("apgd", args.steps, True), 1)
+    def adaptive(self, defended: Any, randomized: bool, draws: int) -> dict[str, Any]:
+        """The adaptive attacks on one defense: EOT APGD runs (one per draw mode, blur, reduction and
+        (k, steps)) on a randomized one, BPDA APGD on a deterministic one."""
+        from robustmm.attacks.bpda import BPDA
+        from robustmm.attacks.eot import EOT
+
+        args = self.args
+        adaptive: dict[str, Any] = {}
+        if not randomized:
+            adaptive[f"bpda apgd-{args.steps}"] = self.score(defended, BPDA(self.make("apgd", args.steps, True)), 1)
+            return adaptive
+        runs = [(k, args.eot_steps[0]) for k in args.eot_samples] + [(k_, s) for k_, s in args.eot_more]
+        plan = [(m, sm, red, r) for m in args.eot_draws for sm in args.eot_smooth for r in runs for red in args.eot_reduction]
+        for mode, smooth, red, (k, steps) in plan:
+            how = (f" {mode}" if mode != "random" else "") + (f" smooth={smooth:g}" if smooth else "")
+            how += f" {red}" if red != "mean" else ""
+            eot = EOT(self.make("apgd", steps, False), k, draws=mode, smooth=smooth, seed=args.seed, reduction=red)
+            adaptive[f"eot k={k}{how} apgd-{steps}"] = self.score(defended, eot, draws)
+        if args.pgd_reference:  # EOT over tiled copies (PGD's steps keep them identical)
+            k, steps = args.eot_samples[0], args.eot_steps[0]
+            adaptive[f"eot k={k} pgd-{steps}"] = self.score(defended, EOT(self.make("pgd", steps, False), k), draws)
+        return adaptive
+
+    def defense_row(self, name: str, settings: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        """Clean, naive and adaptive scores of one input defense, against the undefended ``base``."""
+        from robustmm.defenses.input_transforms import build_defense, defend
+
+        args = self.args
+        transform = build_defense(name, **settings)
+        defended = defend(self.enc, transform)
+        draws = args.draws if transform.randomized else 1
+        # a randomized model breaks an item in one draw, not for good: no early stopping on it
+        stop = not transform.randomized
+        row: dict[str, Any] = {"settings": settings, "clean": self.score(defended, None, draws),
+                               f"naive apgd-{args.steps}": self.score(defended, self.make("apgd", args.steps, stop), draws)}
+        adaptive = self.adaptive(defended, transform.randomized, draws)
+        if args.floor and getattr(defended, "draw_support", lambda *_: [])("image", self.batches[0].x.shape):
+            row["fixed_draws"] = self.fixed_draw_floor(defended)
+        best = min(v["robust_top1"] for v in adaptive.values())
+        row |= {"adaptive": adaptive, "best_adaptive": best, "gap_to_undefended": rounded(best - base["robust_top1"]),
+                "within_10_points": best - base["robust_top1"] <= 0.10 + 1e-9}
+        return row
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    bench = _Bench(args)
+    base = bench.score(bench.enc, bench.make("apgd", args.steps, True), 1)
     out: dict[str, Any] = {
         "benchmark": "input_defenses_adaptive",
         "config": {"model": args.model, "modality": "image", "n": args.n, "batch_size": args.batch_size,
                    "eps_255": args.eps, "norm": "linf", "steps": args.steps, "eot_samples": args.eot_samples,
                    "eot_steps": args.eot_steps, "eot_more": args.eot_more, "eot_draws": args.eot_draws,
-                   "eot_smooth": args.eot_smooth, "eot_reduction": args.eot_reduction, "score_draws": args.draws, "seed": args.seed, "quick": args.quick},
+                   "eot_smooth": args.eot_smooth, "eot_reduction": args.eot_reduction, "score_draws": args.draws,
+                   "seed": args.seed, "quick": args.quick},
         "machine": machine_info(args.device),
-        "undefended": {"clean_top1": score(enc, None, 1)["robust_top1"], f"apgd-{args.steps}": base},
+        "undefended": {"clean_top1": bench.score(bench.enc, None, 1)["robust_top1"], f"apgd-{args.steps}": base},
         "defenses": {},
     }
     plans = {"bit-depth": {"bits": args.bits}, "jpeg": {"quality": args.quality},
              "random-resize-pad": {"max_scale": args.max_scale}}
     for name, settings in plans.items():
-        if name not in args.defenses:
-            continue
-        transform = build_defense(name, **settings)
-        defended = defend(enc, transform)
-        draws = args.draws if transform.randomized else 1
-        # a randomized model breaks an item in one draw, not for good: no early stopping on it
-        stop = not transform.randomized
-        row: dict[str, Any] = {"settings": settings, "clean": score(defended, None, draws),
-                               f"naive apgd-{args.steps}": score(defended, make("apgd", args.steps, stop), draws)}
-        adaptive: dict[str, Any] = {}
-        if transform.randomized:
-            runs = [(k, args.eot_steps[0]) for k in args.eot_samples] + [(k_, s) for k_, s in args.eot_more]
-            plan = [(m, sm, red, r) for m in args.eot_draws for sm in args.eot_smooth for r in runs for red in args.eot_reduction]
-            for mode, smooth, red, (k, steps) in plan:
-                how = (f" {mode}" if mode != "random" else "") + (f" smooth={smooth:g}" if smooth else "")
-                how += f" {red}" if red != "mean" else ""
-                eot = EOT(make("apgd", steps, False), k, draws=mode, smooth=smooth, seed=args.seed, reduction=red)
-                adaptive[f"eot k={k}{how} apgd-{steps}"] = score(defended, eot, draws)
-            if args.pgd_reference:  # EOT over tiled copies (PGD's steps keep them identical)
-                k, steps = args.eot_samples[0], args.eot_steps[0]
-                adaptive[f"eot k={k} pgd-{steps}"] = score(defended, EOT(make("pgd", steps, False), k), draws)
-        else:
-            adaptive[f"bpda apgd-{args.steps}"] = score(defended, BPDA(make("apgd", args.steps, True)), 1)
-        if args.floor and getattr(defended, "draw_support", lambda *_: [])("image", batches[0].x.shape):
-            row["fixed_draws"] = fixed_draw_floor(defended)
-        best = min(v["robust_top1"] for v in adaptive.values())
-        row |= {"adaptive": adaptive, "best_adaptive": best, "gap_to_undefended": rounded(best - base["robust_top1"]),
-                "within_10_points": best - base["robust_top1"] <= 0.10 + 1e-9}
-        out["defenses"][name] = row
+        if name in args.defenses:
+            out["defenses"][name] = bench.defense_row(name, settings, base)
     return out
 
 

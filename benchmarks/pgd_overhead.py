@@ -155,6 +155,22 @@ def _ratios(times: dict[str, list[float]], base: str = "raw") -> dict[str, Any]:
     return out
 
 
+def _torchattacks_pgd(args: argparse.Namespace, enc: Any, modality: str, class_emb: torch.Tensor, x: torch.Tensor,
+                      eps: float, step: float) -> Any:
+    """torchattacks' PGD through the zero-shot classifier, as a function of a batch returning the
+    adversarial inputs in the modality's domain; None when torchattacks is not installed."""
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    lo, hi = get_modality(modality).domain
+    clf = ZeroShotClassifier(enc, modality, class_emb, logit_scale=args.logit_scale,
+                             input_range="raw" if (lo, hi) == (0.0, 1.0) else "unit",
+                             sample_shape=x.shape[1:] if x.dim() != 4 else None).eval()
+    ta = torchattacks.PGD(clf, eps=eps / (hi - lo), alpha=step / (hi - lo), steps=args.steps, random_start=False)
+    return lambda b: clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+
+
 def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str) -> dict[str, Any]:
     """Every variant on ``modality``'s batches, interleaved; overheads, timings, identity checks."""
     spec = get_modality(modality)
@@ -172,17 +188,9 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         "robustmm": lambda b: pgd(enc, b).x,
         "robustmm_plain": lambda b: plain(enc, b).x,
     }
-    try:
-        import torchattacks
-    except ImportError:
-        torchattacks = None
-    if torchattacks is not None:
-        lo, hi = spec.domain
-        clf = ZeroShotClassifier(enc, modality, class_emb, logit_scale=args.logit_scale,
-                                 input_range="raw" if (lo, hi) == (0.0, 1.0) else "unit",
-                                 sample_shape=batches[0].x.shape[1:] if batches[0].x.dim() != 4 else None).eval()
-        ta = torchattacks.PGD(clf, eps=eps / (hi - lo), alpha=step / (hi - lo), steps=steps, random_start=False)
-        fns["torchattacks"] = lambda b: clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+    ta_pgd = _torchattacks_pgd(args, enc, modality, class_emb, batches[0].x, eps, step)
+    if ta_pgd is not None:
+        fns["torchattacks"] = ta_pgd
     names = list(fns)
     for _ in range(args.warmup):
         for fn in fns.values():
@@ -228,15 +236,19 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         "shape": list(batches[0].x.shape[1:]), "eps": eps, "step_size": step, "batches": len(batches),
         "clock": "process CPU time" if cpu_clock else "wall",
         "overhead_vs_raw": overhead,
-        "overhead_vs_raw_defaults": {"robustmm": _ratios({"raw": times["raw_defaults"], "robustmm": times["robustmm"]})["robustmm"]},
+        "overhead_vs_raw_defaults": {
+            "robustmm": _ratios({"raw": times["raw_defaults"], "robustmm": times["robustmm"]})["robustmm"],
+        },
         "overhead_vs_raw_wall": {k: v["median"] for k, v in _ratios(walls).items()},
-        "outside_passes": {k: {"median": rounded(statistics.median(v)), "quartiles": [rounded(q) for q in statistics.quantiles(v, n=4)]
-                               if len(v) > 1 else v} for k, v in outside.items()} if cpu_clock else None,
+        "outside_passes": {k: {"median": rounded(statistics.median(v)),
+                               "quartiles": [rounded(q) for q in statistics.quantiles(v, n=4)] if len(v) > 1 else v}
+                           for k, v in outside.items()} if cpu_clock else None,
         "keep_best_final_forward": rounded(statistics.median(final_fwd)) if cpu_clock else None,
         "passes_per_run": {k: {"forwards": v["encode"], "backwards": v["grad"]} for k, v in passes.items()},
         "totals": {k: summary(v) for k, v in totals.items()},
         "raw_per_step_s": rounded(statistics.median(totals["raw"]) / max(steps, 1) / len(data), 6),
-        "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"), "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
+        "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"),
+                      "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
                       **({"torchattacks=raw": same("torchattacks", "raw")} if "torchattacks" in adv else {})},
         "overhead_vs_raw_in_run": in_run,
         "meets_target": {"robustmm": overhead["robustmm"]["median"] <= TARGET,

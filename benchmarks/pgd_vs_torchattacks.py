@@ -52,6 +52,54 @@ def _robust_top1(clf: Any, adv: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item()
 
 
+def _step_size(args: argparse.Namespace, eps: float, norm: str) -> float:
+    """--step-size, else eps/4 for L-inf and 2.5 eps / steps for L2."""
+    if args.step_size is not None:
+        return args.step_size
+    return eps / 4 if norm == "linf" else 2.5 * eps / max(args.steps, 1)
+
+
+def _batches(args: argparse.Namespace, data: Any, x_all: torch.Tensor, device: torch.device) -> list[Any]:
+    """The items in batches of --batch-size, on ``device``, with labels and class prompts."""
+    from robustmm.batch import Batch
+
+    task = data.task(args.modality)
+    prompts = task.prompts()
+    batches = []
+    for s in range(0, len(data), args.batch_size):
+        idx = torch.arange(s, min(s + args.batch_size, len(data)))
+        batches.append(Batch(modality=args.modality, x=x_all[idx].to(device), captions=[list(data.captions[i]) for i in idx],
+                             labels=task.labels[idx].to(device), prompts=prompts, index=idx))
+    return batches
+
+
+def _interleaved(args: argparse.Namespace, fns: dict[str, Any], batches: list[Any], advs: dict[str, list[Any]],
+                 device: torch.device) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time every function on every batch, --repeats times: per function the total of each repeat,
+    and the per-batch paired ratios robustmm/torchattacks and robustmm/raw; ``advs`` gets the outputs.
+    Interleaved per batch, in rotating order, so machine drift (a shared CPU's other tenants,
+    thermal state) hits the three alike."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    pairs: dict[str, list[float]] = {"robustmm/torchattacks": [], "robustmm/raw": []}
+    for r in range(args.repeats):
+        total = dict.fromkeys(fns, 0.0)
+        for i, b in enumerate(batches):
+            k = (r + i) % len(names)
+            t_b: dict[str, float] = {}
+            for name in names[k:] + names[:k]:
+                t, res = timed(lambda name=name, b=b: fns[name](b), device)
+                t_b[name] = t
+                total[name] += t
+                advs[name][i] = res
+            pairs["robustmm/torchattacks"].append(t_b["robustmm"] / t_b["torchattacks"])
+            pairs["robustmm/raw"].append(t_b["robustmm"] / t_b["raw"])
+        for name in names:
+            times[name].append(total[name])
+        log.info("repeat %d: %s", r, {k: round(v, 3) for k, v in total.items()})
+    return times, pairs
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torchattacks
 
@@ -66,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     spec = get_modality(args.modality)
     eps = spec.middle_eps if args.eps is None else args.eps
     norm = resolve_norm(args.norm, spec)
-    step = args.step_size if args.step_size is not None else (eps / 4 if norm == "linf" else 2.5 * eps / max(args.steps, 1))
+    step = _step_size(args, eps, norm)
     lo, hi = spec.domain
     width = hi - lo
 
@@ -80,11 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              input_range="unit" if unit else "raw",
                              sample_shape=x_all.shape[1:] if x_all.dim() != 4 else None).eval()
     class_emb = clf.class_emb
-    batches = []
-    for s in range(0, len(data), args.batch_size):
-        idx = torch.arange(s, min(s + args.batch_size, len(data)))
-        batches.append(Batch(modality=args.modality, x=x_all[idx].to(device), captions=[list(data.captions[i]) for i in idx],
-                             labels=task.labels[idx].to(device), prompts=prompts, index=idx))
+    batches = _batches(args, data, x_all, device)
     labels = task.labels.to(device)
 
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
@@ -113,31 +157,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 torch.autograd.grad(loss, xa)
 
     fns = {"robustmm": robustmm_pgd, "torchattacks": torchattacks_pgd, "raw": raw_fwd_bwd}
-    names = list(fns)
     advs: dict[str, list[Any]] = {k: [None] * len(batches) for k in fns}
     for fn in fns.values():  # warm-up: kernels, allocator, autotuning, text caches
         for _ in range(args.warmup):
             for b in batches:
                 fn(b)
-    # Interleaved per batch, in rotating order, so machine drift (a shared CPU's other tenants,
-    # thermal state) hits the three alike; totals per repeat, and per-batch paired ratios.
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    pairs: dict[str, list[float]] = {"robustmm/torchattacks": [], "robustmm/raw": []}
-    for r in range(args.repeats):
-        total = dict.fromkeys(fns, 0.0)
-        for i, b in enumerate(batches):
-            k = (r + i) % len(names)
-            t_b: dict[str, float] = {}
-            for name in names[k:] + names[:k]:
-                t, res = timed(lambda name=name, b=b: fns[name](b), device)
-                t_b[name] = t
-                total[name] += t
-                advs[name][i] = res
-            pairs["robustmm/torchattacks"].append(t_b["robustmm"] / t_b["torchattacks"])
-            pairs["robustmm/raw"].append(t_b["robustmm"] / t_b["raw"])
-        for name in names:
-            times[name].append(total[name])
-        log.info("repeat %d: %s", r, {k: round(v, 3) for k, v in total.items()})
+    times, pairs = _interleaved(args, fns, batches, advs, device)
     out = {k: torch.cat(v) for k, v in advs.items() if k != "raw"}
 
     # diagnostic: robustmm binds its objective per call (class embeddings from the prompts); with an

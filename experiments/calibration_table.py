@@ -113,7 +113,8 @@ def main() -> None:
     ap.add_argument("--stronger", nargs="*", default=["pgd"], choices=STRONGER,
                     help="stronger adaptive attacks run when --stronger-steps > 0 (apgd = APGD-CE, apgd-t = APGD-T)")
     ap.add_argument("--stronger-steps", type=int, default=0, help="steps of each --stronger attack (0: none)")
-    ap.add_argument("--stronger-early-stop", action="store_true", help="stronger attacks through a head or on FARE's tower stop items once broken "
+    ap.add_argument("--stronger-early-stop", action="store_true",
+                    help="stronger attacks through a head or on FARE's tower stop items once broken "
                          "(on the bare encoder they run in full: its examples are the head-unaware transfers)")
     ap.add_argument("--regulariser", default="supervised", help="supervised | label-free | none")
     ap.add_argument("--consistency-weight", type=float, default=None,

@@ -38,8 +38,8 @@ def cell_key(modality: str, sigma: float, variant: str, tag: str) -> str:
 def markdown(rows: list[dict]) -> str:
     """One row per (modality, sigma, defense): certified top-1 at radius 0 and the reference radii r1 < r2 < r3
     with the SmoothAdv empirical accuracy in parentheses, then certified X->text R@1 at the same radii."""
-    lines = ["| modality | sigma | defense | items | radii r1 / r2 / r3 | smoothed top-1 | cert. top-1 @0 (SmoothAdv) | @r1 | @r2 "
-             "| @r3 | abstain | cert. x2t R@1 @0 / r1 / r2 / r3 | violations |",
+    lines = ["| modality | sigma | defense | items | radii r1 / r2 / r3 | smoothed top-1 | cert. top-1 @0 (SmoothAdv) "
+             "| @r1 | @r2 | @r3 | abstain | cert. x2t R@1 @0 / r1 / r2 / r3 | violations |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cert, emp = r["metrics"]["certified"], r["metrics"].get("empirical") or {}

@@ -43,7 +43,8 @@ def main() -> None:
     edited = [caps for b in attack.outputs() for caps in b.captions]
     m = res.metrics
     print(json.dumps({
-        "attack": args.attack, "eps": res.attack.get("eps"), "guard": args.guard, "min_similarity": args.min_similarity, "n": args.n,
+        "attack": args.attack, "eps": res.attack.get("eps"), "guard": args.guard, "min_similarity": args.min_similarity,
+        "n": args.n,
         "clean": {k: m["clean"][k] for k in ("t2x_R@1", "x2t_R@1", "t2x_MRR")},
         "attacked": {k: m["attacked"][k] for k in ("t2x_R@1", "x2t_R@1", "t2x_MRR")},
         "asr": m["asr"], "asr_detail": m["asr_detail"],

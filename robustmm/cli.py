@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    verbose = getattr(args, "verbose", 0)
     level = logging.ERROR if getattr(args, "quiet", False) else (
-        logging.DEBUG if getattr(args, "verbose", 0) >= 2 else logging.INFO if getattr(args, "verbose", 0) == 1 else logging.WARNING)
+        logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -238,7 +239,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .job.commands import certify_command
 
     args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality)
-    keys = ("model", "data", "split", "root", "items", "modality", "sigma", "heads", "n", "n0", "alpha", "out", "radii", "smoothadv", "batch_size")
+    keys = ("model", "data", "split", "root", "items", "modality", "sigma", "heads", "n", "n0", "alpha", "out", "radii",
+            "smoothadv", "batch_size")
     r = certify_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
                         device=args.device, progress=not args.quiet)
     if not args.quiet:

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "all_gather_object", "all_gather_tensor", "barrier", "broadcast_object", "gather_cat", "destroy", "env_world_size",
-    "group_rank", "group_size", "init_from_env", "is_distributed", "local_device", "local_only", "rank", "shard", "store_add", "store_get",
-    "store_poll", "store_set", "timeout_s", "world_size",
+    "group_rank", "group_size", "init_from_env", "is_distributed", "local_device", "local_only", "rank", "shard", "store_add",
+    "store_get", "store_poll", "store_set", "timeout_s", "world_size",
 ]
 
 #: seconds a collective (and a blocking store read) waits for the other ranks before it fails;

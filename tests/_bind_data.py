@@ -111,6 +111,7 @@ def write_llvip(root: Path, n_images: int = 3, split: str = "test") -> None:
         objs = f"<object><name>person</name><bndbox><xmin>{10 + 30 * i}</xmin><ymin>20</ymin>" \
                f"<xmax>{34 + 30 * i}</xmax><ymax>70</ymax></bndbox></object>"
         if i == 0:  # a box below min_box is skipped
-            objs += "<object><name>person</name><bndbox><xmin>100</xmin><ymin>80</ymin><xmax>104</xmax><ymax>84</ymax></bndbox></object>"
+            objs += ("<object><name>person</name><bndbox><xmin>100</xmin><ymin>80</ymin><xmax>104</xmax><ymax>84</ymax>"
+                     "</bndbox></object>")
         (root / "Annotations" / f"{name}.xml").write_text(
             f"<annotation><filename>{name}.jpg</filename><size><width>128</width><height>96</height></size>{objs}</annotation>")

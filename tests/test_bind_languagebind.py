@@ -107,7 +107,8 @@ def test_same_architecture_as_transformers_clip():
     tok = char_tokenizer()
     common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, hidden_act="quick_gelu")
     cfg = CLIPConfig(text_config=dict(common, vocab_size=len(tok), max_position_embeddings=24,
-                                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id),
+                                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                                      pad_token_id=tok.pad_token_id),
                      vision_config=dict(common, image_size=32, patch_size=8), projection_dim=24)
     torch.manual_seed(0)
     ref = CLIPModel(cfg).eval()

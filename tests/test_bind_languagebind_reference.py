@@ -81,7 +81,8 @@ def test_matches_package_classes(case):
         vc |= {"embeddings_3d": True, "tube_size": int(patch.shape[2])}
     ours = LanguageBindModel.from_config({"text_config": cfg.text_config.to_dict(), "vision_config": vc, "projection_dim": 24})
     load_exact(ours.eval(), merge_lora(sd, float(vc["lora_alpha"]), int(vc["lora_r"])), case, ignore=("position_ids",))
-    x = torch.randn(2, 3, 4, 32, 32) if kind == "video" else torch.randn(2, 3, 16, 48) if kind == "audio" else torch.randn(2, 3, 32, 32)
+    shape = {"video": (2, 3, 4, 32, 32), "audio": (2, 3, 16, 48)}.get(kind, (2, 3, 32, 32))
+    x = torch.randn(*shape)
     ids = torch.tensor([[98, 5, 7, 99, 0, 0], [98, 9, 3, 4, 2, 99]])
     with torch.no_grad():
         want = ref.get_image_features(pixel_values=x)

@@ -122,7 +122,8 @@ def test_run_quick_writes_everything_and_resumes(tmp_path, trained, capsys):
     out = tmp_path / "run"
     assert main(["run", "--quick", "--out", str(out), "-q"]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["modality"] for r in rows if r["threat"] == "clean"} == {"image", "video", "audio", "depth", "thermal", "pointcloud"}
+    clean_modalities = {r["modality"] for r in rows if r["threat"] == "clean"}
+    assert clean_modalities == {"image", "video", "audio", "depth", "thermal", "pointcloud"}
     assert (out / "summary.csv").read_text().count("\n") == len(rows) + 1
     report = (out / "report.md").read_text()
     for section in ("Clean evaluation", "Per-modality vulnerability", "Attack comparison", "Calibration heads",

@@ -10,7 +10,7 @@ from robustmm.data.registry import dataset_splits, load_dataset
 from robustmm.errors import RobustMMError, UnknownNameError
 from robustmm.job import cell_kinds, parse_config
 from robustmm.job.config import MAX_SEED
-from robustmm.job.fields import ConfigError
+from robustmm.job.sections import ConfigError
 
 REAL = ["cifar10", "cifar100", "esc50", "coco", "flickr30k", "llvip", "msrvtt", "nyu_depth_v2"]
 

@@ -214,39 +214,64 @@ def _strip(d):
     return d
 
 
+def _check_json(data: bytes) -> str | None:
+    json.loads(data.decode("utf-8"))
+    return None
+
+
+def _check_jsonl(data: bytes) -> str | None:
+    text = data.decode("utf-8")
+    if text and not text.endswith("\n"):
+        return "torn last line"
+    for line in text.splitlines():
+        json.loads(line)
+    return None
+
+
+def _check_safetensors(data: bytes) -> str | None:
+    from safetensors.torch import load
+
+    load(data)
+    return None
+
+
+def _check_png(data: bytes) -> str | None:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+    return None
+
+
+def _check_svg(data: bytes) -> str | None:
+    ET.fromstring(data)
+    return None
+
+
+def _check_csv(data: bytes) -> str | None:
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    if not rows or any(len(r) != len(rows[0]) for r in rows) or not data.endswith(b"\n"):
+        return "ragged or unterminated CSV"
+    return None
+
+
+def _check_md(data: bytes) -> str | None:
+    return None if data.endswith(b"\n") else "unterminated Markdown"
+
+
+_COMPLETE_CHECKS = {".json": _check_json, ".jsonl": _check_jsonl, ".safetensors": _check_safetensors,
+                    ".png": _check_png, ".svg": _check_svg, ".csv": _check_csv, ".md": _check_md}
+
+
 def _complete(path: Path, data: bytes) -> str | None:
     """Why ``data`` is not a complete file of its kind (None when it is)."""
-    suffix = path.suffix.lower()
+    check = _COMPLETE_CHECKS.get(path.suffix.lower())
+    if check is None:
+        return None
     try:
-        if suffix == ".json":
-            json.loads(data.decode("utf-8"))
-        elif suffix == ".jsonl":
-            text = data.decode("utf-8")
-            if text and not text.endswith("\n"):
-                return "torn last line"
-            for line in text.splitlines():
-                json.loads(line)
-        elif suffix == ".safetensors":
-            from safetensors.torch import load
-
-            load(data)
-        elif suffix == ".png":
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-        elif suffix == ".svg":
-            ET.fromstring(data)
-        elif suffix == ".csv":
-            rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
-            if not rows or any(len(r) != len(rows[0]) for r in rows) or not data.endswith(b"\n"):
-                return "ragged or unterminated CSV"
-        elif suffix == ".md":
-            if not data.endswith(b"\n"):
-                return "unterminated Markdown"
+        return check(data)
     except Exception as e:  # noqa: BLE001 - any parse failure is the finding
         return f"does not parse ({type(e).__name__}: {str(e)[:80]})"
-    return None
 
 
 def _same_as(path: Path, data: bytes, ref: bytes) -> bool:
@@ -277,30 +302,41 @@ def problems(folder: Path, before: dict[str, bytes], ref: dict[str, bytes]) -> l
     now = snapshot(folder)
     state = {}
     for name, data in now.items():
-        path = Path(name)
         if before.get(name) == data:
             state[name] = "old"
             continue
-        why = _complete(path, data)
+        why = _complete(Path(name), data)
         if why:
             out.append(f"{name}: {why}")
             continue
-        if path.suffix == ".jsonl":  # appended: complete lines, the old ones kept, then a prefix of the new
-            lines = [_strip(json.loads(x)) for x in data.decode().splitlines()]
-            want = [_strip(json.loads(x)) for x in ref.get(name, b"").decode().splitlines()]
-            if lines != want[: len(lines)]:
-                out.append(f"{name}: its lines are not a prefix of the complete run's")
-            state[name] = "new"
-            continue
-        if name not in ref:
-            out.append(f"{name}: a file the complete run does not write")
-        elif not _same_as(path, data, ref[name]):
-            out.append(f"{name}: neither the previous file nor the complete new one")
+        why = _not_the_new_file(name, data, ref)
+        if why:
+            out.append(f"{name}: {why}")
         state[name] = "new"
     for name in before:
         if name not in now and name in ref:
             out.append(f"{name}: the previous file is gone and the new one is not there")
-    for name, st in state.items():  # a weights file and its sidecar from two runs must not load as a pair
+    return out + _mixed_pairs(folder, state)
+
+
+def _not_the_new_file(name: str, data: bytes, ref: dict[str, bytes]) -> str | None:
+    """Why a changed, complete file is not what the complete run writes (None when it is)."""
+    path = Path(name)
+    if path.suffix == ".jsonl":  # appended: complete lines, the old ones kept, then a prefix of the new
+        lines = [_strip(json.loads(x)) for x in data.decode().splitlines()]
+        want = [_strip(json.loads(x)) for x in ref.get(name, b"").decode().splitlines()]
+        return None if lines == want[: len(lines)] else "its lines are not a prefix of the complete run's"
+    if name not in ref:
+        return "a file the complete run does not write"
+    if not _same_as(path, data, ref[name]):
+        return "neither the previous file nor the complete new one"
+    return None
+
+
+def _mixed_pairs(folder: Path, state: dict[str, str]) -> list[str]:
+    """A weights file and its sidecar from two runs must not load as a pair."""
+    out = []
+    for name, st in state.items():
         if name.endswith(".safetensors"):
             side = name[: -len(".safetensors")] + ".json"
             if side in state and state[side] != st and _loads_as_a_pair(folder / name):

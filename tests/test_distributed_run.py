@@ -29,7 +29,8 @@ from distributed_run import tiny_job_text  # noqa: E402  (the benchmark's --tiny
 
 
 def _job_text(model: Path) -> str:
-    """The tiny job on ``model``: clean, PGD, calibration and checks (every other cell kind switched off) and the example figures."""
+    """The tiny job on ``model``: clean, PGD, calibration and checks (every other cell kind switched off)
+    and the example figures."""
     return tiny_job_text(model=f"tinybind:{model}", quick_n=12, quick_attack_n=12, modalities=("thermal", "audio"),
                          examples=True)
 

@@ -171,67 +171,98 @@ def has_wrong_type(doc) -> bool:
     return False
 
 
+def _set_value(draw, doc) -> None:
+    s, k = draw(st.sampled_from(KEYS))
+    if s in doc and isinstance(doc[s], dict) and k in doc[s]:
+        new = draw(values)
+        doc[s][k] = new
+
+
+def _set_element(draw, doc) -> None:
+    s, k = draw(st.sampled_from(LIST_KEYS))
+    if s in doc and isinstance(doc[s], dict) and isinstance(doc[s].get(k), list):
+        new = draw(scalars)
+        lst = doc[s][k]
+        if lst and draw(st.booleans()):
+            lst[draw(st.integers(0, len(lst) - 1))] = new
+        else:
+            lst.append(new)
+
+
+def _unknown_key(draw, doc) -> None:
+    s = draw(st.sampled_from(SECTIONS))
+    if isinstance(doc.get(s), dict):
+        doc[s][draw(st.sampled_from(["stepz", "nn", "", "ü", "quick_enabled"]))] = draw(scalars)
+
+
+def _unknown_section(draw, doc) -> None:
+    doc[draw(st.sampled_from(["pdg", "Run", "", "attacks_", "run.x"]))] = {"enabled": True}
+
+
+def _drop(draw, doc) -> None:
+    s = draw(st.sampled_from(SECTIONS))
+    if isinstance(doc.get(s), dict) and doc[s] and draw(st.booleans()):
+        doc[s].pop(draw(st.sampled_from(sorted(doc[s]))))
+    else:
+        doc.pop(s, None)
+
+
+def _attacks(draw, doc) -> None:
+    name = draw(st.sampled_from(["pgd", "noise", "patch", "sga", "xmai", "nope", ""]))
+    keys = ["enabled", "modalities", "eps", "n", "quick_n", "fit_n", "quick_fit_n", "settings", "stepz"]
+    doc.setdefault("attacks", {})[name] = draw(st.dictionaries(st.sampled_from(keys), values, max_size=3))
+
+
+def _section_value(draw, doc) -> None:
+    doc[draw(st.sampled_from(SECTIONS))] = draw(scalars)
+
+
+#: the ways a document is changed, each drawing what it changes
+DOC_MUTATIONS = {"value": _set_value, "element": _set_element, "unknown key": _unknown_key,
+                 "unknown section": _unknown_section, "drop": _drop, "attacks": _attacks, "section value": _section_value}
+
+
+def _non_utf8(draw, data: bytes, i: int) -> bytes:
+    return data[:i] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80\x80"])) + data[i:]
+
+
+def _flip(draw, data: bytes, i: int) -> bytes:
+    return data[:i] + bytes([data[i] ^ (1 << draw(st.integers(0, 7)))]) + data[i + 1:] if data else data
+
+
+def _duplicate_line(draw, data: bytes, i: int) -> bytes:
+    lines = data.split(b"\n")
+    j = draw(st.integers(0, len(lines) - 1))
+    return b"\n".join(lines[: j + 1] + lines[j:])
+
+
+#: the ways the TOML bytes are damaged at position i
+BYTE_MUTATIONS = {
+    "truncate": lambda draw, data, i: data[:i],
+    "non-utf8": _non_utf8,
+    "nul": lambda draw, data, i: data[:i] + b"\x00" + data[i:],
+    "bom": lambda draw, data, i: b"\xef\xbb\xbf" + data,
+    "flip": _flip,
+    "duplicate line": _duplicate_line,
+}
+
+
 @st.composite
 def mutated_config(draw):
     """(TOML bytes, whether a wrong-typed value was put into a known key, what was done)."""
     doc = copy.deepcopy(BASE)
     done = []
     for _ in range(draw(st.integers(1, 3))):
-        how = draw(st.sampled_from(["value", "element", "unknown key", "unknown section", "drop", "attacks",
-                                    "section value"]))
-        if how == "value":
-            s, k = draw(st.sampled_from(KEYS))
-            if s in doc and isinstance(doc[s], dict) and k in doc[s]:
-                new = draw(values)
-                doc[s][k] = new
-        elif how == "element":
-            s, k = draw(st.sampled_from(LIST_KEYS))
-            if s in doc and isinstance(doc[s], dict) and isinstance(doc[s].get(k), list):
-                new = draw(scalars)
-                lst = doc[s][k]
-                if lst and draw(st.booleans()):
-                    lst[draw(st.integers(0, len(lst) - 1))] = new
-                else:
-                    lst.append(new)
-        elif how == "unknown key":
-            s = draw(st.sampled_from(SECTIONS))
-            if isinstance(doc.get(s), dict):
-                doc[s][draw(st.sampled_from(["stepz", "nn", "", "ü", "quick_enabled"]))] = draw(scalars)
-        elif how == "unknown section":
-            doc[draw(st.sampled_from(["pdg", "Run", "", "attacks_", "run.x"]))] = {"enabled": True}
-        elif how == "drop":
-            s = draw(st.sampled_from(SECTIONS))
-            if isinstance(doc.get(s), dict) and doc[s] and draw(st.booleans()):
-                doc[s].pop(draw(st.sampled_from(sorted(doc[s]))))
-            else:
-                doc.pop(s, None)
-        elif how == "attacks":
-            name = draw(st.sampled_from(["pgd", "noise", "patch", "sga", "xmai", "nope", ""]))
-            keys = ["enabled", "modalities", "eps", "n", "quick_n", "fit_n", "quick_fit_n", "settings", "stepz"]
-            doc.setdefault("attacks", {})[name] = draw(st.dictionaries(st.sampled_from(keys), values, max_size=3))
-        else:
-            doc[draw(st.sampled_from(SECTIONS))] = draw(scalars)
+        how = draw(st.sampled_from(list(DOC_MUTATIONS)))
+        DOC_MUTATIONS[how](draw, doc)
         done.append(how)
     wrong = has_wrong_type(doc)
     data = toml_document(doc).encode("utf-8")
-    how = draw(st.sampled_from(["none"] * 4 + ["truncate", "non-utf8", "nul", "bom", "flip", "duplicate line"]))
+    how = draw(st.sampled_from(["none"] * 4 + list(BYTE_MUTATIONS)))
     if how != "none":
         wrong = False  # the oracle only knows about values; the bytes decide now
         i = draw(st.integers(0, max(len(data) - 1, 0)))
-        if how == "truncate":
-            data = data[:i]
-        elif how == "non-utf8":
-            data = data[:i] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80\x80"])) + data[i:]
-        elif how == "nul":
-            data = data[:i] + b"\x00" + data[i:]
-        elif how == "bom":
-            data = b"\xef\xbb\xbf" + data
-        elif how == "flip" and data:
-            data = data[:i] + bytes([data[i] ^ (1 << draw(st.integers(0, 7)))]) + data[i + 1:]
-        elif how == "duplicate line":
-            lines = data.split(b"\n")
-            j = draw(st.integers(0, len(lines) - 1))
-            data = b"\n".join(lines[: j + 1] + lines[j:])
+        data = BYTE_MUTATIONS[how](draw, data, i)
         done.append(how)
     return data, wrong, done
 

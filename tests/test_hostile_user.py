@@ -212,7 +212,7 @@ def test_report_of_one_file_given_twice_has_each_row_once(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("raw, needle", [
-    # the meaning of a value, not only its type, is checked at load (job/fields.py rules, CellKind.validate)
+    # the meaning of a value, not only its type, is checked at load (job/sections.py rules, CellKind.validate)
     pytest.param({"attacks": {"pgd": {"settings": {"steps": "x"}}}}, "[attacks.pgd] settings.steps",
                  id="attack-settings-wrong-type"),
     pytest.param({"attacks": {"noise": {"settings": {"norm": "l7"}}}}, "[attacks.noise] settings.norm",

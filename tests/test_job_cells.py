@@ -13,8 +13,8 @@ from robustmm.cli import main
 from robustmm.errors import UnknownNameError
 from robustmm.evaluation import evaluate
 from robustmm.job import Cell, CellKind, cell_kinds, list_cell_kinds, parse_config, register_cell, run_job
-from robustmm.job.fields import ConfigError, Section, option
 from robustmm.job.registry import unregister_cell
+from robustmm.job.sections import ConfigError, Section, option
 from robustmm.modalities import get_modality
 
 TOY = "toy-job-noise"

@@ -6,7 +6,7 @@ from robustmm.cli import main
 from robustmm.errors import RobustMMError, UnknownNameError
 from robustmm.job import load_config, parse_config
 from robustmm.job.config import JobConfig
-from robustmm.job.fields import ConfigError
+from robustmm.job.sections import ConfigError
 
 DEFAULT_TOML = __import__("pathlib").Path(__file__).resolve().parent.parent / "robustmm" / "configs" / "default.toml"
 

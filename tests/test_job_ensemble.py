@@ -89,7 +89,8 @@ def test_a_failed_ensemble_check_is_a_report_flag():
     checks = [c.__dict__ for c in ensemble_checks({"apgd-ce": 0.7, "square": 0.3}, 0.3)]
     r = Result(model={"name": "m"}, dataset={"name": "d", "split": "test"}, modality="image",
                attack={"name": "ensemble", "eps": 4 / 255}, defense=None, threat="white-box",
-               metrics={"clean": {"zeroshot_top1": 0.9}, "attacked": {"zeroshot_top1": 0.3}, "asr": 0.6}, n=10, seed=0, timing_s=0.0,
+               metrics={"clean": {"zeroshot_top1": 0.9}, "attacked": {"zeroshot_top1": 0.3}, "asr": 0.6}, n=10, seed=0,
+               timing_s=0.0,
                extra={"ensemble_checks": checks})
     text = render([r])
     assert "**FAIL** (square 0.30 / apgd-ce 0.70)" in text

@@ -147,13 +147,13 @@ def test_plotted_values_are_the_records_values():
     budget in order), and the bars stand at the clean and attacked scores at the middle budget."""
     from robustmm.report.plots.bars import _bars_figure
     from robustmm.report.plots.curves import _curve_figure, _is_curve
-    from robustmm.report.plots.fields import _colour_map
+    from robustmm.report.plots.record_values import colour_map
 
     rs = fake_results()
     grid = MODALITIES["image"].eps_grid
     white_box = [0.82 * 0.55 ** (i + 1) for i in range(len(grid))]
     fig = _curve_figure([r for r in rs if _is_curve(r)], [r for r in rs if r.threat == "clean"], ("zeroshot_top1",),
-                        "top-1", _colour_map(rs))
+                        "top-1", colour_map(rs))
     ax = next(a for a in fig.axes if a.get_title() == "image — PGD, L∞")
     lines = [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines]
     assert (list(range(len(grid) + 1)), pytest.approx([0.82, *white_box])) in lines
@@ -161,7 +161,7 @@ def test_plotted_values_are_the_records_values():
     assert (list(range(len(grid) + 1)), pytest.approx([0.82, *transfer])) in lines
 
     pgd_records = [r for r in rs if r.attack and r.attack.get("name") == "pgd"]
-    bars = _bars_figure("pgd", pgd_records, _colour_map(rs)).axes[0]
+    bars = _bars_figure("pgd", pgd_records, colour_map(rs)).axes[0]
     heights = [p.get_height() for p in bars.patches]
     mid = grid.index(MODALITIES["image"].middle_eps)
     for v in (0.82, white_box[mid], transfer[mid], 0.82 * 0.6, 0.82 * 0.2):  # clean, white-box, transfer, heads

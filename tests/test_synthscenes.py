@@ -47,9 +47,9 @@ def test_prefix_stability(small):
 
 
 def test_rendering_does_not_depend_on_batch_or_modality_selection():
-    scenes = S.generate_scenes(S._CHUNK + 6, seed=4)  # crosses a chunk boundary
+    scenes = S.generate_scenes(S.RENDER_CHUNK + 6, seed=4)  # crosses a chunk boundary
     full = S.render(scenes)
-    for i in (0, S._CHUNK + 3):
+    for i in (0, S.RENDER_CHUNK + 3):
         alone = S.render([scenes[i]])
         for m in S.ALL_MODALITIES:
             assert torch.equal(alone[m][0], full[m][i]), (m, i)

@@ -1,8 +1,8 @@
 """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 diverse parameter-free attacks", ICML 2020) on any continuous modality of any encoder.
 
-APGD is PGD without a step size to tune: it starts at step ``2 * eps``, moves with momentum 0.75
-(``z = P(x_k + eta * dir(grad))``, ``x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1}))``),
+APGD is PGD without a step size to tune: it starts at step ``2 * eps``, moves with momentum
+``MOMENTUM`` = 0.75 (``z = P(x_k + eta * dir(grad))``, ``x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1}))``),
 and at checkpoints (fractions 0, 0.22, then gaps shrinking by 0.03 down to 0.06 of ``steps``)
 halves the step of every item whose loss rose in fewer than ``rho`` of the steps since the last
 checkpoint, or whose step and best loss both stayed put; a halved item restarts from its best
@@ -69,13 +69,16 @@ from .base import Attack, register_attack
 from .eot_reduction import DrawFold, check_reduction
 from .losses import DEFAULT_SCALE, make_objective
 from .margin_losses import Scorer, dlr, dlr_targeted
-from .ops import check_eps, checked_input, frozen, item_seed, project, random_delta, resolve_norm
+from .ops import ascent_step, check_eps, checked_input, frozen, item_seed, per_sample, project, random_delta, resolve_norm
 
 log = logging.getLogger(__name__)
 
 __all__ = ["APGD", "LOSS_NAMES", "checkpoints"]
 
 LOSS_NAMES = ("ce", "dlr", "dlr-targeted", "caption", "embedding")
+#: weight of the new step against the previous one (AutoAttack's alpha); ``rho`` is another number,
+#: the share of rising steps below which a checkpoint halves an item's step size
+MOMENTUM = 0.75
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -95,10 +98,6 @@ def _int(v: Any, what: str, low: int) -> int:
     if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())) or v < low:
         raise BudgetError(f"{what} must be an integer >= {low}, got {v!r}")
     return int(v)
-
-
-def _per(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 @register_attack("apgd")
@@ -267,12 +266,8 @@ class APGD(Attack):
                 break
             xk, x_prev, grad, ref = st["xk"], st["x_prev"], st["grad"], st["x0"]
             with torch.no_grad():
-                if norm == "linf":
-                    step = grad.sign()
-                else:
-                    step = grad / _per(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
-                z = project(xk + _per(st["eta"], xk) * step, ref, eps, norm, domain)
-                a = 1.0 if k == 0 else 0.75
+                z = project(xk + ascent_step(grad, norm, st["eta"]), ref, eps, norm, domain)  # grad is not used again
+                a = 1.0 if k == 0 else MOMENTUM
                 x_new = project(xk + a * (z - xk) + (1 - a) * (xk - x_prev), ref, eps, norm, domain)
             st["x_prev"], xk = xk, x_new
             loss, grad, share = probe(xk, st["rows"])
@@ -288,8 +283,8 @@ class APGD(Attack):
                     halve = (st["rises"] < self.rho * marks[k + 1]) | (~st["h_chk"] & (st["l_chk"] >= st["l_max"]))
                     st["h_chk"], st["l_chk"] = halve, st["l_max"].clone()
                     st["eta"][halve] /= 2
-                    xk = torch.where(_per(halve, xk), st["x_max"], xk)
-                    grad = torch.where(_per(halve, grad), st["g_max"], grad)
+                    xk = torch.where(per_sample(halve, xk), st["x_max"], xk)
+                    grad = torch.where(per_sample(halve, grad), st["g_max"], grad)
                     st["rises"].zero_()
             st["xk"], st["grad"] = xk, grad
             if stop and bool((share >= 1).any()):  # broken items keep their breaking iterate and leave

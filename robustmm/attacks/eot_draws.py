@@ -97,7 +97,8 @@ class DrawnEncoder(EncoderView):
         super().__init__(base)
         if mode not in DRAW_MODES:
             raise UnknownNameError("EOT draws", str(mode), DRAW_MODES)
-        if mode != "random" and not (callable(getattr(base, "draw_support", None)) and callable(getattr(base, "encode_draw", None))):
+        declares_draws = callable(getattr(base, "draw_support", None)) and callable(getattr(base, "encode_draw", None))
+        if mode != "random" and not declares_draws:
             raise RobustMMError(f"EOT draws={mode!r} on encoder {getattr(base, 'name', type(base).__name__)!r}: it declares "
                                 "no draws (draw_support / encode_draw); use draws='random'")
         self.samples, self.mode, self.smooth, self.seed = int(samples), mode, float(smooth), int(seed)
@@ -120,7 +121,8 @@ class DrawnEncoder(EncoderView):
 
     def _draw(self, modality: str, shape: torch.Size) -> Any:
         k = self.samples
-        if self._plan is None or self._plan[0] != (modality, tuple(shape[1:])) or (self.mode == "stratified" and self._calls % k == 0):
+        new_input = self._plan is None or self._plan[0] != (modality, tuple(shape[1:]))
+        if new_input or (self.mode == "stratified" and self._calls % k == 0):
             support = self.base.draw_support(modality, shape)
             if not support:
                 raise RobustMMError(f"EOT draws={self.mode!r}: encoder {self.base.name!r} declares no draws for {modality}")

@@ -141,10 +141,13 @@ def random_delta(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     return d * per_sample(r * eps / n, d)
 
 
-def ascent_step(g: torch.Tensor, norm: str, step: float) -> torch.Tensor:
+def ascent_step(g: torch.Tensor, norm: str, step: float | torch.Tensor) -> torch.Tensor:
     """``step`` x the steepest-ascent direction of ``norm`` (sign for L-inf, unit L2 direction),
     computed in place in the gradient ``g`` (a fresh tensor from autograd.grad that nothing else
-    holds) to save a copy per step."""
+    holds) to save a copy per step. ``step`` is one size for the batch or an (N,) tensor of
+    per-item sizes (APGD halves each item's step on its own)."""
+    if isinstance(step, torch.Tensor):
+        step = per_sample(step, g)
     if norm == Norm.LINF:
         return g.sign_().mul_(step)
     return g.div_(per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)).mul_(step)

@@ -226,7 +226,9 @@ class UniversalPatch(Attack):
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """Paste the fitted patch into every item of ``batch`` (a new batch; the input is untouched)."""
         if self.patch is None:
-            raise RobustMMError("UniversalPatch has no patch yet: call fit(encoder, train_dataset) or UniversalPatch.load(path) first")
+            raise RobustMMError(
+                "UniversalPatch has no patch yet: call fit(encoder, train_dataset) or UniversalPatch.load(path) first"
+            )
         _, h, w = self._check_input(batch.modality, batch.x, fitted=True)
         g = None
         if self.position == "random":

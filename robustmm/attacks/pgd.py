@@ -207,11 +207,7 @@ class PGD(Attack):
             objective = make_objective(
                 loss_name, encoder, batch, x=x, target=self.target, scale=self.logit_scale, generator=gen
             )
-            x_adv = x.clone()
-            if self.random_start:
-                index = None if batch.index is None or len(batch.index) != n else torch.as_tensor(batch.index)
-                delta = random_delta(x, eps, norm, gen, seed=self.seed, index=index)
-                x_adv = project(delta.add_(x), x, eps, norm, spec.domain, inplace=True)  # x + delta, projected
+            x_adv = self._start(batch, x, eps, norm, spec.domain, gen)
             # hot loop: no host syncs unless early_stop, no gathers or batch-sized allocations while
             # every row is active (``full``): the step is projected in the gradient's own storage
             active = torch.arange(n, device=x.device)
@@ -257,7 +253,8 @@ class PGD(Attack):
                 forwards += len(active)
                 _put(loss_last, active, loss, full)
                 best.update(active, xa, loss, full)
-                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x) if self.early_stop else best.x  # stopped: the stopping iterate
+                # an early-stopped item keeps its stopping iterate; the others continue from their best
+                x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x) if self.early_stop else best.x
         if self.steps and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "pgd %s %s eps=%g step=%g: loss %.4f -> %.4f (%d forwards, %d stopped early)",
@@ -268,6 +265,17 @@ class PGD(Attack):
         if best is not None and self.steps:
             loss_best = torch.where(stopped, loss_last, best.loss)
         return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards, loss_best)
+
+    def _start(self, batch: Batch, x: torch.Tensor, eps: float, norm: str, domain: tuple[float, float],
+               gen: torch.Generator) -> torch.Tensor:
+        """The first iterate: ``x`` itself, or with ``random_start`` a seeded random point of the ball
+        (per item by dataset index when the batch has one, so an item's start does not depend on its batch)."""
+        if not self.random_start:
+            return x.clone()
+        n = len(batch)
+        index = None if batch.index is None or len(batch.index) != n else torch.as_tensor(batch.index)
+        delta = random_delta(x, eps, norm, gen, seed=self.seed, index=index)
+        return project(delta.add_(x), x, eps, norm, domain, inplace=True)  # x + delta, projected
 
 
 def _put(buf: torch.Tensor, rows: torch.Tensor, v: torch.Tensor, full: bool) -> None:

@@ -9,7 +9,8 @@ Three steps per batch, all on the encoder given to ``__call__`` (the *source* mo
    and the substitute that lowers the x-caption similarity most is kept if it lowers it at all;
    otherwise the next word is tried. At most ``max_words`` words change per caption.
 2. **x, guided by the set of adversarial captions** -- PGD (the modality's norm and middle eps
-   unless given, 10 steps of eps/4, random start; SGA's image setting is eps 2/255) minimising the summed similarity of the item's embedding to
+   unless given, 10 steps of eps/4, random start; SGA's image setting is eps 2/255) minimising the
+   summed similarity of the item's embedding to
    *all* of its adversarial captions, over a scale set: the input itself plus copies resized by
    0.5, 0.75, 1.25, 1.5 (``F.interpolate``, differentiable; N(0, 0.05) noise added before
    resizing, values clamped to the domain, resized back), losses summed over scales.

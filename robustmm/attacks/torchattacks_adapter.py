@@ -47,6 +47,7 @@ from torch import nn
 from ..batch import Batch
 from ..errors import RobustMMError, UnknownNameError
 from ..modalities import CONTINUOUS_MODALITIES, Norm, get_modality
+from ..seeding import seeded
 from .base import Attack, register_attack
 from .losses import DEFAULT_SCALE
 from .ops import check_eps, frozen, project
@@ -270,9 +271,7 @@ class TorchAttacksAttack(Attack):
         kw = self.torchattacks_kwargs(modality, len(batch.prompts))
         norm = _norm_of(self.attack_name, kw, self._accepts)
 
-        devices = [x.device] if x.device.type == "cuda" else []
-        with frozen(encoder), torch.random.fork_rng(devices=devices), torch.enable_grad():
-            torch.manual_seed(self.seed)
+        with frozen(encoder), seeded(self.seed), torch.enable_grad():  # torchattacks draws from the global RNG
             clf = ZeroShotClassifier(encoder, modality, batch.prompts, self.logit_scale, "unit" if unit else "raw",
                                      sample_shape=x.shape[1:] if x.dim() != 4 else None).eval()
             with contextlib.redirect_stdout(io.StringIO()) as out:  # torchattacks prints; we log

@@ -55,21 +55,8 @@ def attack_captions(
     if not flat or max_words <= 0:
         return [list(c) for c in captions]
 
-    # importance of each eligible word: similarity drop when it is removed
-    eligible = [[j for j, w in enumerate(ws) if not is_stop_word(w, stop)] for ws in words]
-    variants = [" ".join(ws[:j] + ws[j + 1 :]) for ws, el in zip(words, eligible) for j in el]
-    emb = embed_texts(encoder, [c for _, c in flat] + variants)
-    originals = emb[: len(flat)]
+    originals, base, order = _importance_order(encoder, [c for _, c in flat], words, guide[owner], stop)
     categories = [guard.caption_categories(ws) for ws in words]
-    base = (originals * guide[owner]).sum(-1)
-    var_sims = (emb[len(flat) :].reshape(-1, emb.shape[-1]) if variants else emb[:0])
-    order: list[list[int]] = []
-    o = 0
-    for n_c, el in enumerate(eligible):
-        drops = base[n_c] - (var_sims[o : o + len(el)] @ guide[owner[n_c]])
-        o += len(el)
-        order.append([el[j] for j in torch.argsort(drops, descending=True, stable=True).tolist()])
-
     current = [list(ws) for ws in words]
     cur_sim = base.clone()
     changes = [0] * len(flat)
@@ -112,3 +99,23 @@ def attack_captions(
     for c, i in enumerate(owner):
         out[i].append(" ".join(current[c]))
     return out
+
+
+def _importance_order(encoder: Any, texts: list[str], words: list[list[str]], guides: torch.Tensor,
+                      stop: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """Per caption: its embedding, its similarity to its guide (``guides``: one row per caption) and
+    the positions of its non-stop words, most important first (importance: how much the similarity
+    drops when the word is removed)."""
+    eligible = [[j for j, w in enumerate(ws) if not is_stop_word(w, stop)] for ws in words]
+    variants = [" ".join(ws[:j] + ws[j + 1 :]) for ws, el in zip(words, eligible) for j in el]
+    emb = embed_texts(encoder, texts + variants)
+    originals = emb[: len(texts)]
+    base = (originals * guides).sum(-1)
+    var_sims = (emb[len(texts) :].reshape(-1, emb.shape[-1]) if variants else emb[:0])
+    order: list[list[int]] = []
+    o = 0
+    for n_c, el in enumerate(eligible):
+        drops = base[n_c] - (var_sims[o : o + len(el)] @ guides[n_c])
+        o += len(el)
+        order.append([el[j] for j in torch.argsort(drops, descending=True, stable=True).tolist()])
+    return originals, base, order

@@ -176,7 +176,8 @@ class XMAI(Attack):
             "attribute_vocabulary": len(self.attributes), "object_template": self.object_template,
             "nouns": len(self.nouns),
             "substitutes": repr(mlm) if mlm is not None else "attribute vocabulary (offline fallback)",
-            "plausibility": "masked-LM probability" if hasattr(mlm, "plausibility") else "text-encoder similarity to the original caption",
+            "plausibility": ("masked-LM probability" if hasattr(mlm, "plausibility")
+                             else "text-encoder similarity to the original caption"),
             "max_insertions": self.max_insertions, "window": self.window, "meaning_guard": self.guard.describe(),
         }
 
@@ -219,8 +220,6 @@ class XMAI(Attack):
         """Edited captions and, per caption, the insertions ``(token index in the edited caption, word)``."""
         with frozen(encoder), torch.no_grad():
             x_emb = F.normalize(encoder.encode(batch.modality, batch.x).float().cpu(), dim=-1)
-        la, lb, lc = self.lambdas
-        mlm = self.substitutes
         flat = [(i, c) for i, caps in enumerate(batch.captions) for c in caps]
         words = [split_words(c) for _, c in flat]
         owner = [i for i, _ in flat]
@@ -262,15 +261,7 @@ class XMAI(Attack):
                 cands, e = self.guard.keep_similar(cands, emb[off : off + len(cands)], orig_emb[c])  # type: ignore[index]
                 if not cands:
                     continue  # no candidate keeps the caption close enough to the original: no insertion
-                dissim = 1.0 - e @ x_emb[owner[c]]
-                if mlm is not None and hasattr(mlm, "plausibility"):
-                    ws = words[c][:pos] + [MASK] + words[c][pos:]
-                    plaus = torch.tensor(mlm.plausibility(ws, pos, cands)).exp()  # type: ignore[attr-defined]
-                else:
-                    plaus = e @ orig_emb[c]  # type: ignore[index]
-                attr_sim = self._bank(encoder).max_similarity(cands, attrs)
-                score = la * minmax(plaus) + lb * minmax(attr_sim) + lc * minmax(dissim)
-                best = cands[int(score.argmax())]
+                best = self._best_insertion(encoder, words[c], pos, cands, e, x_emb[owner[c]], orig_emb[c], attrs)  # type: ignore[index]
                 words[c] = words[c][:pos] + [best] + words[c][pos:]
                 insertions[c].append((pos, best))
                 cursor[c] = pos + 2  # past the inserted word and its noun
@@ -280,6 +271,25 @@ class XMAI(Attack):
             out[i].append(" ".join(words[c]))
             ins[i].append(insertions[c])
         return out, ins
+
+    def _best_insertion(self, encoder: Any, words: list[str], pos: int, cands: list[str], cand_emb: torch.Tensor,
+                        x_emb: torch.Tensor, orig_emb: torch.Tensor, attrs: list[str]) -> str:
+        """The candidate with the highest XMAI score for the slot before ``words[pos]``: its plausibility
+        there (masked-LM probability, or offline the edited caption's similarity to the original),
+        its similarity to the item's detected ``attrs`` and its dissimilarity to the item's embedding
+        ``x_emb``, each min-max scaled and weighted by ``lambdas``. ``cand_emb``: the edited captions'
+        embeddings, one row per candidate."""
+        la, lb, lc = self.lambdas
+        mlm = self.substitutes
+        dissim = 1.0 - cand_emb @ x_emb
+        if mlm is not None and hasattr(mlm, "plausibility"):
+            ws = words[:pos] + [MASK] + words[pos:]
+            plaus = torch.tensor(mlm.plausibility(ws, pos, cands)).exp()  # type: ignore[attr-defined]
+        else:
+            plaus = cand_emb @ orig_emb
+        attr_sim = self._bank(encoder).max_similarity(cands, attrs)
+        score = la * minmax(plaus) + lb * minmax(attr_sim) + lc * minmax(dissim)
+        return cands[int(score.argmax())]
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """A copy of ``batch`` whose captions carry the inserted attribute words."""

@@ -106,7 +106,9 @@ class SafeArrayUnpickler(pickle.Unpickler):
         try:
             return _allowed_globals()[(module, name)]
         except KeyError:
-            raise CheckpointError(f"refusing to unpickle global {module}.{name}: only numpy arrays and plain data are allowed") from None
+            raise CheckpointError(
+                f"refusing to unpickle global {module}.{name}: only numpy arrays and plain data are allowed"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise CheckpointError("refusing to unpickle a persistent id")

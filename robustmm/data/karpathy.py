@@ -96,6 +96,44 @@ def _resolve_image(image_root: Path, entry: dict[str, Any]) -> Path:
     return image_root / name
 
 
+def _locate(name: str, root: str | Path | None, ann_file: str | Path | None,
+            image_root: str | Path | None) -> tuple[Path, Path]:
+    """The annotation JSON and the image folder: given ones, else found under ``root`` (images in
+    ``root/images`` when it exists, else ``root``); either missing is a one-line error."""
+    if ann_file is None:
+        if root is None:
+            raise RobustMMError(
+                f"{name} needs root=DIR containing {_ANN_FILES[name]} and the images (or ann_file= and image_root=)"
+            )
+        ann_file = Path(root).expanduser() / _ANN_FILES[name]
+    ann_file = Path(ann_file).expanduser()
+    if image_root is None:
+        base = Path(root).expanduser() if root is not None else ann_file.parent
+        image_root = base / "images" if (base / "images").is_dir() else base
+    image_root = Path(image_root).expanduser()
+    if not ann_file.is_file():
+        raise MissingDataError(f"{name}: annotation file not found: {ann_file} (the Karpathy-split {_ANN_FILES[name]})")
+    if not image_root.is_dir():
+        raise MissingDataError(f"{name}: image folder not found: {image_root}")
+    return ann_file, image_root
+
+
+def _split_entries(name: str, ann_file: Path, split: str) -> list[dict[str, Any]]:
+    """The JSON's image entries of ``split`` (``train`` includes ``restval``); a malformed file or
+    an empty split is a one-line error."""
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            ann = json.load(f)
+        entries = [e for e in ann["images"] if e.get("split") in KARPATHY_SPLITS[split]]
+        for e in entries:
+            e["filename"]  # noqa: B018 - presence check
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{name}: {ann_file} is not a Karpathy-split JSON ({type(e).__name__}: {e})") from None
+    if not entries:
+        raise EmptyDatasetError(f"{name}: no images with split {split!r} in {ann_file}")
+    return entries
+
+
 def load_karpathy(
     name: str,
     *,
@@ -125,31 +163,8 @@ def load_karpathy(
         raise UnknownNameError(f"{name} split", split, KARPATHY_SPLIT_SIZES[name])
     if image_size <= 0:
         raise RobustMMError(f"image_size must be positive, got {image_size}")
-    if ann_file is None:
-        if root is None:
-            raise RobustMMError(
-                f"{name} needs root=DIR containing {_ANN_FILES[name]} and the images (or ann_file= and image_root=)"
-            )
-        ann_file = Path(root).expanduser() / _ANN_FILES[name]
-    ann_file = Path(ann_file).expanduser()
-    if image_root is None:
-        base = Path(root).expanduser() if root is not None else ann_file.parent
-        image_root = base / "images" if (base / "images").is_dir() else base
-    image_root = Path(image_root).expanduser()
-    if not ann_file.is_file():
-        raise MissingDataError(f"{name}: annotation file not found: {ann_file} (the Karpathy-split {_ANN_FILES[name]})")
-    if not image_root.is_dir():
-        raise MissingDataError(f"{name}: image folder not found: {image_root}")
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            ann = json.load(f)
-        entries = [e for e in ann["images"] if e.get("split") in KARPATHY_SPLITS[split]]
-        for e in entries:
-            e["filename"]  # noqa: B018 - presence check
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{name}: {ann_file} is not a Karpathy-split JSON ({type(e).__name__}: {e})") from None
-    if not entries:
-        raise EmptyDatasetError(f"{name}: no images with split {split!r} in {ann_file}")
+    ann_file, image_root = _locate(name, root, ann_file, image_root)
+    entries = _split_entries(name, ann_file, split)
     index, seed = choose_subset(len(entries), n, seed, f"{name}/{split}")
     entries = [entries[i] for i in index.tolist()]
     paths = [_resolve_image(image_root, e) for e in entries]

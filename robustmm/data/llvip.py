@@ -33,7 +33,7 @@ import torch
 from ..errors import CheckpointError, EmptyDatasetError, RobustMMError, UnknownNameError
 from .base import MultimodalDataset, ZeroShotTask
 from .files import MissingDataError, choose_subset
-from .media import _open, load_gray, resize_crop
+from .media import load_gray, open_image, resize_crop
 from .registry import register_dataset
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ DEFAULT_IMAGE_SIZE = 224
 
 LLVIP_CLASSES: tuple[str, ...] = ("background", "people")
 THERMAL_TEMPLATES: tuple[str, ...] = ("a thermal infrared photo of a {}.", "a thermal infrared photo of the {}.",
-                                      "a thermal infrared photo of many {}.", "a low resolution thermal infrared photo of the {}.")
+                                      "a thermal infrared photo of many {}.",
+                                      "a low resolution thermal infrared photo of the {}.")
 Box = tuple[int, int, int, int]
 
 
@@ -79,7 +80,7 @@ class CropLoader:
     def load_one(self, path: str, box: Box | None) -> torch.Tensor:
         if box is None:
             return load_gray(path, self.size)
-        with _open(path) as im:
+        with open_image(path) as im:
             arr = np.asarray(im.convert("L").crop(box), dtype=np.float32) / 255.0
         return resize_crop(torch.from_numpy(arr.copy())[None], self.size)
 
@@ -101,7 +102,7 @@ def _release_items(root: Path, split: str, min_box: int, seed: int) -> list[tupl
                  if b[2] - b[0] >= min_box and b[3] - b[1] >= min_box]
         if not boxes:
             continue
-        with _open(img) as im:
+        with open_image(img) as im:
             w, h = im.size
         for b in boxes:
             out.append((str(img), b, 1))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,8 @@ def resize_crop(x: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tens
     return x[:, top: top + size, left: left + size].clamp(0.0, 1.0).contiguous()
 
 
-def _open(path: str | Path):
+def open_image(path: str | Path) -> Any:
+    """Open an image file with PIL; a missing file or an undecodable one is a one-line error."""
     from PIL import Image
 
     try:
@@ -94,14 +96,14 @@ def _open(path: str | Path):
 
 def load_rgb(path: str | Path, size: int) -> torch.Tensor:
     """An image file -> (3, size, size) float32 in [0, 1]."""
-    with _open(path) as im:
+    with open_image(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return resize_crop(torch.from_numpy(arr.copy()).permute(2, 0, 1), size)
 
 
 def load_gray(path: str | Path, size: int) -> torch.Tensor:
     """An image file (LLVIP infrared JPGs are gray stored as RGB) -> (1, size, size) in [0, 1]."""
-    with _open(path) as im:
+    with open_image(path) as im:
         arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     return resize_crop(torch.from_numpy(arr.copy())[None], size)
 
@@ -111,7 +113,7 @@ def load_depth_png(path: str | Path, size: int, scale: float = 1000.0, far_m: fl
 
     robustmm's depth domain: 1 = near, 0 = ``far_m`` or farther; ``raw = 1 - min(d, far_m) / far_m``.
     """
-    with _open(path) as im:
+    with open_image(path) as im:
         arr = np.asarray(im, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[..., 0]

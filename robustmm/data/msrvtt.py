@@ -126,7 +126,8 @@ def _source(root: Path, video_root: Path | None, vid: str) -> Path:
 MSRVTT_SPLIT_SIZES: dict[str, int | None] = {"test": 1000, "train": 9000}
 
 
-@register_dataset("msrvtt", "MSR-VTT 1k-A text-video retrieval (MSRVTT_JSFUSION_test.csv + videos/all/*.mp4 or frames/ under root=)",
+@register_dataset("msrvtt",
+                  "MSR-VTT 1k-A text-video retrieval (MSRVTT_JSFUSION_test.csv + videos/all/*.mp4 or frames/ under root=)",
                   needs_root=True, splits=MSRVTT_SPLIT_SIZES)
 def load_msrvtt(
     *,

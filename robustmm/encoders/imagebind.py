@@ -112,7 +112,8 @@ class ImageBindEncoder(Encoder):
         return super().info() | {"family": "imagebind", "embed_dim": self.embed_dim}
 
 
-@register_encoder("imagebind", "ImageBind huge from imagebind_huge.pth: imagebind (default paths) or imagebind:/path/imagebind_huge.pth")
+@register_encoder("imagebind",
+                  "ImageBind huge from imagebind_huge.pth: imagebind (default paths) or imagebind:/path/imagebind_huge.pth")
 def load_imagebind(spec: str, *, video_clips: int = 5, depth_range_m: float = 10.0, audio_input_rate: int | None = None,
                    config: ImageBindConfig | None = None) -> ImageBindEncoder:
     """Build an :class:`ImageBindEncoder` from ``imagebind_huge.pth`` (``config``: tests' tiny variant)."""

@@ -239,7 +239,8 @@ class ImageBindModel(nn.Module):
         out = cfg.out_embed_dim
         self.modality_heads = nn.ModuleDict({
             m: (TextHead(b[m].embed_dim, out) if m == "text" else
-                nn.Sequential(nn.LayerNorm(b[m].embed_dim, eps=_LN_EPS), SelectElement(), nn.Linear(b[m].embed_dim, out, bias=False)))
+                nn.Sequential(nn.LayerNorm(b[m].embed_dim, eps=_LN_EPS), SelectElement(),
+                              nn.Linear(b[m].embed_dim, out, bias=False)))
             for m in IMAGEBIND_MODALITIES})
         self.modality_postprocessors = nn.ModuleDict({
             "vision": nn.Identity(),

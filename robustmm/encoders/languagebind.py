@@ -59,7 +59,9 @@ def infer_modality(config: dict[str, Any], folder: Path) -> str:
     for m in ("depth", "thermal", "image", "video", "audio"):
         if m in name or any(m in p for p in parts):
             return m
-    raise RobustMMError(f"cannot tell the modality of the LanguageBind checkpoint {folder}; name it, e.g. languagebind:depth={folder}")
+    raise RobustMMError(
+        f"cannot tell the modality of the LanguageBind checkpoint {folder}; name it, e.g. languagebind:depth={folder}"
+    )
 
 
 def read_tokenizer(folder: Path) -> Any:

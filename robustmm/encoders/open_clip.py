@@ -66,7 +66,9 @@ def parse_open_clip_name(spec: str) -> tuple[str, str]:
     arch, sep, tag = spec.partition("@")
     arch, tag = arch.strip(), tag.strip()
     if not arch:
-        raise RobustMMError("open_clip model name needs an architecture: open_clip:ARCH@TAG, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k")
+        raise RobustMMError(
+            "open_clip model name needs an architecture: open_clip:ARCH@TAG, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k"
+        )
     if not sep or not tag:
         tags = _open_clip().list_pretrained_tags_by_model(arch)
         raise RobustMMError(
@@ -195,12 +197,14 @@ def _resolve_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[
     oc = _open_clip()
     cfg = oc.get_pretrained_cfg(arch, tag)
     if not cfg:
-        raise UnknownNameError(f"pretrained tag of open_clip:{arch} (or checkpoint path)", tag, oc.list_pretrained_tags_by_model(arch))
+        known = oc.list_pretrained_tags_by_model(arch)
+        raise UnknownNameError(f"pretrained tag of open_clip:{arch} (or checkpoint path)", tag, known)
     if cfg.get("file"):
         return str(cfg["file"]), cfg
     hf_hub = cfg.get("hf_hub", "")
     if not hf_hub:  # all tags of open_clip 3.x have an hf_hub entry; URL-only tags are legacy
-        raise MissingWeightsError(f"open_clip:{arch}@{tag}: no hub entry for this tag; download {cfg.get('url')} and use open_clip:{arch}@/path/to/file")
+        raise MissingWeightsError(f"open_clip:{arch}@{tag}: no hub entry for this tag; download {cfg.get('url')} "
+                                  f"and use open_clip:{arch}@/path/to/file")
     with hub_access() as hub:
         try:
             path = oc.download_pretrained({"hf_hub": hf_hub}, cache_dir=cache_dir)
@@ -218,14 +222,17 @@ def _load_weights(model: nn.Module, path: str, name: str) -> None:
     if not os.path.isfile(path):
         raise MissingWeightsError(f"{name}: checkpoint file not found: {path}")
     if not path.endswith(CHECKPOINT_SUFFIXES):
-        raise CheckpointError(f"{name}: unsupported checkpoint format {Path(path).suffix!r} (use one of {', '.join(CHECKPOINT_SUFFIXES)})")
+        raise CheckpointError(
+            f"{name}: unsupported checkpoint format {Path(path).suffix!r} (use one of {', '.join(CHECKPOINT_SUFFIXES)})"
+        )
     try:
         oc.load_checkpoint(model, path, strict=True, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt file, pickle refused, key/shape mismatch
         raise CheckpointError(f"{name}: cannot load checkpoint {path}: {type(e).__name__}: {first_line(e)}") from None
 
 
-@register_encoder("open_clip", "open_clip models: open_clip:ARCH@TAG (pretrained), ARCH@none (random), ARCH@/path/file.safetensors")
+@register_encoder("open_clip",
+                  "open_clip models: open_clip:ARCH@TAG (pretrained), ARCH@none (random), ARCH@/path/file.safetensors")
 def load_open_clip(
     spec: str,
     *,

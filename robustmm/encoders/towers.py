@@ -163,7 +163,8 @@ def build_tower(modality: str, cfg: dict[str, Any], embed_dim: int) -> nn.Module
         if cfg.get("type") == "splat":
             return SplatPointTower(widths, embed_dim, int(cfg.get("grid", 32)), hidden=hidden)
         return PointTower(widths, embed_dim, hidden=hidden)
-    raise UnknownNameError("modality with a TinyBind tower", modality, ("image", "video", "audio", "depth", "thermal", "pointcloud"))
+    towers = ("image", "video", "audio", "depth", "thermal", "pointcloud")
+    raise UnknownNameError("modality with a TinyBind tower", modality, towers)
 
 
 def default_tower_config(widths_scale: float = 1.0) -> dict[str, dict[str, Any]]:

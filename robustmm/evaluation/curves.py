@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,7 +43,8 @@ from ..metrics import attack_success_rate, caption_owner, t2x_ranks, x2t_ranks, 
 from ..modalities import get_modality
 from ..progress import tqdm
 from ..records import Result
-from .runner import Embeddings, _metrics, evaluate, iter_batches, make_batch, prepare
+from ..seeding import seeded
+from .runner import Embeddings, embedding_metrics, evaluate, iter_batches, make_batch, model_block, prepare
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,8 @@ def robustness_curve(
         source: the encoder the attack differentiates (default ``target``: white-box).
         n: use the first ``n`` items only.
         batch_size: items per attack batch.
-        seed: seeds ``torch`` before the sweep (the attack's own seed drives its random start).
+        seed: seeds torch's global generators during the sweep (the attack's own seed drives its random
+            start); the caller's random state is restored after.
         threat, defense: recorded in the results (as in :func:`robustmm.evaluate`).
     Returns:
         ``len(eps_grid)`` results in the robustmm.result/1 schema (robustmm.records). ``attack`` holds the budget and
@@ -118,7 +121,6 @@ def robustness_curve(
     dataset, source, threat = prepare(target, dataset, modality, attack, source, n, threat)
     _check_attack(attack)
     grid = _grid(eps_grid, modality)
-    spec = get_modality(modality)
 
     t0 = time.perf_counter()
     task = dataset.tasks.get(modality)
@@ -126,90 +128,149 @@ def robustness_curve(
     labels = task.labels if task is not None else None
     class_emb = target.class_embeddings(prompts).cpu() if prompts is not None else None
     texts, owner = caption_owner(dataset.captions)
-    torch.manual_seed(seed)
+    with seeded(seed):
+        clean = _clean_pass(target, dataset, modality, batch_size, prompts, texts, owner)
+        state = _NestedState(clean, class_emb, labels)
+        elapsed = time.perf_counter() - t0
+        log.info("%s/%s clean %s: %.3f (%.1fs)", target.name, modality, state.criterion,
+                 state.clean_correct.float().mean().item(), elapsed)
+        sweep = _Sweep(target, source, dataset, modality, batch_size, prompts, seed, threat, defense)
+        return sweep.run(attack, grid, state, elapsed=elapsed, progress=progress)
 
-    clean_items = []  # multi-process: this rank's whole batches, gathered in item order
+
+def _clean_pass(target: Encoder, dataset: MultimodalDataset, modality: str, batch_size: int,
+                prompts: list[list[str]] | None, texts: list[str], owner: torch.Tensor) -> Embeddings:
+    """Clean item and caption embeddings of every item (multi-process: each rank embeds its whole
+    batches and the embeddings are gathered in item order)."""
+    clean_items = []
     for batch in iter_batches(dataset, modality, batch_size, prompts, dist_utils.shard(len(dataset), align=batch_size)):
         x = batch.x.to(target.device)
         with torch.no_grad():  # encode() validates x
             clean_items.append(target.encode(modality, x).cpu())
     with torch.no_grad():
         text_emb = target.encode_text(texts).cpu()
-    clean = Embeddings(dist_utils.gather_cat(clean_items), text_emb, owner)
+    return Embeddings(dist_utils.gather_cat(clean_items), text_emb, owner)
 
-    criterion = "zeroshot_top1" if class_emb is not None else "x2t_R@1"
 
-    def correct(items: torch.Tensor) -> torch.Tensor:
-        if class_emb is not None:
-            return zeroshot_correct(items, class_emb, labels)
-        return x2t_ranks(items, text_emb, owner) <= 1
+@dataclass
+class _NestedState:
+    """What a nested sweep carries from one budget to the next: the clean pass and its verdicts,
+    each item's current adversarial embedding, and which items are still robust."""
 
-    clean_correct = correct(clean.items)
-    clean_metrics = _metrics(clean, class_emb, labels)
-    clean_x2t = x2t_ranks(clean.items, text_emb, owner) <= 1
-    clean_t2x = t2x_ranks(clean.items, text_emb, owner) <= 1
-    n_items = len(dataset)
-    adv_items = clean.items.clone()
-    robust = clean_correct.clone()
-    elapsed = time.perf_counter() - t0
-    log.info("%s/%s clean %s: %.3f (%.1fs)", target.name, modality, criterion, clean_correct.float().mean().item(), elapsed)
+    clean: Embeddings
+    class_emb: torch.Tensor | None
+    labels: torch.Tensor | None
+    criterion: str = field(init=False)
+    clean_correct: torch.Tensor = field(init=False)
+    clean_metrics: dict[str, float] = field(init=False)
+    clean_x2t: torch.Tensor = field(init=False)
+    clean_t2x: torch.Tensor = field(init=False)
+    adv_items: torch.Tensor = field(init=False)  # smaller-ball (or clean) embedding of every item
+    robust: torch.Tensor = field(init=False)
 
-    results: list[Result] = []
-    progress = progress and dist_utils.rank() == 0
-    bar = tqdm(total=None, desc=f"{target.name}/{modality} nested {attack.name}", disable=not progress, leave=False)
-    for eps in grid:
-        t1 = time.perf_counter()
-        atk = _at_eps(attack, eps, modality)
-        remaining = robust.nonzero().flatten()
-        # multi-process: each rank attacks whole batches of the still-robust items (the same
-        # batches one process makes), and every rank gets all of them back in order
-        span = dist_utils.shard(len(remaining), align=batch_size)
-        mine = remaining[span.start : span.stop]
-        chunks = []
-        for batch in _subset_batches(dataset, modality, mine, batch_size, prompts):
-            adv = atk(source, batch.replace(x=batch.x.to(source.device)))
-            with torch.no_grad():
-                chunks.append(target.encode(modality, adv.x.to(target.device)).cpu())
-            bar.update(len(batch))
-        if len(remaining):
-            adv_items[remaining] = dist_utils.gather_cat(chunks)
-        # monotone by construction: only samples robust before can be robust now
-        robust = robust & correct(adv_items)
-        attacked = Embeddings(adv_items.clone(), text_emb, owner)
-        metrics: dict[str, Any] = {"clean": clean_metrics, "attacked": _metrics(attacked, class_emb, labels)}
+    def __post_init__(self) -> None:
+        clean = self.clean
+        self.criterion = "zeroshot_top1" if self.class_emb is not None else "x2t_R@1"
+        self.clean_correct = self.correct(clean.items)
+        self.clean_metrics = embedding_metrics(clean, self.class_emb, self.labels)
+        self.clean_x2t = x2t_ranks(clean.items, clean.texts, clean.owner) <= 1
+        self.clean_t2x = t2x_ranks(clean.items, clean.texts, clean.owner) <= 1
+        self.adv_items = clean.items.clone()
+        self.robust = self.clean_correct.clone()
+
+    def correct(self, items: torch.Tensor) -> torch.Tensor:
+        """Per item, whether it is still robust: zero-shot top-1 with a task, else X->text R@1."""
+        if self.class_emb is not None:
+            return zeroshot_correct(items, self.class_emb, self.labels)
+        return x2t_ranks(items, self.clean.texts, self.clean.owner) <= 1
+
+    def metrics(self) -> dict[str, Any]:
+        """The metrics block of the current budget (the clean pass beside the current adversarial embeddings)."""
+        text_emb, owner = self.clean.texts, self.clean.owner
+        attacked = Embeddings(self.adv_items.clone(), text_emb, owner)
+        clean_metrics = self.clean_metrics
+        metrics: dict[str, Any] = {"clean": clean_metrics, "attacked": embedding_metrics(attacked, self.class_emb, self.labels)}
         metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in clean_metrics.items() if k in metrics["attacked"]}
         asr: dict[str, float | None] = {}
-        if class_emb is not None:
-            asr["zeroshot_top1"] = attack_success_rate(clean_correct, robust)
-        asr["x2t_R@1"] = attack_success_rate(clean_x2t, x2t_ranks(attacked.items, text_emb, owner) <= 1)
-        asr["t2x_R@1"] = attack_success_rate(clean_t2x, t2x_ranks(attacked.items, text_emb, owner) <= 1)
+        if self.class_emb is not None:
+            asr["zeroshot_top1"] = attack_success_rate(self.clean_correct, self.robust)
+        asr["x2t_R@1"] = attack_success_rate(self.clean_x2t, x2t_ranks(attacked.items, text_emb, owner) <= 1)
+        asr["t2x_R@1"] = attack_success_rate(self.clean_t2x, t2x_ranks(attacked.items, text_emb, owner) <= 1)
         metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
         metrics["asr_detail"] = asr
-        elapsed += time.perf_counter() - t1
-        model_info = target.info()
-        if source is not target:
-            model_info["source"] = source.info()
-        results.append(
-            Result(
-                model=model_info,
-                dataset=dataset.info(),
-                modality=modality,
-                attack=atk.describe() | {"eps": eps, "nested": True},
-                defense=defense,
-                threat=threat,
-                metrics=metrics,
-                n=n_items,
-                seed=seed,
-                timing_s=round(elapsed, 3),
-                extra={"n_attacked": int(len(remaining)), "n_naive": n_items, "n_robust": int(robust.sum()),
-                       "criterion": criterion, "retrieval": "nested"},
-            )
+        return metrics
+
+
+@dataclass
+class _Sweep:
+    """The fixed settings of one nested sweep: who is attacked, on what, and what the results record."""
+
+    target: Encoder
+    source: Encoder
+    dataset: MultimodalDataset
+    modality: str
+    batch_size: int
+    prompts: list[list[str]] | None
+    seed: int
+    threat: str
+    defense: dict[str, Any] | None
+
+    def run(self, attack: Attack, grid: list[float], state: _NestedState, *, elapsed: float,
+            progress: bool) -> list[Result]:
+        """One result per budget, ascending; ``elapsed`` (the clean pass) is counted in the first one's timing."""
+        results: list[Result] = []
+        progress = progress and dist_utils.rank() == 0
+        desc = f"{self.target.name}/{self.modality} nested {attack.name}"
+        bar = tqdm(total=None, desc=desc, disable=not progress, leave=False)
+        for eps in grid:
+            t1 = time.perf_counter()
+            atk = _at_eps(attack, eps, self.modality)
+            remaining = state.robust.nonzero().flatten()
+            if len(remaining):
+                state.adv_items[remaining] = self._attack_items(atk, remaining, bar)
+            # monotone by construction: only samples robust before can be robust now
+            state.robust = state.robust & state.correct(state.adv_items)
+            metrics = state.metrics()
+            elapsed += time.perf_counter() - t1
+            results.append(self._result(atk, eps, metrics, state, len(remaining), elapsed))
+            log.info("%s/%s eps=%s: robust %s %.3f (attacked %d/%d, %.1fs)", self.target.name, self.modality,
+                     get_modality(self.modality).format_eps(eps), state.criterion, state.robust.float().mean().item(),
+                     len(remaining), len(self.dataset), elapsed)
+            elapsed = 0.0
+        bar.close()
+        return results
+
+    def _attack_items(self, atk: Attack, remaining: torch.Tensor, bar: Any) -> torch.Tensor:
+        """Target embeddings of the attacked ``remaining`` items, in order. Multi-process: each rank
+        attacks whole batches of them (the same batches one process makes), and every rank gets all
+        of them back."""
+        span = dist_utils.shard(len(remaining), align=self.batch_size)
+        mine = remaining[span.start : span.stop]
+        chunks = []
+        for batch in _subset_batches(self.dataset, self.modality, mine, self.batch_size, self.prompts):
+            adv = atk(self.source, batch.replace(x=batch.x.to(self.source.device)))
+            with torch.no_grad():
+                chunks.append(self.target.encode(self.modality, adv.x.to(self.target.device)).cpu())
+            bar.update(len(batch))
+        return dist_utils.gather_cat(chunks)
+
+    def _result(self, atk: Attack, eps: float, metrics: dict[str, Any], state: _NestedState, n_attacked: int,
+                elapsed: float) -> Result:
+        n_items = len(self.dataset)
+        return Result(
+            model=model_block(self.target, self.source),
+            dataset=self.dataset.info(),
+            modality=self.modality,
+            attack=atk.describe() | {"eps": eps, "nested": True},
+            defense=self.defense,
+            threat=self.threat,
+            metrics=metrics,
+            n=n_items,
+            seed=self.seed,
+            timing_s=round(elapsed, 3),
+            extra={"n_attacked": int(n_attacked), "n_naive": n_items, "n_robust": int(state.robust.sum()),
+                   "criterion": state.criterion, "retrieval": "nested"},
         )
-        log.info("%s/%s eps=%s: robust %s %.3f (attacked %d/%d, %.1fs)", target.name, modality,
-                 spec.format_eps(eps), criterion, robust.float().mean().item(), len(remaining), n_items, elapsed)
-        elapsed = 0.0
-    bar.close()
-    return results
 
 
 def naive_curve(

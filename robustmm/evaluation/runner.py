@@ -32,6 +32,7 @@ from ..metrics import (
 from ..modalities import get_modality
 from ..progress import tqdm
 from ..records import THREATS, Result
+from ..seeding import seeded
 from ..text.edits import caption_edit_stats
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def make_batch(dataset: MultimodalDataset, modality: str, idx: torch.Tensor, pro
     )
 
 
-def _metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
+def embedding_metrics(emb: Embeddings, class_emb: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, float]:
+    """Zero-shot metrics (when class embeddings and labels are given) and retrieval metrics of one set of embeddings."""
     out: dict[str, float] = {}
     if class_emb is not None and labels is not None:
         out |= zeroshot_metrics(emb.items, class_emb, labels)
@@ -153,7 +155,8 @@ def evaluate(
         n: evaluate the first ``n`` items only.
         threat: the threat label recorded in the result (default: clean / white-box / transfer).
         defense: the ``defense`` block recorded in the result (set by calibration code).
-        seed: seeds ``torch`` before attacking, so random starts are reproducible.
+        seed: seeds torch's global generators while attacking (attacks and randomized defenses that draw
+            without a generator of their own are reproducible); the caller's random state is restored after.
 
     Inside an initialised ``torch.distributed`` process group (``torchrun ... robustmm eval``),
     every rank must pass the same dataset: each embeds and attacks only its shard of whole
@@ -176,8 +179,44 @@ def evaluate(
     labels = task.labels if task is not None else None
 
     texts, owner = caption_owner(dataset.captions)
+    with seeded(seed):
+        clean_items, adv_items, adv_captions = _embed_batches(target, source, dataset, modality, attack, prompts,
+                                                              batch_size, progress)
+    clean_items, adv_items, adv_captions = _gather_items(clean_items, adv_items, adv_captions, attack is not None,
+                                                         len(dataset))
+
+    with torch.no_grad():
+        text_emb = target.encode_text(texts).cpu()
+    clean = Embeddings(torch.cat(clean_items), text_emb, owner)
+    class_emb = None if class_emb is None else class_emb.cpu()
+    metrics: dict[str, Any] = {"clean": embedding_metrics(clean, class_emb, labels), "attacked": None, "delta": None, "asr": None}
+    if attack is not None:
+        attacked = _attacked_embeddings(target, texts, text_emb, adv_items, adv_captions)
+        metrics |= _attacked_metrics(metrics["clean"], clean, attacked, class_emb, labels, attack.perturbs)
+        if "captions" in attack.perturbs and [len(c) for c in adv_captions] == [len(c) for c in dataset.captions]:
+            # how many of the attack's word edits still change what a caption says (robustmm.text.edits)
+            metrics["caption_edits"] = caption_edit_stats(dataset.captions, adv_captions)
+
+    return Result(
+        model=model_block(target, source),
+        dataset=dataset.info(),
+        modality=modality,
+        attack=None if attack is None else attack.describe(),
+        defense=defense,
+        threat=threat,
+        metrics=metrics,
+        n=len(dataset),
+        seed=seed,
+        timing_s=round(time.perf_counter() - t0, 3),
+    )
+
+
+def _embed_batches(target: Encoder, source: Encoder, dataset: MultimodalDataset, modality: str, attack: Attack | None,
+                   prompts: list[list[str]] | None, batch_size: int,
+                   progress: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[str]]]:
+    """This rank's clean embeddings, attacked embeddings and attacked captions, batch by batch (the
+    attack differentiates ``source``; ``target`` embeds). Outside a process group: every batch."""
     clean_items, adv_items, adv_captions = [], [], []
-    torch.manual_seed(seed)
     # multi-process: this rank's whole batches only (everything when not distributed)
     items = dist_utils.shard(len(dataset), align=batch_size)
     batches = iter_batches(dataset, modality, batch_size, prompts, items)
@@ -193,59 +232,61 @@ def evaluate(
             with torch.no_grad():
                 adv_items.append(target.encode(modality, adv.x.to(target.device)).cpu())
             adv_captions.extend(adv.captions)
-    clean_items, adv_items, adv_captions = _gather_items(clean_items, adv_items, adv_captions, attack is not None,
-                                                         len(dataset))
+    return clean_items, adv_items, adv_captions
 
-    with torch.no_grad():
-        text_emb = target.encode_text(texts).cpu()
-    clean = Embeddings(torch.cat(clean_items), text_emb, owner)
-    class_emb = None if class_emb is None else class_emb.cpu()
-    metrics: dict[str, Any] = {"clean": _metrics(clean, class_emb, labels), "attacked": None, "delta": None, "asr": None}
 
-    if attack is not None:
-        adv_texts, adv_owner = caption_owner(adv_captions)
-        if adv_texts == texts:
-            adv_text_emb = text_emb
-        else:
-            with torch.no_grad():
-                adv_text_emb = target.encode_text(adv_texts).cpu()
-        attacked = Embeddings(torch.cat(adv_items), adv_text_emb, adv_owner)
-        metrics["attacked"] = _metrics(attacked, class_emb, labels)
-        metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in metrics["clean"].items() if k in metrics["attacked"]}
-        asr: dict[str, float | None] = {}
-        if class_emb is not None:
-            asr["zeroshot_top1"] = attack_success_rate(
-                zeroshot_correct(clean.items, class_emb, labels), zeroshot_correct(attacked.items, class_emb, labels)
-            )
-        if len(adv_owner) == len(owner):
-            asr["x2t_R@1"] = attack_success_rate(
-                x2t_ranks(clean.items, clean.texts, owner) <= 1, x2t_ranks(attacked.items, attacked.texts, adv_owner) <= 1
-            )
-            asr["t2x_R@1"] = attack_success_rate(
-                t2x_ranks(clean.items, clean.texts, owner) <= 1, t2x_ranks(attacked.items, attacked.texts, adv_owner) <= 1
-            )
-        # primary ASR: zero-shot for input attacks; retrieval (text->X R@1) when captions are attacked
-        if "captions" in attack.perturbs and asr.get("t2x_R@1") is not None:
-            metrics["asr"] = asr["t2x_R@1"]
-        else:
-            metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
-        metrics["asr_detail"] = asr
-        if "captions" in attack.perturbs and [len(c) for c in adv_captions] == [len(c) for c in dataset.captions]:
-            # how many of the attack's word edits still change what a caption says (robustmm.text.edits)
-            metrics["caption_edits"] = caption_edit_stats(dataset.captions, adv_captions)
+def _attacked_embeddings(target: Encoder, texts: list[str], text_emb: torch.Tensor, adv_items: list[torch.Tensor],
+                         adv_captions: list[list[str]]) -> Embeddings:
+    """The attacked pass: attacked items, and the captions' embeddings (re-embedded only if the attack edited them)."""
+    adv_texts, adv_owner = caption_owner(adv_captions)
+    if adv_texts == texts:
+        adv_text_emb = text_emb
+    else:
+        with torch.no_grad():
+            adv_text_emb = target.encode_text(adv_texts).cpu()
+    return Embeddings(torch.cat(adv_items), adv_text_emb, adv_owner)
 
+
+def _attacked_metrics(clean_metrics: dict[str, float], clean: Embeddings, attacked: Embeddings,
+                      class_emb: torch.Tensor | None, labels: torch.Tensor | None,
+                      perturbs: tuple[str, ...]) -> dict[str, Any]:
+    """``attacked``, ``delta``, ``asr`` and ``asr_detail`` of a result's metrics block."""
+    metrics: dict[str, Any] = {"attacked": embedding_metrics(attacked, class_emb, labels)}
+    metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in clean_metrics.items() if k in metrics["attacked"]}
+    asr = _success_rates(clean, attacked, class_emb, labels)
+    # primary ASR: zero-shot for input attacks; retrieval (text->X R@1) when captions are attacked
+    if "captions" in perturbs and asr.get("t2x_R@1") is not None:
+        metrics["asr"] = asr["t2x_R@1"]
+    else:
+        metrics["asr"] = asr.get("zeroshot_top1", asr.get("x2t_R@1"))
+    metrics["asr_detail"] = asr
+    return metrics
+
+
+def _success_rates(clean: Embeddings, attacked: Embeddings, class_emb: torch.Tensor | None,
+                   labels: torch.Tensor | None) -> dict[str, float | None]:
+    """Attack success rate per criterion: zero-shot top-1 (with a task) and, when every caption
+    survived, both retrieval R@1 directions."""
+    asr: dict[str, float | None] = {}
+    if class_emb is not None:
+        asr["zeroshot_top1"] = attack_success_rate(
+            zeroshot_correct(clean.items, class_emb, labels), zeroshot_correct(attacked.items, class_emb, labels)
+        )
+    if len(attacked.owner) == len(clean.owner):
+        asr["x2t_R@1"] = attack_success_rate(
+            x2t_ranks(clean.items, clean.texts, clean.owner) <= 1,
+            x2t_ranks(attacked.items, attacked.texts, attacked.owner) <= 1,
+        )
+        asr["t2x_R@1"] = attack_success_rate(
+            t2x_ranks(clean.items, clean.texts, clean.owner) <= 1,
+            t2x_ranks(attacked.items, attacked.texts, attacked.owner) <= 1,
+        )
+    return asr
+
+
+def model_block(target: Encoder, source: Encoder) -> dict[str, Any]:
+    """The ``model`` block of a result: the target's info, plus the source's when the attack used another encoder."""
     model_info = target.info()
     if source is not target:
         model_info["source"] = source.info()
-    return Result(
-        model=model_info,
-        dataset=dataset.info(),
-        modality=modality,
-        attack=None if attack is None else attack.describe(),
-        defense=defense,
-        threat=threat,
-        metrics=metrics,
-        n=len(dataset),
-        seed=seed,
-        timing_s=round(time.perf_counter() - t0, 3),
-    )
+    return model_info

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import RobustMMError
-from .fields import MAX_SEED
+from .sections import MAX_SEED
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 

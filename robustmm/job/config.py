@@ -20,8 +20,8 @@ from ..data.registry import check_dataset_name, dataset_splits
 from ..encoders.registry import check_model_name
 from ..errors import RobustMMError, UnknownNameError
 from ..modalities import get_modality
-from .fields import MAX_SEED, RUN_ITEMS, SEED, ConfigError, Section, option
 from .registry import cell_kinds
+from .sections import MAX_SEED, RUN_ITEMS, SEED, ConfigError, Section, option
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ def figure_tasks(ctx: JobContext, results: list[Result]) -> list[tuple[str, Figu
     :data:`~robustmm.report.plots.RECORD_PLOTS` from the non-check records."""
     from ..report.check_records import is_checks
     from ..report.plots import RECORD_PLOTS, write_all_plots
-    from .examples import EXAMPLE_MODALITIES
+    from .example_attacks import EXAMPLE_MODALITIES
 
     numbers = [r for r in results if not is_checks(r)]
     tasks: list[tuple[str, Figure]] = []
@@ -47,7 +47,7 @@ def figure_tasks(ctx: JobContext, results: list[Result]) -> list[tuple[str, Figu
 def example_paths(ctx: JobContext, plots: Path, modality: str) -> list[Path]:
     """The example figure of ``modality`` (PGD, and the fitted patch on images, on a few items); a
     failure is logged, never fatal."""
-    from .examples import example_figures
+    from .example_attacks import example_figures
 
     try:
         with dist.local_only():  # PGD on this rank alone

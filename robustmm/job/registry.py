@@ -2,7 +2,7 @@
 
 A *cell* is one unit of work with a stable key (``MODEL|MODALITY|WHAT``) under which its results
 are recorded, so ``--resume`` can skip it. A *cell kind* owns one config section (a
-:class:`~robustmm.job.fields.Section` dataclass holding every default of that section) and turns
+:class:`~robustmm.job.sections.Section` dataclass holding every default of that section) and turns
 it into cells. A new kind is one file in ``robustmm/job/cells/`` with a class decorated by
 :func:`register_cell`; its section becomes valid in job files and its cells run in the job, in
 the order of ``order``, with no other edit.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownNameError
 from ..records import Result
-from .fields import Section
+from .sections import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import JobContext

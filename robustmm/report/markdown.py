@@ -23,7 +23,8 @@ def curves(results: Sequence[Result]) -> dict[str, list[Result]]:
     """PGD robustness-curve results without defense, per modality, sorted by eps."""
     out: dict[str, list[Result]] = defaultdict(list)
     for r in results:
-        if r.attack and r.attack.get("name") == "pgd" and r.defense is None and r.threat == "white-box" and r.attack.get("nested"):
+        bare_white_box = r.defense is None and r.threat == "white-box"
+        if r.attack and r.attack.get("name") == "pgd" and bare_white_box and r.attack.get("nested"):
             out[r.modality].append(r)
     return {m: sorted(rs, key=lambda r: r.attack["eps"]) for m, rs in out.items()}
 
@@ -46,8 +47,9 @@ def vulnerability_section(results: Sequence[Result]) -> list[str]:
     lines = ["## Per-modality vulnerability (PGD, white-box)", "",
              f"On the first {n} items (the attacked subset, so clean numbers can differ slightly from the table above).",
              "",
-             "Zero-shot top-1 (text→X R@1 where the dataset has no zero-shot task) under PGD at each budget of the modality's default grid (nested balls: a sample"
-             " broken at a small budget stays broken at every larger one, so curves never rise).", "",
+             "Zero-shot top-1 (text→X R@1 where the dataset has no zero-shot task) under PGD at each budget of the modality's "
+             "default grid (nested balls: a sample broken at a small budget stays broken at every larger one, so curves never "
+             "rise).", "",
              markdown_table(headers, rows), ""]
     if fragility:
         worst = min(fragility, key=fragility.get)

@@ -35,13 +35,14 @@ def row(r: Result) -> dict[str, Any]:
     """One flat summary row of a result."""
     clean = r.metrics.get("clean") or {}
     adv = r.metrics.get("attacked") or {}
+    defense = r.defense or {}
     out: dict[str, Any] = {
         "model": r.model.get("name"),
         "modality": r.modality,
         "attack": (r.attack or {}).get("name", ""),
         "eps": (r.attack or {}).get("eps", ""),
         "eps_label": eps_label(r),
-        "defense": (r.defense or {}).get("name", "") + (f":{r.defense['objective']}" if r.defense and r.defense.get("objective") else ""),
+        "defense": defense.get("name", "") + (f":{defense['objective']}" if defense.get("objective") else ""),
         "threat": r.threat,
         "n": r.n,
         "asr": r.metrics.get("asr"),

@@ -36,7 +36,7 @@ functions, silhouettes), one ``render_*`` module per kind of modality, :mod:`.re
 chunked renderer), :mod:`.tasks` (zero-shot tasks) and :mod:`.dataset` (the registered loader).
 """
 from .dataset import load_synthscenes, synthscenes
-from .render import _CHUNK as _CHUNK  # the chunk size (tests cross its boundary)
+from .render import RENDER_CHUNK as RENDER_CHUNK  # the chunk size (tests cross its boundary)
 from .render import render
 from .scenes import generate_scenes, scene_attributes
 from .tasks import COLOR_SHAPE_CLASSES, SIZE_SHAPE_CLASSES, TEMPLATES, zeroshot_tasks

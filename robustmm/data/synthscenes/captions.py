@@ -55,7 +55,7 @@ _MULTI_TEMPLATES = (
 )
 
 
-def _captions(scene: dict[str, Any], rng: np.random.Generator, k: int = 5) -> list[str]:
+def scene_captions(scene: dict[str, Any], rng: np.random.Generator, k: int = 5) -> list[str]:
     """``k`` distinct paraphrases; each names the main object first (size, colour, shape)."""
     main, others = scene["objects"][0], scene["objects"][1:]
     templates = _MULTI_TEMPLATES if others else _SINGLE_TEMPLATES

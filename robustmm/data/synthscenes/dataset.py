@@ -12,7 +12,7 @@ import torch
 from ...errors import EmptyDatasetError, RobustMMError, UnknownNameError
 from ..base import MultimodalDataset
 from ..registry import register_dataset
-from .render import _check_modalities, render
+from .render import check_modalities, render
 from .scenes import generate_scenes, scene_attributes
 from .tasks import zeroshot_tasks
 from .vocab import ALL_MODALITIES, GENERATOR_VERSION, SAMPLE_RATE, SPLIT_SEEDS, SPLIT_SIZES
@@ -35,7 +35,7 @@ def synthscenes(
     """
     if n < 1:
         raise EmptyDatasetError(f"synthscenes: n must be >= 1, got {n}")
-    mods = _check_modalities(modalities)
+    mods = check_modalities(modalities)
     t0 = time.perf_counter()
     scenes = generate_scenes(n, seed)
     tensors: dict[str, torch.Tensor] = {}

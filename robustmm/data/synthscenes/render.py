@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from ...errors import UnknownNameError
-from .raster import _Batch, _silhouettes
-from .render_audio import _render_audio
-from .render_image import _render_depth, _render_image, _render_thermal, _render_video
-from .render_pointcloud import _render_pointcloud
+from .raster import SceneArrays, silhouettes
+from .render_audio import render_audio
+from .render_image import render_depth, render_image, render_thermal, render_video
+from .render_pointcloud import render_pointcloud
 from .vocab import ALL_MODALITIES, AUDIO_SAMPLES, IMAGE_RES, N_POINTS, VIDEO_FRAMES, VIDEO_RES
 
-_CHUNK = 256  # scenes rendered at once (bounds the temporary memory)
+RENDER_CHUNK = 256  # scenes rendered at once (bounds the temporary memory)
 
 _SHAPES_OUT: dict[str, tuple[int, ...]] = {
     "image": (3, IMAGE_RES, IMAGE_RES),
@@ -26,7 +26,8 @@ _SHAPES_OUT: dict[str, tuple[int, ...]] = {
 }
 
 
-def _check_modalities(modalities: Sequence[str] | str | None) -> tuple[str, ...]:
+def check_modalities(modalities: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The requested SynthScenes modalities as a de-duplicated tuple (all of them for None); an unknown name is an error."""
     if modalities is None:
         return ALL_MODALITIES
     if isinstance(modalities, str):
@@ -44,26 +45,26 @@ def render(scenes: Sequence[dict[str, Any]], modalities: Sequence[str] | str | N
     Rendering is chunked (bounded temporary memory) and element-wise, so a scene's tensors do
     not depend on which other scenes are rendered with it or on the requested modalities.
     """
-    mods = _check_modalities(modalities)
+    mods = check_modalities(modalities)
     n = len(scenes)
     out = {m: np.empty((n, *_SHAPES_OUT[m]), np.float32) for m in mods}
-    for lo in range(0, n, _CHUNK):
-        bt = _Batch(scenes[lo:lo + _CHUNK])
+    for lo in range(0, n, RENDER_CHUNK):
+        bt = SceneArrays(scenes[lo:lo + RENDER_CHUNK])
         hi = lo + bt.n
         sil = None
         if any(m in mods for m in ("image", "depth", "thermal")):
-            sil = _silhouettes(bt.shape, bt.present, bt.x, bt.y, bt.radius, IMAGE_RES)
+            sil = silhouettes(bt.shape, bt.present, bt.x, bt.y, bt.radius, IMAGE_RES)
         for m in mods:
             if m == "image":
-                out[m][lo:hi] = _render_image(bt, sil)
+                out[m][lo:hi] = render_image(bt, sil)
             elif m == "video":
-                out[m][lo:hi] = _render_video(bt)
+                out[m][lo:hi] = render_video(bt)
             elif m == "depth":
-                out[m][lo:hi] = _render_depth(bt, sil)
+                out[m][lo:hi] = render_depth(bt, sil)
             elif m == "thermal":
-                out[m][lo:hi] = _render_thermal(bt, sil)
+                out[m][lo:hi] = render_thermal(bt, sil)
             elif m == "audio":
-                out[m][lo:hi] = _render_audio(bt)
+                out[m][lo:hi] = render_audio(bt)
             elif m == "pointcloud":
-                out[m][lo:hi] = _render_pointcloud(bt)
+                out[m][lo:hi] = render_pointcloud(bt)
     return {m: torch.from_numpy(a) for m, a in out.items()}

@@ -6,19 +6,19 @@ import functools
 
 import numpy as np
 
-from .raster import _Batch, _u8_noise
+from .raster import SceneArrays, u8_noise
 from .vocab import (
-    _AUDIO_NOISE,
-    _LOUD,
-    _MAX_OBJECTS,
-    _ONSET_RANGE,
-    _TONE_SECONDS,
+    AUDIO_NOISE,
     AUDIO_SAMPLES,
     COLORS,
+    MAX_OBJECTS,
+    ONSET_RANGE,
     PITCH_HZ,
     SAMPLE_RATE,
     SHAPES,
+    SIZE_LOUDNESS,
     TIMBRE,
+    TONE_SECONDS,
 )
 
 
@@ -42,27 +42,29 @@ def _tone_table() -> np.ndarray:
                 phase = np.pi * j * j / n  # Schroeder phases: a low crest factor for rich timbres
                 wave += amp * np.sin(2 * np.pi * f0 * ratio * t + phase)
             wave /= np.abs(wave).max()
-            for role, dur in enumerate(_TONE_SECONDS):
+            for role, dur in enumerate(TONE_SECONDS):
                 env = (np.clip(t / 0.01, 0, 1) * np.clip((dur - t) / 0.04, 0, 1)
                        * np.exp(-1.2 * t / dur))
                 table[ci, si, role] = wave * env
     return table.reshape(-1, AUDIO_SAMPLES).astype(np.float32)
 
 
-def _render_audio(bt: _Batch) -> np.ndarray:
+def render_audio(bt: SceneArrays) -> np.ndarray:
+    """The (B, samples) waveforms of a chunk: one tone per object (pitch by shape and colour, loudness by
+    size, onset by x) over noise."""
     table = _tone_table()
     rngs = bt.rngs("audio")
-    noise = np.stack([_u8_noise(rng, (AUDIO_SAMPLES,)) for rng in rngs])
-    lo, hi = _ONSET_RANGE
+    noise = np.stack([u8_noise(rng, (AUDIO_SAMPLES,)) for rng in rngs])
+    lo, hi = ONSET_RANGE
     onset = np.rint(SAMPLE_RATE * (lo + (hi - lo) * (bt.x.astype(np.float64) + 1) / 2)).astype(np.int64)
     role = np.zeros_like(bt.shape)
     role[:, 1:] = 1
     row = (bt.color * len(SHAPES) + bt.shape) * 2 + role  # (B, S)
     t = np.arange(AUDIO_SAMPLES)
-    wave = np.float32(_AUDIO_NOISE) * noise
-    for k in range(_MAX_OBJECTS):
+    wave = np.float32(AUDIO_NOISE) * noise
+    for k in range(MAX_OBJECTS):
         rel = t[None, :] - onset[:, k, None]  # (B, N)
         tone = table[row[:, k, None], np.clip(rel, 0, AUDIO_SAMPLES - 1)]
-        gain = (_LOUD[bt.size[:, k]] * bt.present[:, k])[:, None].astype(np.float32)
+        gain = (SIZE_LOUDNESS[bt.size[:, k]] * bt.present[:, k])[:, None].astype(np.float32)
         wave = wave + tone * (gain * (rel >= 0))
     return np.clip(wave, -1, 1)

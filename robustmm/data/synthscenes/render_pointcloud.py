@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .raster import _Batch, _dome
-from .shapes import _SDF
-from .vocab import _DEPTH, _MAX_OBJECTS, _PC_CANDIDATES, _RGB, N_DISTRACTOR_POINTS, N_FLOOR_POINTS, N_POINTS
+from .raster import SceneArrays, dome_profile
+from .shapes import SDF
+from .vocab import COLOR_RGB, MAX_OBJECTS, N_DISTRACTOR_POINTS, N_FLOOR_POINTS, N_POINTS, PC_CANDIDATES, SIZE_DEPTH
 
 
-def _render_pointcloud(bt: _Batch) -> np.ndarray:
-    b, s, kc = bt.n, _MAX_OBJECTS, _PC_CANDIDATES
+def render_pointcloud(bt: SceneArrays) -> np.ndarray:
+    """The (B, N, 6) point clouds (xyz, rgb) of a chunk: points sampled on each object's shape, on the
+    floor and as distractors."""
+    b, s, kc = bt.n, MAX_OBJECTS, PC_CANDIDATES
     rngs = bt.rngs("pointcloud")
     cand = np.empty((b, s, kc, 2), np.float32)
     floor = np.empty((b, N_FLOOR_POINTS, 3), np.float32)
@@ -23,7 +25,7 @@ def _render_pointcloud(bt: _Batch) -> np.ndarray:
     # which candidates fall inside each object's silhouette
     inside = np.zeros((b, s, kc), bool)
     for k in range(s):
-        for si, sdf in enumerate(_SDF):
+        for si, sdf in enumerate(SDF):
             idx = np.nonzero(bt.present[:, k] & (bt.shape[:, k] == si))[0]
             if idx.size:
                 inside[idx, k] = sdf(cand[idx, k, :, 0], cand[idx, k, :, 1]) < 0
@@ -43,10 +45,10 @@ def _render_pointcloud(bt: _Batch) -> np.ndarray:
     r = bt.radius[bi, obj]
     x = bt.x[bi, obj] + r * u[..., 0]
     y = bt.y[bi, obj] + r * u[..., 1]
-    dome = _dome(u[..., 0] * u[..., 0] + u[..., 1] * u[..., 1])
-    z = np.float32(2) * (_DEPTH[bt.size[bi, obj]] + np.float32(0.08) * dome) - np.float32(1)
+    dome = dome_profile(u[..., 0] * u[..., 0] + u[..., 1] * u[..., 1])
+    z = np.float32(2) * (SIZE_DEPTH[bt.size[bi, obj]] + np.float32(0.08) * dome) - np.float32(1)
     shade = np.float32(0.8) + np.float32(0.2) * dome
-    rgb = (_RGB[bt.color[bi, obj]] + np.float32(0.03) * jitter[bi, obj]) * shade[..., None]
+    rgb = (COLOR_RGB[bt.color[bi, obj]] + np.float32(0.03) * jitter[bi, obj]) * shade[..., None]
     is_floor = slot == s
     fj = np.maximum(j - start[:, s:s + 1], 0)  # index among the floor points
     fl = floor[bi, np.minimum(fj, N_FLOOR_POINTS - 1)]

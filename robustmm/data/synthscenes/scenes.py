@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from .captions import _captions
-from .vocab import _EXTENT, _MARGIN, COLORS, MAIN_SIZES, RADIUS, SHAPES
+from .captions import scene_captions
+from .vocab import COLORS, EXTENT, MAIN_SIZES, MARGIN, RADIUS, SHAPES
 
 
 def _bound(radius: float) -> float:
     """Largest |x| or |y| of a centre that keeps a silhouette of this radius inside the frame."""
-    return 1.0 - _EXTENT * radius - _MARGIN
+    return 1.0 - EXTENT * radius - MARGIN
 
 
 def _sample_scene(seed: int, index: int) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def _sample_scene(seed: int, index: int) -> dict[str, Any]:
         for _ in range(50):
             x, y = rng.uniform(-b, b, size=2)
             if all(
-                np.hypot(x - o["x"], y - o["y"]) > _EXTENT * (radius + RADIUS[o["size"]]) + 0.05
+                np.hypot(x - o["x"], y - o["y"]) > EXTENT * (radius + RADIUS[o["size"]]) + 0.05
                 for o in objects
             ):
                 return float(x), float(y)
@@ -62,7 +62,7 @@ def _sample_scene(seed: int, index: int) -> dict[str, Any]:
         "background": float(rng.uniform(0.04, 0.16)),
         "noise_seed": int(rng.integers(0, 2**62)),
     }
-    scene["captions"] = _captions(scene, rng)
+    scene["captions"] = scene_captions(scene, rng)
     return scene
 
 

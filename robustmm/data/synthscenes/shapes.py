@@ -62,7 +62,7 @@ def _sd_ring(px: np.ndarray, py: np.ndarray) -> np.ndarray:
     return np.abs(np.sqrt(px * px + py * py) - np.float32(0.72)) - np.float32(0.25)
 
 
-_SDF: tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], ...] = (
+SDF: tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], ...] = (
     _sd_circle, _sd_square, _sd_triangle, _sd_star, _sd_cross, _sd_ring,
 )
-assert len(_SDF) == len(SHAPES)
+assert len(SDF) == len(SHAPES)

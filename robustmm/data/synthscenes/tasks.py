@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..base import ZeroShotTask
-from .vocab import _COLOR_INDEX, _SHAPE_INDEX, ALL_MODALITIES, COLORS, MAIN_SIZES, SHAPES
+from .vocab import ALL_MODALITIES, COLOR_INDEX, COLORS, MAIN_SIZES, SHAPE_INDEX, SHAPES
 
 COLOR_SHAPE_CLASSES: tuple[str, ...] = tuple(f"{c} {s}" for c in COLORS for s in SHAPES)
 SIZE_SHAPE_CLASSES: tuple[str, ...] = tuple(f"{z} {s}" for z in MAIN_SIZES for s in SHAPES)
@@ -29,9 +29,9 @@ def zeroshot_tasks(scenes: Sequence[dict[str, Any]], modalities: Sequence[str] =
     sees colour; size + shape (12 classes, size-major: ``SIZE_SHAPE_CLASSES``) for depth.
     """
     mains = [s["objects"][s.get("main", 0)] for s in scenes]
-    cs = torch.tensor([_COLOR_INDEX[o["color"]] * len(SHAPES) + _SHAPE_INDEX[o["shape"]] for o in mains],
+    cs = torch.tensor([COLOR_INDEX[o["color"]] * len(SHAPES) + SHAPE_INDEX[o["shape"]] for o in mains],
                       dtype=torch.int64)
-    zs = torch.tensor([MAIN_SIZES.index(o["size"]) * len(SHAPES) + _SHAPE_INDEX[o["shape"]] for o in mains],
+    zs = torch.tensor([MAIN_SIZES.index(o["size"]) * len(SHAPES) + SHAPE_INDEX[o["shape"]] for o in mains],
                       dtype=torch.int64)
     tasks = {}
     for m in modalities:

@@ -22,13 +22,13 @@ VIDEO_FRAMES = 4
 N_POINTS = 256
 N_FLOOR_POINTS = 48
 N_DISTRACTOR_POINTS = 32
-_PC_CANDIDATES = 512  # rejection-sampling candidates per object (enough for the thinnest shape)
-_MAX_OBJECTS = 3
+PC_CANDIDATES = 512  # rejection-sampling candidates per object (enough for the thinnest shape)
+MAX_OBJECTS = 3
 
 #: object radius in scene units (the scene's half-extent is 1)
 RADIUS: dict[str, float] = {"tiny": 0.12, "small": 0.22, "large": 0.34}
-_EXTENT = 1.16  # the farthest a silhouette reaches from its centre, in radii (star, triangle)
-_MARGIN = 0.02
+EXTENT = 1.16  # the farthest a silhouette reaches from its centre, in radii (star, triangle)
+MARGIN = 0.02
 
 # -- appearance -------------------------------------------------------------------------------
 RGB: dict[str, tuple[float, float, float]] = {
@@ -64,16 +64,16 @@ TIMBRE: dict[str, tuple[tuple[float, float], ...]] = {
     "ring": ((1.0, 1.0), (2.76, 0.6), (5.40, 0.4), (8.93, 0.25)),  # inharmonic bell
 }
 LOUDNESS: dict[str, float] = {"tiny": 0.15, "small": 0.34, "large": 0.5}  # peak amplitude
-_TONE_SECONDS = (0.28, 0.12)  # main, distractor
-_ONSET_RANGE = (0.02, 0.20)  # onset time (s) for x = -1 .. +1
-_AUDIO_NOISE = 0.003
+TONE_SECONDS = (0.28, 0.12)  # main, distractor
+ONSET_RANGE = (0.02, 0.20)  # onset time (s) for x = -1 .. +1
+AUDIO_NOISE = 0.003
 
-_SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
-_COLOR_INDEX = {c: i for i, c in enumerate(COLORS)}
-_SIZE_INDEX = {s: i for i, s in enumerate(SIZES)}
-_RGB = np.array([RGB[c] for c in COLORS], dtype=np.float32)
-_TEMP = np.array([TEMPERATURE[c] for c in COLORS], dtype=np.float32)
-_RADIUS = np.array([RADIUS[s] for s in SIZES], dtype=np.float32)
-_DEPTH = np.array([DEPTH_LEVEL[s] for s in SIZES], dtype=np.float32)
-_LOUD = np.array([LOUDNESS[s] for s in SIZES], dtype=np.float32)
-_MODALITY_STREAM = {m: k for k, m in enumerate(ALL_MODALITIES)}  # noise sub-stream per modality
+SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
+COLOR_INDEX = {c: i for i, c in enumerate(COLORS)}
+SIZE_INDEX = {s: i for i, s in enumerate(SIZES)}
+COLOR_RGB = np.array([RGB[c] for c in COLORS], dtype=np.float32)
+COLOR_TEMPERATURE = np.array([TEMPERATURE[c] for c in COLORS], dtype=np.float32)
+SIZE_RADIUS = np.array([RADIUS[s] for s in SIZES], dtype=np.float32)
+SIZE_DEPTH = np.array([DEPTH_LEVEL[s] for s in SIZES], dtype=np.float32)
+SIZE_LOUDNESS = np.array([LOUDNESS[s] for s in SIZES], dtype=np.float32)
+MODALITY_STREAM = {m: k for k, m in enumerate(ALL_MODALITIES)}  # noise sub-stream per modality

@@ -24,8 +24,8 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import RUN_ITEMS, ConfigError, Section, check_seeds, option, reported_under
 from ..registry import Cell, CellKind, register_cell
+from ..sections import RUN_ITEMS, ConfigError, Section, check_seeds, option, reported_under
 from ._shared import section_modalities
 
 

@@ -10,8 +10,8 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import ItemsOf, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import ItemsOf, Section, option
 from ._shared import section_modalities
 
 

@@ -19,8 +19,8 @@ from ...errors import RobustMMError
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import RUN_ITEMS, ConfigError, ItemsOf, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import RUN_ITEMS, ConfigError, ItemsOf, Section, option
 from ._shared import section_modalities
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from ...encoders.registry import check_model_name
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import RUN_ITEMS, Section, option
 from ._shared import job_heads, section_modalities
 
 log = logging.getLogger(__name__)

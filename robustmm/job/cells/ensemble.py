@@ -23,8 +23,8 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import RUN_ITEMS, Section, option
 from ._shared import calibrated_objectives, job_heads, section_modalities
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from ...evaluation import evaluate
 from ...modalities import get_modality
 from ...records import Result, headline_score
 from ..context import JobContext
-from ..fields import RUN_ITEMS, ConfigError, Section, check_seeds, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import RUN_ITEMS, ConfigError, Section, check_seeds, option
 from ._shared import section_modalities
 
 ADAPTIVE_MODES = ("auto", "bpda", "eot", "bpda+eot")

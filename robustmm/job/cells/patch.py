@@ -9,8 +9,8 @@ from ...evaluation import evaluate
 from ...modalities import MODALITIES, get_modality
 from ...records import Result
 from ..context import JobContext
-from ..fields import ItemsOf, Section, option, reported_under
 from ..registry import Cell, CellKind, register_cell
+from ..sections import ItemsOf, Section, option, reported_under
 
 
 def check_image_like(name: str) -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 from ...records import Result
 from ..context import JobContext
-from ..fields import RUN_ITEMS, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import RUN_ITEMS, Section, option
 
 
 @dataclasses.dataclass

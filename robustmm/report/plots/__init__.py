@@ -36,14 +36,14 @@ from .bars import plot_attack_bars
 from .calibration import plot_calibration
 from .certified import plot_certified
 from .curves import CURVE_ATTACKS, plot_robustness_curves
-from .examples import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
-from .fields import _as_results
+from .item_views import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
+from .record_values import as_results
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified", "plot_gallery",
-    "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
+    "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified",
+    "plot_gallery", "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
 ]
 
 
@@ -63,7 +63,7 @@ def write_all_plots(results: Sequence[Result], out_dir: str | Path, only: Sequen
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rs = _as_results(results)
+    rs = as_results(results)
     if not rs:
         log.info("write_all_plots: no results; nothing to plot")
         return []

@@ -10,21 +10,21 @@ from typing import Any
 import numpy as np
 
 from ...records import Result
-from .fields import (
-    _as_results,
-    _asr,
-    _budget_text,
-    _chart_key,
-    _colour_key,
-    _colour_map,
-    _eps,
-    _mean,
-    _metric,
-    _pick_eps,
-    _series_label,
-    _variant_labels,
+from .record_values import (
+    as_results,
+    asr_value,
+    budget_text,
+    chart_key,
+    colour_key,
+    colour_map,
+    mean_or_none,
+    metric_value,
+    pick_eps,
+    record_eps,
+    series_label,
+    variant_labels,
 )
-from .style import _eps_formatter, _figure, _metric_label, _modality_order, _palette, _safe_name, _save
+from .style import eps_formatter, metric_label, modality_order, new_figure, palette, safe_name, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ def plot_attack_bars(results: Sequence[Result], out_dir: str | Path) -> list[Pat
     attacked bar. Attacks with a budget grid are shown at the budget nearest the modality's middle
     eps (named under the group).
     """
-    rs = [r for r in _as_results(results) if isinstance(r.attack, dict) and r.threat != "clean"]
+    rs = [r for r in as_results(results) if isinstance(r.attack, dict) and r.threat != "clean"]
     if not rs:
         log.info("plot_attack_bars: no attacked results; nothing to plot")
         return []
-    colours = _colour_map(rs)
+    colours = colour_map(rs)
     by_attack: dict[str, list[Result]] = defaultdict(list)
     for r in rs:
         by_attack[str(r.attack.get("name", "attack"))].append(r)  # type: ignore[union-attr]
@@ -59,66 +59,23 @@ def plot_attack_bars(results: Sequence[Result], out_dir: str | Path) -> list[Pat
         if fig is None:
             log.info("plot_attack_bars: attack %r has no plottable metric", name)
             continue
-        written += _save(fig, Path(out_dir) / f"attack_{_safe_name(name)}")
+        written += save_figure(fig, Path(out_dir) / f"attack_{safe_name(name)}")
     return written
 
 
 def _bars_figure(name: str, records: list[Result], colour_of: dict[str, Any]) -> Any:
     from matplotlib.patches import Patch
 
-    groups: list[tuple[str, str, list[Result]]] = []  # (modality, key, records)
-    by_mod: dict[str, list[Result]] = defaultdict(list)
-    for r in records:
-        by_mod[r.modality].append(r)
-    for m in sorted(by_mod, key=_modality_order):
-        recs = by_mod[m]
-        eps = _pick_eps(recs, m)
-        if eps is not None:
-            recs = [r for r in recs if _eps(r) == eps]
-        key = _chart_key(recs)
-        if key is None:
-            continue
-        recs = [r for r in recs if _metric(r, "attacked", key) is not None]
-        groups.append((m, key, recs))
+    groups = _bar_groups(records)
     if not groups:
         return None
-    # series labels (model / defense / threat, plus attack params that differ within a slot)
-    slot: dict[tuple[str, str], list[Result]] = defaultdict(list)
-    for m, _, recs in groups:
-        for r in recs:
-            slot[(m, _series_label(r))].append(r)
-    label_of = _variant_labels(slot.values())
-    labels = sorted(set(label_of.values()))
-    first = {label_of[id(r)]: r for _, _, recs in groups for r in recs}
-    style = {k: (colour_of.get(_colour_key(first[k]), "0.5"), _THREAT_HATCH.get(first[k].threat, "")) for k in labels}
-    if len(set(style.values())) < len(style):  # variants of one series: fall back to one colour each
-        style = {k: (c, "") for k, c in zip(labels, _palette(len(labels)))}
+    label_of, labels, style = _series_styles(groups, colour_of)
     nbars = max(len({label_of[id(r)] for r in recs}) for _, _, recs in groups) * 2
     width = min(0.8 / nbars, 0.3)
-    fig = _figure(max(6.0, 1.0 + len(groups) * (0.35 * nbars + 0.6)), 5.0)
+    fig = new_figure(max(6.0, 1.0 + len(groups) * (0.35 * nbars + 0.6)), 5.0)
     ax = fig.add_subplot()
-    tick_labels = []
-    for gi, (m, key, recs) in enumerate(groups):
-        present = sorted({label_of[id(r)] for r in recs})
-        offset = gi - len(present) * width + width / 2
-        for si, label in enumerate(present):
-            rs = [r for r in recs if label_of[id(r)] == label]
-            clean_v = _mean([v for r in rs if (v := _metric(r, "clean", key)) is not None])
-            adv_v = _mean([v for r in rs if (v := _metric(r, "attacked", key)) is not None])
-            asr = _mean([v for r in rs if (v := _asr(r, key)) is not None])
-            x = offset + 2 * si * width
-            c, hatch = style[label]
-            if clean_v is not None:
-                ax.bar(x, clean_v, width, color=c, alpha=0.35, edgecolor=c, linewidth=1)
-            if adv_v is not None:
-                ax.bar(x + width, adv_v, width, color=c, edgecolor="black", linewidth=0.5, hatch=hatch)
-                if asr is not None:
-                    ax.text(x + width, adv_v + 0.015, f"{asr:.0%}", ha="center", va="bottom", fontsize=7,
-                            rotation=90 if nbars > 6 else 0)
-        fmt, _ = _eps_formatter(m, (recs[0].attack or {}).get("norm"))
-        budget = _budget_text(recs[0], fmt)
-        tick = m + (f"\n{budget}" if budget else "") + f"\n({_metric_label(key, m)})"
-        tick_labels.append(tick)
+    tick_labels = [_draw_group(ax, gi, m, key, recs, label_of, style, width, nbars)
+                   for gi, (m, key, recs) in enumerate(groups)]
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(tick_labels, fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.5)
@@ -128,7 +85,7 @@ def _bars_figure(name: str, records: list[Result], colour_of: dict[str, Any]) ->
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     title = f"Attack “{name}”: clean vs attacked score per modality"
-    if any(_eps(r) is not None for _, _, recs in groups for r in recs):
+    if any(record_eps(r) is not None for _, _, recs in groups for r in recs):
         title += "\n(at the budget nearest each modality's middle ε)"
     ax.set_title(title, fontsize=11)
     handles = [Patch(facecolor=style[k][0], edgecolor="black", linewidth=0.5, hatch=style[k][1], label=k)
@@ -138,3 +95,66 @@ def _bars_figure(name: str, records: list[Result], colour_of: dict[str, Any]) ->
                 Patch(facecolor="none", edgecolor="none", label="% above bar: attack success rate")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8, frameon=False)
     return fig
+
+
+def _bar_groups(records: list[Result]) -> list[tuple[str, str, list[Result]]]:
+    """(modality, metric key, records) per modality with a plottable metric, in the modalities'
+    order; records at the budget nearest the modality's middle eps when they have budgets."""
+    groups: list[tuple[str, str, list[Result]]] = []
+    by_mod: dict[str, list[Result]] = defaultdict(list)
+    for r in records:
+        by_mod[r.modality].append(r)
+    for m in sorted(by_mod, key=modality_order):
+        recs = by_mod[m]
+        eps = pick_eps(recs, m)
+        if eps is not None:
+            recs = [r for r in recs if record_eps(r) == eps]
+        key = chart_key(recs)
+        if key is None:
+            continue
+        recs = [r for r in recs if metric_value(r, "attacked", key) is not None]
+        groups.append((m, key, recs))
+    return groups
+
+
+def _series_styles(groups: list[tuple[str, str, list[Result]]], colour_of: dict[str, Any],
+                   ) -> tuple[dict[int, str], list[str], dict[str, tuple[Any, str]]]:
+    """Series labels (model / defense / threat, plus attack params that differ within a slot) per
+    record id, the sorted labels, and each label's (colour, hatch): the series' colour and the
+    threat's hatch, or one palette colour per label when that would not tell the labels apart."""
+    slot: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for m, _, recs in groups:
+        for r in recs:
+            slot[(m, series_label(r))].append(r)
+    label_of = variant_labels(slot.values())
+    labels = sorted(set(label_of.values()))
+    first = {label_of[id(r)]: r for _, _, recs in groups for r in recs}
+    style = {k: (colour_of.get(colour_key(first[k]), "0.5"), _THREAT_HATCH.get(first[k].threat, "")) for k in labels}
+    if len(set(style.values())) < len(style):  # variants of one series: fall back to one colour each
+        style = {k: (c, "") for k, c in zip(labels, palette(len(labels)))}
+    return label_of, labels, style
+
+
+def _draw_group(ax: Any, gi: int, m: str, key: str, recs: list[Result], label_of: dict[int, str],
+                style: dict[str, tuple[Any, str]], width: float, nbars: int) -> str:
+    """Draw one modality's bars at x position ``gi`` (light: clean, solid: attacked, with the
+    attack success rate above); returns its tick label (modality, budget, metric)."""
+    present = sorted({label_of[id(r)] for r in recs})
+    offset = gi - len(present) * width + width / 2
+    for si, label in enumerate(present):
+        rs = [r for r in recs if label_of[id(r)] == label]
+        clean_v = mean_or_none([v for r in rs if (v := metric_value(r, "clean", key)) is not None])
+        adv_v = mean_or_none([v for r in rs if (v := metric_value(r, "attacked", key)) is not None])
+        asr = mean_or_none([v for r in rs if (v := asr_value(r, key)) is not None])
+        x = offset + 2 * si * width
+        c, hatch = style[label]
+        if clean_v is not None:
+            ax.bar(x, clean_v, width, color=c, alpha=0.35, edgecolor=c, linewidth=1)
+        if adv_v is not None:
+            ax.bar(x + width, adv_v, width, color=c, edgecolor="black", linewidth=0.5, hatch=hatch)
+            if asr is not None:
+                ax.text(x + width, adv_v + 0.015, f"{asr:.0%}", ha="center", va="bottom", fontsize=7,
+                        rotation=90 if nbars > 6 else 0)
+    fmt, _ = eps_formatter(m, (recs[0].attack or {}).get("norm"))
+    budget = budget_text(recs[0], fmt)
+    return m + (f"\n{budget}" if budget else "") + f"\n({metric_label(key, m)})"

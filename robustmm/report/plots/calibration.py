@@ -11,8 +11,8 @@ import numpy as np
 
 from ...records import Result
 from ..baseline import no_head_baseline
-from .fields import _as_results, _attack_key, _chart_key, _eps, _mean, _metric, _model_name, _pick_eps
-from .style import _eps_formatter, _figure, _metric_label, _modality_order, _save
+from .record_values import as_results, attack_key, chart_key, mean_or_none, metric_value, model_name, pick_eps, record_eps
+from .style import eps_formatter, metric_label, modality_order, new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Pat
     a nested curve's number is not comparable and is left out), attacked with head under the
     head-unaware and the adaptive threat model. Missing numbers are marked "n/a".
     """
-    rs = _as_results(results)
+    rs = as_results(results)
     cal = [r for r in rs if _is_calibrated(r) and isinstance(r.attack, dict)]
     if not cal:
         log.info("plot_calibration: no calibrated (head-unaware/adaptive) results; nothing to plot")
@@ -59,50 +59,50 @@ def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Pat
     cleans = [r for r in rs if r.defense is None and r.threat == "clean"]
     facets: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for r in cal:
-        facets[(_model_name(r), str((r.defense or {}).get("objective") or "?"))].append(r)
+        facets[(model_name(r), str((r.defense or {}).get("objective") or "?"))].append(r)
     rows = []
     for (model, objective), recs in sorted(facets.items()):
         groups = []
-        for m in sorted({r.modality for r in recs}, key=_modality_order):
+        for m in sorted({r.modality for r in recs}, key=modality_order):
             mrecs = [r for r in recs if r.modality == m]
-            eps = _pick_eps(mrecs, m)
+            eps = pick_eps(mrecs, m)
             if eps is not None:
-                mrecs = [r for r in mrecs if _eps(r) == eps]
-            key = _chart_key(mrecs)
+                mrecs = [r for r in mrecs if record_eps(r) == eps]
+            key = chart_key(mrecs)
             if key is None:
                 continue
             base = _comparable_bare(rs, mrecs)
-            base_clean = [r for r in cleans if r.modality == m and _model_name(r) == model]
+            base_clean = [r for r in cleans if r.modality == m and model_name(r) == model]
             ha = [r for r in mrecs if r.threat == "head-unaware"]
             ad = [r for r in mrecs if r.threat == "adaptive"]
-            clean_nohead = _mean([v for r in base if (v := _metric(r, "clean", key)) is not None])
+            clean_nohead = mean_or_none([v for r in base if (v := metric_value(r, "clean", key)) is not None])
             if clean_nohead is None:
-                clean_nohead = _mean([v for r in base_clean if (v := _metric(r, "clean", key)) is not None])
+                clean_nohead = mean_or_none([v for r in base_clean if (v := metric_value(r, "clean", key)) is not None])
             values = [
                 clean_nohead,
-                _mean([v for r in mrecs if (v := _metric(r, "clean", key)) is not None]),
-                _mean([v for r in base if (v := _metric(r, "attacked", key)) is not None]),
-                _mean([v for r in ha if (v := _metric(r, "attacked", key)) is not None]),
-                _mean([v for r in ad if (v := _metric(r, "attacked", key)) is not None]),
+                mean_or_none([v for r in mrecs if (v := metric_value(r, "clean", key)) is not None]),
+                mean_or_none([v for r in base if (v := metric_value(r, "attacked", key)) is not None]),
+                mean_or_none([v for r in ha if (v := metric_value(r, "attacked", key)) is not None]),
+                mean_or_none([v for r in ad if (v := metric_value(r, "attacked", key)) is not None]),
             ]
-            fmt, _ = _eps_formatter(m, (mrecs[0].attack or {}).get("norm"))
-            alabel = _attack_key(mrecs[0])[1]
-            tick = f"{m}\n{alabel}" + (f" ε = {fmt(eps)}" if eps is not None else "") + f"\n({_metric_label(key, m)})"
+            fmt, _ = eps_formatter(m, (mrecs[0].attack or {}).get("norm"))
+            alabel = attack_key(mrecs[0])[1]
+            tick = f"{m}\n{alabel}" + (f" ε = {fmt(eps)}" if eps is not None else "") + f"\n({metric_label(key, m)})"
             groups.append((m, tick, values))
         if groups:
             rows.append((model, objective, groups))
     if not rows:
         log.info("plot_calibration: calibrated results carry no plottable metric")
         return []
-    return _save(_calibration_figure(rows), Path(out_dir) / "calibration")
+    return save_figure(_calibration_figure(rows), Path(out_dir) / "calibration")
 
 
 def _calibration_figure(rows: list[tuple[str, str, list[tuple[str, str, list[float | None]]]]]) -> Any:
     from matplotlib.patches import Patch
 
     # every facet puts a modality at the same x position, so facets can be compared by eye
-    mods = sorted({m for _, _, groups in rows for m, _, _ in groups}, key=_modality_order)
-    fig = _figure(max(7.0, 1.2 + len(mods) * 2.3), 3.9 * len(rows) + 1.3)
+    mods = sorted({m for _, _, groups in rows for m, _, _ in groups}, key=modality_order)
+    fig = new_figure(max(7.0, 1.2 + len(mods) * 2.3), 3.9 * len(rows) + 1.3)
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     width = 0.8 / len(_CAL_BARS)
     for ax, (model, objective, groups) in zip(axes, rows):

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...records import Result
-from .fields import _as_results
-from .style import _figure, _modality_order, _palette, _save
+from .record_values import as_results
+from .style import modality_order, new_figure, palette, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,18 @@ def _curve(values: dict[str, float] | None) -> tuple[list[float], list[float]]:
 def plot_certified(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
     """``certified.png``/``.svg``: certified (solid) and empirical SmoothAdv (dashed) top-1 against
     the L2 radius, one panel per modality; ``[]`` when there are no certified records."""
-    rs = [r for r in _as_results(results) if r.threat == "certified" and isinstance(r.metrics.get("certified"), dict)]
+    rs = [r for r in as_results(results) if r.threat == "certified" and isinstance(r.metrics.get("certified"), dict)]
     if not rs:
         return []
     by: dict[str, list[Result]] = defaultdict(list)
     for r in rs:
         by[r.modality].append(r)
-    mods = sorted(by, key=_modality_order)
+    mods = sorted(by, key=modality_order)
     bases = sorted({_base(r) for r in rs})  # one colour per base model, one marker per sigma of a panel
-    colours = dict(zip(bases, _palette(len(bases))))
+    colours = dict(zip(bases, palette(len(bases))))
     cols = min(3, len(mods))
     rows = (len(mods) + cols - 1) // cols
-    fig = _figure(4.2 * cols, 3.4 * rows + 0.9)
+    fig = new_figure(4.2 * cols, 3.4 * rows + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, m in zip(axes, mods):
         sigmas = sorted({(r.defense or {}).get("sigma") or 0 for r in by[m]})
@@ -71,4 +71,4 @@ def plot_certified(results: Sequence[Result], out_dir: str | Path) -> list[Path]
         ax.set_visible(False)
     fig.suptitle("Randomized smoothing: certified top-1 (solid) and empirical under SmoothAdv (dashed) vs radius",
                  fontsize=10)
-    return _save(fig, Path(out_dir) / "certified")
+    return save_figure(fig, Path(out_dir) / "certified")

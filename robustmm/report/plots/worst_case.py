@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ...records import Result
-from .fields import _as_results, _eps, _metric, _num
-from .style import _eps_formatter, _figure, _metric_label, _modality_order, _palette, _save, _wrap
+from .record_values import as_number, as_results, metric_value, record_eps
+from .style import eps_formatter, metric_label, modality_order, new_figure, palette, save_figure, wrap_text
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,10 @@ def attack_series_label(r: Result) -> str:
     a = r.attack if isinstance(r.attack, dict) else {}
     name = str(a.get("name", "?"))
     label = name.upper() if name in ("pgd", "apgd", "fgsm") else name
-    if _num(a.get("steps")) is not None:
+    if as_number(a.get("steps")) is not None:
         label += f"-{a['steps']}"
     bits = [_LOSS_TEXT.get(str(a["loss"]), str(a["loss"]))] if a.get("loss") else []
-    if a.get("loss") == "dlr-targeted" and _num(a.get("n_target_classes")) is not None:
+    if a.get("loss") == "dlr-targeted" and as_number(a.get("n_target_classes")) is not None:
         bits.append(f"{a['n_target_classes']} targets")
     if a.get("nested"):
         bits.append("nested")
@@ -51,7 +51,7 @@ def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", tit
     budgets in its own unit (evenly spaced, "clean" first), one line per series
     (:func:`attack_series_label`); worst-case records (whatever their label) solid with circles,
     single attacks dashed."""
-    rs = [r for r in _as_results(results) if _eps(r) is not None and _metric(r, "attacked", key) is not None]
+    rs = [r for r in as_results(results) if record_eps(r) is not None and metric_value(r, "attacked", key) is not None]
     if not rs:
         return None
     panels: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -60,23 +60,23 @@ def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", tit
     worst_labels: set[str] = set()
     for r in rs:
         label = attack_series_label(r)
-        panels[r.modality][label][_eps(r)] = _metric(r, "attacked", key)  # type: ignore[index]
+        panels[r.modality][label][record_eps(r)] = metric_value(r, "attacked", key)  # type: ignore[index]
         if r.threat == "worst-case":
             worst_labels.add(label)
-        if (c := _metric(r, "clean", key)) is not None:
+        if (c := metric_value(r, "clean", key)) is not None:
             clean.setdefault(r.modality, c)
         norms.setdefault(r.modality, (r.attack or {}).get("norm"))
     labels = sorted({s for p in panels.values() for s in p}, key=lambda s: (s in worst_labels, s))
-    colours = dict(zip(labels, _palette(len(labels))))
-    order = sorted(panels, key=_modality_order)
+    colours = dict(zip(labels, palette(len(labels))))
+    order = sorted(panels, key=modality_order)
     ncols = min(3, len(order))
     nrows = math.ceil(len(order) / ncols)
-    fig = _figure(4.4 * ncols, 3.4 * nrows + 1.2)
+    fig = new_figure(4.4 * ncols, 3.4 * nrows + 1.2)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[len(order):]:
         ax.set_visible(False)
     for ax, modality in zip(axes.flat, order):
-        fmt, xlabel = _eps_formatter(modality, norms[modality])
+        fmt, xlabel = eps_formatter(modality, norms[modality])
         eps_all = sorted({0.0, *(e for s in panels[modality].values() for e in s)})
         pos = {e: i for i, e in enumerate(eps_all)}
         for label in labels:
@@ -93,8 +93,8 @@ def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", tit
         ax.set_xticks(range(len(eps_all)))
         ax.set_xticklabels(["clean" if e == 0 else fmt(e) for e in eps_all], fontsize=8)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(_wrap(xlabel, 44), fontsize=8.5)
-        ax.set_ylabel(_metric_label(key, modality), fontsize=9)
+        ax.set_xlabel(wrap_text(xlabel, 44), fontsize=8.5)
+        ax.set_ylabel(metric_label(key, modality), fontsize=9)
         ax.set_title(modality, fontsize=10, fontweight="bold")
         ax.grid(True, alpha=0.3)
         ax.tick_params(axis="y", labelsize=8)
@@ -103,7 +103,8 @@ def worst_case_figure(results: Sequence[Result], key: str = "zeroshot_top1", tit
         for handle, name in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(name, handle)
     names = [s for s in labels if s in legend]
-    fig.legend([legend[s] for s in names], names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8.5, frameon=False)
+    fig.legend([legend[s] for s in names], names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8.5,
+               frameon=False)
     fig.suptitle(title or "Robust accuracy vs budget ε: single attack (dashed) and per-item worst case (solid)\n"
                  "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack on the same items)",
                  fontsize=11)
@@ -118,4 +119,4 @@ def plot_worst_case_curves(results: Sequence[Result], out_stem: str | Path, key:
     if fig is None:
         log.info("plot_worst_case_curves: no records with a budget and attacked %s; nothing to plot", key)
         return []
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)

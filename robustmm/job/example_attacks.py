@@ -1,5 +1,5 @@
 """The example figures of a run: PGD (and the fitted patch) on a few items, then drawn by
-:mod:`robustmm.report.examples`, which only plots what it is given."""
+:mod:`robustmm.report.example_figures`, which only plots what it is given."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,7 +12,8 @@ from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..evaluation import iter_batches
 from ..modalities import get_modality
-from ..report import examples as draw
+from ..report import example_figures as draw
+from ..seeding import seeded
 
 
 def _predict(encoder: Encoder, data: MultimodalDataset, modality: str, x: torch.Tensor) -> list[str]:
@@ -23,7 +24,8 @@ def _predict(encoder: Encoder, data: MultimodalDataset, modality: str, x: torch.
     return [task.classnames[i] for i in pred.tolist()]
 
 
-def _attacked(encoder: Encoder, data: MultimodalDataset, modality: str, attack: Attack, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _attacked(encoder: Encoder, data: MultimodalDataset, modality: str, attack: Attack,
+              n: int) -> tuple[torch.Tensor, torch.Tensor]:
     task = data.tasks.get(modality)
     batch = next(iter_batches(data.head(n), modality, n, task.prompts() if task else None))
     return batch.x, attack(encoder, batch).x
@@ -41,10 +43,15 @@ def example_figures(encoder: Encoder, data: MultimodalDataset, out_dir: str | Pa
     PGD runs at the image modality's middle eps (the largest eps of audio and point clouds, where
     a small one is invisible), with ``steps`` steps, seeded by ``seed``. ``modalities`` picks the
     figures (each is drawn the same alone or with the others: a multi-process run splits them).
+    The caller's random state is left as it was.
     """
-    out_dir = Path(out_dir)
+    with seeded(seed):
+        return _draw_examples(encoder, data, Path(out_dir), patch, n_images, steps, seed, modalities)
+
+
+def _draw_examples(encoder: Encoder, data: MultimodalDataset, out_dir: Path, patch: Attack | None, n_images: int,
+                   steps: int, seed: int, modalities: Sequence[str]) -> list[Path]:
     written: list[Path] = []
-    torch.manual_seed(seed)
     wanted = set(modalities) & set(data.modalities) & set(encoder.modalities)
     if "image" in wanted and "image" in data.tasks:
         spec = get_modality("image")

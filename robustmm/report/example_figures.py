@@ -1,6 +1,6 @@
 """Example figures of a run: what attacks do to a few concrete items (drawing only).
 
-The job layer (:mod:`robustmm.job.examples`) runs the attacks and the predictions; these
+The job layer (:mod:`robustmm.job.example_attacks`) runs the attacks and the predictions; these
 functions draw what they are given:
 
 * an image gallery (clean / PGD / amplified perturbation / universal patch) with top-1 predictions,

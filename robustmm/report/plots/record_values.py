@@ -12,14 +12,14 @@ import numpy as np
 from ...modalities import MODALITIES
 from ...records import Result
 from ..tables import LOSS_NAMES
-from .style import _NORMS, _palette
+from .style import NORM_LABELS, palette
 
 log = logging.getLogger(__name__)
 
-_RETRIEVAL_KEYS = ("t2x_R@1", "x2t_R@1", "t2x_MRR")
+RETRIEVAL_KEYS = ("t2x_R@1", "x2t_R@1", "t2x_MRR")
 
 
-def _as_results(results: Iterable[Any] | None) -> list[Result]:
+def as_results(results: Iterable[Any] | None) -> list[Result]:
     """Keep well-formed records (Result or dict); log and drop the rest."""
     out: list[Result] = []
     for i, r in enumerate(results or []):
@@ -39,44 +39,50 @@ def _as_results(results: Iterable[Any] | None) -> list[Result]:
     return out
 
 
-def _num(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
+    """``v`` as a finite float, or None for anything else (bools, strings, NaN, inf): figures skip missing values."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     v = float(v)
     return v if math.isfinite(v) else None
 
 
-def _metric(r: Result, part: str, key: str) -> float | None:
+def metric_value(r: Result, part: str, key: str) -> float | None:
+    """The finite number ``r.metrics[part][key]`` (``part`` is ``clean`` or ``attacked``), or None."""
     block = r.metrics.get(part)
-    return _num(block.get(key)) if isinstance(block, dict) else None
+    return as_number(block.get(key)) if isinstance(block, dict) else None
 
 
-def _asr(r: Result, key: str) -> float | None:
+def asr_value(r: Result, key: str) -> float | None:
+    """The attack success rate of ``r`` for metric ``key`` (per-metric detail first, then the overall rate), or None."""
     detail = r.metrics.get("asr_detail")
-    if isinstance(detail, dict) and _num(detail.get(key)) is not None:
-        return _num(detail.get(key))
-    return _num(r.metrics.get("asr"))
+    if isinstance(detail, dict) and as_number(detail.get(key)) is not None:
+        return as_number(detail.get(key))
+    return as_number(r.metrics.get("asr"))
 
 
-def _eps(r: Result) -> float | None:
-    return _num((r.attack or {}).get("eps")) if isinstance(r.attack, dict) else None
+def record_eps(r: Result) -> float | None:
+    """The attack budget of ``r``, or None when the record has no numeric eps."""
+    return as_number((r.attack or {}).get("eps")) if isinstance(r.attack, dict) else None
 
 
-def _defense_label(r: Result) -> str:
+def defense_label(r: Result) -> str:
+    """``name`` or ``name:objective`` of the record's defense; empty for the bare encoder."""
     d = r.defense
     if not isinstance(d, dict) or not d.get("name"):
         return ""
     return str(d["name"]) + (f":{d['objective']}" if d.get("objective") else "")
 
 
-def _model_name(r: Result) -> str:
+def model_name(r: Result) -> str:
+    """The record's model name (``?`` when it has none)."""
     return str(r.model.get("name") or "?")
 
 
-def _series_label(r: Result) -> str:
+def series_label(r: Result) -> str:
     """``tinybind``, ``tinybind + calibration:ce (head-unaware)``, ``a (transfer from b)``."""
-    label = _model_name(r)
-    defense = _defense_label(r)
+    label = model_name(r)
+    defense = defense_label(r)
     if defense:
         label += f" + {defense}"
     src = r.model.get("source")
@@ -88,13 +94,14 @@ def _series_label(r: Result) -> str:
     return label
 
 
-def _colour_key(r: Result) -> str:
+def colour_key(r: Result) -> str:
+    """What keeps one colour across figures: model, defense and (for transfer) source model."""
     src = r.model.get("source")
     src_name = src.get("name") if isinstance(src, dict) and r.threat == "transfer" else ""
-    return f"{_model_name(r)}|{_defense_label(r)}|{src_name}"
+    return f"{model_name(r)}|{defense_label(r)}|{src_name}"
 
 
-def _attack_key(r: Result) -> tuple[str, str]:
+def attack_key(r: Result) -> tuple[str, str]:
     """(name, display label) of an attack: ``("pgd|linf", "PGD, L∞")``."""
     a = r.attack or {}
     name = str(a.get("name", "?"))
@@ -105,14 +112,14 @@ def _attack_key(r: Result) -> tuple[str, str]:
     if sub:
         label += f":{sub}"
     if norm:
-        label += f", {_NORMS.get(str(norm), str(norm))}"
+        label += f", {NORM_LABELS.get(str(norm), str(norm))}"
     return key, label
 
 
 _NOT_VARIANTS = {"eps", "seed", "name", "step_size"}  # budget is the x-axis; seeds are averaged
 
 
-def _variant_labels(slots: Iterable[Sequence[Result]]) -> dict[int, str]:
+def variant_labels(slots: Iterable[Sequence[Result]]) -> dict[int, str]:
     """Series label per record (by ``id``), extended by the scalar attack parameters that differ
     between records which would otherwise land on the same point (e.g. ``steps=10`` vs ``100``),
     so different attacks are never silently averaged; repeated seeds are averaged."""
@@ -129,7 +136,7 @@ def _variant_labels(slots: Iterable[Sequence[Result]]) -> dict[int, str]:
         for r in rs:
             suffix = ", ".join(_variant_text(k, (r.attack or {}).get(k)) for k in sorted(varying)
                                if (r.attack or {}).get(k) is not None)
-            out[id(r)] = _series_label(r) + (f" [{suffix}]" if suffix else "")
+            out[id(r)] = series_label(r) + (f" [{suffix}]" if suffix else "")
     return out
 
 
@@ -142,47 +149,50 @@ def _variant_text(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
-def _colour_map(results: Sequence[Result]) -> dict[str, Any]:
+def colour_map(results: Sequence[Result]) -> dict[str, Any]:
     """One colour per (model, defense, transfer source) over all attacked results, so a series
     keeps its colour in every figure drawn from the same result list."""
-    keys = sorted({_colour_key(r) for r in results if isinstance(r.attack, dict) and r.threat != "clean"})
-    return dict(zip(keys, _palette(len(keys))))
+    keys = sorted({colour_key(r) for r in results if isinstance(r.attack, dict) and r.threat != "clean"})
+    return dict(zip(keys, palette(len(keys))))
 
 
-def _budget_text(r: Result, fmt: Callable[[float], str]) -> str:
+def budget_text(r: Result, fmt: Callable[[float], str]) -> str:
     """``ε = 4/255`` for norm-bounded attacks, ``area = 0.05`` for patches, else ''."""
     a = r.attack or {}
-    if _eps(r) is not None:
-        return f"ε = {fmt(_eps(r))}"  # type: ignore[arg-type]
+    if record_eps(r) is not None:
+        return f"ε = {fmt(record_eps(r))}"  # type: ignore[arg-type]
     for k in ("area", "max_insertions", "n_attributes"):
-        if _num(a.get(k)) is not None:
+        if as_number(a.get(k)) is not None:
             return f"{k} = {a[k]:g}"
     return ""
 
 
-def _first_key(records: Sequence[Result], keys: Sequence[str], part: str = "attacked") -> str | None:
+def first_key(records: Sequence[Result], keys: Sequence[str], part: str = "attacked") -> str | None:
+    """The first of ``keys`` that some record has a number for in ``metrics[part]``, or None."""
     for k in keys:
-        if any(_metric(r, part, k) is not None for r in records):
+        if any(metric_value(r, part, k) is not None for r in records):
             return k
     return None
 
 
-def _chart_key(records: Sequence[Result]) -> str | None:
-    return _first_key(records, ("zeroshot_top1", *_RETRIEVAL_KEYS))
+def chart_key(records: Sequence[Result]) -> str | None:
+    """The metric a chart shows: zero-shot top-1 when present, else the first retrieval metric present."""
+    return first_key(records, ("zeroshot_top1", *RETRIEVAL_KEYS))
 
 
 def _closest(values: Iterable[float], target: float) -> float:
     return min(values, key=lambda v: (abs(math.log(v / target)) if v > 0 and target > 0 else abs(v - target), v))
 
 
-def _pick_eps(records: Sequence[Result], modality: str) -> float | None:
+def pick_eps(records: Sequence[Result], modality: str) -> float | None:
     """The budget to show in a single-budget chart: the one nearest the modality's middle eps."""
-    eps = sorted({e for r in records if (e := _eps(r)) is not None})
+    eps = sorted({e for r in records if (e := record_eps(r)) is not None})
     if not eps:
         return None
     spec = MODALITIES.get(modality)
     return _closest(eps, spec.middle_eps) if spec is not None else eps[len(eps) // 2]
 
 
-def _mean(xs: Sequence[float]) -> float | None:
+def mean_or_none(xs: Sequence[float]) -> float | None:
+    """The mean of ``xs``, or None for an empty list."""
     return float(np.mean(xs)) if xs else None

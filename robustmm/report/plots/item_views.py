@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .style import _figure, _save, _stem, _wrap
+from .style import figure_stem, new_figure, save_figure, wrap_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def plot_gallery(rows: Sequence[Sequence[dict[str, Any] | None]], columns: Seque
         return []
     ncols = max(len(columns), max(len(r) for r in rows))
     cols = [*columns, *([""] * (ncols - len(columns)))]
-    fig = _figure(2.3 * ncols + 0.6, 2.75 * len(rows) + 0.3)
+    fig = new_figure(2.3 * ncols + 0.6, 2.75 * len(rows) + 0.3)
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for i, row in enumerate(rows):
         row_title = str((row[0] or {}).get("title", "")) if row else ""
@@ -83,7 +83,7 @@ def plot_gallery(rows: Sequence[Sequence[dict[str, Any] | None]], columns: Seque
             if i == 0 and cols[j]:
                 ax.set_title(cols[j], fontsize=11, fontweight="bold")
             if j == 0 and row_title:
-                ax.set_ylabel(_wrap(row_title, 24), fontsize=9)
+                ax.set_ylabel(wrap_text(row_title, 24), fontsize=9)
             if not cell or cell.get("image") is None:
                 for s in ax.spines.values():
                     s.set_visible(False)
@@ -97,10 +97,10 @@ def plot_gallery(rows: Sequence[Sequence[dict[str, Any] | None]], columns: Seque
             ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             caption = str(cell.get("caption", "") or "")
             title = str(cell.get("title", "") or "")
-            text = "\n".join(t for t in (title if title != row_title else "", _wrap(caption, 30)) if t)
+            text = "\n".join(t for t in (title if title != row_title else "", wrap_text(caption, 30)) if t)
             colour = "#1a7f37" if "✓" in caption else "#c0392b" if "✗" in caption else "black"
             ax.set_xlabel(text, fontsize=8.5, color=colour)
-    return _save(fig, _stem(out_path))
+    return save_figure(fig, figure_stem(out_path))
 
 
 def _stft_db(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -142,7 +142,7 @@ def plot_spectrograms(clean: Any, adversarial: Any, sample_rate: int, out_path: 
     snr = "∞" if p_noise == 0 else f"{10 * math.log10(max(p_sig, 1e-20) / p_noise):.1f}"
     names = [titles[0], titles[1],
              f"perturbation ({titles[1]} − {titles[0]})\nSNR {snr} dB, L∞ = {np.abs(d).max():.3g}"]
-    fig = _figure(13.5, 4.0)
+    fig = new_figure(13.5, 4.0)
     axes = fig.subplots(1, 3, sharey=True)
     im = None
     for ax, s, name in zip(axes, specs, names):
@@ -154,7 +154,7 @@ def plot_spectrograms(clean: Any, adversarial: Any, sample_rate: int, out_path: 
     cb = fig.colorbar(im, ax=list(axes), shrink=0.9, pad=0.01)
     cb.set_label("level (dB, 0 dB = full-scale sine)")
     fig.suptitle(f"Log-magnitude spectrograms ({sample_rate} Hz, {n_fft}-point STFT, shared colour scale)", fontsize=11)
-    return _save(fig, _stem(out_path))
+    return save_figure(fig, figure_stem(out_path))
 
 
 def plot_pointcloud(clean: Any, adversarial: Any, out_path: str | Path, max_points: int = 4096) -> list[Path]:
@@ -182,7 +182,7 @@ def plot_pointcloud(clean: Any, adversarial: Any, out_path: str | Path, max_poin
     lo = np.minimum(c[:, :3].min(0), a[:, :3].min(0))
     hi = np.maximum(c[:, :3].max(0), a[:, :3].max(0))
     extent = float(max((hi - lo).max(), 1e-6))
-    fig = _figure(15.0, 5.0)
+    fig = new_figure(15.0, 5.0)
     size = float(np.clip(6000 / c.shape[0], 2, 14))
     kw = dict(s=size, depthshade=False, linewidths=0, rasterized=True)
     axes = [fig.add_subplot(1, 3, i + 1, projection="3d") for i in range(3)]
@@ -218,7 +218,7 @@ def plot_pointcloud(clean: Any, adversarial: Any, out_path: str | Path, max_poin
         ax.set_zlabel("z", fontsize=8, labelpad=0)
     fig.suptitle("Point cloud before and after the attack (coordinate units; colours = the points' rgb channels)",
                  fontsize=11)
-    return _save(fig, _stem(out_path))
+    return save_figure(fig, figure_stem(out_path))
 
 
 def _max_n_locator(n: int) -> Any:
