@@ -33,6 +33,28 @@ def _source(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--root", default=None, help="folder of a real dataset on disk")
 
 
+def _budget(text: str) -> float:
+    """An argparse type: a budget as a number or a fraction (``4/255``), one parser everywhere."""
+    from .errors import BudgetError
+    from .modalities import parse_budget
+
+    try:
+        return parse_budget(text, "budget")
+    except BudgetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of an option: stores into the new option's ``dest`` and leaves a warning
+    (logged once logging is set up) naming the spelling to use."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        new = "--" + self.dest.replace("_", "-")
+        namespace.deprecated = [*getattr(namespace, "deprecated", []), f"{option_string} is deprecated: use {new}"]
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (exit 2), like every other robustmm error."""
 
@@ -62,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="evaluate the first N items")
     p.add_argument("--modality", required=True)
     p.add_argument("--attack", default=None, help="attack name (see `robustmm list attacks`); none = clean")
-    p.add_argument("--eps", type=float, nargs="*", default=None, help="budget(s) in the modality's unit")
+    p.add_argument("--eps", type=_budget, nargs="*", default=None,
+                   help="budget(s) in the modality's unit: a number or a fraction like 4/255")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
     p.add_argument("--source", default=None, help="make adversarial examples on this model (transfer)")
@@ -89,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=2000, help="training items (default 2000)")
     p.add_argument("--modality", required=True)
     p.add_argument("--objective", default="ce", help="ce | l2 | infonce | a weighted sum like 'ce+0.5*l2'")
-    p.add_argument("--eps", type=float, default=None, help="training budget (default: the modality's middle eps)")
+    p.add_argument("--eps", type=_budget, default=None,
+                   help="training budget, e.g. 4/255 (default: the modality's middle eps)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps for the training examples (default 10)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--adaptive-every", type=int, default=None, help="regenerate examples through the head every K epochs")
@@ -117,12 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("certify", help="certified accuracy of one modality by randomized smoothing")
     _source(p)
-    p.add_argument("--items", type=int, default=None, help="certify the first N items (default all)")
+    p.add_argument("--n", type=int, default=None, help="certify the first N items (default all)")
+    p.add_argument("--items", type=int, dest="n", action=_Deprecated, help=argparse.SUPPRESS)
     p.add_argument("--modality", required=True)
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise std in the modality's raw unit")
     p.add_argument("--heads", default=None, help="calibration heads (e.g. noise-trained) applied to --model")
-    p.add_argument("--n", type=int, default=1000, help="estimation draws per item (default 1000)")
-    p.add_argument("--n0", type=int, default=100, help="selection draws per item (default 100)")
+    p.add_argument("--draws", type=int, default=1000, help="noise draws per item for the estimate (default 1000)")
+    p.add_argument("--n0", type=int, default=100, help="noise draws per item for the class selection (default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--radii", type=float, nargs="*", default=None, help="L2 radii to report (default: the modality's)")
     p.add_argument("--smoothadv", type=int, default=0, metavar="K", help="also attack the first K items with SmoothAdv")
@@ -136,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    verbose = getattr(args, "verbose", 0)
     level = logging.ERROR if getattr(args, "quiet", False) else (
-        logging.DEBUG if getattr(args, "verbose", 0) >= 2 else logging.INFO if getattr(args, "verbose", 0) == 1 else logging.WARNING)
+        logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -238,12 +264,14 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .job.commands import certify_command
 
     args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality)
-    keys = ("model", "data", "split", "root", "items", "modality", "sigma", "heads", "n", "n0", "alpha", "out", "radii", "smoothadv", "batch_size")
+    keys = ("model", "data", "split", "root", "n", "modality", "sigma", "heads", "draws", "n0", "alpha", "out", "radii",
+            "smoothadv", "batch_size")
     r = certify_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
                         device=args.device, progress=not args.quiet)
     if not args.quiet:
         cert = ", ".join(f"r={k}: {v:.3f}" for k, v in r.metrics["certified"]["top1"].items())
-        print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}: certified top-1 {cert}")
+        heads = f" with heads {args.heads}" if args.heads else ""
+        print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}{heads}: certified top-1 {cert}")
         print(f"wrote {args.out}")
     return 0
 
@@ -264,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         print("robustmm: error: a command is required (see `robustmm --help`)", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
+    for warning in getattr(args, "deprecated", []):
+        log.warning(warning)
     from . import distributed
     from .job.arg_checks import check_seed, resolve_device
 

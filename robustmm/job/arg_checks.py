@@ -7,9 +7,9 @@ input files, and output paths, which may be neither empty nor one of the command
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,15 +71,24 @@ def check_count(value: int | None, flag: str, minimum: int = 1) -> None:
         raise RobustMMError(f"{flag} must be >= {minimum}, got {value}")
 
 
-def check_budgets(values: float | list[float] | None, flag: str = "--eps") -> None:
-    """Budgets (None = not given) must be finite and >= 0; a flag given with no value is refused."""
+def check_budgets(values: Any, flag: str = "--eps", modality: str | None = None,
+                  norm: str | None = None) -> list[float] | None:
+    """Budgets (None = not given) as floats: numbers or fractions (``4/255``), finite, >= 0, and
+    with ``modality`` within its domain (``--eps 4`` on images: "did you mean 4/255?"); a flag
+    given with no value is refused. Returns the parsed list (None when not given)."""
+    from ..modalities import get_modality, parse_budget
+
     if values is None:
-        return
+        return None
     listed = values if isinstance(values, list) else [values]
     if not listed:
         raise RobustMMError(f"{flag} needs at least one value")
-    if any(not math.isfinite(v) or v < 0 for v in listed):
-        raise RobustMMError(f"{flag} must be >= 0 and finite, got {values}")
+    parsed = [parse_budget(v, flag) for v in listed]
+    if modality is not None:
+        spec = get_modality(modality)
+        for v in parsed:
+            spec.check_budget(v, norm, flag)
+    return parsed
 
 
 def check_models(**models: str | None) -> None:
