@@ -33,17 +33,6 @@ def _source(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--root", default=None, help="folder of a real dataset on disk")
 
 
-def _budget(text: str) -> float:
-    """An argparse type: a budget as a number or a fraction (``4/255``), one parser everywhere."""
-    from .errors import BudgetError
-    from .modalities import parse_budget
-
-    try:
-        return parse_budget(text, "budget")
-    except BudgetError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 class _Deprecated(argparse.Action):
     """An old spelling of an option: stores into the new option's ``dest`` and leaves a warning
     (logged once logging is set up) naming the spelling to use."""
@@ -84,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="evaluate the first N items")
     p.add_argument("--modality", required=True)
     p.add_argument("--attack", default=None, help="attack name (see `robustmm list attacks`); none = clean")
-    p.add_argument("--eps", type=_budget, nargs="*", default=None,
+    p.add_argument("--eps", nargs="*", default=None,
                    help="budget(s) in the modality's unit: a number or a fraction like 4/255")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
@@ -112,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=2000, help="training items (default 2000)")
     p.add_argument("--modality", required=True)
     p.add_argument("--objective", default="ce", help="ce | l2 | infonce | a weighted sum like 'ce+0.5*l2'")
-    p.add_argument("--eps", type=_budget, default=None,
+    p.add_argument("--eps", default=None,
                    help="training budget, e.g. 4/255 (default: the modality's middle eps)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps for the training examples (default 10)")
     p.add_argument("--epochs", type=int, default=60)

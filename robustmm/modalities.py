@@ -47,7 +47,7 @@ def parse_budget(value: Any, what: str = "eps") -> float:
         except (TypeError, ValueError):
             raise BudgetError(f"{what} must be a number or a fraction like 4/255, got {value!r}") from None
     if not math.isfinite(v) or v < 0:
-        raise BudgetError(f"{what} must be finite and >= 0, got {value!r}")
+        raise BudgetError(f"{what} must be >= 0 and finite, got {value!r}")
     return v
 
 

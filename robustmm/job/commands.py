@@ -35,7 +35,7 @@ def list_rows(what: str) -> dict[str, str]:
 
 
 def calibrate_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, objective: str,
-                      eps: float | None, steps: int | None, epochs: int, adaptive_every: int | None, clean_only: bool,
+                      eps: float | str | None, steps: int | None, epochs: int, adaptive_every: int | None, clean_only: bool,
                       out: str, seed: int = 0, device: str = "cpu", progress: bool = True) -> Any:
     """Train calibration heads for one modality and save them to ``out`` (``steps`` None = 10 PGD
     steps); returns the Calibration. Every argument is checked before any model or data loads."""

@@ -36,7 +36,7 @@ class EvalRequest:
     root: str | None = None
     n: int | None = None
     attack: str | None = None
-    eps: list[float] | None = None
+    eps: list[float | str] | None = None  # numbers or fractions ("4/255")
     steps: int | None = None
     norm: str | None = None
     source: str | None = None

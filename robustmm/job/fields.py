@@ -239,13 +239,16 @@ def _convert_list(value: Any, tp: Any, where: str, rule: Rule) -> list[Any]:
 
 
 def _as_number(value: Any) -> float | None:
-    """A finite float from a number or a fraction string (``"4/255"``), else None."""
+    """A finite float from a number or a fraction string (``"4/255"``; a plain number in quotes
+    stays a type error), else None."""
     from ..errors import BudgetError
     from ..modalities import parse_budget
 
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
+        if "/" not in value:
+            return None
         try:
             return parse_budget(value)
         except BudgetError:
@@ -260,7 +263,7 @@ def _convert_scalar(value: Any, tp: Any, where: str, rule: Rule) -> Any:
     if tp is float:
         number = _as_number(value)
         if number is None or not rule.holds(number):
-            raise _bad(value, tp, where, rule)
+            raise _bad(value if number is None or isinstance(value, str) else number, tp, where, rule)
         return number
     kinds = {bool: (bool,), int: (int,), str: (str,)}
     if tp not in kinds:  # pragma: no cover - a section annotated with a type this loader does not know
