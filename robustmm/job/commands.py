@@ -118,7 +118,7 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     checks.check_out_text(out)
     checks.check_models(model=model, surrogate=surrogate)
     checks.check_data(data, root, split, n)
-    checks.check_heads_file(heads)
+    checks.check_heads_file(heads, modality)
     if out is not None:
         checks.check_not_an_input([out], checks.input_paths(models=[model, surrogate], heads=heads, root=root))
         check_writable_file(out, "--out")
@@ -129,8 +129,9 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
         from ..defenses.heads import load_heads
 
         loaded, _ = load_heads(heads, enc)
-        alt = alt or enc
+        alt, bare = alt or enc, enc
         enc = enc.with_heads(loaded)
+        checks.check_defense_changes(bare, enc, dataset, modality)
     found = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
                           surrogate=alt, seed=seed)
     if ensemble is not None:
@@ -177,7 +178,7 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, n: i
         raise RobustMMError(f"--radii must be finite and >= 0, got {radii}")
     if smoothadv < 0:
         raise RobustMMError(f"--smoothadv must be >= 0 items, got {smoothadv}")
-    checks.check_heads_file(heads)
+    checks.check_heads_file(heads, modality)
     checks.check_out_text(out)
     checks.check_models(model=model)
     checks.check_data(data, root, split, n, "--n")
@@ -191,6 +192,7 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, n: i
         from ..defenses.heads import load_heads
 
         loaded = load_heads(heads, enc)
+        checks.check_defense_changes(enc, enc.with_heads(loaded[0]), dataset, modality)
     attack = {"steps": 10, "m": 8, "n": draws, "alpha": alpha, "n_items": min(smoothadv, len(dataset))} if smoothadv else None
     result = certify_dataset(enc, dataset, modality=modality, sigma=sigma, n0=n0, n=draws, alpha=alpha, heads=loaded,
                              radii=radii, batch_size=batch_size, seed=seed, smoothadv=attack, progress=progress)

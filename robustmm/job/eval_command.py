@@ -97,7 +97,7 @@ def _check(req: EvalRequest) -> None:
     if req.eot_samples is not None and not req.adaptive:
         raise RobustMMError("--eot-samples needs --adaptive (it sets the EOT draws of the adaptive attack)")
     _check_defense(req)
-    checks.check_heads_file(req.heads)
+    checks.check_heads_file(req.heads, req.modality)
     out = req.out_path()
     if out and distributed.rank() == 0:
         checks.check_not_an_input([out], checks.input_paths(models=[req.model, req.source], heads=req.heads, root=req.root))
@@ -178,6 +178,7 @@ def run_eval(req: EvalRequest) -> list[Result]:
         heads, meta = load_heads(req.heads, target)
         bare = target
         target = bare.with_heads(heads)
+        checks.check_defense_changes(bare, target, data, req.modality)
         defense = Calibration(heads, meta).defense_block()
         if req.attack is not None and source is None:
             threat = req.threat or "head-unaware"
