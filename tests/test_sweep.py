@@ -140,7 +140,7 @@ def test_label_free_dataset_uses_retrieval_criterion(setup):
     sub = data.head(8)
     sub.tasks = {}
     curve = robustness_curve(enc, sub, modality="image", attack=PGD(steps=2), eps_grid=grid("image"), progress=False)
-    assert all(r.extra["criterion"] == "x2t_R@1" for r in curve)
+    assert all(r.extra["criterion"] == "x2t_R@1|t2x_R@1" for r in curve)
     assert "zeroshot_top1" not in curve[0].metrics["attacked"]
     ns = [r.extra["n_robust"] for r in curve]
     assert ns == sorted(ns, reverse=True)

@@ -8,8 +8,8 @@ accuracy is non-increasing in eps by construction, and the work drops from ``len
 attacked samples (:func:`naive_curve`) to ``sum_k robust_{k-1}``.
 
 "Still robust" is zero-shot top-1 correctness on the *target* encoder when the dataset has a
-zero-shot task for the modality, else X->text R@1 (an item's rank among all captions depends on
-its own embedding only, so it is a per-sample criterion too).
+zero-shot task for the modality, else X->text R@1 or text->X R@1 of any of its captions (the
+headline of retrieval-only data: an item that only the captions still find is attacked too).
 
 Caveat: retrieval metrics of a nested curve come from the same per-eps embeddings -- samples that
 were never robust keep their clean (or smaller-ball) embedding -- so they understate the retrieval
@@ -137,12 +137,15 @@ def robustness_curve(
         text_emb = target.encode_text(texts).cpu()
     clean = Embeddings(dist_utils.gather_cat(clean_items), text_emb, owner)
 
-    criterion = "zeroshot_top1" if class_emb is not None else "x2t_R@1"
+    criterion = "zeroshot_top1" if class_emb is not None else "x2t_R@1|t2x_R@1"
 
     def correct(items: torch.Tensor) -> torch.Tensor:
         if class_emb is not None:
             return zeroshot_correct(items, class_emb, labels)
-        return x2t_ranks(items, text_emb, owner) <= 1
+        # retrieval only: an item stays unbroken while it counts in either R@1 (t2x R@1, the
+        # headline, too: an item whose captions still find it must be attacked at the next eps)
+        hits = torch.zeros(len(items)).index_add_(0, owner, (t2x_ranks(items, text_emb, owner) <= 1).float())
+        return (x2t_ranks(items, text_emb, owner) <= 1) | (hits > 0)
 
     clean_correct = correct(clean.items)
     clean_metrics = _metrics(clean, class_emb, labels)
