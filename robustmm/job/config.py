@@ -134,8 +134,27 @@ def check_meanings(job: JobConfig) -> None:
                 check_item_count(job, value, rule.items.resolve(table, job.run.split), f"{where} {key}")
             if rule.in_run is not None and value:
                 check_in_run(job, table, key, rule.in_run, where)
+        check_budget_domains(job, table, where)
     for kind in kinds:
         kind.validate(job.sections[kind.name], job, job.source)
+
+
+def check_budget_domains(job: JobConfig, table: Section, where: str) -> None:
+    """A table's ``eps`` (a budget or a list of them) fits the domain of every modality it runs
+    on (its ``modalities``, else ``[run] modalities``) under its ``norm``: ``eps = [4]`` on
+    images is refused at load ("did you mean 4/255?"), as ``--eps 4`` is on the command line."""
+    from ..errors import BudgetError
+    from ..modalities import CONTINUOUS_MODALITIES
+
+    eps = getattr(table, "eps", None)
+    budgets = [e for e in (eps if isinstance(eps, list) else [eps]) if isinstance(e, (int, float))]
+    modalities = getattr(table, "modalities", None) or job.run.modalities
+    for m in (m for m in modalities if m in CONTINUOUS_MODALITIES):
+        for e in budgets:
+            try:
+                get_modality(m).check_budget(e, getattr(table, "norm", None))
+            except BudgetError as err:
+                raise ConfigError(f"{where} eps: {err}") from None
 
 
 def check_split(job: JobConfig, split: str, where: str) -> None:
