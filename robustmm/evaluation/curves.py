@@ -176,8 +176,10 @@ def robustness_curve(
             bar.update(len(batch))
         if len(remaining):
             adv_items[remaining] = dist_utils.gather_cat(chunks)
-        # monotone by construction: only samples robust before can be robust now
-        robust = robust & correct(adv_items)
+        # zero-shot: monotone by construction (only samples robust before can be robust now);
+        # retrieval: t2x R@1 of an item depends on the others, so an item a caption finds again
+        # counts again and is attacked at the next eps (an eps never skips an unbroken item)
+        robust = correct(adv_items) if class_emb is None else robust & correct(adv_items)
         attacked = Embeddings(adv_items.clone(), text_emb, owner)
         metrics: dict[str, Any] = {"clean": clean_metrics, "attacked": _metrics(attacked, class_emb, labels)}
         metrics["delta"] = {k: metrics["attacked"][k] - v for k, v in clean_metrics.items() if k in metrics["attacked"]}
