@@ -2,31 +2,31 @@
 (``4/255``), and a budget wider than the modality's domain refused in one line."""
 import pytest
 
+import robustmm.modalities as modalities
 from robustmm.cli import main
 from robustmm.errors import BudgetError
-from robustmm.modalities import get_modality, parse_budget
 
 
 @pytest.mark.parametrize("text, value", [("4/255", 4 / 255), (" 8 / 255 ", 8 / 255), ("0.01", 0.01), (0.5, 0.5),
                                          (0, 0.0), ("1e-3", 0.001)])
 def test_parse_budget_reads_numbers_and_fractions(text, value):
-    assert parse_budget(text) == pytest.approx(value)
+    assert modalities.parse_budget(text) == pytest.approx(value)
 
 
 @pytest.mark.parametrize("bad", ["4/0", "four", "-1", "nan", "inf", True, None, "4/255/2", "-4/255"])
 def test_parse_budget_refuses_in_one_line(bad):
     with pytest.raises(BudgetError) as e:
-        parse_budget(bad, "--eps")
+        modalities.parse_budget(bad, "--eps")
     assert str(e.value).startswith("--eps must") and "\n" not in str(e.value)
 
 
 def test_check_budget_refuses_a_budget_wider_than_the_domain():
     with pytest.raises(BudgetError, match=r"eps 4 exceeds the image domain \[0, 1\].*did you mean 4/255\?"):
-        get_modality("image").check_budget(4.0)
+        modalities.get_modality("image").check_budget(4.0)
     with pytest.raises(BudgetError, match="exceeds the audio domain"):
-        get_modality("audio").check_budget(4.0)
-    assert get_modality("image").check_budget(16 / 255) == 16 / 255
-    assert get_modality("image").check_budget(4.0, "l2") == 4.0  # L2 sums over coordinates: not bounded
+        modalities.get_modality("audio").check_budget(4.0)
+    assert modalities.get_modality("image").check_budget(16 / 255) == 16 / 255
+    assert modalities.get_modality("image").check_budget(4.0, "l2") == 4.0  # L2 sums over coordinates: not bounded
 
 
 def test_attacks_take_fractions():

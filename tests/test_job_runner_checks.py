@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+import robustmm.job.config as config
 from robustmm.errors import RobustMMError
 from robustmm.job import cell_kinds, parse_config, run_job
-from robustmm.job.config import fingerprint_differences, job_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +29,16 @@ def job(model_dir, modalities=("thermal",), **tables):
 def test_fingerprint_differences_name_each_key():
     a = {"quick": True, "job": {"run": {"model": "tinybind", "n": 10}, "pgd": {"steps": 2}}}
     b = {"quick": True, "job": {"run": {"model": "tinybind-alt", "n": 10}, "pgd": {"steps": 7}}}
-    assert fingerprint_differences(a, b) == ['[pgd] steps: 2 -> 7', '[run] model: "tinybind" -> "tinybind-alt"']
-    assert fingerprint_differences(a, a) == []
-    assert fingerprint_differences(a, {**a, "quick": False}) == ["--quick: True -> False"]
+    assert config.fingerprint_differences(a, b) == ['[pgd] steps: 2 -> 7', '[run] model: "tinybind" -> "tinybind-alt"']
+    assert config.fingerprint_differences(a, a) == []
+    assert config.fingerprint_differences(a, {**a, "quick": False}) == ["--quick: True -> False"]
 
 
 def test_resume_refuses_a_changed_job_and_names_the_keys(tmp_path, model_dir, one_thread):
     out = tmp_path / "o"
     run_job(job(model_dir, pgd={"steps": 2}), out, quick=True, progress=False)
     stored = json.loads((out / "job.json").read_text())
-    assert stored == job_fingerprint(job(model_dir, pgd={"steps": 2}), True)
+    assert stored == config.job_fingerprint(job(model_dir, pgd={"steps": 2}), True)
     before = (out / "results.jsonl").read_text()
     with pytest.raises(RobustMMError, match=r"--resume: .* was started with another job \(\[pgd\] steps: 2 -> 7\)"):
         run_job(job(model_dir, pgd={"steps": 7}), out, quick=True, resume=True, progress=False)

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import robustmm.records as records
 from robustmm.cli import main
 from robustmm.errors import ResultFileError
 from robustmm.modalities import CONTINUOUS_MODALITIES
-from robustmm.records import RecordFieldError, Result, check_record, load_results, write_json
 
 RATES = ("zeroshot_top1", "zeroshot_top5", "t2x_R@1", "t2x_R@5", "x2t_R@1", "x2t_MRR")
 
@@ -53,8 +53,8 @@ BAD = [
 
 @pytest.mark.parametrize("path, value", BAD)
 def test_check_record_names_the_bad_field(path, value):
-    with pytest.raises(RecordFieldError) as e:
-        check_record(set_path(record(), path, value))
+    with pytest.raises(records.RecordFieldError) as e:
+        records.check_record(set_path(record(), path, value))
     assert e.value.field.split(".")[0] == path.split(".")[0]
     assert "\n" not in str(e.value)
 
@@ -62,39 +62,39 @@ def test_check_record_names_the_bad_field(path, value):
 def test_check_record_names_a_missing_field():
     d = record()
     del d["threat"]
-    with pytest.raises(RecordFieldError, match="field threat: missing"):
-        check_record(d)
+    with pytest.raises(records.RecordFieldError, match="field threat: missing"):
+        records.check_record(d)
 
 
 def test_load_results_names_file_line_and_field(tmp_path):
     f = tmp_path / "r.jsonl"
     f.write_text(json.dumps(record()) + "\n" + json.dumps(record(n="8")) + "\n")
     with pytest.raises(ResultFileError) as e:
-        load_results([f])
+        records.load_results([f])
     assert str(e.value).startswith(f"{f}: line 2: field n: expected an integer >= 0")
     g = tmp_path / "r.json"
     g.write_text(json.dumps([record(), set_path(record(), "attack.eps", "4/255")]))
     with pytest.raises(ResultFileError, match=r"r.json: record 2: field attack.eps: expected a number >= 0"):
-        load_results([g])
+        records.load_results([g])
 
 
 def test_writers_refuse_what_readers_refuse(tmp_path):
-    bad = Result.__new__(Result)
+    bad = records.Result.__new__(records.Result)
     bad.__dict__.update({k: v for k, v in record(modality=["image"]).items() if k != "schema"},
                         schema="robustmm.result/1", extra={})
-    with pytest.raises(RecordFieldError, match="field modality"):
-        write_json(tmp_path / "r.json", bad)
+    with pytest.raises(records.RecordFieldError, match="field modality"):
+        records.write_json(tmp_path / "r.json", bad)
     assert not (tmp_path / "r.json").exists()
 
 
 def test_attack_that_attacked_nothing_while_unbroken_items_remained_is_refused():
     """The nested-curve mismatch: eps > 0, n_attacked 0, yet attacked R@1 > 0 (items left unbroken)."""
     d = record(extra={"n_attacked": 0, "n_naive": 8})
-    with pytest.raises(RecordFieldError, match="extra.n_attacked: 0 items attacked"):
-        check_record(d)
-    check_record(record(extra={"n_attacked": 3}))  # attacked some: fine
+    with pytest.raises(records.RecordFieldError, match="extra.n_attacked: 0 items attacked"):
+        records.check_record(d)
+    records.check_record(record(extra={"n_attacked": 3}))  # attacked some: fine
     broken = set_path(record(extra={"n_attacked": 0}), "metrics.attacked", dict.fromkeys(RATES, 0.0))
-    check_record(broken)  # nothing left to attack: fine
+    records.check_record(broken)  # nothing left to attack: fine
 
 
 @pytest.mark.parametrize("path, value", BAD[:7])
