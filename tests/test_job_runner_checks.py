@@ -77,3 +77,13 @@ def test_an_unwritable_heads_folder_is_refused_before_the_first_cell(tmp_path, m
     with pytest.raises(RobustMMError, match=r"heads/ folder .*heads is a file"):
         run_job(job(model_dir), out, quick=True, progress=False)
     assert not (out / "results.jsonl").exists()
+
+
+def test_job_seed_reaches_every_attack_and_is_recorded(tmp_path, model_dir, one_thread):
+    raw = job(model_dir, attacks={"apgd": {"eps": [4 / 255], "settings": {"steps": 1}},
+                                  "square": {"eps": [4 / 255], "settings": {"n_queries": 2}}})
+    raw.run.seed = 5
+    results = run_job(raw, tmp_path / "o", quick=True, progress=False)
+    attacked = [r for r in results if r.attack]
+    assert {r.attack["name"] for r in attacked} == {"apgd", "square"}
+    assert all(r.attack["seed"] == 5 and r.seed == 5 for r in attacked)
