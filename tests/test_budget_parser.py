@@ -74,3 +74,13 @@ def test_a_budget_beyond_the_domain_is_one_line_before_any_work(tmp_path, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "exceeds the image domain" in err and "did you mean 4/255?" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd", "square"])
+def test_python_attacks_refuse_a_budget_beyond_the_domain(name, trained, synth_small):
+    import robustmm
+    from robustmm.attacks import build_attack
+
+    with pytest.raises(BudgetError, match="did you mean 4/255"):
+        robustmm.evaluate(trained, synth_small.head(2), modality="image", attack=build_attack(name, eps=4), progress=False)
+    assert build_attack(name, eps="4/255").resolve("image").eps == pytest.approx(4 / 255)
