@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radii", type=float, nargs="*", default=None, help="L2 radii to report (default: the modality's)")
     p.add_argument("--smoothadv", type=int, default=0, metavar="K", help="also attack the first K items with SmoothAdv")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", required=True, help="result file (.json); {model} {data} {modality} are filled in")
+    p.add_argument("--out", required=True, help="result file: NAME.jsonl = appended, a record per line, else JSON; "
+                   "{model} {data} {modality} are filled in")
     _common(p)
 
     p = sub.add_parser("list", help="list models, attacks, datasets, modalities, input defenses or job cell kinds")

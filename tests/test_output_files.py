@@ -86,3 +86,13 @@ def test_cli_prints_the_file_of_an_os_error(tmp_path, monkeypatch, capsys):
     assert main(["report", str(f), "--out", str(tmp_path / "rep"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert "No space left on device" in err and str(tmp_path / "rep") in err and "\n" not in err
+
+
+def test_certify_appends_to_a_jsonl_file(tmp_path, trained, one_thread):
+    from robustmm.cli import main
+
+    out = tmp_path / "c.jsonl"
+    for seed in ("1", "2"):
+        assert main(["certify", "--modality", "pointcloud", "--n", "2", "--sigma", "0.02", "--draws", "8", "--n0", "4",
+                     "--seed", seed, "--out", str(out), "-q"]) == 0
+    assert [r.seed for r in load_results([out])] == [1, 2]

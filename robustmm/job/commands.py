@@ -163,7 +163,7 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, n: i
     from ..data import load_dataset
     from ..defenses.smoothing import certify_dataset, check_smoothing_args, classification_task
     from ..encoders import load_encoder
-    from ..records import write_json
+    from ..records import append_jsonl, write_json
 
     checks.check_input_modality(modality)
     checks.check_count(n, "--n")
@@ -196,5 +196,8 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, n: i
     attack = {"steps": 10, "m": 8, "n": draws, "alpha": alpha, "n_items": min(smoothadv, len(dataset))} if smoothadv else None
     result = certify_dataset(enc, dataset, modality=modality, sigma=sigma, n0=n0, n=draws, alpha=alpha, heads=loaded,
                              radii=radii, batch_size=batch_size, seed=seed, smoothadv=attack, progress=progress)
-    write_json(out, result)
+    if out.endswith(".jsonl"):  # a record per line, appended under a lock (as `robustmm eval` does)
+        append_jsonl(out, [result])
+    else:
+        write_json(out, result)
     return result
