@@ -104,6 +104,7 @@ class Result:
     def attacked(self, key: str) -> float | None:
         return (self.metrics.get("attacked") or {}).get(key)
 
+
 class RecordFieldError(ResultFileError):
     """A record field of the wrong type or out of range; ``field`` names it (``metrics.clean.zeroshot_top1``)."""
 
@@ -125,12 +126,12 @@ def _need(ok: bool, name: str, problem: str) -> None:
         raise RecordFieldError(name, problem)
 
 
-def _check_named(d: Any, name: str, optional: bool = False) -> None:
-    """A block with a string ``name`` (model, dataset, attack), or None where ``optional``."""
-    if d is None and optional:
-        return
-    _need(isinstance(d, dict), name, f"expected an object{' or null' if optional else ''}, got {_shown(d)}")
-    _need(isinstance(d.get("name"), str), f"{name}.name", f"expected a string, got {_shown(d.get('name'))}")
+def _check_block(d: Any, name: str, optional: bool = False, named: bool = False) -> None:
+    """An object (or None where ``optional``), with a string ``name`` where ``named`` (model, dataset, attack)."""
+    _need(isinstance(d, dict) or (optional and d is None), name,
+          f"expected an object{' or null' if optional else ''}, got {_shown(d)}")
+    if named and d is not None:
+        _need(isinstance(d.get("name"), str), f"{name}.name", f"expected a string, got {_shown(d.get('name'))}")
 
 
 def _check_scores(scores: Any, name: str, low: float = 0.0) -> None:
@@ -155,12 +156,10 @@ def _check_metrics(m: Any) -> None:
 
 
 def _check_attack(a: Any) -> None:
-    _check_named(a, "attack", optional=True)
-    if a is None:
-        return
-    eps = a.get("eps")
+    _check_block(a, "attack", optional=True, named=True)
+    eps = (a or {}).get("eps")
     _need(eps is None or (_is_number(eps) and eps >= 0), "attack.eps", f"expected a number >= 0, got {_shown(eps)}")
-    steps = a.get("steps")
+    steps = (a or {}).get("steps")
     _need(steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0), "attack.steps",
           f"expected an integer >= 0, got {_shown(steps)}")
 
@@ -179,11 +178,6 @@ def _check_attacked_something(d: dict[str, Any]) -> None:
                                f"{attacked:g} of them were unbroken: the attack did not run on them")
 
 
-def _check_block(v: Any, name: str, optional: bool = False) -> None:
-    _need(isinstance(v, dict) or (optional and v is None), name,
-          f"expected an object{' or null' if optional else ''}, got {_shown(v)}")
-
-
 def check_record(d: dict[str, Any]) -> None:
     """Check a record (a dict as read from JSON) against the schema of :class:`Result`, the one
     typed model shared by the writers and the readers: every field present with its type,
@@ -194,8 +188,8 @@ def check_record(d: dict[str, Any]) -> None:
     _need(isinstance(d, dict), "record", f"expected an object, got {_shown(d)}")
     for k, f in Result.__dataclass_fields__.items():
         _need(k in d or f.default is not MISSING or f.default_factory is not MISSING, k, "missing")
-    _check_named(d["model"], "model")
-    _check_named(d["dataset"], "dataset")
+    _check_block(d["model"], "model", named=True)
+    _check_block(d["dataset"], "dataset", named=True)
     _need(isinstance(d["modality"], str) and d["modality"] in MODALITIES, "modality",
           f"expected one of {', '.join(MODALITIES)}, got {_shown(d['modality'])}")
     _need(isinstance(d["threat"], str) and d["threat"] in THREATS, "threat",
@@ -213,7 +207,7 @@ def check_record(d: dict[str, Any]) -> None:
 
 
 def _shown(v: Any) -> str:
-    text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else repr(v)
+    text = json.dumps(v, default=repr) if not isinstance(v, float) or math.isfinite(v) else repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
