@@ -130,3 +130,11 @@ def test_nested_curve_on_retrieval_only_data_attacks_what_its_captions_still_fin
     assert last.attacked("t2x_R@1") < last.clean("t2x_R@1")
     for r in curve:
         check_record(r.to_dict())
+
+
+def test_calibrate_seed_reaches_the_training_attack(tmp_path, trained, one_thread):
+    out = tmp_path / "h.safetensors"
+    assert main(["calibrate", "--modality", "thermal", "--n", "8", "--epochs", "1", "--steps", "1", "--seed", "3",
+                 "--out", str(out), "-q"]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["attack"]["seed"] == 3 and meta["seed"] == 3

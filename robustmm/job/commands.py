@@ -63,7 +63,7 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     check_writable_file(out, "--out")
     dataset = load_dataset(data, split=split, n=n, root=root)  # data errors before the model loads
     enc = load_encoder(model, device=device)
-    attack = default_attack(modality, modality in dataset.tasks, eps=eps, steps=steps)
+    attack = default_attack(modality, modality in dataset.tasks, eps=eps, steps=steps).replace(seed=seed)  # --seed: random starts
     cal = calibrate(enc, dataset, modality=modality, objective=objective, attack=attack, epochs=epochs,
                     adaptive_every=adaptive_every, clean_only=clean_only, seed=seed, progress=progress)
     cal.save(out)
