@@ -201,7 +201,7 @@ def preflight(ctx: JobContext) -> None:
         raise RobustMMError(f"[run] modalities: model {run.model!r} has no {', '.join(missing)} tower (it embeds "
                             f"{', '.join(sorted(have))}): drop {', '.join(missing)} from [run] modalities or choose "
                             "another model")
-    have = set(ctx.dataset().modalities)
+    have = set(ctx.dataset(n=1).modalities)  # one item: the modalities without generating the split
     if missing := [m for m in ctx.modalities if m not in have]:
         raise RobustMMError(f"[run] modalities: dataset {run.dataset!r} has no {', '.join(missing)} "
                             f"(it has {', '.join(sorted(have))}): drop them from [run] modalities")
