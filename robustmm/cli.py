@@ -33,17 +33,6 @@ def _source(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--root", default=None, help="folder of a real dataset on disk")
 
 
-class _Deprecated(argparse.Action):
-    """An old spelling of an option: stores into the new option's ``dest`` and leaves a warning
-    (logged once logging is set up) naming the spelling to use."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, values)
-        new = "--" + self.dest.replace("_", "-")
-        namespace.deprecated = [*getattr(namespace, "deprecated", []), f"{option_string} is deprecated: use {new}"]
-
-
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (exit 2), like every other robustmm error."""
 
@@ -131,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("certify", help="certified accuracy of one modality by randomized smoothing")
     _source(p)
     p.add_argument("--n", type=int, default=None, help="certify the first N items (default all)")
-    p.add_argument("--items", type=int, dest="n", action=_Deprecated, help=argparse.SUPPRESS)
+    p.add_argument("--items", type=int, default=None, dest="old_items", help=argparse.SUPPRESS)  # deprecated: --n
     p.add_argument("--modality", required=True)
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise std in the modality's raw unit")
     p.add_argument("--heads", default=None, help="calibration heads (e.g. noise-trained) applied to --model")
@@ -253,6 +242,13 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
 def cmd_certify(args: argparse.Namespace) -> int:
     from .job.commands import certify_command
 
+    if args.old_items is not None:  # the old spelling of --n, from when --n counted noise draws
+        if args.n is not None:
+            raise RobustMMError("--items is the old spelling of --n (items) and both are given: --n counts items "
+                                "and --draws the noise draws per item, so write --n ITEMS --draws DRAWS")
+        log.warning("--items is deprecated: use --n (items; the noise draws per item are --draws)")
+        args.n = args.old_items
+
     args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality)
     keys = ("model", "data", "split", "root", "n", "modality", "sigma", "heads", "draws", "n0", "alpha", "out", "radii",
             "smoothadv", "batch_size")
@@ -282,8 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         print("robustmm: error: a command is required (see `robustmm --help`)", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
-    for warning in getattr(args, "deprecated", []):
-        log.warning(warning)
     from . import distributed
     from .job.arg_checks import check_seed, resolve_device
 

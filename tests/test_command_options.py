@@ -138,3 +138,10 @@ def test_calibrate_seed_reaches_the_training_attack(tmp_path, trained, one_threa
                  "--out", str(out), "-q"]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["attack"]["seed"] == 3 and meta["seed"] == 3
+
+
+def test_certify_refuses_the_old_items_with_n(certify_args, capsys):
+    """`--items 200 --n 512` (the old items + draws) would now certify 512 items: refused in one line."""
+    assert main(["certify", "--modality", "image", "--sigma", "0.1", "--items", "200", "--n", "512", "--out", "c.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "write --n ITEMS --draws DRAWS" in err and "\n" not in err and not certify_args
