@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="evaluate the first N items")
     p.add_argument("--modality", required=True)
     p.add_argument("--attack", default=None, help="attack name (see `robustmm list attacks`); none = clean")
-    p.add_argument("--eps", type=float, nargs="*", default=None, help="budget(s) in the modality's unit")
+    p.add_argument("--eps", nargs="*", default=None,
+                   help="budget(s) in the modality's unit: a number or a fraction like 4/255")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
     p.add_argument("--source", default=None, help="make adversarial examples on this model (transfer)")
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=2000, help="training items (default 2000)")
     p.add_argument("--modality", required=True)
     p.add_argument("--objective", default="ce", help="ce | l2 | infonce | a weighted sum like 'ce+0.5*l2'")
-    p.add_argument("--eps", type=float, default=None, help="training budget (default: the modality's middle eps)")
+    p.add_argument("--eps", default=None,
+                   help="training budget, e.g. 4/255 (default: the modality's middle eps)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps for the training examples (default 10)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--adaptive-every", type=int, default=None, help="regenerate examples through the head every K epochs")
@@ -117,17 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("certify", help="certified accuracy of one modality by randomized smoothing")
     _source(p)
-    p.add_argument("--items", type=int, default=None, help="certify the first N items (default all)")
+    p.add_argument("--n", type=int, default=None, help="certify the first N items (default all)")
+    p.add_argument("--items", type=int, default=None, dest="old_items", help=argparse.SUPPRESS)  # deprecated: --n
     p.add_argument("--modality", required=True)
     p.add_argument("--sigma", type=float, required=True, help="Gaussian noise std in the modality's raw unit")
     p.add_argument("--heads", default=None, help="calibration heads (e.g. noise-trained) applied to --model")
-    p.add_argument("--n", type=int, default=1000, help="estimation draws per item (default 1000)")
-    p.add_argument("--n0", type=int, default=100, help="selection draws per item (default 100)")
+    p.add_argument("--draws", type=int, default=1000, help="noise draws per item for the estimate (default 1000)")
+    p.add_argument("--n0", type=int, default=100, help="noise draws per item for the class selection (default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--radii", type=float, nargs="*", default=None, help="L2 radii to report (default: the modality's)")
     p.add_argument("--smoothadv", type=int, default=0, metavar="K", help="also attack the first K items with SmoothAdv")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", required=True, help="result file (.json); {model} {data} {modality} are filled in")
+    p.add_argument("--out", required=True, help="result file: NAME.jsonl = appended, a record per line, else JSON; "
+                   "{model} {data} {modality} are filled in")
     _common(p)
 
     p = sub.add_parser("list", help="list models, attacks, datasets, modalities, input defenses or job cell kinds")
@@ -238,14 +242,22 @@ def cmd_check_attack(args: argparse.Namespace) -> int:
 def cmd_certify(args: argparse.Namespace) -> int:
     from .job.commands import certify_command
 
+    if args.old_items is not None:  # the old spelling of --n, from when --n counted noise draws
+        if args.n is not None:
+            raise RobustMMError("--items is the old spelling of --n (items) and both are given: --n counts items "
+                                "and --draws the noise draws per item, so write --n ITEMS --draws DRAWS")
+        log.warning("--items is deprecated: use --n (items; the noise draws per item are --draws)")
+        args.n = args.old_items
+
     args.out = fill_template(args.out, model=args.model, data=args.data, modality=args.modality)
-    keys = ("model", "data", "split", "root", "items", "modality", "sigma", "heads", "n", "n0", "alpha", "out", "radii",
+    keys = ("model", "data", "split", "root", "n", "modality", "sigma", "heads", "draws", "n0", "alpha", "out", "radii",
             "smoothadv", "batch_size")
     r = certify_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
                         device=args.device, progress=not args.quiet)
     if not args.quiet:
         cert = ", ".join(f"r={k}: {v:.3f}" for k, v in r.metrics["certified"]["top1"].items())
-        print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}: certified top-1 {cert}")
+        heads = f" with heads {args.heads}" if args.heads else ""
+        print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}{heads}: certified top-1 {cert}")
         print(f"wrote {args.out}")
     return 0
 

@@ -15,12 +15,40 @@ to "clearly visible/audible" for that signal:
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import torch
 
-from .errors import InputShapeError, InputValueError, UnknownNameError
+from .errors import BudgetError, InputShapeError, InputValueError, UnknownNameError
+
+#: a budget written as a number or a fraction of two numbers: ``4/255``, ``0.5 / 255``, ``0.01``
+_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+
+
+def parse_budget(value: Any, what: str = "eps") -> float:
+    """A budget as people write it: a number (``0.0157``) or a fraction string (``"4/255"``),
+    finite and >= 0. One parser for the CLI, job files and the Python API, so ``4/255`` means
+    the same everywhere; anything else is a one-line :class:`BudgetError` naming ``what``."""
+    if isinstance(value, bool):
+        raise BudgetError(f"{what} must be a number or a fraction like 4/255, got {value!r}")
+    if isinstance(value, str):
+        frac = _FRACTION.match(value)
+        try:
+            v = float(frac.group(1)) / float(frac.group(2)) if frac else float(value)
+        except (ValueError, ZeroDivisionError):
+            raise BudgetError(f"{what} must be a number or a fraction like 4/255, got {value!r}") from None
+    else:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise BudgetError(f"{what} must be a number or a fraction like 4/255, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise BudgetError(f"{what} must be >= 0 and finite, got {value!r}")
+    return v
 
 
 class Norm(StrEnum):
@@ -70,6 +98,21 @@ class ModalitySpec:
         if self.eps_scale != 1.0:
             return f"{v:g}/{self.eps_scale:g}"
         return f"{v:g}"
+
+    def check_budget(self, eps: float, norm: str | None = None, what: str = "eps") -> float:
+        """``eps`` if it fits this modality's domain, else a one-line :class:`BudgetError`.
+
+        An L-inf budget wider than the domain (``--eps 4`` on pixels in [0, 1]) moves every value
+        anywhere in the domain: a destroyed input, not a perturbation, and almost always a budget
+        written in the display unit (4 meaning 4/255). L2 budgets sum over coordinates and may
+        exceed the width, so only L-inf (the default norm) is bounded.
+        """
+        lo, hi = self.domain
+        if str(norm or self.norm) != Norm.LINF or hi <= lo or eps <= hi - lo:
+            return eps
+        hint = f"; did you mean {eps:g}/{self.eps_scale:g}?" if self.eps_scale != 1.0 else ""
+        raise BudgetError(f"{what} {eps:g} exceeds the {self.name} domain [{lo:g}, {hi:g}] (an L-inf budget "
+                          f"wider than {hi - lo:g} destroys every input){hint}")
 
     def validate(self, x: torch.Tensor, *, batched: bool = True, check_domain: bool = True) -> None:
         """Raise a specific error if ``x`` is not a valid (batch of) raw input(s)."""

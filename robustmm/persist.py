@@ -82,27 +82,58 @@ def _locked_temp(path: Path) -> tuple[int, str]:
         os.close(fd)  # swept between mkstemp and flock: take another name
 
 
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (``0o666 & ~umask``), for files that
+    are created private first (temp files) and must end up as shareable as any other output."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            umask = next((int(line.split()[1], 8) for line in f if line.startswith("Umask:")), None)
+    except (OSError, ValueError, IndexError):
+        umask = None
+    if umask is None:  # no procfs: read the umask by setting it (and putting it straight back)
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def named_os_error(e: OSError, path: str | Path) -> OSError:
+    """``e`` with the file it concerns, so every OS error (a full disk) names the file."""
+    if e.filename is not None:
+        return e
+    named = type(e)(e.errno, e.strerror or str(e), str(path))
+    named.__cause__ = e
+    return named
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a locked temp file in the same folder, fsync and rename.
 
     Stale temp files of killed writers in that folder are removed first (see
-    :func:`sweep_stale_temps`); this writer's own temp file stays locked until it is renamed.
+    :func:`sweep_stale_temps`); this writer's own temp file stays locked until it is renamed. The
+    file gets the umask's mode (:func:`file_mode`), not the temp file's private 0600; an OS error
+    (a full disk) names ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(path.parent)
-    fd, tmp = _locked_temp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(path.parent)
+        fd, tmp = _locked_temp(path)
+    except OSError as e:
+        raise named_os_error(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:  # closing it (after the rename) releases the lock
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise named_os_error(e, path) from None
         raise
 
 
@@ -112,26 +143,54 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def append_lines_durably(path: str | Path, lines: list[str]) -> None:
-    """Append complete lines (given without their newlines) in one ``write``, then fsync.
+    """Append complete lines (given without their newlines) in one ``write`` under a lock, then fsync.
 
     One ``write`` on an ``O_APPEND`` descriptor: a process killed around it leaves either none or
     all of the lines (a regular-file write is not interrupted half-way by a signal), so a group of
-    records that belong together (one job cell's rows) lands as a whole. Only a power loss can
-    leave a torn tail, which :func:`robustmm.records.read_jsonl` reports.
+    records that belong together (one job cell's rows) lands as a whole. Every writer holds an
+    exclusive ``flock`` on the file while it appends, so concurrent writers (two `robustmm eval`
+    into one file) keep every record; under that lock an unterminated last line (a power loss)
+    is cut first, so appended lines start clean. An OS error (a full disk) names the file.
     """
     if not lines:
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
+    except OSError as e:
+        raise named_os_error(e, path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the kernel if this process dies
+        _cut_torn_tail(fd, path)
         view = memoryview(data)[os.write(fd, data):]  # one write of the bytes themselves ...
         while view:  # ... and a short one (full disk, huge buffer) continues where it stopped
             view = view[os.write(fd, view):]
         os.fsync(fd)
+    except OSError as e:
+        raise named_os_error(e, path) from None
     finally:
         os.close(fd)
+
+
+def _cut_torn_tail(fd: int, path: Path) -> None:
+    """Truncate an unterminated last line (left by a crash) of the locked file ``fd``."""
+    import logging
+
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start = max(0, size - (1 << 20))
+    while True:  # the last newline, read backwards in 1 MiB pieces
+        chunk = os.pread(fd, size - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            keep = start + cut + 1 if cut >= 0 else 0
+            break
+        start = max(0, start - (1 << 20))
+    logging.getLogger(__name__).warning("%s: removing a torn last line of %d bytes before appending", path, size - keep)
+    os.ftruncate(fd, keep)
 
 
 def save_weights(path: str | Path, tensors: dict[str, Any], config: dict[str, Any]) -> tuple[Path, Path]:

@@ -23,11 +23,12 @@ def no_model(monkeypatch):
     (["--sigma", "-0.1"], "sigma must be a finite number > 0"),
     (["--sigma", "nan"], "sigma must be a finite number > 0"),
     (["--sigma", "inf"], "sigma must be a finite number > 0"),
-    (["--sigma", "0.1", "--n0", "0"], "n0 must be an integer >= 1"),
-    (["--sigma", "0.1", "--n", "0"], "n must be an integer >= 1"),
+    (["--sigma", "0.1", "--n0", "0"], "--n0 must be >= 1"),
+    (["--sigma", "0.1", "--draws", "0"], "--draws must be >= 1"),
+    (["--sigma", "0.1", "--n", "0"], "--n must be >= 1"),
     (["--sigma", "0.1", "--alpha", "0"], "alpha must lie strictly between 0 and 1"),
     (["--sigma", "0.1", "--alpha", "1"], "alpha must lie strictly between 0 and 1"),
-    (["--sigma", "0.1", "--items", "0"], "--items must be >= 1"),
+    (["--sigma", "0.1", "--items", "0"], "--n must be >= 1"),
     (["--sigma", "0.1", "--radii", "-1"], "--radii must be finite and >= 0"),
     (["--sigma", "0.1", "--heads", "nope.safetensors"], "heads file not found"),
     (["--sigma", "0.1", "--modality", "smell"], "unknown modality 'smell'"),
@@ -61,7 +62,7 @@ def test_certify_writes_a_certified_record_equal_to_the_library(tmp_path, traine
     from robustmm.defenses.smoothing import certify_dataset
 
     out = tmp_path / "{model}-{modality}.json"
-    assert main(["certify", "--modality", "pointcloud", "--items", "4", "--sigma", "0.02", "--n", "24", "--n0", "6",
+    assert main(["certify", "--modality", "pointcloud", "--n", "4", "--sigma", "0.02", "--draws", "24", "--n0", "6",
                  "--alpha", "0.01", "--smoothadv", "2", "--out", str(out)]) == 0
     assert "certified top-1 r=0:" in capsys.readouterr().out
     d = json.loads((tmp_path / "tinybind-pointcloud.json").read_text())

@@ -76,7 +76,7 @@ CASES = [
     (CAL + ["--split", ""], "not a split of synthscenes"),
     (EVAL + ["--n", "5000"], "--n 5000: synthscenes split 'test' holds 1000 items"),
     (CHECK + ["--n", str(10**30)], "holds 1000 items"),
-    (CERT + ["--items", "1001"], "--items 1001: synthscenes split 'test' holds 1000 items"),
+    (CERT + ["--n", "1001"], "--n 1001: synthscenes split 'test' holds 1000 items"),
     (EVAL + ["--attack", "patch", "--fit-n", "10001"], "--fit-n 10001: synthscenes split 'train' holds 10000"),
     (CHECK + ["--heads", "/nonexistent/h.safetensors"], "heads file not found"),
     # the device and the seed of every command

@@ -565,7 +565,7 @@ def test_killed_run_resumes_to_the_complete_results(tmp_path, warm, run_referenc
     assert got == want
 
 
-CERTIFY = ["certify", "--modality", "thermal", "--items", "3", "--n", "16", "--n0", "4", "-q", "--out", "out/c.json"]
+CERTIFY = ["certify", "--modality", "thermal", "--n", "3", "--draws", "16", "--n0", "4", "-q", "--out", "out/c.json"]
 
 
 def _certify_prior(cwd: Path) -> None:

@@ -7,7 +7,6 @@ ball, same domain clamp, same seeded draws) in every attack.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import BudgetError, UnknownNameError
-from ..modalities import CONTINUOUS_MODALITIES, ModalitySpec, Norm, get_modality
+from ..modalities import CONTINUOUS_MODALITIES, ModalitySpec, Norm, get_modality, parse_budget
 
 __all__ = [
     "NORMS", "Norm", "ascent_step", "check_eps", "frozen", "item_seed", "per_sample", "project",
@@ -68,14 +67,9 @@ def resolve_norm(norm: str | None, spec: ModalitySpec | None = None) -> Norm:
 
 
 def check_eps(eps: Any, what: str = "eps") -> float:
-    """A finite, non-negative float budget (``BudgetError`` otherwise)."""
-    try:
-        v = float(eps)
-    except (TypeError, ValueError):
-        raise BudgetError(f"{what} must be a number, got {eps!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise BudgetError(f"{what} must be finite and >= 0, got {eps!r}")
-    return v
+    """A finite, non-negative float budget, given as a number or a fraction like ``"4/255"``
+    (``BudgetError`` otherwise; :func:`robustmm.modalities.parse_budget`)."""
+    return parse_budget(eps, what)
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -149,7 +149,8 @@ class PGD(Attack):
     def resolve(self, modality: str) -> "PGD":
         """A copy with the modality defaults filled in (concrete eps and norm)."""
         spec = get_modality(modality)
-        return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
+        norm = resolve_norm(self.norm, spec)  # a budget beyond the domain (eps=4 on pixels) is refused
+        return self.replace(eps=spec.middle_eps if self.eps is None else spec.check_budget(self.eps, norm), norm=norm)
 
     def budget(self, modality: str) -> tuple[float, str, float]:
         """(eps, norm, step size) this attack uses on ``modality``."""

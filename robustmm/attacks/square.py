@@ -91,7 +91,8 @@ class Square(Attack):
     def resolve(self, modality: str) -> "Square":
         """A copy with the modality's middle eps and default norm filled in."""
         spec = get_modality(modality)
-        return self.replace(eps=spec.middle_eps if self.eps is None else self.eps, norm=resolve_norm(self.norm, spec))
+        norm = resolve_norm(self.norm, spec)  # a budget beyond the domain (eps=4 on pixels) is refused
+        return self.replace(eps=spec.middle_eps if self.eps is None else spec.check_budget(self.eps, norm), norm=norm)
 
     # -- the attack -------------------------------------------------------------------------
     def __call__(self, encoder: Any, batch: Batch) -> Batch:

@@ -8,8 +8,8 @@ accuracy is non-increasing in eps by construction, and the work drops from ``len
 attacked samples (:func:`naive_curve`) to ``sum_k robust_{k-1}``.
 
 "Still robust" is zero-shot top-1 correctness on the *target* encoder when the dataset has a
-zero-shot task for the modality, else X->text R@1 (an item's rank among all captions depends on
-its own embedding only, so it is a per-sample criterion too).
+zero-shot task for the modality, else X->text R@1 or text->X R@1 of any of its captions (the
+headline of retrieval-only data: an item that only the captions still find is attacked too).
 
 Caveat: retrieval metrics of a nested curve come from the same per-eps embeddings -- samples that
 were never robust keep their clean (or smaller-ball) embedding -- so they understate the retrieval
@@ -170,7 +170,7 @@ class _NestedState:
 
     def __post_init__(self) -> None:
         clean = self.clean
-        self.criterion = "zeroshot_top1" if self.class_emb is not None else "x2t_R@1"
+        self.criterion = "zeroshot_top1" if self.class_emb is not None else "x2t_R@1|t2x_R@1"
         self.clean_correct = self.correct(clean.items)
         self.clean_metrics = embedding_metrics(clean, self.class_emb, self.labels)
         self.clean_x2t = x2t_ranks(clean.items, clean.texts, clean.owner) <= 1
@@ -179,10 +179,14 @@ class _NestedState:
         self.robust = self.clean_correct.clone()
 
     def correct(self, items: torch.Tensor) -> torch.Tensor:
-        """Per item, whether it is still robust: zero-shot top-1 with a task, else X->text R@1."""
+        """Per item, whether it is still unbroken: zero-shot top-1 with a task, else X->text R@1 or
+        text->X R@1 of any of its captions (t2x R@1, the headline, too: an item whose captions still
+        find it must be attacked at the next eps)."""
         if self.class_emb is not None:
             return zeroshot_correct(items, self.class_emb, self.labels)
-        return x2t_ranks(items, self.clean.texts, self.clean.owner) <= 1
+        texts, owner = self.clean.texts, self.clean.owner
+        hits = torch.zeros(len(items)).index_add_(0, owner, (t2x_ranks(items, texts, owner) <= 1).float())
+        return (x2t_ranks(items, texts, owner) <= 1) | (hits > 0)
 
     def metrics(self) -> dict[str, Any]:
         """The metrics block of the current budget (the clean pass beside the current adversarial embeddings)."""
@@ -228,8 +232,11 @@ class _Sweep:
             remaining = state.robust.nonzero().flatten()
             if len(remaining):
                 state.adv_items[remaining] = self._attack_items(atk, remaining, bar)
-            # monotone by construction: only samples robust before can be robust now
-            state.robust = state.robust & state.correct(state.adv_items)
+            # zero-shot: monotone by construction (only samples robust before can be robust now);
+            # retrieval: t2x R@1 of an item depends on the others, so an item a caption finds again
+            # counts again and is attacked at the next eps (an eps never skips an unbroken item)
+            now = state.correct(state.adv_items)
+            state.robust = now if state.class_emb is None else state.robust & now
             metrics = state.metrics()
             elapsed += time.perf_counter() - t1
             results.append(self._result(atk, eps, metrics, state, len(remaining), elapsed))

@@ -7,9 +7,9 @@ input files, and output paths, which may be neither empty nor one of the command
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,15 +71,24 @@ def check_count(value: int | None, flag: str, minimum: int = 1) -> None:
         raise RobustMMError(f"{flag} must be >= {minimum}, got {value}")
 
 
-def check_budgets(values: float | list[float] | None, flag: str = "--eps") -> None:
-    """Budgets (None = not given) must be finite and >= 0; a flag given with no value is refused."""
+def check_budgets(values: Any, flag: str = "--eps", modality: str | None = None,
+                  norm: str | None = None) -> list[float] | None:
+    """Budgets (None = not given) as floats: numbers or fractions (``4/255``), finite, >= 0, and
+    with ``modality`` within its domain (``--eps 4`` on images: "did you mean 4/255?"); a flag
+    given with no value is refused. Returns the parsed list (None when not given)."""
+    from ..modalities import get_modality, parse_budget
+
     if values is None:
-        return
+        return None
     listed = values if isinstance(values, list) else [values]
     if not listed:
         raise RobustMMError(f"{flag} needs at least one value")
-    if any(not math.isfinite(v) or v < 0 for v in listed):
-        raise RobustMMError(f"{flag} must be >= 0 and finite, got {values}")
+    parsed = [parse_budget(v, flag) for v in listed]
+    if modality is not None:
+        spec = get_modality(modality)
+        for v in parsed:
+            spec.check_budget(v, norm, flag)
+    return parsed
 
 
 def check_models(**models: str | None) -> None:
@@ -119,9 +128,11 @@ def check_data(name: str, root: str | None, split: str | None = None, n: int | N
         raise RobustMMError(f"--root {root}: no such folder (dataset {name!r} reads its files from it)")
 
 
-def check_heads_file(path: str | None) -> None:
+def check_heads_file(path: str | None, modality: str | None = None) -> None:
     """Calibration heads (None = not given): both ``X.safetensors`` and its ``X.json`` sidecar,
-    whichever of the two was named, exist as files ("heads file not found" otherwise)."""
+    whichever of the two was named, exist as files ("heads file not found" otherwise), and with
+    ``modality`` the sidecar holds a head for it: heads of another modality would leave the scored
+    embeddings bare while the record said "calibration"."""
     from ..defenses.heads import heads_paths
 
     if path is None:
@@ -134,6 +145,40 @@ def check_heads_file(path: str | None) -> None:
     for p in heads_paths(path):
         if not p.exists():
             raise RobustMMError(f"heads file not found: {p}")
+    if modality is not None:
+        _check_heads_modality(heads_paths(path)[1], modality)
+
+
+def _check_heads_modality(sidecar: Path, modality: str) -> None:
+    """The heads' sidecar names a head for ``modality`` (an unreadable sidecar is left to the loader)."""
+    import json
+
+    try:
+        heads = json.loads(sidecar.read_text(encoding="utf-8")).get("heads")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return
+    if isinstance(heads, dict) and modality not in heads:
+        held = ", ".join(map(str, heads)) or "no modality"
+        raise RobustMMError(f"--heads {sidecar.with_suffix('.safetensors')} holds heads for {held}, not {modality}: "
+                            f"the {modality} embeddings would stay bare; train {modality} heads "
+                            f"(robustmm calibrate --modality {modality}) or pass the heads' --modality")
+
+
+def check_defense_changes(bare: Any, defended: Any, data: Any, modality: str, what: str = "--heads",
+                          items: int = 16) -> None:
+    """A defended model must change the embeddings it is credited for: if ``defended`` embeds the
+    first ``items`` items of ``modality`` exactly as ``bare`` does, the record would say "defended"
+    and measure the bare encoder, so this is a one-line error (heads of another modality, a head
+    that is the identity)."""
+    import torch
+
+    n = min(items, len(data))
+    x = data.get(modality, slice(0, n)).to(bare.device)
+    with torch.no_grad():
+        same = torch.equal(bare.encode(modality, x), defended.encode(modality, x))
+    if same:
+        raise RobustMMError(f"{what}: the defended model embeds {modality} exactly like the bare encoder on every "
+                            f"item checked ({n}): the record would credit a defense that does nothing")
 
 
 def check_out_text(out: str | None, flag: str = "--out") -> None:

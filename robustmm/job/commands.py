@@ -35,7 +35,7 @@ def list_rows(what: str) -> dict[str, str]:
 
 
 def calibrate_command(*, model: str, data: str, split: str, root: str | None, n: int, modality: str, objective: str,
-                      eps: float | None, steps: int | None, epochs: int, adaptive_every: int | None, clean_only: bool,
+                      eps: float | str | None, steps: int | None, epochs: int, adaptive_every: int | None, clean_only: bool,
                       out: str, seed: int = 0, device: str = "cpu", progress: bool = True) -> Any:
     """Train calibration heads for one modality and save them to ``out`` (``steps`` None = 10 PGD
     steps); returns the Calibration. Every argument is checked before any model or data loads."""
@@ -49,7 +49,7 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     for flag, value in (("--n", n), ("--epochs", epochs), ("--adaptive-every", adaptive_every)):
         checks.check_count(value, flag)
     checks.check_seed(seed)
-    checks.check_budgets(eps)
+    eps = (checks.check_budgets(eps, modality=modality) or [None])[0]
     steps = 10 if steps is None else steps
     default_attack(modality, True, eps=eps, steps=steps)  # the attack's own checks (steps >= 0), without a model
     if clean_only and (adaptive_every or eps is not None):
@@ -63,7 +63,7 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     check_writable_file(out, "--out")
     dataset = load_dataset(data, split=split, n=n, root=root)  # data errors before the model loads
     enc = load_encoder(model, device=device)
-    attack = default_attack(modality, modality in dataset.tasks, eps=eps, steps=steps)
+    attack = default_attack(modality, modality in dataset.tasks, eps=eps, steps=steps).replace(seed=seed)  # --seed: random starts
     cal = calibrate(enc, dataset, modality=modality, objective=objective, attack=attack, epochs=epochs,
                     adaptive_every=adaptive_every, clean_only=clean_only, seed=seed, progress=progress)
     cal.save(out)
@@ -118,7 +118,7 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     checks.check_out_text(out)
     checks.check_models(model=model, surrogate=surrogate)
     checks.check_data(data, root, split, n)
-    checks.check_heads_file(heads)
+    checks.check_heads_file(heads, modality)
     if out is not None:
         checks.check_not_an_input([out], checks.input_paths(models=[model, surrogate], heads=heads, root=root))
         check_writable_file(out, "--out")
@@ -129,8 +129,9 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
         from ..defenses.heads import load_heads
 
         loaded, _ = load_heads(heads, enc)
-        alt = alt or enc
+        alt, bare = alt or enc, enc
         enc = enc.with_heads(loaded)
+        checks.check_defense_changes(bare, enc, dataset, modality)
     found = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
                           surrogate=alt, seed=seed)
     if ensemble is not None:
@@ -148,23 +149,27 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     return found
 
 
-def certify_command(*, model: str, data: str, split: str, root: str | None, items: int | None, modality: str,
-                    sigma: float, heads: str | None, n: int, n0: int, alpha: float, out: str,
+def certify_command(*, model: str, data: str, split: str, root: str | None, n: int | None, modality: str,
+                    sigma: float, heads: str | None, draws: int, n0: int, alpha: float, out: str,
                     radii: list[float] | None = None, smoothadv: int = 0, batch_size: int = 32, seed: int = 0,
                     device: str = "cpu", progress: bool = True) -> Result:
     """Certify one modality of a model by randomized smoothing (optionally behind heads) and write the
-    record (``threat="certified"``) to ``out``. Every argument, the output path and the dataset's
-    zero-shot task are checked before any model is loaded; returns the record."""
+    record (``threat="certified"``) to ``out``. ``n`` counts items (as in every command), ``draws``
+    the noise draws per item of the estimate, ``n0`` those of the class selection. Every argument,
+    the output path and the dataset's zero-shot task are checked before any model is loaded;
+    returns the record."""
     import math
 
     from ..data import load_dataset
     from ..defenses.smoothing import certify_dataset, check_smoothing_args, classification_task
     from ..encoders import load_encoder
-    from ..records import write_json
+    from ..records import append_jsonl, write_json
 
     checks.check_input_modality(modality)
-    check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
-    checks.check_count(items, "--items")
+    checks.check_count(n, "--n")
+    checks.check_count(draws, "--draws")
+    checks.check_count(n0, "--n0")
+    check_smoothing_args(sigma=sigma, n0=n0, n=draws, alpha=alpha)
     checks.check_count(batch_size, "--batch-size")
     checks.check_seed(seed)
     if radii is not None and not radii:
@@ -173,13 +178,13 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, item
         raise RobustMMError(f"--radii must be finite and >= 0, got {radii}")
     if smoothadv < 0:
         raise RobustMMError(f"--smoothadv must be >= 0 items, got {smoothadv}")
-    checks.check_heads_file(heads)
+    checks.check_heads_file(heads, modality)
     checks.check_out_text(out)
     checks.check_models(model=model)
-    checks.check_data(data, root, split, items, "--items")
+    checks.check_data(data, root, split, n, "--n")
     checks.check_not_an_input([out], checks.input_paths(models=[model], heads=heads, root=root))
     check_writable_file(out, "--out")
-    dataset = load_dataset(data, split=split, n=items, root=root)
+    dataset = load_dataset(data, split=split, n=n, root=root)
     classification_task(dataset, modality)  # a modality without a zero-shot task: one line, before the model loads
     enc = load_encoder(model, device=device)
     loaded = None
@@ -187,8 +192,12 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, item
         from ..defenses.heads import load_heads
 
         loaded = load_heads(heads, enc)
-    attack = {"steps": 10, "m": 8, "n": n, "alpha": alpha, "n_items": min(smoothadv, len(dataset))} if smoothadv else None
-    result = certify_dataset(enc, dataset, modality=modality, sigma=sigma, n0=n0, n=n, alpha=alpha, heads=loaded,
+        checks.check_defense_changes(enc, enc.with_heads(loaded[0]), dataset, modality)
+    attack = {"steps": 10, "m": 8, "n": draws, "alpha": alpha, "n_items": min(smoothadv, len(dataset))} if smoothadv else None
+    result = certify_dataset(enc, dataset, modality=modality, sigma=sigma, n0=n0, n=draws, alpha=alpha, heads=loaded,
                              radii=radii, batch_size=batch_size, seed=seed, smoothadv=attack, progress=progress)
-    write_json(out, result)
+    if out.endswith(".jsonl"):  # a record per line, appended under a lock (as `robustmm eval` does)
+        append_jsonl(out, [result])
+    else:
+        write_json(out, result)
     return result

@@ -134,8 +134,27 @@ def check_meanings(job: JobConfig) -> None:
                 check_item_count(job, value, rule.items.resolve(table, job.run.split), f"{where} {key}")
             if rule.in_run is not None and value:
                 check_in_run(job, table, key, rule.in_run, where)
+        check_budget_domains(job, table, where)
     for kind in kinds:
         kind.validate(job.sections[kind.name], job, job.source)
+
+
+def check_budget_domains(job: JobConfig, table: Section, where: str) -> None:
+    """A table's ``eps`` (a budget or a list of them) fits the domain of every modality it runs
+    on (its ``modalities``, else ``[run] modalities``) under its ``norm``: ``eps = [4]`` on
+    images is refused at load ("did you mean 4/255?"), as ``--eps 4`` is on the command line."""
+    from ..errors import BudgetError
+    from ..modalities import CONTINUOUS_MODALITIES
+
+    eps = getattr(table, "eps", None)
+    budgets = [e for e in (eps if isinstance(eps, list) else [eps]) if isinstance(e, (int, float))]
+    modalities = getattr(table, "modalities", None) or job.run.modalities
+    for m in (m for m in modalities if m in CONTINUOUS_MODALITIES):
+        for e in budgets:
+            try:
+                get_modality(m).check_budget(e, getattr(table, "norm", None))
+            except BudgetError as err:
+                raise ConfigError(f"{where} eps: {err}") from None
 
 
 def check_split(job: JobConfig, split: str, where: str) -> None:
@@ -210,3 +229,49 @@ def as_config(config: JobConfig | dict[str, Any]) -> JobConfig:
     if not isinstance(config, dict):
         raise ConfigError(f"a job config is a JobConfig or a dict of tables, got {type(config).__name__}")
     return parse_config(config)
+
+
+#: the file in a run's output folder that records the job it was started with
+FINGERPRINT_NAME = "job.json"
+
+
+def job_fingerprint(config: JobConfig, quick: bool) -> dict[str, Any]:
+    """What a run's results depend on: every table of the job (``[report]`` aside: it only draws)
+    and ``--quick``, as plain JSON. Stored in the output folder when a run starts, and compared by
+    ``--resume`` so that one folder never mixes the results of two jobs or two models."""
+    tables = {k: v for k, v in config.to_dict().items() if k != "report"}
+    return json.loads(json.dumps({"schema": "robustmm.job/1", "quick": quick, "job": tables}, default=str))
+
+
+def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``[pgd] steps: 2 -> 7`` for each key whose value differs between two fingerprints (empty
+    when they are equal), keys of either side included."""
+    flat_old, flat_new = _flatten(old.get("job", {})), _flatten(new.get("job", {}))
+    out = [f"{k}: {_shown(flat_old.get(k, '(unset)'))} -> {_shown(flat_new.get(k, '(unset)'))}"
+           for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k, ...) != flat_new.get(k, ...)]
+    if old.get("quick") != new.get("quick"):
+        out.insert(0, f"--quick: {old.get('quick')} -> {new.get('quick')}")
+    return out
+
+
+def _flatten(tables: dict[str, Any]) -> dict[str, Any]:
+    """``{"[pgd] steps": 10, "[attacks] apgd.eps": [...]}`` from nested tables."""
+    out: dict[str, Any] = {}
+    for name, table in tables.items():
+        sub: dict[str, Any] = {}
+        for k, v in (table.items() if isinstance(table, dict) else [("", table)]):
+            _walk_into(sub, k, v)
+        out |= {f"[{name}] {key}".rstrip(): val for key, val in sub.items()}
+    return out
+
+
+def _walk_into(out: dict[str, Any], prefix: str, value: Any) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _walk_into(out, f"{prefix}.{k}", v)
+    else:
+        out[prefix] = value
+
+
+def _shown(value: Any) -> str:
+    return value if value == "(unset)" else json.dumps(value)

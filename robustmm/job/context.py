@@ -90,10 +90,11 @@ class JobContext:
         return AutocastAttack(attack)
 
     def pgd(self, **kw: Any) -> Any:
-        """The job's PGD (``[pgd] steps``) with ``kw`` (eps, loss ...), under amp when on."""
+        """The job's PGD (``[pgd] steps``, ``[run] seed`` for its random start) with ``kw`` (eps,
+        loss ...), under amp when on."""
         from ..attacks import build_attack
 
-        return self.amp_wrap(build_attack("pgd", steps=int(self.pick("pgd", "steps")), **kw))
+        return self.amp_wrap(build_attack("pgd", steps=int(self.pick("pgd", "steps")), **({"seed": self.seed} | kw)))
 
     def key(self, modality: str, what: str) -> str:
         """A cell key, ``MODEL|MODALITY|WHAT`` (stable across versions: --resume relies on it)."""

@@ -16,7 +16,7 @@ from .. import distributed
 from ..errors import RobustMMError
 from ..outdir import check_writable_file, fill_template
 from ..persist import atomic_write_text
-from ..records import Result, write_json, write_jsonl
+from ..records import Result, append_jsonl, checked_dict, write_json
 from ..report.defense_tables import adaptive_label
 from . import arg_checks as checks
 
@@ -36,7 +36,7 @@ class EvalRequest:
     root: str | None = None
     n: int | None = None
     attack: str | None = None
-    eps: list[float] | None = None
+    eps: list[float | str] | None = None  # numbers or fractions ("4/255")
     steps: int | None = None
     norm: str | None = None
     source: str | None = None
@@ -63,7 +63,8 @@ class EvalRequest:
                              attack=self.attack or "clean")
 
     def attack_settings(self) -> dict[str, Any]:
-        """The attack's settings from the options: ``steps`` and ``norm`` when given, and the
+        """The attack's settings from the options: ``steps`` and ``norm`` when given, ``seed`` (the
+        random starts of PGD, APGD and Square follow ``--seed``, and the record says so), and the
         modality for an attack made for one (the universal patch is fitted on ``modality``)."""
         import inspect
 
@@ -71,6 +72,7 @@ class EvalRequest:
 
         kw = {opt: getattr(self, opt) for opt in ("steps", "norm") if getattr(self, opt) is not None}
         named = inspect.signature(attack_class(self.attack).__init__).parameters if self.attack else {}
+        kw |= {"seed": self.seed} if "seed" in named else {}
         return kw | ({"modality": self.modality} if "modality" in named else {})  # named, not swallowed by **kw
 
     def eot(self) -> int:
@@ -85,7 +87,7 @@ def _check(req: EvalRequest) -> None:
     for flag, value in (("--n", req.n), ("--batch-size", req.batch_size), ("--fit-n", req.fit_n)):
         checks.check_count(value, flag)
     checks.check_seed(req.seed)
-    checks.check_budgets(req.eps)
+    req.eps = checks.check_budgets(req.eps, modality=req.modality, norm=req.norm)
     checks.check_out_text(req.out)
     checks.check_models(model=req.model, source=req.source)
     checks.check_data(req.data, req.root, req.split, req.n)
@@ -95,7 +97,7 @@ def _check(req: EvalRequest) -> None:
     if req.eot_samples is not None and not req.adaptive:
         raise RobustMMError("--eot-samples needs --adaptive (it sets the EOT draws of the adaptive attack)")
     _check_defense(req)
-    checks.check_heads_file(req.heads)
+    checks.check_heads_file(req.heads, req.modality)
     out = req.out_path()
     if out and distributed.rank() == 0:
         checks.check_not_an_input([out], checks.input_paths(models=[req.model, req.source], heads=req.heads, root=req.root))
@@ -176,6 +178,7 @@ def run_eval(req: EvalRequest) -> list[Result]:
         heads, meta = load_heads(req.heads, target)
         bare = target
         target = bare.with_heads(heads)
+        checks.check_defense_changes(bare, target, data, req.modality)
         defense = Calibration(heads, meta).defense_block()
         if req.attack is not None and source is None:
             threat = req.threat or "head-unaware"
@@ -234,34 +237,53 @@ def _eval_defended(req: EvalRequest, target: Any, data: Any, make: Any, common: 
 
 
 def result_line(r: Result) -> str:
-    """One line per result: model, modality, attack and budget, clean and attacked top-1 and R@1."""
-    from ..modalities import get_modality
-
-    spec = get_modality(r.modality)
+    """One line per result: model, modality, attack and budget, threat, defense (heads or input
+    defense), clean and attacked top-1 and R@1."""
     c, a = r.metrics["clean"], r.metrics.get("attacked")
-    line = f"{r.model['name']} {r.modality} n={r.n}"
-    if r.attack:
-        line += f" {r.attack['name']}" + (f" eps={spec.format_eps(r.attack['eps'])}" if r.attack.get("eps") is not None else "")
-        line += f" ({r.threat}" + (", " + adaptive_label(r.attack, sep="+", empty="adaptive") if r.threat == "adaptive" and r.defense else "") + ")"
-    if r.defense and r.defense.get("marks") is not None:
-        line += f" behind {r.defense['name']}"
+    line = f"{r.model['name']} {r.modality} n={r.n}" + _attack_words(r) + _defense_words(r)
     line += f": clean top-1 {c.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {c['t2x_R@1']:.3f}"
     if a:
         line += f" | attacked top-1 {a.get('zeroshot_top1', float('nan')):.3f} t2x R@1 {a['t2x_R@1']:.3f}"
     return line
 
 
+def _attack_words(r: Result) -> str:
+    """`` pgd eps=4/255 (adaptive, bpda+eot)``: the attack, its budget and the threat (with the
+    adaptive attack's parts behind an input defense, named once)."""
+    from ..modalities import get_modality
+
+    if not r.attack:
+        return ""
+    words = f" {r.attack['name']}"
+    if r.attack.get("eps") is not None:
+        words += f" eps={get_modality(r.modality).format_eps(r.attack['eps'])}"
+    parts = adaptive_label(r.attack, sep="+", empty="") if r.threat == "adaptive" and r.defense else ""
+    return words + f" ({r.threat}" + (f", {parts}" if parts and parts != r.threat else "") + ")"
+
+
+def _defense_words(r: Result) -> str:
+    """`` behind jpeg`` or `` with heads (calibration ce)``: what the scored model had in front."""
+    d = r.defense
+    if not d:
+        return ""
+    if d.get("marks") is not None:
+        return f" behind {d['name']}"
+    detail = " ".join(str(d[k]) for k in ("name", "objective") if d.get(k))
+    return f" with heads ({detail})" if detail else " with heads"
+
+
 def write_eval(req: EvalRequest, results: list[Result]) -> str | None:
-    """Write the results to ``req.out`` on rank 0: one record per line for a ``.jsonl`` name, else
-    one JSON document (the record, or a list of them for several budgets), so that every file
-    written reads back with `robustmm report`; returns the path written, or None."""
+    """Write the results to ``req.out`` on rank 0: appended one record per line for a ``.jsonl``
+    name (under a lock: earlier records and concurrent writers' records are kept), else one JSON
+    document (the record, or a list of them for several budgets), so that every file written
+    reads back with `robustmm report`; returns the path written, or None."""
     out = req.out_path()
     if not out or distributed.rank() != 0:  # multi-process: every rank holds the same results; rank 0 writes
         return None
     if out.endswith(".jsonl"):
-        write_jsonl(out, results)
+        append_jsonl(out, results)
     elif len(results) == 1:
         write_json(out, results[0])
     else:
-        atomic_write_text(out, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        atomic_write_text(out, json.dumps([checked_dict(r) for r in results], indent=2) + "\n")
     return out

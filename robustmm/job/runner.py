@@ -12,7 +12,9 @@ the lock, decides what --resume skips (and tells the others), and writes every f
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -24,10 +26,10 @@ from .. import distributed as dist
 from ..errors import RobustMMError
 from ..outdir import FolderLock, check_writable_dir
 from ..persist import atomic_write_text
-from ..records import Result, append_jsonl, read_jsonl
+from ..records import Result, append_jsonl, load_results, read_jsonl
 from ..report.tables import summary_csv
 from .arg_checks import check_run_options
-from .config import JobConfig, as_config
+from .config import FINGERPRINT_NAME, JobConfig, as_config, fingerprint_differences, job_fingerprint
 from .context import JobContext
 from .figures import render_figures
 from .parallel import run_parallel
@@ -113,19 +115,44 @@ def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: b
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _start(results_path: Path, resume: bool, overwrite: bool) -> list[str]:
-    """Rank 0's look at the folder: refuse to clobber, or clear it, or list the finished cells."""
+def _start(results_path: Path, resume: bool, overwrite: bool, fingerprint: dict[str, Any]) -> list[str]:
+    """Rank 0's look at the folder: refuse to clobber, or clear it, or list the finished cells.
+
+    The job's fingerprint (:func:`~robustmm.job.config.job_fingerprint`) is stored beside the
+    results when a run starts; ``--resume`` refuses a job that differs from it, naming each key
+    that differs, so that one folder never mixes two configs or two models."""
     if results_path.exists() and not (resume or overwrite):
         raise RobustMMError(f"{results_path} exists: pass --resume to continue that run or --overwrite to start again")
+    stored = results_path.parent / FINGERPRINT_NAME
     if overwrite and results_path.exists():
         results_path.unlink()
+    if resume and results_path.exists():
+        _check_same_job(stored, fingerprint)
+    atomic_write_text(stored, json.dumps(fingerprint, indent=2) + "\n")
     return sorted({str(d.get("extra", {}).get("cell")) for d in read_jsonl(results_path)})
+
+
+def _check_same_job(stored: Path, fingerprint: dict[str, Any]) -> None:
+    """``--resume``: the job must be the one the folder was started with (a folder without a
+    stored fingerprint, from an older robustmm, is resumed with a warning)."""
+    if not stored.exists():
+        log.warning("%s: no %s (started by an older robustmm): cannot check that --resume continues the same job",
+                    stored.parent, FINGERPRINT_NAME)
+        return
+    try:
+        old = json.loads(stored.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise RobustMMError(f"{stored}: cannot read the job this folder was started with ({e})") from None
+    if differ := fingerprint_differences(old if isinstance(old, dict) else {}, fingerprint):
+        raise RobustMMError(f"--resume: {stored.parent} was started with another job ({'; '.join(differ)}): resume with "
+                            "that job, pass --overwrite to start again, or choose another --out")
 
 
 def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick: bool, resume: bool, overwrite: bool,
                 device: str, progress: bool) -> list[Result]:
     results_path = out_dir / "results.jsonl"
-    done = set(_on_lead(lambda: _start(results_path, resume, overwrite)))  # every rank skips the same cells
+    fingerprint = job_fingerprint(config, quick)
+    done = set(_on_lead(lambda: _start(results_path, resume, overwrite, fingerprint)))  # every rank skips the same cells
     if scratch is not None and (out_dir / "heads").is_dir():  # heads of finished cells, for the calibrated checks
         shutil.copytree(out_dir / "heads", scratch / "heads", ignore=shutil.ignore_patterns(".*"))
     dist.barrier()  # copied before rank 0 writes any new heads
@@ -135,6 +162,9 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
     plan = job_plan(ctx)
     todo = [(kind, c) for kind, c in plan if c.key not in done]
     log.info("%d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
+    if todo:
+        preflight(ctx)
+        _on_lead(lambda: check_outputs(out_dir))
 
     def commit(cell: Cell, results: list[Result]) -> None:  # rank 0 only
         append_jsonl(results_path, results)
@@ -156,10 +186,37 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
             log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
 
     # every rank draws a share of the figures (robustmm.job.figures); rank 0 writes them and the report
-    results = _on_lead(lambda: [Result.from_dict(d) for d in read_jsonl(results_path)])
+    results = _on_lead(lambda: load_results([results_path]))
     plots = render_figures(ctx, results, out_dir)
     _on_lead(lambda: write_report(results, out_dir, plots=plots))
     return results
+
+
+def preflight(ctx: JobContext) -> None:
+    """Before the first cell: the job's model embeds every modality of ``[run] modalities``, and
+    the dataset has them, so that a missing tower is a one-line error at once, not minutes in."""
+    run = ctx.config.run
+    have = set(ctx.encoder().modalities)
+    if missing := [m for m in ctx.modalities if m not in have]:
+        raise RobustMMError(f"[run] modalities: model {run.model!r} has no {', '.join(missing)} tower (it embeds "
+                            f"{', '.join(sorted(have))}): drop {', '.join(missing)} from [run] modalities or choose "
+                            "another model")
+    have = set(ctx.dataset(n=1).modalities)  # one item: the modalities without generating the split
+    if missing := [m for m in ctx.modalities if m not in have]:
+        raise RobustMMError(f"[run] modalities: dataset {run.dataset!r} has no {', '.join(missing)} "
+                            f"(it has {', '.join(sorted(have))}): drop them from [run] modalities")
+
+
+def check_outputs(out_dir: Path) -> None:
+    """Before the first cell: every folder and file the job writes into ``out_dir`` can be written
+    (``heads/``, ``plots/``, results.jsonl, summary.csv, report.md), each named in the error."""
+    for sub in ("heads", "plots"):  # a missing one is made in out_dir, proven writable already
+        if (out_dir / sub).exists():
+            check_writable_dir(out_dir / sub, f"{sub}/ folder")
+    for name in ("results.jsonl",):  # appended in place: the file itself must be writable
+        path = out_dir / name
+        if path.exists() and not os.access(path, os.W_OK):
+            raise RobustMMError(f"{path} is not writable (the job appends each cell's results to it)")
 
 
 def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None,

@@ -201,50 +201,86 @@ def _describe(tp: Any, rule: Rule) -> str:
 def convert(value: Any, tp: Any, where: str, rule: Rule = NO_RULE) -> Any:
     """``value`` checked (and ints widened to float) against type ``tp`` and ``rule``.
 
+    A number may also be written as a fraction string (``eps = "4/255"``), parsed by the one
+    budget parser of the CLI and the Python API (:func:`robustmm.modalities.parse_budget`).
     Raises :class:`ConfigError` naming ``where`` and the expected type, or the rule's name check's
     ``UnknownNameError``; returns the value (a float for an integer given where a number belongs).
     """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-
-    def bad() -> ConfigError:
-        return ConfigError(f"{where}: expected {_describe(tp, rule)}, got {_show(value)}")
-
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         return convert(value, inner[0], where, rule)
     if origin is list:
-        if not isinstance(value, list):
-            raise bad()
-        if rule.nonempty and not value:  # a list that would run nothing
-            raise ConfigError(f"{where}: expected a non-empty {_describe(tp, rule)[2:]}, got []")
-        each = dataclasses.replace(rule, nonempty=False)
-        return [convert(v, args[0], f"{where}[{i}]", each) for i, v in enumerate(value)]
+        return _convert_list(value, tp, where, rule)
     if origin is dict:
         if not isinstance(value, dict):
-            raise bad()
+            raise _bad(value, tp, where, rule)
         return dict(value)
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        value = float(value) if ok else value
-    elif tp is str:
-        ok = isinstance(value, str)
-    else:  # pragma: no cover - a section annotated with a type this loader does not know
-        raise TypeError(f"{where}: unsupported config type {tp!r}")
-    if not ok or (tp in (int, float) and not rule.holds(value)):
-        raise bad()
+    value = _convert_scalar(value, tp, where, rule)
     if rule.check is not None:
-        try:
-            rule.check(value)
-        except UnknownNameError as e:  # the same error ("did you mean"), placed under the key
-            placed = UnknownNameError(e.kind, e.name, e.known)
-            placed.args = (f"{where}: {e}",)
-            raise placed from None
-        except RobustMMError as e:  # a check's own one-line reason, placed under the key
-            raise ConfigError(f"{where}: {e}") from None
+        _run_check(rule.check, value, where)
     return value
+
+
+def _bad(value: Any, tp: Any, where: str, rule: Rule) -> ConfigError:
+    return ConfigError(f"{where}: expected {_describe(tp, rule)}, got {_show(value)}")
+
+
+def _convert_list(value: Any, tp: Any, where: str, rule: Rule) -> list[Any]:
+    """A list value: each element converted under the rule (``nonempty`` applies to the list)."""
+    if not isinstance(value, list):
+        raise _bad(value, tp, where, rule)
+    if rule.nonempty and not value:  # a list that would run nothing
+        raise ConfigError(f"{where}: expected a non-empty {_describe(tp, rule)[2:]}, got []")
+    each = dataclasses.replace(rule, nonempty=False)
+    return [convert(v, typing.get_args(tp)[0], f"{where}[{i}]", each) for i, v in enumerate(value)]
+
+
+def _as_number(value: Any) -> float | None:
+    """A finite float from a number or a fraction string (``"4/255"``; a plain number in quotes
+    stays a type error), else None."""
+    from ..errors import BudgetError
+    from ..modalities import parse_budget
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if "/" not in value:
+            return None
+        try:
+            return parse_budget(value)
+        except BudgetError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _convert_scalar(value: Any, tp: Any, where: str, rule: Rule) -> Any:
+    """A bool, int, float (numbers and fractions) or str value, bounds included."""
+    if tp is float:
+        number = _as_number(value)
+        if number is None or not rule.holds(number):
+            raise _bad(value if number is None or isinstance(value, str) else number, tp, where, rule)
+        return number
+    kinds = {bool: (bool,), int: (int,), str: (str,)}
+    if tp not in kinds:  # pragma: no cover - a section annotated with a type this loader does not know
+        raise TypeError(f"{where}: unsupported config type {tp!r}")
+    ok = isinstance(value, kinds[tp]) and not (tp is int and isinstance(value, bool))
+    if not ok or (tp is int and not rule.holds(value)):
+        raise _bad(value, tp, where, rule)
+    return value
+
+
+def _run_check(check: Callable[[Any], Any], value: Any, where: str) -> None:
+    """A rule's name check, its error placed under the key's name."""
+    try:
+        check(value)
+    except UnknownNameError as e:  # the same error ("did you mean"), placed under the key
+        placed = UnknownNameError(e.kind, e.name, e.known)
+        placed.args = (f"{where}: {e}",)
+        raise placed from None
+    except RobustMMError as e:  # a check's own one-line reason, placed under the key
+        raise ConfigError(f"{where}: {e}") from None

@@ -139,7 +139,8 @@ def cell_settings(name: str, cfg: AttackCellConfig, modality: str) -> dict[str, 
 
 def run_attack(ctx: JobContext, name: str, cfg: AttackCellConfig, modality: str) -> list[Result]:
     """Build attack ``name`` with its settings at each budget, fit it when it learns, evaluate it."""
-    base = build_attack(name, **cell_settings(name, cfg, modality))
+    seed = {"seed": ctx.seed} if "seed" in _params(name) and "seed" not in cfg.settings else {}  # [run] seed by default
+    base = build_attack(name, **seed, **cell_settings(name, cfg, modality))
     n = cfg.pick("n", ctx.quick)
     data = ctx.dataset(n=min(int(n), ctx.attack_n)) if n else ctx.attacked
     fit_data = None

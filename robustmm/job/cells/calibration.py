@@ -59,7 +59,7 @@ def run_calibration(ctx: JobContext, modality: str, objective: str) -> list[Resu
     cal = ctx.section("calibration")
     steps = int(ctx.pick("calibration", "steps"))
     labelled = modality in ctx.attacked.tasks
-    attack = ctx.amp_wrap(default_attack(modality, labelled, steps=steps))
+    attack = ctx.amp_wrap(default_attack(modality, labelled, steps=steps).replace(seed=ctx.seed))
     calib = calibrate(ctx.encoder(), _train_data(ctx), modality=modality, objective=objective, attack=attack,
                       epochs=int(cal.epochs), seed=ctx.seed, progress=ctx.progress)
     ctx.calibrations[(modality, objective)] = calib
