@@ -47,7 +47,7 @@ def test_job_file_takes_fractions():
 
 def test_job_file_refuses_a_budget_beyond_the_domain():
     from robustmm.job import parse_config
-    from robustmm.job.fields import ConfigError
+    from robustmm.job.sections import ConfigError
 
     with pytest.raises(ConfigError, match=r"job.toml: \[attacks.pgd\] eps: eps 4 exceeds the image domain.*4/255"):
         parse_config({"run": {"modalities": ["image"]}, "attacks": {"pgd": {"eps": [4]}}}, "job.toml")
