@@ -57,10 +57,10 @@ def test_consecutive_cells_of_one_group_are_handed_out_together():
 
 
 class _Ctx:
-    """What share_texts reads of a JobContext: the encoder and the test items."""
+    """What share_texts reads of a JobContext: the encoder, the test items and the job's modalities."""
 
-    def __init__(self, encoder, data):
-        self._encoder, self.test = encoder, data
+    def __init__(self, encoder, data, modalities=("image", "audio")):
+        self._encoder, self.test, self.modalities = encoder, data, list(modalities)
 
     def encoder(self):
         return self._encoder
@@ -85,7 +85,9 @@ def test_share_texts_fills_the_memo_and_fails_on_every_rank(monkeypatch, rand_en
     parallel.share_texts(_Ctx(enc, data))  # one process: every chunk is this rank's
     assert enc.text_memo().missing(texts) == []
     one = enc.encode_text(texts)
-    chunks = enc.text_memo().chunks(texts + [p for t in data.tasks.values() for ps in t.prompts() for p in ps])
+    prompts = [p for m in ("image", "audio") for ps in data.tasks[m].prompts() for p in ps]
+    assert enc.text_memo().missing(prompts) == [] and enc.text_memo().missing(data.tasks["depth"].prompts()[0])
+    chunks = enc.text_memo().chunks(texts + prompts)
     want = {t: e for c in chunks for t, e in zip(c, enc.text_memo().embed(c))}
     assert torch.equal(one, torch.stack([want[t] for t in texts]))  # the canonical chunks' bits
     torch.testing.assert_close(one[:5], tower()(texts[:5]), **NUMERIC_TOLERANCE)  # other batch mates: close

@@ -89,7 +89,7 @@ def run_parallel(plan: list[tuple[str, Cell]], ctx: JobContext, commit: Commit) 
 
 
 def share_texts(ctx: JobContext) -> None:
-    """Embed the test items' captions and class prompts in their canonical chunks, before any cell.
+    """Embed the test items' captions and the job's class prompts in canonical chunks, before any cell.
 
     Every cell reads them. The encoder's text memo (:meth:`~robustmm.encoders.base.Encoder.text_memo`;
     nothing happens for an encoder without one) cuts the job's distinct texts into fixed chunks
@@ -103,7 +103,8 @@ def share_texts(ctx: JobContext) -> None:
         if memo is not None:
             data = ctx.test
             texts = [c for caps in data.captions for c in caps]
-            texts += [p for task in data.tasks.values() for prompts in task.prompts() for p in prompts]
+            tasks = [data.tasks[m] for m in ctx.modalities if m in data.tasks]  # the job's modalities' prompts
+            texts += [p for task in tasks for prompts in task.prompts() for p in prompts]
             mine = memo.chunks(texts)[dist.rank()::dist.world_size()]
             with dist.local_only():
                 share = [(chunk, memo.embed(chunk).cpu()) for chunk in mine]
