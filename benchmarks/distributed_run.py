@@ -16,6 +16,12 @@ average before and after, and the byte-for-byte comparison of the outputs: resul
 record by record (benchmarks/compare_results.py: timings and
 versions aside), the heads' weights, report.md. Exit status 0 when the outputs are identical.
 
+"Identical" is a claim about 1 vs N processes on one machine with the same thread count per
+process: the same kernels on the same batches (the job's texts are embedded in fixed chunks on
+any number of ranks: ``robustmm.job.parallel.share_texts``). Another CPU (the JSON records torch's
+``cpu_capability``) or another thread count sums in another order: outputs then agree within
+``robustmm.encoders.base.NUMERIC_TOLERANCE``, not byte for byte.
+
 The speed-up is only meaningful on an otherwise idle machine with at least N free cores: the JSON
 records ``os.getloadavg()`` and ``os.cpu_count()`` so a depressed number can be told apart. On the
 shared 2-core development machine the single leg alone varied between 114 and 140 s in one hour,
@@ -72,6 +78,13 @@ def _env(threads: int) -> dict[str, str]:
                GLOO_SOCKET_IFNAME=env.get("GLOO_SOCKET_IFNAME", "lo"), MASTER_ADDR="127.0.0.1",
                TOKENIZERS_PARALLELISM="false", PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
     return env
+
+
+def _cpu_capability() -> str:
+    """torch's CPU kernel level here (AVX2, AVX512 ...): the identity claim holds on this machine."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def _free_port() -> int:
@@ -213,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_speedup": TARGET if args.nproc == 2 else None,
         "meets_target": None if speedup is None or args.nproc != 2 else speedup >= TARGET,
         **same,
-        "machine": {"cpu_count": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": {"cpu_count": os.cpu_count(), "cpu_capability": _cpu_capability(),
+                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
                     "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()},
         "outputs": str(root) if args.keep else None,
     }

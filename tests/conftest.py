@@ -7,7 +7,16 @@ import _toy_attack  # noqa: E402, F401  (registers the toy attack before collect
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# ROBUSTMM_TEST_THREADS: intra-op threads for the whole session (default: at most 2). CI runs the
+# `determinism` tests a second time with another count, which changes the kernels' reduction order.
+torch.set_num_threads(int(os.environ.get("ROBUSTMM_TEST_THREADS") or 0) or min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def test_batch_size() -> int:
+    """Items per batch for tests that compare results across batch compositions
+    (``ROBUSTMM_TEST_BATCH_SIZE``, default 4; CI's second `determinism` run uses another)."""
+    return int(os.environ.get("ROBUSTMM_TEST_BATCH_SIZE") or 4)
 
 
 @pytest.fixture(scope="session")

@@ -57,28 +57,56 @@ def test_consecutive_cells_of_one_group_are_handed_out_together():
 
 
 class _Ctx:
-    """What share_texts reads of a JobContext: the encoder and the test items."""
+    """What share_texts reads of a JobContext: the encoder, the test items and the job's modalities."""
 
-    def __init__(self, encoder, data):
-        self._encoder, self.test = encoder, data
+    def __init__(self, encoder, data, modalities=("image", "audio")):
+        self._encoder, self.test, self.modalities = encoder, data, list(modalities)
 
     def encoder(self):
         return self._encoder
 
 
-def test_share_texts_fills_the_memo_and_fails_on_every_rank(monkeypatch, rand_encoder, synth_small):
+@pytest.mark.determinism
+def test_share_texts_fills_the_memo_and_fails_on_every_rank(monkeypatch, rand_encoder, synth_small, test_batch_size):
+    from robustmm.encoders.base import NUMERIC_TOLERANCE
     from robustmm.encoders.tinybind import TinyBind
     from robustmm.errors import RobustMMError
     from robustmm.job import parallel
 
     data = synth_small.head(6)
-    enc = TinyBind(rand_encoder.config, text_tower=type(rand_encoder.text_tower)())  # an empty memo
+    tower = type(rand_encoder.text_tower)
+
+    def fresh():  # a TinyBind with an empty memo
+        return TinyBind(rand_encoder.config, text_tower=tower(batch_size=test_batch_size))
+
+    enc = fresh()
     texts = [c for caps in data.captions for c in caps]
     assert enc.text_memo().missing(texts) == list(dict.fromkeys(texts))
-    parallel.share_texts(_Ctx(enc, data))  # one process: the whole share is this rank's
+    parallel.share_texts(_Ctx(enc, data))  # one process: every chunk is this rank's
     assert enc.text_memo().missing(texts) == []
-    fresh = type(rand_encoder.text_tower)()
-    assert torch.equal(enc.encode_text(texts[:5]), fresh(texts[:5]))  # pooled = own embeddings
+    one = enc.encode_text(texts)
+    prompts = [p for m in ("image", "audio") for ps in data.tasks[m].prompts() for p in ps]
+    assert enc.text_memo().missing(prompts) == [] and enc.text_memo().missing(data.tasks["depth"].prompts()[0])
+    chunks = enc.text_memo().chunks(texts + prompts)
+    want = {t: e for c in chunks for t, e in zip(c, enc.text_memo().embed(c))}
+    assert torch.equal(one, torch.stack([want[t] for t in texts]))  # the canonical chunks' bits
+    torch.testing.assert_close(one[:5], tower()(texts[:5]), **NUMERIC_TOLERANCE)  # other batch mates: close
+
+    # two ranks, one after the other: each embeds every other chunk, both memoise all of them
+    monkeypatch.setattr(parallel.dist, "world_size", lambda: 2)
+    ranks, sent = [fresh(), fresh()], {}
+
+    def gather(obj, me):  # rank 1 goes first and sees its own share twice; rank 0 sees both
+        sent[me] = obj
+        return [sent.get(0, obj), sent.get(1, obj)]
+
+    for r in (1, 0):
+        monkeypatch.setattr(parallel.dist, "rank", lambda r=r: r)
+        monkeypatch.setattr(parallel.dist, "all_gather_object", lambda obj, r=r: gather(obj, r))
+        parallel.share_texts(_Ctx(ranks[r], data))
+    assert [c for c, _ in sent[1]] == chunks[1::2]  # rank 1 embedded only its share
+    assert torch.equal(ranks[0].encode_text(texts), one)  # pooled over 2 ranks = one process, bit for bit
+    monkeypatch.undo()
 
     class Broken:
         def text_memo(self):

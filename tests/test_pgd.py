@@ -15,6 +15,7 @@ from robustmm.attacks.losses import LOSSES, effective_loss, make_objective, reso
 from robustmm.attacks.pgd import PGD, frozen
 from robustmm.batch import Batch
 from robustmm.data.synthscenes import synthscenes
+from robustmm.encoders.base import NUMERIC_TOLERANCE
 from robustmm.encoders.tinybind import ASSETS
 from robustmm.errors import BudgetError, RobustMMError, UnknownNameError
 from robustmm.evaluation import iter_batches
@@ -81,13 +82,17 @@ def test_seed_reproducible(enc, data, modality):
     assert not torch.equal(a1, a3)
 
 
-def test_random_start_does_not_depend_on_batch_composition(enc, data):
-    """An item gets the same start (and, gradients being per-sample, the same example) in any batch."""
+@pytest.mark.determinism
+def test_random_start_does_not_depend_on_batch_composition(enc, data, test_batch_size):
+    """An item gets the same start in any batch: seeded per item and elementwise, so exact (the
+    steps that follow run the encoder on other batch shapes, so they would agree only within
+    NUMERIC_TOLERANCE)."""
     b = batch_of(data, "image")
+    k = max(1, min(test_batch_size, len(b) - 1))
     atk = PGD(eps=big_eps("image"), steps=0, seed=3)  # steps=0: just the random start
     full = atk(enc, b).x
-    half = atk(enc, Batch("image", b.x[4:], b.captions[4:], b.labels[4:], b.prompts, b.index[4:])).x
-    assert torch.equal(full[4:], half)
+    part = atk(enc, Batch("image", b.x[k:], b.captions[k:], b.labels[k:], b.prompts, b.index[k:])).x
+    assert torch.equal(full[k:], part)
 
 
 def test_frozen_restores_on_error(enc):
@@ -142,6 +147,7 @@ def test_label_free_fallback_to_caption_loss(enc, data, modality):
 
 
 @pytest.mark.parametrize("modality", ["image", "audio"])
+@pytest.mark.determinism
 def test_keep_best_returns_the_most_damaging_iterate(enc, data, modality):
     """keep_best (the default) scores >= the last iterate on every item, > on some; False is plain PGD."""
     b = batch_of(data, modality)
@@ -153,7 +159,8 @@ def test_keep_best_returns_the_most_damaging_iterate(enc, data, modality):
         l_best, l_last = obj(enc.encode(modality, best.batch.x), idx), obj(enc.encode(modality, last.batch.x), idx)
     assert (l_best >= l_last - 1e-5).all()
     assert (l_best > l_last + 1e-6).any()
-    assert torch.allclose(best.loss_best, l_best, atol=1e-4) and torch.allclose(best.loss_last, l_last, atol=1e-4)
+    torch.testing.assert_close(best.loss_best, l_best, **NUMERIC_TOLERANCE)  # recomputed outside the loop
+    torch.testing.assert_close(best.loss_last, l_last, **NUMERIC_TOLERANCE)
     assert last.loss_best is None and last.forwards == 4 * N
     assert "keep_best" not in PGD(keep_best=False).describe() and PGD().describe()["keep_best"] is True
 

@@ -1,6 +1,7 @@
 """Noise calibration and the denoiser on a tiny random TinyBind: heads trained for noise are
 ordinary heads (saved, loaded, certified with), the noise is seeded per item, and the denoiser
 starts as the identity and learns to remove noise."""
+import pytest
 import torch
 
 from robustmm.defenses import load_heads
@@ -15,6 +16,7 @@ from robustmm.defenses.smoothing import (
 from robustmm.evaluation import make_batch
 
 
+@pytest.mark.determinism
 def test_gaussian_noise_is_seeded_per_item_and_stays_in_the_domain(synth_small, rand_encoder):
     idx = torch.arange(6)
     b = make_batch(synth_small, "audio", idx, None)

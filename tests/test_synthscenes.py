@@ -46,7 +46,9 @@ def test_prefix_stability(small):
         assert torch.equal(task.labels, small.tasks[m].labels[:9])
 
 
+@pytest.mark.determinism
 def test_rendering_does_not_depend_on_batch_or_modality_selection():
+    """Exact: numpy, one thread, every scene's arithmetic its own (no BLAS, no cross-scene sums)."""
     scenes = S.generate_scenes(S.RENDER_CHUNK + 6, seed=4)  # crosses a chunk boundary
     full = S.render(scenes)
     for i in (0, S.RENDER_CHUNK + 3):

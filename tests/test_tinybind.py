@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import robustmm
+from robustmm.encoders.base import NUMERIC_TOLERANCE
 from robustmm.encoders.tinybind import TinyBind
 from robustmm.errors import CheckpointError, MissingWeightsError, UnknownNameError
 from robustmm.modalities import CONTINUOUS_MODALITIES
@@ -26,21 +27,48 @@ def test_encode_text_is_normalised_and_semantic(rand_encoder):
     assert t[0] @ t[1] > t[0] @ t[2]  # the frozen MiniLM is a real sentence encoder
 
 
-def test_a_text_embedding_does_not_depend_on_its_batch_mates(rand_encoder, synth_small):
-    """Alone, among others, in another order: the same vector bit for bit (nothing is padded), so
-    a text embedded on another rank, or first by another cell, gives the same numbers."""
-    tower = type(rand_encoder.text_tower)()  # a fresh tower: nothing memoised
+@pytest.mark.determinism
+def test_a_text_embedding_agrees_within_the_tolerance_whatever_its_batch_mates(rand_encoder, synth_small,
+                                                                                  test_batch_size):
+    """Alone, among others, in another order, in other batches: the same vector within the stated
+    tolerance (other batch shapes may sum in another order); the same call gives the same bits."""
+    tower = rand_encoder.text_tower
     caps = [c for item in synth_small.captions for c in item][:30]
-    together = tower._embed(caps)
+    together = tower.embed(caps)
     assert len({len(tower.tokenizer(c)["input_ids"]) for c in caps}) > 3  # texts of several lengths
-    shuffled = tower._embed(caps[::-1])
-    alone = torch.cat([tower._embed([c]) for c in caps[:8]])
-    assert torch.equal(shuffled.flip(0), together) and torch.equal(alone, together[:8])
-    ref = tower.tokenizer(caps[:2], padding=True, return_tensors="pt")  # the padded recipe agrees up to rounding
+    assert torch.equal(tower.embed(caps), together)  # the same computation
+    shuffled = tower.embed(caps[::-1]).flip(0)
+    alone = torch.cat([tower.embed([c]) for c in caps[:8]])
+    pieces = torch.cat([tower.embed(caps[i : i + test_batch_size]) for i in range(0, len(caps), test_batch_size)])
+    for other, want in [(shuffled, together), (alone, together[:8]), (pieces, together)]:
+        torch.testing.assert_close(other, want, **NUMERIC_TOLERANCE)
+    ref = tower.tokenizer(caps[:2], padding=True, return_tensors="pt")  # the padded recipe agrees too
     hidden = tower.model(**ref).last_hidden_state
     mask = ref["attention_mask"].unsqueeze(-1).float()
     padded = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-    assert torch.allclose(padded, together[:2], atol=1e-5)
+    torch.testing.assert_close(padded, together[:2], **NUMERIC_TOLERANCE)
+
+
+@pytest.mark.determinism
+def test_canonical_chunks_give_a_text_the_same_bits_whatever_the_call(rand_encoder, synth_small, test_batch_size):
+    """The chunks depend on the set of texts alone; embedded chunk by chunk, on one tower or split
+    over two (two ranks) and pooled, every text gets the same bits, and so does a memo filled by
+    calls in another order."""
+    tower = type(rand_encoder.text_tower)(batch_size=test_batch_size)
+    caps = [c for item in synth_small.captions for c in item][:40]
+    chunks = tower.chunks(caps)
+    assert chunks == tower.chunks(caps[::-1] + caps[:7])  # order and repeats do not matter
+    assert sorted(t for c in chunks for t in c) == sorted(set(caps))
+    for c in chunks:  # one token length each, at most batch_size texts
+        assert len(c) <= test_batch_size and len({len(ids) for ids in tower.tokenizer(c)["input_ids"]}) == 1
+    one = {t: e for c in chunks for t, e in zip(c, tower.embed(c))}
+    ranks = [type(tower)(batch_size=test_batch_size) for _ in range(2)]
+    shares = [(c, ranks[i % 2].embed(c)) for i, c in enumerate(chunks)]
+    for c, emb in shares:
+        ranks[0].remember(c, emb)
+    assert torch.equal(ranks[0](caps), torch.stack([one[t] for t in caps]))
+    backwards = type(tower)(batch_size=test_batch_size)(caps[::-1]).flip(0)  # forward embeds the chunks of what is missing
+    assert torch.equal(backwards, torch.stack([one[t] for t in caps]))
 
 
 def test_image_tower_resizes_other_sizes(rand_encoder):

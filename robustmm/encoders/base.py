@@ -15,6 +15,13 @@ from torch import nn
 from ..errors import CheckpointError, EmptyDatasetError, InputShapeError, UnknownNameError
 from ..modalities import get_modality
 
+#: How closely two float32 computations of the same embeddings agree where nothing guarantees their
+#: bits: other batch shapes or batch mates, another thread count, another CPU (the kernels then sum
+#: in another order; 1.4e-7 apart was seen on unit vectors). The one stated tolerance: tests and
+#: benchmarks compare such results with ``torch.testing.assert_close(a, b, **NUMERIC_TOLERANCE)``.
+#: The same computation (same shapes and batch mates, same process settings) is compared exactly.
+NUMERIC_TOLERANCE: dict[str, float] = {"rtol": 1e-5, "atol": 1e-5}
+
 
 def check_texts(texts: Any) -> list[str]:
     """A list of strings for ``encode_text`` (one string is a list of one); clear errors otherwise."""
@@ -62,10 +69,13 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def text_memo(self) -> Any:
-        """The memo of this encoder's text embeddings, when each text's embedding depends on the
-        text alone: an object with ``missing(texts) -> list[str]`` and ``remember(texts, emb)``, so
-        a multi-process run can embed a share of the texts on each rank and pool them. ``None``
-        (the default) when there is no such memo."""
+        """The memo of this encoder's text embeddings, or ``None`` (the default) when there is none.
+
+        An object with ``chunks(texts) -> list[list[str]]`` (a canonical batching that depends on
+        the set of texts alone), ``embed(chunk) -> (n, D)`` (computed now, memo untouched),
+        ``remember(texts, emb)`` and ``missing(texts) -> list[str]``. A job embeds its texts chunk
+        by chunk before its first cell, on one process or spread over ranks and pooled, so each
+        text has the same batch mates, and the same bits, on any number of processes."""
         return None
 
     def tower(self, modality: str) -> nn.Module:

@@ -39,7 +39,9 @@ class MiniLMTextTower(nn.Module):
 
     Text is never differentiated (text attacks are discrete), so embeddings are computed under
     ``no_grad`` and memoised in a bounded LRU cache: class prompts and captions are embedded once
-    per process however many attacks reuse them.
+    per process however many attacks reuse them. A memoised vector is the one its first embedding
+    gave; :meth:`chunks` and :meth:`remember` let a job embed its texts in one fixed composition
+    (see :func:`robustmm.job.parallel.share_texts`).
     """
 
     embed_dim = 384
@@ -70,15 +72,17 @@ class MiniLMTextTower(nn.Module):
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @torch.no_grad()
-    def _embed(self, texts: list[str]) -> torch.Tensor:
-        """(N, 384) unit vectors, texts of one token length batched together (so nothing is padded).
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, 384) unit vectors of ``texts``, computed now (the memo is neither read nor written).
 
-        Without padding a text's embedding depends on the text alone, never on which texts shared
-        its batch: the same caption gives the same vector bit for bit whether it is embedded alone,
-        with others, first or last, in one process or split over ranks (and the work is the
-        tokens', not the longest text's times the batch)."""
+        Texts of one token length are batched together in the order given (so nothing is padded),
+        at most ``batch_size`` per forward. The same texts in the same order give the same bits
+        every time on one machine and thread count. Another composition (other batch mates, a
+        batch of one) runs the matrix multiplies with other shapes, which may sum in another order:
+        the vectors then agree within :data:`~robustmm.encoders.base.NUMERIC_TOLERANCE`, not bit for
+        bit. :meth:`chunks` gives the composition that makes a text's bits independent of the call."""
         device = next(self.model.parameters()).device
-        tokens = self.tokenizer(texts, truncation=True, max_length=128)
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=128)
         by_length: dict[int, list[int]] = {}
         for i, ids in enumerate(tokens["input_ids"]):
             by_length.setdefault(len(ids), []).append(i)
@@ -93,22 +97,46 @@ class MiniLMTextTower(nn.Module):
                 out[part] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
         return out.to(device)
 
+    def chunks(self, texts: Sequence[str]) -> list[list[str]]:
+        """The canonical batches of ``texts``: the distinct texts sorted by (token length, text) and
+        cut into runs of one token length of at most ``batch_size`` texts.
+
+        They depend on the set of texts alone (not on order, repeats or what is memoised), so every
+        process that embeds one set chunk by chunk (:meth:`embed` of each chunk) gives each text
+        the same batch mates and, with the same kernels and thread count, the same bits; a
+        multi-process job embeds its texts this way on every rank count."""
+        uniq = sorted(set(map(str, texts)))
+        if not uniq:
+            return []
+        lengths = [len(ids) for ids in self.tokenizer(uniq, truncation=True, max_length=128)["input_ids"]]
+        out: list[list[str]] = []
+        last = None
+        for n, t in sorted(zip(lengths, uniq)):
+            if n != last or len(out[-1]) == self.batch_size:
+                out.append([])
+            out[-1].append(t)
+            last = n
+        return out
+
     def missing(self, texts: Sequence[str]) -> list[str]:
         """The distinct ``texts`` not memoised yet, in order."""
         return list(dict.fromkeys(t for t in map(str, texts) if t not in self._cache))
 
     def remember(self, texts: Sequence[str], embeddings: torch.Tensor) -> None:
-        """Memoise embeddings made elsewhere (another rank's share): they equal this tower's own,
-        since a text's embedding depends on the text alone (see ``_embed``)."""
+        """Memoise embeddings made elsewhere (another rank's chunks), replacing what is there: a
+        chunk of :meth:`chunks` embedded on another rank gives the bits this tower would give."""
         for t, e in zip(texts, embeddings):
             self._cache[str(t)] = e.detach().cpu()
+            self._cache.move_to_end(str(t))
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, 384) unit vectors of ``texts``; the ones not memoised are embedded in :meth:`chunks`
+        of the missing set (so the call's order does not matter) and memoised."""
         texts = [str(t) for t in texts]
-        if missing := self.missing(texts):
-            self.remember(missing, self._embed(missing))
+        for chunk in self.chunks(self.missing(texts)):
+            self.remember(chunk, self.embed(chunk))
         device = next(self.model.parameters()).device
         return torch.stack([self._cache[t] for t in texts]).to(device)
 

@@ -18,7 +18,13 @@ Two ways, chosen by ``ROBUSTMM_RUN_SHARD``:
   their results; a cell whose results differ (a loop that reads only this rank's share, e.g.
   XMAI's caption similarity over its own edits) is rerun whole on every rank.
 
-Either way the results are exactly those of one process, and only rank 0 writes.
+Either way only rank 0 writes, and the results are those of one process on the same machine, bit for
+bit, when every process runs the same kernels with the same thread count (``OMP_NUM_THREADS``):
+the job's test texts are embedded in fixed chunks whatever the number of ranks (:func:`share_texts`).
+Texts that attacks make up inside a cell (caption edits, substitute words) are embedded as they
+come, so a cell that makes them can differ from one process within
+:data:`~robustmm.encoders.base.NUMERIC_TOLERANCE` where an earlier cell memoised some of them; so
+can anything compared across machines or thread counts.
 """
 from __future__ import annotations
 
@@ -83,22 +89,25 @@ def run_parallel(plan: list[tuple[str, Cell]], ctx: JobContext, commit: Commit) 
 
 
 def share_texts(ctx: JobContext) -> None:
-    """Embed the test items' captions and class prompts once over the ranks, before any cell.
+    """Embed the test items' captions and the job's class prompts in canonical chunks, before any cell.
 
-    Every cell reads them, so each rank would embed them all on its first cell; instead each
-    embeds every ``world``-th missing text and the shares are pooled into every rank's memo
-    (:meth:`~robustmm.encoders.base.Encoder.text_memo`; nothing happens for an encoder without
-    one). Exact: a memoised text's embedding depends on the text alone."""
+    Every cell reads them. The encoder's text memo (:meth:`~robustmm.encoders.base.Encoder.text_memo`;
+    nothing happens for an encoder without one) cuts the job's distinct texts into fixed chunks
+    (sorted, one token length each); rank ``r`` embeds chunks ``r, r + world, ...`` and every rank
+    memoises every chunk, replacing what was memoised before. A single process runs this too, so
+    each text has the same batch mates, hence the same bits, on 1 or N processes of one machine
+    (same kernels and thread count), whichever cell asks for it first."""
     memo, share, failed = None, None, None
     try:  # every rank must reach the gather, or the others hang in it
         memo = ctx.encoder().text_memo()
         if memo is not None:
             data = ctx.test
             texts = [c for caps in data.captions for c in caps]
-            texts += [p for task in data.tasks.values() for prompts in task.prompts() for p in prompts]
-            mine = memo.missing(texts)[dist.rank()::dist.world_size()]
+            tasks = [data.tasks[m] for m in ctx.modalities if m in data.tasks]  # the job's modalities' prompts
+            texts += [p for task in tasks for prompts in task.prompts() for p in prompts]
+            mine = memo.chunks(texts)[dist.rank()::dist.world_size()]
             with dist.local_only():
-                share = (mine, ctx.encoder().encode_text(mine).cpu() if mine else None)
+                share = [(chunk, memo.embed(chunk).cpu()) for chunk in mine]
     except Exception as e:
         failed, share = e, " ".join(f"{type(e).__name__}: {e}".split())
     shares = dist.all_gather_object(share)
@@ -109,10 +118,11 @@ def share_texts(ctx: JobContext) -> None:
             raise RobustMMError(f"rank {rank} failed before the first cell: {got}")
     if memo is None:  # no memo here, so none on any rank (every rank loads the same encoder)
         return
-    for rank, (texts_, emb) in enumerate(shares):
-        if rank != dist.rank() and texts_:  # this rank's own share is memoised by encode_text already
-            memo.remember(texts_, emb)
-    log.info("rank %d embedded %d of %d test texts", dist.rank(), len(share[0]), sum(len(g[0]) for g in shares))
+    for got in shares:
+        for chunk, emb in got:
+            memo.remember(chunk, emb)
+    log.info("rank %d embedded %d of %d test texts", dist.rank(), sum(len(c) for c, _ in share),
+             sum(len(c) for got in shares for c, _ in got))
 
 
 def _tagged(cell: Cell, results: list[Result]) -> list[Result]:

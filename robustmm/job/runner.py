@@ -32,7 +32,7 @@ from .arg_checks import check_run_options
 from .config import FINGERPRINT_NAME, JobConfig, as_config, fingerprint_differences, job_fingerprint
 from .context import JobContext
 from .figures import render_figures
-from .parallel import run_parallel
+from .parallel import run_parallel, share_texts
 from .registry import Cell, cell_kinds
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,11 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
     if dist.is_distributed():
         run_parallel(todo, ctx, commit)
     else:
-        from ..progress import tqdm
+        from ..progress import steps
 
-        bar = tqdm([c for _, c in todo], desc="robustmm run", disable=not progress)
-        for cell in bar:
-            bar.set_postfix_str(cell.key)
+        if todo:  # the test texts in the same fixed chunks as on N ranks (same bits)
+            share_texts(ctx)
+        for cell in steps([c for _, c in todo], "robustmm run", name=lambda c: c.key, enabled=progress):
             t0 = time.perf_counter()
             results = cell.run()
             for r in results:
