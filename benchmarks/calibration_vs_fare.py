@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import robustmm
     from robustmm.attacks import build_attack
     from robustmm.defenses import calibrate, fare_finetune
-    from robustmm.defenses.threats import evaluate_threats
+    from robustmm.evaluation.threats import evaluate_threats
     from robustmm.modalities import get_modality
 
     spec = get_modality(args.modality)

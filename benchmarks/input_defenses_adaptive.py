@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from robustmm.attacks import build_attack
     from robustmm.attacks.bpda import BPDA
     from robustmm.attacks.eot import EOT
-    from robustmm.defenses.input_transforms import build_defense, defend
+    from robustmm.encoders.input_transforms import build_defense, defend
     from robustmm.evaluation import iter_batches
     from robustmm.metrics import zeroshot_correct
 

@@ -40,9 +40,9 @@ from robustmm.attacks import build_attack
 from robustmm.attacks.base import Attack
 from robustmm.defenses import calibrate, fare_finetune
 from robustmm.defenses.calibrate import adversarial_embeddings
-from robustmm.defenses.threats import evaluate_threats, reusable, threat_flags
-from robustmm.defenses.worst_case import RecordingAttack, worst_case
 from robustmm.evaluation import evaluate
+from robustmm.evaluation.threats import evaluate_threats, reusable, threat_flags
+from robustmm.evaluation.worst_case import RecordingAttack, worst_case
 from robustmm.modalities import get_modality
 from robustmm.persist import atomic_write_text
 from robustmm.report.tables import markdown_table

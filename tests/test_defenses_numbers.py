@@ -14,9 +14,9 @@ from robustmm.attacks.memo import MemoAttack
 from robustmm.defenses import calibrate
 from robustmm.defenses import fare as fare_mod
 from robustmm.defenses.objectives import CalibBatch, consistency, label_free_consistency, parse_objective, parse_spec
-from robustmm.defenses.threats import evaluate_threats, threat_flags
-from robustmm.defenses.worst_case import RecordingAttack
 from robustmm.errors import RobustMMError, UnknownNameError
+from robustmm.evaluation.threats import evaluate_threats, threat_flags
+from robustmm.evaluation.worst_case import RecordingAttack
 from robustmm.metrics import zeroshot_correct
 from robustmm.records import THREATS, Result
 

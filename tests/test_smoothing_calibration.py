@@ -4,15 +4,11 @@ starts as the identity and learns to remove noise."""
 import torch
 
 from robustmm.defenses import load_heads
-from robustmm.defenses.smoothing import (
-    ConvDenoiser,
-    GaussianNoise,
-    certify_dataset,
-    noise_calibrate,
-    noisy_embeddings,
-    train_denoiser,
-)
+from robustmm.defenses.denoiser import train_denoiser
+from robustmm.defenses.noise_heads import GaussianNoise, noise_calibrate, noisy_embeddings
+from robustmm.encoders.denoiser import ConvDenoiser
 from robustmm.evaluation import make_batch
+from robustmm.evaluation.certification import certify_dataset
 
 
 def test_gaussian_noise_is_seeded_per_item_and_stays_in_the_domain(synth_small, rand_encoder):

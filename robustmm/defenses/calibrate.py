@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -27,11 +25,11 @@ from .. import distributed as dist_utils
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
+from ..encoders.heads import Calibration, ResidualHead
 from ..errors import RobustMMError, UnknownNameError
 from ..evaluation import iter_batches
 from ..modalities import get_modality
 from ..progress import tqdm
-from .heads import ResidualHead, save_heads
 from .objectives import DEFAULT_REGULARISER, REGULARISERS, CalibBatch, objective_loss, parse_spec, regulariser_loss, uses_labels
 
 log = logging.getLogger(__name__)
@@ -51,23 +49,6 @@ def default_attack(modality: str, labelled: bool, eps: float | None = None, step
     spec = get_modality(modality)
     return build_attack("pgd", eps=spec.middle_eps if eps is None else eps, steps=steps,
                         loss="ce" if labelled else "embedding")
-
-
-@dataclass
-class Calibration:
-    """Trained heads plus everything needed to describe them in results and on disk."""
-
-    heads: dict[str, ResidualHead]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def defense_block(self) -> dict[str, Any]:
-        """The ``defense`` block of a result record."""
-        keys = ("objective", "regulariser", "consistency_weight", "uses_labels", "attack", "epochs", "hidden",
-                "adaptive_every", "clean_only", "n_train", "train_s", "attack_s")
-        return {"name": "calibration", **{k: self.meta.get(k) for k in keys if k in self.meta}}
-
-    def save(self, path: str) -> None:
-        save_heads(path, self.heads, self.meta)
 
 
 @torch.no_grad()

@@ -122,7 +122,7 @@ def check_data(name: str, root: str | None, split: str | None = None, n: int | N
 def check_heads_file(path: str | None) -> None:
     """Calibration heads (None = not given): both ``X.safetensors`` and its ``X.json`` sidecar,
     whichever of the two was named, exist as files ("heads file not found" otherwise)."""
-    from ..defenses.heads import heads_paths
+    from ..encoders.heads import heads_paths
 
     if path is None:
         return
@@ -146,7 +146,7 @@ def check_out_text(out: str | None, flag: str = "--out") -> None:
 def input_paths(*, models: Iterable[str | None] = (), heads: str | None = None, root: str | None = None) -> list[Path]:
     """The files and folders a command reads: ``family:PATH`` model weights (PATH, PATH.safetensors,
     PATH.json), calibration heads and their JSON sidecar, the dataset root."""
-    from ..defenses.heads import heads_paths
+    from ..encoders.heads import heads_paths
     from ..persist import weight_paths
 
     paths: list[Path] = []

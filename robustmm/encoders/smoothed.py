@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...encoders.base import Encoder
-from ...modalities import get_modality
-from .stats import binomial_test, certified_radius, check_smoothing_args, clopper_pearson_lower
+from ..modalities import get_modality
+from .base import Encoder
+from .smoothing_stats import binomial_test, certified_radius, check_smoothing_args, clopper_pearson_lower
 
 #: seed-stream phases, so the draws of CERTIFY, PREDICT and the attack never coincide
 PHASE_CERTIFY, PHASE_PREDICT, PHASE_ATTACK = 0, 1, 2
@@ -99,7 +99,7 @@ class SmoothedClassifier(nn.Module):
         self.base = encoder.with_heads(heads) if heads else encoder
         self.modality, self.sigma, self.batch_noise, self.seed = modality, float(sigma), int(batch_noise), int(seed)
         if class_embeddings is None:
-            from ...errors import RobustMMError
+            from ..errors import RobustMMError
             if prompts is None:
                 raise RobustMMError(f"a smoothed classifier needs class prompts or class embeddings for {modality!r}")
             class_embeddings = self.base.class_embeddings(prompts)

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attacks.bpda import straight_through
-from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError, UnknownNameError
 from ..modalities import get_modality
+from .base import Encoder
+from .straight_through import straight_through
 
 _DEFENSES: dict[str, type[InputTransform]] = {}
 

@@ -21,10 +21,10 @@ from ..attacks.base import Attack
 from ..attacks.memo import MemoAttack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
+from ..encoders.heads import Calibration
 from ..errors import RobustMMError
-from ..evaluation import evaluate
 from ..records import Result
-from .calibrate import Calibration
+from .runner import evaluate
 from .worst_case import RecordingAttack, ThreatFlag, threat_flags, threat_label, worst_case
 
 __all__ = ["ThreatFlag", "evaluate_threats", "reusable", "threat_flags", "threat_label"]
