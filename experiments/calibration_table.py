@@ -186,8 +186,9 @@ def main() -> None:
             rows.append(row)
             records += [r.to_dict() for r in (unaware, adaptive, *more)]
         for fm in [m] if m in args.fare else []:
-            tuned, rep = fare_finetune(enc, train, modality=fm, eps=eps, steps=args.steps, progress=False,
-                                       **({"lr": args.fare_lr} if args.fare_lr else {}))
+            tuned = fare_finetune(enc, train, modality=fm, eps=eps, steps=args.steps, progress=False,
+                                  **({"lr": args.fare_lr} if args.fare_lr else {}))
+            rep = tuned.training_info
             each, fworst = white_box(tuned, test, fm, {main_name: RecordingAttack(attack.inner.inner)} |
                                      {s: RecordingAttack(a) for s, a in raw.items()})
             rows.append({"modality": fm, "objective": f"FARE (fine-tune tower, lr {rep['lr']:g})", "eps": spec.format_eps(eps),

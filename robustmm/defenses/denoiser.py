@@ -17,6 +17,7 @@ from ..encoders.denoiser import IMAGE_LIKE, ConvDenoiser, DenoisedEncoder
 from ..encoders.smoothing_stats import check_smoothing_args
 from ..errors import RobustMMError
 from ..modalities import get_modality
+from .seeding import seeded
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +35,30 @@ def train_denoiser(encoder: Encoder, dataset: MultimodalDataset, *, modality: st
     encoder.check_modality(modality)
     dataset.check_modality(modality)
     spec = get_modality(modality)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    x_all = dataset.get(modality, torch.arange(len(dataset)))
-    den = ConvDenoiser(x_all.shape[-3], width, depth, spec.domain)
-    opt = torch.optim.Adam(den.parameters(), lr=lr)
     t0 = time.perf_counter()
+    with seeded(seed, encoder.device):
+        gen = torch.Generator().manual_seed(seed)
+        x_all = dataset.get(modality, torch.arange(len(dataset)))
+        den = ConvDenoiser(x_all.shape[-3], width, depth, spec.domain)
+        _fit(den, x_all, sigma, spec.domain, epochs, lr, batch_size, gen, modality)
+    den.eval().requires_grad_(False)
+    log.info("trained denoiser for %s in %.1fs", modality, time.perf_counter() - t0)
+    return DenoisedEncoder(encoder, modality, den.to(encoder.device))
+
+
+def _fit(den: ConvDenoiser, x_all: torch.Tensor, sigma: float, domain: tuple[float, float], epochs: int, lr: float,
+         batch_size: int, gen: torch.Generator, modality: str) -> None:
+    """MSE training of ``den`` on noisy copies of ``x_all`` (in place)."""
+    opt = torch.optim.Adam(den.parameters(), lr=lr)
     for epoch in range(epochs):
         perm = torch.randperm(len(x_all), generator=gen)
         total = 0.0
         for s in range(0, len(x_all), batch_size):
             x = x_all[perm[s : s + batch_size]]
-            xn = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(*spec.domain)
+            xn = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(*domain)
             loss = (den(xn) - x).square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(x)
         log.info("denoiser %s sigma=%g epoch %d: mse %.5f", modality, sigma, epoch, total / len(x_all))
-    den.eval().requires_grad_(False)
-    log.info("trained denoiser for %s in %.1fs", modality, time.perf_counter() - t0)
-    return DenoisedEncoder(encoder, modality, den.to(encoder.device))
