@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="result file (.json); {model} {data} {modality} are filled in")
     _common(p)
 
-    p = sub.add_parser("list", help="list models, attacks, datasets, modalities, input defenses or job cell kinds")
+    p = sub.add_parser("list", help="list models, attacks, datasets, modalities, defenses or job cell kinds")
     p.add_argument("what", choices=["models", "attacks", "datasets", "modalities", "defenses", "cells"])
     return ap
 

@@ -11,6 +11,8 @@ from .denoiser import train_denoiser
 from .fare import fare_finetune
 from .noise_heads import GaussianNoise, noise_calibrate, noisy_embeddings
 from .objectives import OBJECTIVES, parse_objective
+from .registry import DefenseFamily, defend, defense_family, list_defenses, register_defense_family, smooth
 
-__all__ = ["Calibration", "GaussianNoise", "OBJECTIVES", "ResidualHead", "calibrate", "default_attack", "fare_finetune",
-           "load_heads", "noise_calibrate", "noisy_embeddings", "parse_objective", "save_heads", "train_denoiser"]
+__all__ = ["Calibration", "DefenseFamily", "GaussianNoise", "OBJECTIVES", "ResidualHead", "calibrate", "default_attack",
+           "defend", "defense_family", "fare_finetune", "list_defenses", "load_heads", "noise_calibrate", "noisy_embeddings",
+           "parse_objective", "register_defense_family", "save_heads", "smooth", "train_denoiser"]

@@ -285,8 +285,3 @@ class SmoothedEncoder(Encoder):
         :class:`Certificate`). For certified accuracy over a dataset use ``robustmm.certify``."""
         sm = self.classifier(modality, classnames=classnames, prompts=prompts, **classes)
         return sm.certify(x, self.n0, self.n, self.alpha, index)
-
-
-def smooth(encoder: Encoder, sigma: float, **settings: Any) -> SmoothedEncoder:
-    """``encoder`` under randomized smoothing with noise ``sigma`` (see :class:`SmoothedEncoder`)."""
-    return SmoothedEncoder(encoder, sigma, **settings)

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 def list_rows(what: str) -> dict[str, str]:
     """Name -> one-line description of the registered ``what`` (models, attacks, datasets,
-    modalities, defenses = input defenses, cells = job cell kinds), for `robustmm list`."""
+    modalities, defenses = every defense family, cells = job cell kinds), for `robustmm list`."""
     from .. import list_attacks, list_datasets, list_encoders
-    from ..encoders.input_transforms import list_defenses
+    from ..defenses import list_defenses
     from ..modalities import MODALITIES
     from .registry import list_cell_kinds
 
