@@ -258,6 +258,7 @@ def _train_head(plan: _Plan, head: ResidualHead, encoder: Encoder, dataset: Mult
             total += float(loss.detach()) * len(idx)
         epoch_losses.append(total / n)
     head.eval()
+    head.zero_grad(set_to_none=True)  # a frozen head carries no training gradients
     for p in head.parameters():
         p.requires_grad_(False)
     return epoch_losses, regen_s

@@ -41,6 +41,7 @@ def train_denoiser(encoder: Encoder, dataset: MultimodalDataset, *, modality: st
         x_all = dataset.get(modality, torch.arange(len(dataset)))
         den = ConvDenoiser(x_all.shape[-3], width, depth, spec.domain)
         _fit(den, x_all, sigma, spec.domain, epochs, lr, batch_size, gen, modality)
+    den.zero_grad(set_to_none=True)  # frozen, without training gradients
     den.eval().requires_grad_(False)
     log.info("trained denoiser for %s in %.1fs", modality, time.perf_counter() - t0)
     return DenoisedEncoder(encoder, modality, den.to(encoder.device))

@@ -124,6 +124,7 @@ def fare_finetune(
     with seeded(seed, encoder.device):
         gen = torch.Generator().manual_seed(seed)
         losses = _train_tower(encoder, tuned, params, dataset, modality, budget, epochs, lr, batch_size, gen, progress)
+    tuned.zero_grad(set_to_none=True)  # the tuned copy is frozen and carries no training gradients
     for p in tuned.parameters():
         p.requires_grad_(False)
     tuned.eval()

@@ -47,6 +47,7 @@ class DenoisedEncoder(Encoder):
         super().__init__()
         self.base, self.denoised_modality, self.denoiser = base, modality, denoiser
         self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+        self.eval()  # a wrapper of frozen parts is frozen too (nn.Module starts in training mode)
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         if modality == self.denoised_modality:

@@ -120,6 +120,7 @@ class TransformedEncoder(Encoder):
         self.base, self.transform = base, transform
         self.name, self.modalities, self.embed_dim = base.name, base.modalities, base.embed_dim
         self.weights = base.weights
+        self.eval()  # a wrapper of frozen parts is frozen too (nn.Module starts in training mode)
 
     @property
     def bpda_steps(self) -> tuple[str, ...]:

@@ -234,6 +234,7 @@ class SmoothedEncoder(Encoder):
         self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
         self.sigma, self.n0, self.n, self.alpha = float(sigma), int(n0), int(n), float(alpha)
         self.batch_noise, self.seed = int(batch_noise), int(seed)
+        self.eval()  # a wrapper of a frozen encoder is frozen too (nn.Module starts in training mode)
 
     def settings(self) -> dict[str, Any]:
         """The Monte Carlo settings (the keywords that rebuild this defense around ``base``)."""
