@@ -71,7 +71,8 @@ def zeroshot_ce(emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor
     return F.cross_entropy(logits, labels.to(logits.device), reduction="none")
 
 
-def targeted_zeroshot(emb: torch.Tensor, class_emb: torch.Tensor, target: torch.Tensor, scale: float = DEFAULT_SCALE) -> torch.Tensor:
+def targeted_zeroshot(emb: torch.Tensor, class_emb: torch.Tensor, target: torch.Tensor,
+                      scale: float = DEFAULT_SCALE) -> torch.Tensor:
     """Negative cross-entropy toward a target class: maximising it pulls samples to ``target``.
 
     Args:

@@ -185,13 +185,15 @@ class SmoothedClassifier(nn.Module):
         check_smoothing_args(n0=n0, n=n, alpha=alpha)
         x, idx = self._items(x, index)
         N = len(x)
-        pred, plugin, top = torch.full((N,), -1, dtype=torch.long), torch.zeros(N, dtype=torch.long), torch.zeros(N, dtype=torch.long)
+        pred = torch.full((N,), -1, dtype=torch.long)
+        plugin, top = torch.zeros(N, dtype=torch.long), torch.zeros(N, dtype=torch.long)
         radius, p_lo = torch.zeros(N, dtype=torch.float64), torch.zeros(N, dtype=torch.float64)
         x2t_r = torch.full((N,), -1.0, dtype=torch.float64) if gallery is not None else None
         x2t_rate = torch.zeros(N, dtype=torch.float64) if gallery is not None else None
         g = None if gallery is None else gallery.to(self.device)
         for r, (x1, i) in enumerate(zip(x, idx)):
-            labels, hits = self._draw_predictions(x1, i, n0 + n, PHASE_CERTIFY, g, None if own is None else own[r].to(self.device))
+            own_r = None if own is None else own[r].to(self.device)
+            labels, hits = self._draw_predictions(x1, i, n0 + n, PHASE_CERTIFY, g, own_r)
             c_a = int(torch.bincount(labels[:n0], minlength=self.num_classes).argmax())
             est = torch.bincount(labels[n0:], minlength=self.num_classes)
             plugin[r], top[r] = int(est.argmax()), int(est[c_a])
