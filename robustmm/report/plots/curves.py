@@ -117,8 +117,6 @@ def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path, which
 
 def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str], what: str,
                   colours: dict[str, Any], note: str = "") -> Any:
-    from matplotlib.lines import Line2D
-
     panels: dict[tuple[str, str], list[Result]] = defaultdict(list)
     attack_labels: dict[str, str] = {}
     for r in curve:
@@ -126,11 +124,7 @@ def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str]
         attack_labels[akey] = alabel
         panels[(r.modality, akey)].append(r)
     order = sorted(panels, key=lambda k: (_modality_order(k[0]), k[1]))
-    drawn = []
-    for pk in order:
-        key = _first_key(panels[pk], keys)
-        if key is not None:
-            drawn.append((pk, key))
+    drawn = [(pk, key) for pk in order if (key := _first_key(panels[pk], keys)) is not None]
     if not drawn:
         return None
     ncols = min(3, len(drawn))
@@ -144,71 +138,21 @@ def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str]
         ax.set_visible(False)
     for ax, ((modality, akey), key) in zip(axes.flat, drawn):
         recs = panels[(modality, akey)]
-        norm = (recs[0].attack or {}).get("norm")
-        fmt, xlabel = _eps_formatter(modality, norm)
-        series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-        own_clean: dict[str, list[float]] = defaultdict(list)
-        meta: dict[str, Result] = {}
-        usable = []
-        for r in recs:
-            if _metric(r, "attacked", key) is None:
-                log.warning("plots: %s/%s result at eps=%s has no attacked %s; skipped",
-                            _model_name(r), modality, _eps(r), key)
-            else:
-                usable.append(r)
-        slots: dict[tuple[str, float | None], list[Result]] = defaultdict(list)
-        for r in usable:
-            slots[(_series_label(r), _eps(r))].append(r)
-        label_of = _variant_labels(slots.values())
-        for r in usable:
-            v = _metric(r, "attacked", key)
-            label = label_of[id(r)]
-            meta.setdefault(label, r)
-            series[label][_eps(r)].append(v)  # type: ignore[index]
-            if (c := _metric(r, "clean", key)) is not None:
-                own_clean[label].append(c)
+        series, meta, own_clean = _panel_series(recs, modality, key)
         eps_all = sorted({0.0, *(e for s in series.values() for e in s)})
         pos = {e: i for i, e in enumerate(eps_all)}
         for label in sorted(series):
             r0 = meta[label]
-            match = [c for c in cleans if c.modality == modality and _model_name(c) == _model_name(r0)
-                     and _defense_label(c) == _defense_label(r0) and _metric(c, "clean", key) is not None]
-            from_clean = [v for c in match if (v := _metric(c, "clean", key)) is not None]
-            # the clean point of the same items when the records carry it (a separate clean run may
-            # use a bigger gallery, and retrieval scores fall with gallery size)
-            clean_v = _mean(own_clean[label]) if own_clean[label] else (_mean(from_clean) if from_clean else None)
-            pts = sorted((e, float(np.mean(vs))) for e, vs in series[label].items())
-            if clean_v is not None and 0.0 not in series[label]:
-                pts = [(0.0, clean_v), *pts]
+            pts = _series_points(series[label], own_clean[label], cleans, r0, modality, key)
             if label not in style_of:
                 ls, marker = _THREAT_STYLE.get(r0.threat, ("-.", "v"))
                 style = (colours.get(_colour_key(r0), "k"), ls, marker)
                 if style in style_of.values():  # an attack variant of an existing series: new colour
                     style = (next(spare, "k"), ls, marker)
                 style_of[label] = style
-            colour, ls, marker = style_of[label]
-            xs, ys = [pos[e] for e, _ in pts], [v for _, v in pts]
-            # segments that jump over budgets this series was not run at are drawn faint and thin:
-            # a reader should not read values off them
-            ax.plot(xs, ys, linestyle=ls, color=colour, linewidth=1.0, alpha=0.35)
-            runs: list[list[int]] = [[0]]
-            for i in range(1, len(xs)):
-                (runs[-1].append(i) if xs[i] == xs[i - 1] + 1 else runs.append([i]))
-            for run in runs:
-                ax.plot([xs[i] for i in run], [ys[i] for i in run], linestyle=ls, marker=marker, color=colour,
-                        linewidth=1.8, markersize=5, alpha=0.9)
-            legend.setdefault(label, Line2D([], [], linestyle=ls, marker=marker, color=colour, linewidth=1.8))
-        ax.set_xticks(range(len(eps_all)))
-        ticks = ["clean" if e == 0 else fmt(e) for e in eps_all]
-        rotate = len(eps_all) > 6 or max(len(t) for t in ticks) > 6
-        ax.set_xticklabels(ticks, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
-        ax.set_xlim(-0.3, len(eps_all) - 0.7)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(_wrap(xlabel, 44), fontsize=8.5)
-        ax.set_ylabel(_metric_label(key, modality), fontsize=9)
-        ax.set_title(f"{modality} — {attack_labels[akey]}", fontsize=10, fontweight="bold")
-        ax.grid(True, alpha=0.3)
-        ax.tick_params(axis="y", labelsize=8)
+            legend.setdefault(label, _draw_series(ax, [pos[e] for e, _ in pts], [v for _, v in pts], *style_of[label]))
+        norm = (recs[0].attack or {}).get("norm")
+        _label_panel(ax, eps_all, modality, norm, key, f"{modality} — {attack_labels[akey]}")
     fig.suptitle(f"Robustness curves: {what} vs attack budget ε\n"
                  "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack on the same items)"
                  + (f"\n{_wrap(note, 120)}" if note else ""), fontsize=11)
@@ -216,3 +160,76 @@ def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str]
     fig.legend([legend[k] for k in labels], labels, loc="outside lower center", ncols=min(3, len(labels)),
                fontsize=8.5, frameon=False, title="model + defense (threat model)", title_fontsize=8.5)
     return fig
+
+
+def _panel_series(recs: list[Result], modality: str, key: str
+                  ) -> tuple[dict[str, dict[float, list[float]]], dict[str, Result], dict[str, list[float]]]:
+    """One panel's attacked values per (series label, eps), a record of each series, and the
+    series' own clean values (records without the metric are skipped with a warning)."""
+    series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    own_clean: dict[str, list[float]] = defaultdict(list)
+    meta: dict[str, Result] = {}
+    usable = []
+    for r in recs:
+        if _metric(r, "attacked", key) is None:
+            log.warning("plots: %s/%s result at eps=%s has no attacked %s; skipped", _model_name(r), modality, _eps(r), key)
+        else:
+            usable.append(r)
+    slots: dict[tuple[str, float | None], list[Result]] = defaultdict(list)
+    for r in usable:
+        slots[(_series_label(r), _eps(r))].append(r)
+    label_of = _variant_labels(slots.values())
+    for r in usable:
+        label = label_of[id(r)]
+        meta.setdefault(label, r)
+        series[label][_eps(r)].append(_metric(r, "attacked", key))  # type: ignore[index,arg-type]
+        if (c := _metric(r, "clean", key)) is not None:
+            own_clean[label].append(c)
+    return series, meta, own_clean
+
+
+def _series_points(values: dict[float, list[float]], own_clean: list[float], cleans: list[Result], r0: Result,
+                   modality: str, key: str) -> list[tuple[float, float]]:
+    """(eps, mean value) of one series, ascending, with the clean point at eps = 0 when known."""
+    match = [c for c in cleans if c.modality == modality and _model_name(c) == _model_name(r0)
+             and _defense_label(c) == _defense_label(r0) and _metric(c, "clean", key) is not None]
+    from_clean = [v for c in match if (v := _metric(c, "clean", key)) is not None]
+    # the clean point of the same items when the records carry it (a separate clean run may
+    # use a bigger gallery, and retrieval scores fall with gallery size)
+    clean_v = _mean(own_clean) if own_clean else (_mean(from_clean) if from_clean else None)
+    pts = sorted((e, float(np.mean(vs))) for e, vs in values.items())
+    if clean_v is not None and 0.0 not in values:
+        pts = [(0.0, clean_v), *pts]
+    return pts
+
+
+def _draw_series(ax: Any, xs: list[int], ys: list[float], colour: Any, ls: str, marker: str) -> Any:
+    """One series on ``ax``; returns its legend handle."""
+    from matplotlib.lines import Line2D
+
+    # segments that jump over budgets this series was not run at are drawn faint and thin:
+    # a reader should not read values off them
+    ax.plot(xs, ys, linestyle=ls, color=colour, linewidth=1.0, alpha=0.35)
+    runs: list[list[int]] = [[0]]
+    for i in range(1, len(xs)):
+        (runs[-1].append(i) if xs[i] == xs[i - 1] + 1 else runs.append([i]))
+    for run in runs:
+        ax.plot([xs[i] for i in run], [ys[i] for i in run], linestyle=ls, marker=marker, color=colour,
+                linewidth=1.8, markersize=5, alpha=0.9)
+    return Line2D([], [], linestyle=ls, marker=marker, color=colour, linewidth=1.8)
+
+
+def _label_panel(ax: Any, eps_all: list[float], modality: str, norm: str | None, key: str, title: str) -> None:
+    """Ticks (budgets evenly spaced, "clean" at 0), limits, axis labels, title and grid of one panel."""
+    fmt, xlabel = _eps_formatter(modality, norm)
+    ax.set_xticks(range(len(eps_all)))
+    ticks = ["clean" if e == 0 else fmt(e) for e in eps_all]
+    rotate = len(eps_all) > 6 or max(len(t) for t in ticks) > 6
+    ax.set_xticklabels(ticks, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
+    ax.set_xlim(-0.3, len(eps_all) - 0.7)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(_wrap(xlabel, 44), fontsize=8.5)
+    ax.set_ylabel(_metric_label(key, modality), fontsize=9)
+    ax.set_title(title, fontsize=10, fontweight="bold")
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(axis="y", labelsize=8)
