@@ -19,10 +19,12 @@ def test_list_defenses_covers_every_family():
     assert all(desc.startswith("[") for desc in names.values())
 
 
-def test_cli_lists_every_family():
-    from robustmm.job.commands import list_rows
+def test_cli_lists_every_family(capsys):
+    from robustmm.cli import main
 
-    assert list_rows("defenses") == robustmm.list_defenses()
+    assert main(["list", "defenses"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in robustmm.list_defenses())
 
 
 def test_defend_builds_encoders(rand_encoder):
