@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import robustmm
     from robustmm.attacks import build_attack
     from robustmm.defenses import calibrate, fare_finetune
-    from robustmm.defenses.threats import evaluate_threats
+    from robustmm.evaluation.threats import evaluate_threats
     from robustmm.modalities import get_modality
 
     spec = get_modality(args.modality)
@@ -61,10 +61,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                           attack=head_attack, epochs=args.epochs, seed=args.seed, progress=False),
                         args.device)
     log.info("head: %.1fs (attack %.1fs, train %.1fs)", head_s, cal.meta["attack_s"], cal.meta["train_s"])
-    fare_s, (tuned, report) = timed(lambda: fare_finetune(enc, train, modality=args.modality, eps=eps, steps=args.steps,
-                                                          epochs=args.fare_epochs, lr=args.fare_lr,
-                                                          batch_size=args.fare_batch_size, seed=args.seed,
-                                                          progress=False), args.device)
+    fare_s, tuned = timed(lambda: fare_finetune(enc, train, modality=args.modality, eps=eps, steps=args.steps,
+                                                epochs=args.fare_epochs, lr=args.fare_lr,
+                                                batch_size=args.fare_batch_size, seed=args.seed,
+                                                progress=False), args.device)
+    report = tuned.training_info
     log.info("FARE: %.1fs (%d steps)", fare_s, report["steps"])
 
     test_attack = build_attack("pgd", eps=eps, steps=args.test_steps, loss="ce").resolve(args.modality)

@@ -30,7 +30,7 @@ def one(n: int, k: int, reduction: str, steps: int, modality: str) -> dict[str, 
     from robustmm.attacks import build_attack
     from robustmm.attacks.eot import EOT
     from robustmm.data.registry import load_dataset
-    from robustmm.defenses.input_transforms import defend
+    from robustmm.encoders.input_transforms import defend
     from robustmm.encoders.registry import load_encoder
     from robustmm.evaluation import iter_batches
 

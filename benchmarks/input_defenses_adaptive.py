@@ -156,7 +156,7 @@ class _Bench:
 
     def defense_row(self, name: str, settings: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         """Clean, naive and adaptive scores of one input defense, against the undefended ``base``."""
-        from robustmm.defenses.input_transforms import build_defense, defend
+        from robustmm.encoders.input_transforms import build_defense, defend
 
         args = self.args
         transform = build_defense(name, **settings)

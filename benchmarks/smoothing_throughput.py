@@ -26,7 +26,7 @@ log = logging.getLogger("benchmark.smoothing")
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import robustmm
-    from robustmm.defenses.smoothing import SmoothedClassifier
+    from robustmm.encoders.smoothed import SmoothedClassifier
 
     items, draws = (2, 64) if args.quick else (args.items, args.draws)
     enc = robustmm.load_encoder(args.model).to(args.device)

@@ -40,9 +40,9 @@ from robustmm.attacks import build_attack
 from robustmm.attacks.base import Attack
 from robustmm.defenses import calibrate, fare_finetune
 from robustmm.defenses.calibrate import adversarial_embeddings
-from robustmm.defenses.threats import evaluate_threats, reusable, threat_flags
-from robustmm.defenses.worst_case import RecordingAttack, worst_case
 from robustmm.evaluation import evaluate
+from robustmm.evaluation.threats import evaluate_threats, reusable, threat_flags
+from robustmm.evaluation.worst_case import RecordingAttack, worst_case
 from robustmm.modalities import get_modality
 from robustmm.persist import atomic_write_text
 from robustmm.report.tables import markdown_table
@@ -187,8 +187,9 @@ def main() -> None:
             rows.append(row)
             records += [r.to_dict() for r in (unaware, adaptive, *more)]
         for fm in [m] if m in args.fare else []:
-            tuned, rep = fare_finetune(enc, train, modality=fm, eps=eps, steps=args.steps, progress=False,
-                                       **({"lr": args.fare_lr} if args.fare_lr else {}))
+            tuned = fare_finetune(enc, train, modality=fm, eps=eps, steps=args.steps, progress=False,
+                                  **({"lr": args.fare_lr} if args.fare_lr else {}))
+            rep = tuned.training_info
             each, fworst = white_box(tuned, test, fm, {main_name: RecordingAttack(attack.inner.inner)} |
                                      {s: RecordingAttack(a) for s, a in raw.items()})
             rows.append({"modality": fm, "objective": f"FARE (fine-tune tower, lr {rep['lr']:g})", "eps": spec.format_eps(eps),

@@ -1,6 +1,6 @@
 """Certified robustness by randomized smoothing on every TinyBind modality.
 
-For each modality and each of its two default sigmas (robustmm.defenses.smoothing.DEFAULT_SIGMAS):
+For each modality and each of its two default sigmas (robustmm.evaluation.certification.DEFAULT_SIGMAS):
 certify the bare encoder, a noise-calibrated head (``ce``, ``--draws`` noise draws per training
 item) and, for image, an MSE denoiser in front of the frozen encoder; report certified top-1 at
 radius 0 and at the modality's reference radii, with SmoothAdv empirical accuracy beside each, and
@@ -23,7 +23,9 @@ import torch
 
 import robustmm
 from robustmm.defenses import load_heads
-from robustmm.defenses.smoothing import DEFAULT_SIGMAS, certify_dataset, noise_calibrate, train_denoiser
+from robustmm.defenses.denoiser import train_denoiser
+from robustmm.defenses.noise_heads import noise_calibrate
+from robustmm.evaluation.certification import DEFAULT_SIGMAS, certify_dataset
 from robustmm.modalities import CONTINUOUS_MODALITIES
 from robustmm.persist import atomic_write_text
 from robustmm.records import Result, append_jsonl, read_jsonl

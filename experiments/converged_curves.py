@@ -9,7 +9,7 @@ attacked items (the first ``--n`` = 300 SynthScenes test items) and seed:
 * ``apgd-t``: APGD on the targeted DLR loss over ``--targets`` classes, every item at this eps;
 * ``worst``: per item, robust only if it survives every example above **and** the APGD examples
   made at every smaller eps of the grid (they lie inside this ball too; PGD-10's are nested
-  already), scored by :func:`robustmm.defenses.worst_case.worst_case`, so the curve cannot rise;
+  already), scored by :func:`robustmm.evaluation.worst_case.worst_case`, so the curve cannot rise;
 * ``worst_this_eps``: the same without the smaller-eps examples.
 
 APGD-CE and APGD-T are the ensemble's parts (``build_attack("ensemble", version="standard",
@@ -36,8 +36,8 @@ import robustmm
 from robustmm.attacks import build_attack
 from robustmm.attacks.base import Attack, AttackWrapper
 from robustmm.batch import Batch
-from robustmm.defenses.worst_case import RecordingAttack, worst_case
 from robustmm.evaluation import evaluate, robustness_curve
+from robustmm.evaluation.worst_case import RecordingAttack, worst_case
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
 from robustmm.persist import atomic_write_bytes, atomic_write_text
 from robustmm.records import Result, append_jsonl, read_jsonl

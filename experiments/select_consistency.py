@@ -7,7 +7,7 @@ head-unaware and the adaptive threat with PGD-``--steps``, plus each ``--stronge
 (``apgd-t`` = APGD-T, targeted DLR: CE saturates on depth, where CE-loss attacks leave about half
 the items that APGD-T breaks; built as ``experiments/calibration_table.py`` builds them) run through
 the head and transferred from the bare encoder, and the per-item worst case of them all
-(:mod:`robustmm.defenses.worst_case`). The selected weight maximises the
+(:mod:`robustmm.evaluation.worst_case`). The selected weight maximises the
 mean worst-case robust top-1 over the modalities, among the weights whose clean top-1 with the
 head stays within ``--clean-floor`` of the bare encoder on every modality (first in grid order on
 ties). Only then is **test** scored, once, for the selected weight (and, as a reference that played
@@ -29,8 +29,8 @@ import robustmm
 from robustmm.attacks import build_attack
 from robustmm.defenses import calibrate
 from robustmm.defenses.calibrate import adversarial_embeddings, default_attack
-from robustmm.defenses.threats import evaluate_threats, reusable
 from robustmm.evaluation import evaluate
+from robustmm.evaluation.threats import evaluate_threats, reusable
 from robustmm.modalities import get_modality
 from robustmm.persist import atomic_write_text
 from robustmm.report.tables import markdown_table

@@ -51,9 +51,9 @@ def main() -> None:
     bare_clean = bare.metrics["clean"]["zeroshot_top1"]
     rows = [{"lr": None, "clean": round(bare_clean, 4), "robust": round(bare.metrics["attacked"]["zeroshot_top1"], 4)}]
     for lr in args.lrs:
-        tuned, rep = fare_finetune(enc, train, modality=m, epochs=args.epochs, lr=lr, steps=args.train_steps,
-                                   batch_size=args.batch_size,
-                                   progress=False)
+        tuned = fare_finetune(enc, train, modality=m, epochs=args.epochs, lr=lr, steps=args.train_steps,
+                              batch_size=args.batch_size, progress=False)
+        rep = tuned.training_info
         r = evaluate(tuned, val, modality=m, attack=attack, progress=False)
         rows.append({"lr": lr, "clean": round(r.metrics["clean"]["zeroshot_top1"], 4),
                      "robust": round(r.metrics["attacked"]["zeroshot_top1"], 4), "train_s": rep["train_s"],

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .errors import RobustMMError
+
+#: the prompt template used when class names come without prompts (the CLIP recipe's plain form)
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
 
 @dataclass(frozen=True)
@@ -34,3 +40,43 @@ class Batch:
     def replace(self, **changes: Any) -> "Batch":
         """A copy with some fields replaced (attacks return new batches, never mutate)."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        x: torch.Tensor,
+        *,
+        modality: str,
+        labels: torch.Tensor | Sequence[int] | None = None,
+        classnames: Sequence[str] | None = None,
+        prompts: Sequence[Sequence[str]] | None = None,
+        captions: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        index: torch.Tensor | Sequence[int] | None = None,
+    ) -> "Batch":
+        """A batch from plain tensors and lists, for attacking inputs that are not in a dataset.
+
+        ``classnames`` become per-class prompts through ``templates`` (``"a photo of a {}."`` by
+        default); ``prompts`` (one list per class) are used as they are. ``captions`` may give one
+        string or a list of strings per item; without them every item has none (zero-shot and
+        embedding losses need none).
+        """
+        if not isinstance(x, torch.Tensor):
+            raise RobustMMError(f"x must be a tensor of {modality} inputs (N, ...), got {type(x).__name__}")
+        n = x.shape[0]
+        if prompts is not None and classnames is not None:
+            raise RobustMMError("give classnames= or prompts=, not both (prompts are built from classnames)")
+        if classnames is not None:
+            prompts = [[t.format(c) for t in templates] for c in classnames]
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            if labels.shape != (n,):
+                raise RobustMMError(f"labels: expected shape ({n},) for {n} inputs, got {tuple(labels.shape)}")
+        if captions is None:
+            per_item: list[list[str]] = [[] for _ in range(n)]
+        else:
+            per_item = [[c] if isinstance(c, str) else list(c) for c in captions]
+            if len(per_item) != n:
+                raise RobustMMError(f"captions: expected {n} (one per input), got {len(per_item)}")
+        idx = None if index is None else torch.as_tensor(index, dtype=torch.long)
+        return cls(modality, x, per_item, labels, None if prompts is None else [list(p) for p in prompts], idx)

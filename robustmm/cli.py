@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "{model} {data} {modality} are filled in")
     _common(p)
 
-    p = sub.add_parser("list", help="list models, attacks, datasets, modalities, input defenses or job cell kinds")
+    p = sub.add_parser("list", help="list models, attacks, datasets, modalities, defenses or job cell kinds")
     p.add_argument("what", choices=["models", "attacks", "datasets", "modalities", "defenses", "cells"])
     return ap
 

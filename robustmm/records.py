@@ -41,7 +41,7 @@ class Threat(StrEnum):
 
 THREATS: tuple[str, ...] = tuple(t.value for t in Threat)
 
-#: the ``attack.name`` of a gradient-masking sanity-checks record (written by robustmm.checks,
+#: the ``attack.name`` of a gradient-masking sanity-checks record (written by robustmm.evaluation.checks,
 #: read by robustmm.report.check_records)
 CHECKS_ATTACK = "sanity-checks"
 

@@ -5,8 +5,8 @@ import torch
 import robustmm
 from robustmm.attacks import build_attack
 from robustmm.defenses import ResidualHead, calibrate, load_heads, parse_objective
-from robustmm.defenses.threats import evaluate_threats
 from robustmm.errors import CheckpointError, RobustMMError, UnknownNameError
+from robustmm.evaluation.threats import evaluate_threats
 
 
 def test_head_is_identity_at_init():

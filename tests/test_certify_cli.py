@@ -59,7 +59,7 @@ def test_a_modality_without_a_zero_shot_task_is_refused(tmp_path, capsys, no_mod
 
 def test_certify_writes_a_certified_record_equal_to_the_library(tmp_path, trained, capsys, one_thread):
     import robustmm
-    from robustmm.defenses.smoothing import certify_dataset
+    from robustmm.evaluation.certification import certify_dataset
 
     out = tmp_path / "{model}-{modality}.json"
     assert main(["certify", "--modality", "pointcloud", "--n", "4", "--sigma", "0.02", "--draws", "24", "--n0", "6",

@@ -5,10 +5,10 @@ from torch import nn
 
 import robustmm
 from robustmm.attacks import build_attack
-from robustmm.checks import CHECKS_ATTACK, checks_result, sanity_checks
 from robustmm.defenses import calibrate
-from robustmm.defenses.threats import evaluate_threats
 from robustmm.encoders.base import Encoder
+from robustmm.evaluation.checks import CHECKS_ATTACK, checks_result, sanity_checks
+from robustmm.evaluation.threats import evaluate_threats
 from robustmm.report import check_records
 from robustmm.report.check_records import is_checks, masking_flags
 from robustmm.report.markdown import render
@@ -63,7 +63,7 @@ def test_zero_gradient_model_fails_the_checks(trained):
 
 
 def test_checks_records_round_trip():
-    """The writer (robustmm.checks) and the reader (robustmm.report.check_records) agree on the record."""
+    """The writer (robustmm.evaluation.checks) and the reader (robustmm.report.check_records) agree on the record."""
     assert CHECKS_ATTACK == check_records.CHECKS_ATTACK
 
 

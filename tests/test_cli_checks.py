@@ -21,7 +21,7 @@ def no_work(monkeypatch, tmp_path):
 
 @pytest.fixture
 def heads_file(tmp_path):
-    from robustmm.defenses.heads import ResidualHead, save_heads
+    from robustmm.encoders.heads import ResidualHead, save_heads
 
     path = tmp_path / "h.safetensors"
     save_heads(path, {"image": ResidualHead(8, 4)}, {"encoder": "tinybind", "objective": "ce"})

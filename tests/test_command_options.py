@@ -79,7 +79,7 @@ def test_result_line_names_the_threat_once_and_the_heads():
 
 @pytest.fixture
 def audio_heads(tmp_path):
-    from robustmm.defenses.heads import ResidualHead, save_heads
+    from robustmm.encoders.heads import ResidualHead, save_heads
 
     path = tmp_path / "audio.safetensors"
     save_heads(path, {"audio": ResidualHead(8, 4)}, {"encoder": "tinybind"})
@@ -100,7 +100,7 @@ def test_heads_of_another_modality_are_refused_before_any_work(tmp_path, capsys,
 
 
 def test_a_defense_that_changes_no_embedding_is_refused(rand_encoder, synth_small):
-    from robustmm.defenses.heads import ResidualHead
+    from robustmm.encoders.heads import ResidualHead
     from robustmm.job.arg_checks import check_defense_changes
 
     head = ResidualHead(rand_encoder.embed_dim, 4)

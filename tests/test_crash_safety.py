@@ -699,7 +699,7 @@ def _writer_sweep(tmp_path: Path, write_old, write_new) -> list[str]:
 
 
 def _heads(hidden):
-    from robustmm.defenses.heads import ResidualHead
+    from robustmm.encoders.heads import ResidualHead
 
     torch.manual_seed(hidden)
     return {"thermal": ResidualHead(8, hidden)}
@@ -707,7 +707,7 @@ def _heads(hidden):
 
 @pytest.fixture(scope="module")
 def heads_sweep(tmp_path_factory):
-    from robustmm.defenses.heads import save_heads
+    from robustmm.encoders.heads import save_heads
 
     return _writer_sweep(tmp_path_factory.mktemp("heads"),
                          lambda out: save_heads(out / "h.safetensors", _heads(4), {"objective": "old"}),

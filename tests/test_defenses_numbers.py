@@ -14,9 +14,9 @@ from robustmm.attacks.memo import MemoAttack
 from robustmm.defenses import calibrate
 from robustmm.defenses import fare as fare_mod
 from robustmm.defenses.objectives import CalibBatch, consistency, label_free_consistency, parse_objective, parse_spec
-from robustmm.defenses.threats import evaluate_threats, threat_flags
-from robustmm.defenses.worst_case import RecordingAttack
 from robustmm.errors import RobustMMError, UnknownNameError
+from robustmm.evaluation.threats import evaluate_threats, threat_flags
+from robustmm.evaluation.worst_case import RecordingAttack
 from robustmm.metrics import zeroshot_correct
 from robustmm.records import THREATS, Result
 
@@ -193,8 +193,9 @@ def test_fare_inner_attack_targets_the_frozen_original(monkeypatch, rand_encoder
 
     monkeypatch.setattr(fare_mod, "fare_inner_attack", spy)
     before = {k: v.clone() for k, v in rand_encoder.state_dict().items()}
-    tuned, rep = fare_mod.fare_finetune(rand_encoder, synth_small, modality="thermal", epochs=1, lr=1e-2, batch_size=16,
-                                        steps=2, progress=False)
+    tuned = fare_mod.fare_finetune(rand_encoder, synth_small, modality="thermal", epochs=1, lr=1e-2, batch_size=16,
+                                   steps=2, progress=False)
+    rep = tuned.training_info
     assert rep["steps"] == 2 and len(seen) == 2
     target, tuned_clean, original_clean = seen[1]  # after one update the two towers differ
     assert not torch.allclose(tuned_clean, original_clean, atol=1e-4)

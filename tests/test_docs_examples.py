@@ -20,27 +20,6 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
-# Blocks that use public names the documentation already describes but this branch does not
-# implement yet (the flat attack classes called on tensors, robustmm.curve / certify / calibrate /
-# check / defend / list_defenses / plot_curves, robustmm.defenses.smooth). They are expected to
-# fail until that API lands; delete this set then. Keys are "FILE:LINE" test ids.
-NEEDS_NEW_API: set[str] = {
-    "README.md:42",
-    "README.md:51",
-    "docs/getting-started.md:37",
-    "docs/getting-started.md:50",
-    "docs/getting-started.md:62",
-    "docs/guides/adaptive-evaluation.md:30",
-    "docs/guides/adaptive-evaluation.md:94",
-    "docs/guides/attacks.md:35",
-    "docs/guides/attacks.md:47",
-    "docs/guides/attacks.md:62",
-    "docs/guides/certification.md:18",
-    "docs/guides/defenses.md:21",
-    "docs/guides/defenses.md:82",
-}
-
-
 def doc_files() -> list[Path]:
     """README.md and every Markdown file under docs/, in a stable order."""
     files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -89,9 +68,7 @@ def _params() -> list[object]:
     params = []
     for path, line, _ in BLOCKS:
         bid = block_id(path, line)
-        marks = [pytest.mark.xfail(reason="uses the public API that is not implemented yet", strict=False)] \
-            if bid in NEEDS_NEW_API else []
-        params.append(pytest.param(path, line, id=bid, marks=marks))
+        params.append(pytest.param(path, line, id=bid))
     return params
 
 
@@ -112,8 +89,3 @@ def test_docs_example_block_runs(path: Path, line: int, tmp_path_factory: pytest
 def test_docs_examples_found() -> None:
     assert any(path.name == "README.md" for path, _, _ in BLOCKS), "README.md has no python example"
     assert len({path for path, _, _ in BLOCKS}) >= 3
-
-
-def test_needs_new_api_names_existing_blocks() -> None:
-    ids = {block_id(path, line) for path, line, _ in BLOCKS}
-    assert NEEDS_NEW_API <= ids, f"stale entries in NEEDS_NEW_API: {sorted(NEEDS_NEW_API - ids)}"

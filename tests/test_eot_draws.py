@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from robustmm.attacks import build_attack
 from robustmm.attacks.eot import EOT
 from robustmm.attacks.eot_draws import DrawnEncoder, smooth_gradient, systematic_sample
-from robustmm.defenses.input_transforms import build_defense, defend
+from robustmm.encoders.input_transforms import build_defense, defend
 from robustmm.errors import BudgetError, RobustMMError
 from robustmm.evaluation import iter_batches
 

@@ -12,7 +12,7 @@ import torch
 from robustmm.attacks import build_attack
 from robustmm.attacks.eot import EOT
 from robustmm.attacks.eot_reduction import DrawFold, reduce_draws
-from robustmm.defenses.input_transforms import defend
+from robustmm.encoders.input_transforms import defend
 from robustmm.errors import RobustMMError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

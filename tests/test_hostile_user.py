@@ -121,7 +121,7 @@ def test_no_command_is_a_one_line_error(no_work, capsys):
 
 @pytest.fixture
 def heads_file(tmp_path):
-    from robustmm.defenses.heads import ResidualHead, save_heads
+    from robustmm.encoders.heads import ResidualHead, save_heads
 
     path = tmp_path / "h.safetensors"
     save_heads(path, {"image": ResidualHead(8, 4)}, {"encoder": "tinybind", "objective": "ce"})
@@ -394,7 +394,7 @@ def test_two_heads_writers_never_publish_a_torn_file(tmp_path):
     A publishes its own complete file, and A's next write (the sidecar) sweeps B's dead temp file."""
     from safetensors.torch import load_file
 
-    from robustmm.defenses.heads import ResidualHead, save_heads
+    from robustmm.encoders.heads import ResidualHead, save_heads
 
     out = tmp_path / "h.safetensors"
     heads = {"image": ResidualHead(8, 64)}

@@ -8,7 +8,7 @@ import robustmm
 from robustmm.attacks import build_attack
 from robustmm.attacks.bpda import BPDA
 from robustmm.attacks.eot import EOT
-from robustmm.defenses.input_transforms import build_defense, defend, list_defenses
+from robustmm.encoders.input_transforms import build_defense, defend, list_defenses
 from robustmm.errors import RobustMMError
 
 
@@ -116,7 +116,7 @@ def test_eot_beats_the_single_draw_attack_on_random_resize_pad(trained, test32):
 
 
 def test_soft_jpeg_approximates_real_jpeg_better_than_the_identity():
-    from robustmm.defenses.jpeg_surrogate import quant_table, soft_jpeg
+    from robustmm.encoders.jpeg_surrogate import quant_table, soft_jpeg
 
     assert quant_table(50)[0, 0] == 16 and quant_table(100).max() == 1  # the IJG tables, libjpeg scaling
     x = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 30, 36), 5, 1, 2).requires_grad_(True)  # not multiples of 8

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from robustmm.checks import ensemble_checks
 from robustmm.cli import main
 from robustmm.errors import RobustMMError
+from robustmm.evaluation.checks import ensemble_checks
 from robustmm.job import cell_kinds, parse_config, run_job
 from robustmm.records import Result
 from robustmm.report.markdown import render

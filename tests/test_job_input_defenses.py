@@ -6,7 +6,7 @@ import json
 import pytest
 
 from robustmm.cli import main
-from robustmm.defenses.input_transforms import build_defense
+from robustmm.encoders.input_transforms import build_defense
 from robustmm.errors import RobustMMError
 from robustmm.job import cell_kinds, parse_config, run_job
 from robustmm.job.cells.input_defenses import adaptive_for, parse_settings
@@ -91,7 +91,7 @@ def test_adaptive_for_picks_bpda_eot_or_both_and_refuses_nonsense(trained):
     from robustmm.attacks import build_attack
     from robustmm.attacks.bpda import BPDA
     from robustmm.attacks.eot import EOT
-    from robustmm.defenses.input_transforms import defend
+    from robustmm.encoders.input_transforms import defend
 
     pgd = build_attack("pgd")
     assert isinstance(adaptive_for(defend(trained, "bit-depth"), pgd), BPDA)
@@ -110,7 +110,7 @@ def test_randomized_defenses_are_attacked_without_early_stopping(trained):
     randomized defense, so both the naive and the adaptive attack run every step there (the
     ensemble, which early-stops by default, included); deterministic defenses keep the setting."""
     from robustmm.attacks import build_attack
-    from robustmm.defenses.input_transforms import defend
+    from robustmm.encoders.input_transforms import defend
     from robustmm.job.cells.input_defenses import judged_on_every_draw
 
     for name in ("ensemble", "apgd", "pgd"):

@@ -50,7 +50,7 @@ def test_concurrent_evals_into_one_file_keep_every_record(tmp_path):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_outputs_respect_the_umask(tmp_path, umask, mode):
-    from robustmm.defenses.heads import ResidualHead, save_heads
+    from robustmm.encoders.heads import ResidualHead, save_heads
 
     old = os.umask(umask)
     try:

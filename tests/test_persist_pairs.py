@@ -44,7 +44,7 @@ def test_a_sidecar_from_before_the_hash_still_loads(tmp_path):
 def test_old_heads_files_still_load_and_new_ones_keep_dotted_names(tmp_path):
     from safetensors.torch import save_file
 
-    from robustmm.defenses.heads import ResidualHead, load_heads, save_heads
+    from robustmm.encoders.heads import ResidualHead, load_heads, save_heads
 
     head = ResidualHead(8, 4)
     state = {f"image.{k}": v for k, v in head.state_dict().items()}
@@ -109,7 +109,7 @@ def test_a_write_sweeps_what_a_killed_writer_left(tmp_path):
 
 @pytest.mark.parametrize("entry", [{}, {"dim": "8", "hidden": 4}, {"dim": 8, "hidden": 0}, None])
 def test_a_heads_sidecar_with_a_malformed_head_is_one_line(tmp_path, entry):
-    from robustmm.defenses.heads import ResidualHead, load_heads, save_heads
+    from robustmm.encoders.heads import ResidualHead, load_heads, save_heads
 
     save_heads(tmp_path / "h.safetensors", {"image": ResidualHead(8, 4)}, {"objective": "ce"})
     side = json.loads((tmp_path / "h.json").read_text())

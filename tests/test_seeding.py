@@ -7,7 +7,7 @@ caller's next draw is the one it would have made without the call.
 import torch
 
 from robustmm.attacks.base import build_attack
-from robustmm.defenses.input_transforms import defend
+from robustmm.encoders.input_transforms import defend
 from robustmm.evaluation import evaluate, robustness_curve
 from robustmm.job.example_attacks import example_figures
 from robustmm.seeding import seeded

@@ -12,16 +12,11 @@ import pytest
 import torch
 
 from robustmm.data.base import MultimodalDataset, ZeroShotTask
-from robustmm.defenses.smoothing import (
-    SmoothedClassifier,
-    binomial_test,
-    certify_dataset,
-    clopper_pearson_lower,
-    clopper_pearson_upper,
-    smoothadv_accuracy,
-)
 from robustmm.encoders.base import Encoder
+from robustmm.encoders.smoothed import SmoothedClassifier
+from robustmm.encoders.smoothing_stats import binomial_test, clopper_pearson_lower, clopper_pearson_upper
 from robustmm.errors import RobustMMError
+from robustmm.evaluation.certification import certify_dataset, smoothadv_accuracy
 
 DIM, SIGMA = 16, 0.1
 
@@ -214,7 +209,7 @@ WORKER = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from robustmm import distributed
-from robustmm.defenses.smoothing import certify_dataset
+from robustmm.evaluation.certification import certify_dataset
 from test_smoothing import linear_data
 distributed.init_from_env("cpu")
 enc, data = linear_data([0.02, 0.04, -0.03, 0.01, 0.09, -0.2, 0.15, 0.3, -0.01])

@@ -5,15 +5,11 @@ import pytest
 import torch
 
 from robustmm.defenses import load_heads
-from robustmm.defenses.smoothing import (
-    ConvDenoiser,
-    GaussianNoise,
-    certify_dataset,
-    noise_calibrate,
-    noisy_embeddings,
-    train_denoiser,
-)
+from robustmm.defenses.denoiser import train_denoiser
+from robustmm.defenses.noise_heads import GaussianNoise, noise_calibrate, noisy_embeddings
+from robustmm.encoders.denoiser import ConvDenoiser
 from robustmm.evaluation import make_batch
+from robustmm.evaluation.certification import certify_dataset
 
 
 @pytest.mark.determinism

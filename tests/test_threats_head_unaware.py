@@ -20,8 +20,8 @@ import robustmm
 from robustmm.attacks.base import Attack
 from robustmm.batch import Batch
 from robustmm.defenses import calibrate
-from robustmm.defenses.threats import evaluate_threats, reusable, threat_flags
 from robustmm.errors import RobustMMError
+from robustmm.evaluation.threats import evaluate_threats, reusable, threat_flags
 
 
 class Still(Attack):

@@ -5,17 +5,24 @@ Continuous attacks change ``batch.x`` inside the modality's domain and eps-ball;
 change ``batch.captions``; joint attacks (SGA) change both. Attacks that learn first (the
 universal patch) set ``needs_fit`` and implement ``fit(encoder, dataset) -> self``.
 
+Every attack also takes plain tensors and returns the adversarial tensor (the two-line attack)::
+
+    x_adv = PGD(eps=4 / 255)(encoder, x, labels=y, modality="image", classnames=names)
+
 A new attack is one file in this package with a class decorated by :func:`register_attack`;
 ``robustmm list attacks``, ``robustmm eval --attack``, the contract tests and the job's attack
 cell pick it up with no other edit (docs/ARCHITECTURE.md has a worked example).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from ..batch import Batch
-from ..errors import BudgetError, UnknownNameError
+from ..errors import BudgetError, RobustMMError, UnknownNameError
 
 _ATTACKS: dict[str, type["Attack"]] = {}
 
@@ -45,6 +52,13 @@ class Attack:
     needs_fit: bool = False
     #: the split a learned attack is fitted on (None: per-sample attacks, nothing to fit)
     fit_split: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give every attack's ``__call__`` the tensor form (see :func:`accepts_tensors`)."""
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "accepts_tensors", False):
+            cls.__call__ = accepts_tensors(call)  # type: ignore[method-assign]
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:  # pragma: no cover - abstract
         """Return a perturbed copy of ``batch``; never mutate it, leave the encoder as it was."""
@@ -82,6 +96,34 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.settings().items()) + ")"
+
+
+def accepts_tensors(call: Callable[[Any, Any, Batch], Batch]) -> Callable[..., Any]:
+    """Wrap an attack's ``__call__(encoder, batch) -> batch`` so that it also takes plain tensors.
+
+    ``attack(encoder, batch)`` is unchanged. ``attack(encoder, x, modality=..., labels=...,
+    classnames=... | prompts=..., captions=..., templates=..., index=...)`` builds the batch with
+    :meth:`Batch.from_tensors` and returns the adversarial tensor (same shape, dtype and device).
+    Attacks that change only captions have no tensor to return: call them with a :class:`Batch`.
+    """
+
+    @functools.wraps(call)
+    def __call__(self: Attack, encoder: Any, batch: Any = None, /, **inputs: Any) -> Any:
+        if isinstance(batch, Batch):
+            if inputs:
+                raise TypeError(f"{type(self).__name__}(encoder, batch) takes no keywords, got {sorted(inputs)}")
+            return call(self, encoder, batch)
+        x = inputs.pop("x", None) if batch is None else batch
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} attacks a Batch or a tensor x, got {type(x).__name__}")
+        if "modality" not in inputs:
+            raise RobustMMError(f"{type(self).__name__}(encoder, x, ...): say which modality x is, e.g. modality=\"image\"")
+        if "x" not in self.perturbs:
+            raise RobustMMError(f"attack {self.name!r} changes captions only: call it on a Batch and read its captions")
+        return call(self, encoder, Batch.from_tensors(x, **inputs)).x
+
+    __call__.accepts_tensors = True  # type: ignore[attr-defined]
+    return __call__
 
 
 def _recordable(value: Any) -> bool:

@@ -144,15 +144,23 @@ def effective_loss(loss: str, targeted: bool, batch: Batch) -> str:
     """The loss name an attack really uses on ``batch``.
 
     ``targeted=True`` turns ``ce``/``caption`` into their targeted forms; the zero-shot losses fall
-    back to the caption losses when the batch has no labels or no class prompts.
+    back to the caption losses when the batch has no labels. Labels without class prompts are a
+    one-line error naming ``classnames``/``prompts`` (there is nothing to score the labels against).
     """
     resolve_loss(loss)
     if targeted:
         if loss == "embedding":
             raise RobustMMError("the 'embedding' loss is untargeted; use 'ce-targeted' or 'caption-targeted'")
         loss = TARGETED.get(loss, loss)
-    if loss.startswith("ce") and (batch.labels is None or batch.prompts is None):
+    if loss.startswith("ce") and batch.labels is not None and batch.prompts is None:
+        raise RobustMMError(f"the zero-shot loss {loss!r} has labels but no classes to score them against: "
+                            "pass classnames=[...] (or prompts=[[...], ...]) with the labels, or choose loss='embedding'")
+    if loss.startswith("ce") and batch.labels is None:
         loss = "caption" + loss[2:]
+        if not any(batch.captions):
+            raise RobustMMError("the zero-shot loss needs labels=[...] with classnames=[...] (or prompts=[[...], ...]); "
+                                "without labels it falls back to the caption loss, which needs captions=[...]; "
+                                "or choose loss='embedding'")
     return loss
 
 
@@ -276,7 +284,8 @@ def make_objective(
     device = batch.x.device if x is None else x.device
     if name in ("ce", "ce-targeted"):
         if batch.labels is None or batch.prompts is None:
-            raise RobustMMError(f"loss {name!r} needs a batch with labels and class prompts")
+            raise RobustMMError(f"loss {name!r} needs labels and the classes to score them against: "
+                                "pass labels= with classnames=[...] (or prompts=[[...], ...])")
         class_emb = encoder.class_embeddings(batch.prompts).to(device)
         labels = batch.labels.to(device=device, dtype=torch.long)
         if name == "ce":

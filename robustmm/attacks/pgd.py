@@ -43,9 +43,12 @@ Example::
 
     >>> enc = robustmm.load_encoder("tinybind")
     >>> data = robustmm.load_dataset("synthscenes", split="test", n=64)
+    >>> x, task = data.get("image", slice(None)), data.tasks["image"]
     >>> attack = PGD(eps=4 / 255, steps=10)                 # L-inf, step 1/255, random start
+    >>> x_adv = attack(enc, x, labels=task.labels, modality="image", classnames=task.classnames)
     >>> res = robustmm.evaluate(enc, data, modality="image", attack=attack)
-    >>> adv = PGD(norm="l2", eps=0.5)(enc, batch)           # one batch, L2
+    >>> adv = PGD(norm="l2", eps=0.5)(enc, Batch.from_tensors(x, modality="image", labels=task.labels,
+    ...                                                      prompts=task.prompts()))  # a Batch in, a Batch out
 """
 from __future__ import annotations
 

@@ -1,8 +1,18 @@
-"""Defenses: calibration heads over frozen encoders, and the FARE fine-tuning baseline."""
-from .calibrate import Calibration, calibrate, default_attack
-from .fare import fare_finetune
-from .heads import ResidualHead, load_heads, save_heads
-from .objectives import OBJECTIVES, parse_objective
+"""Defenses that are trained: calibration heads over frozen encoders, noise heads and the denoiser for
+randomized smoothing, and the FARE fine-tuning baseline; plus the defense registry
+(:func:`list_defenses`, :func:`defend`) that builds every defense family as an Encoder.
 
-__all__ = ["Calibration", "OBJECTIVES", "ResidualHead", "calibrate", "default_attack", "fare_finetune",
-           "load_heads", "parse_objective", "save_heads"]
+The defended encoders themselves (heads, input transforms, smoothing) live with the models in
+:mod:`robustmm.encoders`; the procedures here run attacks to train them.
+"""
+from ..encoders.heads import Calibration, ResidualHead, load_heads, save_heads
+from .calibrate import calibrate, default_attack
+from .denoiser import train_denoiser
+from .fare import fare_finetune
+from .noise_heads import GaussianNoise, noise_calibrate, noisy_embeddings
+from .objectives import OBJECTIVES, parse_objective
+from .registry import DefenseFamily, defend, defense_family, list_defenses, register_defense_family, smooth
+
+__all__ = ["Calibration", "DefenseFamily", "GaussianNoise", "OBJECTIVES", "ResidualHead", "calibrate", "default_attack",
+           "defend", "defense_family", "fare_finetune", "list_defenses", "load_heads", "noise_calibrate", "noisy_embeddings",
+           "parse_objective", "register_defense_family", "save_heads", "smooth", "train_denoiser"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,11 +27,12 @@ from .. import distributed as dist_utils
 from ..attacks.base import Attack, build_attack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
+from ..encoders.heads import Calibration, ResidualHead
 from ..errors import RobustMMError, UnknownNameError
 from ..evaluation import iter_batches
 from ..modalities import get_modality
 from ..progress import tqdm
-from .heads import ResidualHead, save_heads
+from ..seeding import seeded
 from .objectives import DEFAULT_REGULARISER, REGULARISERS, CalibBatch, objective_loss, parse_spec, regulariser_loss, uses_labels
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,6 @@ def default_attack(modality: str, labelled: bool, eps: float | None = None, step
     spec = get_modality(modality)
     return build_attack("pgd", eps=spec.middle_eps if eps is None else eps, steps=steps,
                         loss="ce" if labelled else "embedding")
-
-
-@dataclass
-class Calibration:
-    """Trained heads plus everything needed to describe them in results and on disk."""
-
-    heads: dict[str, ResidualHead]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def defense_block(self) -> dict[str, Any]:
-        """The ``defense`` block of a result record."""
-        keys = ("objective", "regulariser", "consistency_weight", "uses_labels", "attack", "epochs", "hidden",
-                "adaptive_every", "clean_only", "n_train", "train_s", "attack_s")
-        return {"name": "calibration", **{k: self.meta.get(k) for k in keys if k in self.meta}}
-
-    def save(self, path: str) -> None:
-        save_heads(path, self.heads, self.meta)
 
 
 @torch.no_grad()
@@ -124,9 +108,61 @@ def calibrate(
             gain from extra supervision from a gain in robustness).
         embeddings: precomputed ``(clean, adv)`` from :func:`adversarial_embeddings` with the
             same attack, to train several objectives from one attack run.
+        seed: seeds the head's initialisation and the batch order, inside a fork of the global RNG
+            (the caller's random state is left as it was).
     Returns:
         A :class:`Calibration` (``.heads`` for ``encoder.with_heads``, ``.meta``, ``.save``).
     """
+    terms, regulariser, consistency_weight = _check_calibrate_args(
+        encoder, dataset, modality, objective, regulariser, consistency_weight, epochs, adaptive_every, clean_only)
+    task = dataset.tasks.get(modality)
+    labelled = uses_labels(terms, regulariser if consistency_weight > 0 else "none")
+    # label-free training (objective and regulariser) also makes its examples without labels by default
+    attack = attack or default_attack(modality, task is not None and labelled)
+    plan = _Plan(modality, terms, regulariser, consistency_weight, epochs, lr, batch_size, adaptive_every, progress)
+    with seeded(seed):
+        gen = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        clean, adv = _training_embeddings(encoder, dataset, modality, attack, embeddings, clean_only, batch_size, progress)
+        attack_s = time.perf_counter() - t0
+        cap, centers = _targets(encoder, dataset, task)
+        # what training may read: a label-free objective with a label-free regulariser never sees labels
+        labels = task.labels if task is not None and labelled else None
+        head = ResidualHead(encoder.embed_dim, hidden)
+        t1 = time.perf_counter()
+        epoch_losses, regen_s = _train_head(plan, head, encoder, dataset, attack, clean, adv, cap,
+                                            labels, centers if labelled else None, gen)
+    train_s = time.perf_counter() - t1 - regen_s
+    meta = {
+        "encoder": encoder.name,
+        "modality": modality,
+        "objective": objective,
+        "attack": attack.describe(),
+        "epochs": epochs,
+        "lr": lr,
+        "hidden": hidden,
+        "regulariser": regulariser,
+        "consistency_weight": consistency_weight,
+        "uses_labels": labelled,
+        "adaptive_every": adaptive_every,
+        "clean_only": clean_only,
+        "n_train": len(clean),
+        "dataset": dataset.info(),
+        "seed": seed,
+        "attack_s": round(attack_s + regen_s, 2),
+        "train_s": round(train_s, 2),
+        "first_epoch_loss": round(epoch_losses[0], 4),
+        "final_loss": round(epoch_losses[-1], 4),
+        "trainable_params": sum(p.numel() for p in head.parameters()),
+    }
+    log.info("calibrated %s/%s (%s): attack %.1fs, train %.1fs", encoder.name, modality, objective, attack_s + regen_s, train_s)
+    return Calibration({modality: head}, meta)
+
+
+def _check_calibrate_args(encoder: Encoder, dataset: MultimodalDataset, modality: str, objective: str,
+                          regulariser: str | None, consistency_weight: float | None, epochs: int,
+                          adaptive_every: int | None, clean_only: bool) -> tuple[dict[str, float], str, float]:
+    """Every check of :func:`calibrate`'s arguments, before any work: (terms, regulariser, weight)."""
     terms, suffix = parse_spec(objective)
     if regulariser is not None and suffix is not None and regulariser != suffix:
         raise RobustMMError(f"objective {objective!r} names regulariser {suffix!r}, but regulariser={regulariser!r}")
@@ -146,16 +182,30 @@ def calibrate(
         raise RobustMMError(f"adaptive_every must be positive, got {adaptive_every}")
     if adaptive_every and clean_only:
         raise RobustMMError("adaptive_every and clean_only exclude each other")
-    task = dataset.tasks.get(modality)
-    if "ce" in terms and task is None:
+    if "ce" in terms and dataset.tasks.get(modality) is None:
         raise RobustMMError(f"objective 'ce' needs a zero-shot task for {modality!r}; dataset {dataset.name!r} has none")
-    labelled = uses_labels(terms, regulariser if consistency_weight > 0 else "none")
-    # label-free training (objective and regulariser) also makes its examples without labels by default
-    attack = attack or default_attack(modality, task is not None and labelled)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    return terms, regulariser, consistency_weight
 
-    t0 = time.perf_counter()
+
+@dataclass(frozen=True)
+class _Plan:
+    """The training settings of one :func:`calibrate` call."""
+
+    modality: str
+    terms: dict[str, float]
+    regulariser: str
+    consistency_weight: float
+    epochs: int
+    lr: float
+    batch_size: int
+    adaptive_every: int | None
+    progress: bool
+
+
+def _training_embeddings(encoder: Encoder, dataset: MultimodalDataset, modality: str, attack: Attack,
+                         embeddings: tuple[torch.Tensor, torch.Tensor] | None, clean_only: bool, batch_size: int,
+                         progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, adversarial) embeddings to train on: given, or made by one attack pass."""
     if embeddings is not None:
         clean, adv = embeddings
         if len(clean) != len(dataset) or len(adv) != len(dataset):
@@ -163,75 +213,55 @@ def calibrate(
     else:
         clean, adv = _embed_pass(encoder, dataset, modality, None if clean_only else attack, batch_size, progress,
                                  f"calibrate/{modality}: adversarial examples")
-    if clean_only:
-        adv = clean
-    attack_s = time.perf_counter() - t0
-    with torch.no_grad():
-        caps = [c for caps in dataset.captions for c in caps]
-        counts = [len(c) for c in dataset.captions]
-        cap = torch.stack([e.mean(0) for e in encoder.encode_text(caps).cpu().split(counts)])
-        cap = torch.nn.functional.normalize(cap, dim=-1)
-        centers = encoder.class_embeddings(task.prompts()).cpu() if task is not None else None
-    # what training may read: a label-free objective with a label-free regulariser never sees labels
-    labels = task.labels if task is not None and labelled else None
-    centers = centers if labelled else None
+    return clean, (clean if clean_only else adv)  # type: ignore[return-value]
 
-    head = ResidualHead(encoder.embed_dim, hidden)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
-    n = len(clean)
-    t1 = time.perf_counter()
-    regen_s = 0.0
-    epoch_losses: list[float] = []
-    for epoch in tqdm(range(epochs), desc=f"calibrate/{modality}: training", disable=not progress, leave=False):
-        if adaptive_every and epoch > 0 and epoch % adaptive_every == 0:
+
+@torch.no_grad()
+def _targets(encoder: Encoder, dataset: MultimodalDataset, task: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each item's mean caption embedding (unit) and the class centers (None without a task)."""
+    caps = [c for caps in dataset.captions for c in caps]
+    counts = [len(c) for c in dataset.captions]
+    cap = torch.stack([e.mean(0) for e in encoder.encode_text(caps).cpu().split(counts)])
+    cap = torch.nn.functional.normalize(cap, dim=-1)
+    centers = encoder.class_embeddings(task.prompts()).cpu() if task is not None else None
+    return cap, centers
+
+
+def _train_head(plan: _Plan, head: ResidualHead, encoder: Encoder, dataset: MultimodalDataset, attack: Attack,
+                clean: torch.Tensor, adv: torch.Tensor, cap: torch.Tensor, labels: torch.Tensor | None,
+                centers: torch.Tensor | None, gen: torch.Generator) -> tuple[list[float], float]:
+    """Train ``head`` in place (frozen and in eval mode afterwards): per-epoch mean losses and the
+    seconds spent regenerating adversarial examples (adaptive training)."""
+    modality, n = plan.modality, len(clean)
+    opt = torch.optim.AdamW(head.parameters(), lr=plan.lr, weight_decay=1e-4)
+    regen_s, epoch_losses = 0.0, []
+    for epoch in tqdm(range(plan.epochs), desc=f"calibrate/{modality}: training", disable=not plan.progress, leave=False):
+        if plan.adaptive_every and epoch > 0 and epoch % plan.adaptive_every == 0:
             tr = time.perf_counter()
             head.eval()
             wrapped = encoder.with_heads({modality: copy.deepcopy(head).requires_grad_(False)})
             # cache the *bare* embedding of the head-aware adversarial example: the head is applied in training
-            adv = _bare_from_wrapped(encoder, wrapped, dataset, modality, attack, batch_size)
+            adv = _bare_from_wrapped(encoder, wrapped, dataset, modality, attack, plan.batch_size)
             regen_s += time.perf_counter() - tr
         head.train()
         perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
+        total = 0.0
+        for s in range(0, n, plan.batch_size):
+            idx = perm[s : s + plan.batch_size]
             b = CalibBatch(clean[idx], adv[idx], cap[idx], None if labels is None else labels[idx], centers)
-            loss = objective_loss(terms, head(b.adv), b)
-            if consistency_weight > 0:
-                loss = loss + consistency_weight * regulariser_loss(regulariser, head(b.clean), b)
+            loss = objective_loss(plan.terms, head(b.adv), b)
+            if plan.consistency_weight > 0:
+                loss = loss + plan.consistency_weight * regulariser_loss(plan.regulariser, head(b.clean), b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
-        epoch_losses.append(total / count)
+            total += float(loss.detach()) * len(idx)
+        epoch_losses.append(total / n)
     head.eval()
+    head.zero_grad(set_to_none=True)  # a frozen head carries no training gradients
     for p in head.parameters():
         p.requires_grad_(False)
-    train_s = time.perf_counter() - t1 - regen_s
-    meta = {
-        "encoder": encoder.name,
-        "modality": modality,
-        "objective": objective,
-        "attack": attack.describe(),
-        "epochs": epochs,
-        "lr": lr,
-        "hidden": hidden,
-        "regulariser": regulariser,
-        "consistency_weight": consistency_weight,
-        "uses_labels": labelled,
-        "adaptive_every": adaptive_every,
-        "clean_only": clean_only,
-        "n_train": n,
-        "dataset": dataset.info(),
-        "seed": seed,
-        "attack_s": round(attack_s + regen_s, 2),
-        "train_s": round(train_s, 2),
-        "first_epoch_loss": round(epoch_losses[0], 4),
-        "final_loss": round(epoch_losses[-1], 4),
-        "trainable_params": sum(p.numel() for p in head.parameters()),
-    }
-    log.info("calibrated %s/%s (%s): attack %.1fs, train %.1fs", encoder.name, modality, objective, attack_s + regen_s, train_s)
-    return Calibration({modality: head}, meta)
+    return epoch_losses, regen_s
 
 
 def adversarial_embeddings(encoder: Encoder, dataset: MultimodalDataset, *, modality: str, attack: Attack,

@@ -26,6 +26,7 @@ from ..errors import BudgetError, RobustMMError
 from ..evaluation import iter_batches
 from ..modalities import get_modality
 from ..progress import tqdm
+from ..seeding import seeded
 
 log = logging.getLogger(__name__)
 
@@ -94,41 +95,78 @@ def fare_finetune(
     progress: bool = True,
     eps: float | None = None,
     steps: int = 10,
-) -> tuple[Encoder, dict[str, Any]]:
-    """Return a FARE-tuned *copy* of ``encoder`` (the original is untouched) and a report.
+) -> Encoder:
+    """Return a FARE-tuned *copy* of ``encoder`` (the original is untouched).
 
     Only the parameters of ``encoder.tower(modality)`` are trained; batch-norm statistics stay
-    frozen (eval mode) so the clean behaviour drifts only through the weights.
+    frozen (eval mode) so the clean behaviour drifts only through the weights. The copy's
+    ``training_info`` attribute is the training report (epochs, steps, lr, the inner attack's
+    budget, time, losses).
 
     Args:
         attack: optional; only its budget is used (``eps``, ``steps``, ``step_size``, ``norm``
             settings), since FARE's inner loss is fixed (:func:`fare_inner_attack`).
         eps: the inner attack's budget (default: the modality's middle eps); ``steps`` its steps.
+        seed: seeds the batch order and the inner attack's random starts, inside a fork of the
+            global RNG (the caller's random state is left as it was).
     """
     dataset.check_modality(modality)
     dataset.check_nonempty()
     if epochs <= 0:
         raise RobustMMError(f"epochs must be positive, got {epochs}")
-    spec = get_modality(modality)
-    budget: dict[str, Any] = {"eps": eps, "steps": steps, "step_size": None, "norm": None}
-    if attack is not None:
-        given = attack.resolve(modality).settings()
-        budget |= {k: given[k] for k in budget if given.get(k) is not None}
-    budget["eps"] = spec.middle_eps if budget["eps"] is None else float(budget["eps"])
+    budget = _inner_budget(modality, attack, eps, steps)
     tuned = copy.deepcopy(encoder)
     tuned.eval()
     params = list(tuned.tower(modality).parameters())
     for p in params:
         p.requires_grad_(True)
+    t0 = time.perf_counter()
+    with seeded(seed):
+        gen = torch.Generator().manual_seed(seed)
+        losses = _train_tower(encoder, tuned, params, dataset, modality, budget, epochs, lr, batch_size, gen, progress)
+    tuned.zero_grad(set_to_none=True)  # the tuned copy is frozen and carries no training gradients
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    tuned.eval()
+    report = {
+        "name": "fare",
+        "modality": modality,
+        "epochs": epochs,
+        "steps": len(losses),
+        "lr": lr,
+        "batch_size": batch_size,
+        "n_train": len(dataset),
+        "attack": {"name": "fare-pgd", "loss": "l2-to-frozen-clean", **budget},
+        "train_s": round(time.perf_counter() - t0, 2),
+        "trainable_params": sum(p.numel() for p in params),
+        "first_loss": round(losses[0], 4),
+        "final_loss": round(losses[-1], 4),
+    }
+    log.info("FARE %s/%s: %d steps in %.1fs", encoder.name, modality, len(losses), report["train_s"])
+    tuned.training_info = report
+    return tuned
+
+
+def _inner_budget(modality: str, attack: Attack | None, eps: float | None, steps: int) -> dict[str, Any]:
+    """The inner attack's ``eps``/``steps``/``step_size``/``norm``: ``attack``'s settings over the keywords."""
+    budget: dict[str, Any] = {"eps": eps, "steps": steps, "step_size": None, "norm": None}
+    if attack is not None:
+        given = attack.resolve(modality).settings()
+        budget |= {k: given[k] for k in budget if given.get(k) is not None}
+    budget["eps"] = get_modality(modality).middle_eps if budget["eps"] is None else float(budget["eps"])
+    return budget
+
+
+def _train_tower(encoder: Encoder, tuned: Encoder, params: list[torch.nn.Parameter], dataset: MultimodalDataset,
+                 modality: str, budget: dict[str, Any], epochs: int, lr: float, batch_size: int,
+                 gen: torch.Generator, progress: bool) -> list[float]:
+    """FARE's outer loop over ``epochs`` shuffled passes; the loss of every step."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     task = dataset.tasks.get(modality)
     prompts = task.prompts() if task is not None else None
-    t0 = time.perf_counter()
-    n, steps_done, losses = len(dataset), 0, []
+    losses: list[float] = []
     for _epoch in tqdm(range(epochs), desc=f"fare/{modality}", disable=not progress, leave=False):
-        shuffled = dataset.subset(torch.randperm(n, generator=gen))
+        shuffled = dataset.subset(torch.randperm(len(dataset), generator=gen))
         for batch in iter_batches(shuffled, modality, batch_size, prompts):
             x = batch.x.to(tuned.device)
             with torch.no_grad():
@@ -138,24 +176,5 @@ def fare_finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            steps_done += 1
             losses.append(float(loss.detach()))
-    for p in tuned.parameters():
-        p.requires_grad_(False)
-    tuned.eval()
-    report = {
-        "name": "fare",
-        "modality": modality,
-        "epochs": epochs,
-        "steps": steps_done,
-        "lr": lr,
-        "batch_size": batch_size,
-        "n_train": n,
-        "attack": {"name": "fare-pgd", "loss": "l2-to-frozen-clean", **budget},
-        "train_s": round(time.perf_counter() - t0, 2),
-        "trainable_params": sum(p.numel() for p in params),
-        "first_loss": round(losses[0], 4),
-        "final_loss": round(losses[-1], 4),
-    }
-    log.info("FARE %s/%s: %d steps in %.1fs", encoder.name, modality, steps_done, report["train_s"])
-    return tuned, report
+    return losses

@@ -47,6 +47,8 @@ class Encoder(nn.Module):
     modalities: tuple[str, ...] = ()
     embed_dim: int = 0
     weights: str = ""
+    #: a trained defense's training report (calibration heads, FARE); None for encoders nobody trained here
+    training_info: dict[str, Any] | None = None
 
     # -- the public contract ---------------------------------------------------------------
     def encode(self, modality: str, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:

@@ -25,6 +25,7 @@ class CalibratedEncoder(Encoder):
         self.modalities = base.modalities
         self.embed_dim = base.embed_dim
         self.weights = base.weights
+        self.eval()  # a wrapper of frozen parts is frozen too (nn.Module starts in training mode)
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         z = self.base.encode(modality, x, validate=False)  # the outer encode() checked x

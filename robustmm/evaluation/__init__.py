@@ -1,4 +1,5 @@
-"""The runners: clean vs attacked metrics (:func:`evaluate`) and robustness curves over budgets."""
+"""Evaluation: clean vs attacked metrics (:func:`evaluate`), robustness curves, threat models and the
+per-item worst case, certification under randomized smoothing, and gradient-masking checks."""
 from .curves import naive_curve, robustness_curve
 from .runner import Embeddings, evaluate, iter_batches, make_batch, prepare
 

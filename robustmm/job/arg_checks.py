@@ -133,7 +133,7 @@ def check_heads_file(path: str | None, modality: str | None = None) -> None:
     whichever of the two was named, exist as files ("heads file not found" otherwise), and with
     ``modality`` the sidecar holds a head for it: heads of another modality would leave the scored
     embeddings bare while the record said "calibration"."""
-    from ..defenses.heads import heads_paths
+    from ..encoders.heads import heads_paths
 
     if path is None:
         return
@@ -191,7 +191,7 @@ def check_out_text(out: str | None, flag: str = "--out") -> None:
 def input_paths(*, models: Iterable[str | None] = (), heads: str | None = None, root: str | None = None) -> list[Path]:
     """The files and folders a command reads: ``family:PATH`` model weights (PATH, PATH.safetensors,
     PATH.json), calibration heads and their JSON sidecar, the dataset root."""
-    from ..defenses.heads import heads_paths
+    from ..encoders.heads import heads_paths
     from ..persist import weight_paths
 
     paths: list[Path] = []

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 def list_rows(what: str) -> dict[str, str]:
     """Name -> one-line description of the registered ``what`` (models, attacks, datasets,
-    modalities, defenses = input defenses, cells = job cell kinds), for `robustmm list`."""
+    modalities, defenses = every defense family, cells = job cell kinds), for `robustmm list`."""
     from .. import list_attacks, list_datasets, list_encoders
-    from ..defenses.input_transforms import list_defenses
+    from ..defenses import list_defenses
     from ..modalities import MODALITIES
     from .registry import list_cell_kinds
 
@@ -41,9 +41,9 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     steps); returns the Calibration. Every argument is checked before any model or data loads."""
     from ..data import load_dataset
     from ..defenses.calibrate import calibrate, default_attack
-    from ..defenses.heads import heads_paths
     from ..defenses.objectives import parse_objective
     from ..encoders import load_encoder
+    from ..encoders.heads import heads_paths
 
     checks.check_input_modality(modality)
     for flag, value in (("--n", n), ("--epochs", epochs), ("--adaptive-every", adaptive_every)):
@@ -105,9 +105,9 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     no weaker than any of its parts, Square not much stronger than APGD. Writes the checks as JSON
     to ``out`` when given; returns them."""
     from ..attacks import build_attack
-    from ..checks import checks_to_dict, sanity_checks
     from ..data import load_dataset
     from ..encoders import load_encoder
+    from ..evaluation.checks import checks_to_dict, sanity_checks
 
     checks.check_input_modality(modality)
     checks.check_count(n, "--n")
@@ -126,7 +126,7 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     enc = load_encoder(model, device=device)
     alt = load_encoder(surrogate, device=device) if surrogate else None
     if heads:
-        from ..defenses.heads import load_heads
+        from ..encoders.heads import load_heads
 
         loaded, _ = load_heads(heads, enc)
         alt, bare = alt or enc, enc
@@ -135,8 +135,8 @@ def check_attack_command(*, model: str, data: str, split: str, root: str | None,
     found = sanity_checks(enc, dataset, modality=modality, attack=build_attack("pgd", steps=steps, seed=seed),
                           surrogate=alt, seed=seed)
     if ensemble is not None:
-        from ..checks import check_metric, run_ensemble_checks
         from ..evaluation import evaluate
+        from ..evaluation.checks import check_metric, run_ensemble_checks
 
         ens = build_attack("ensemble", version=ensemble, seed=seed).resolve(modality)
         res = evaluate(enc, dataset, modality=modality, attack=ens, seed=seed, progress=False)
@@ -161,8 +161,9 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, n: i
     import math
 
     from ..data import load_dataset
-    from ..defenses.smoothing import certify_dataset, check_smoothing_args, classification_task
     from ..encoders import load_encoder
+    from ..encoders.smoothing_stats import check_smoothing_args
+    from ..evaluation.certification import certify_dataset, classification_task
     from ..records import append_jsonl, write_json
 
     checks.check_input_modality(modality)
@@ -189,7 +190,7 @@ def certify_command(*, model: str, data: str, split: str, root: str | None, n: i
     enc = load_encoder(model, device=device)
     loaded = None
     if heads:
-        from ..defenses.heads import load_heads
+        from ..encoders.heads import load_heads
 
         loaded = load_heads(heads, enc)
         checks.check_defense_changes(enc, enc.with_heads(loaded[0]), dataset, modality)

@@ -172,8 +172,7 @@ def run_eval(req: EvalRequest) -> list[Result]:
     source = load_encoder(req.source, device=req.device) if req.source else None
     threat, defense = None, None
     if req.heads:
-        from ..defenses.calibrate import Calibration
-        from ..defenses.heads import load_heads
+        from ..encoders.heads import Calibration, load_heads
 
         heads, meta = load_heads(req.heads, target)
         bare = target
@@ -218,7 +217,7 @@ def _eval_defended(req: EvalRequest, target: Any, data: Any, make: Any, common: 
     """``target`` behind ``req.defense``: clean without an attack, else per budget the naive result
     and, with ``req.adaptive``, the adaptive one (BPDA / EOT) beside it."""
     from ..attacks.base import accepts
-    from ..defenses.input_transforms import defend
+    from ..encoders.input_transforms import defend
     from ..modalities import get_modality
     from .cells.input_defenses import adaptive_for, score_defense
 

@@ -1,4 +1,4 @@
-"""Reading the sanity-check records that :mod:`robustmm.checks` writes into results.jsonl.
+"""Reading the sanity-check records that :mod:`robustmm.evaluation.checks` writes into results.jsonl.
 
 A checks record is an ordinary :class:`~robustmm.records.Result` whose ``attack.name`` is
 ``"sanity-checks"``: ``metrics.checks_passed`` says whether every check passed and

@@ -135,7 +135,7 @@ def ensemble_by_model(results: Sequence[Result]) -> dict[tuple[str, str | None],
 def ensemble_threat_flags(threats: dict[str, Result]) -> list[Any]:
     """threats.py's weaker-beats-stronger flags for one head's ensemble records (head-unaware,
     adaptive, worst case); [] when it has none."""
-    from ..defenses.threats import threat_flags
+    from ..evaluation.threats import threat_flags
 
     return threat_flags([threats[t] for t in ("head-unaware", "adaptive", "worst-case") if t in threats])
 

@@ -19,8 +19,7 @@ def job_heads(ctx: JobContext, modality: str, objective: str) -> Any:
     ``DIR/heads`` by an earlier process (``--resume``); None when its calibration cell has not run."""
     calib = ctx.calibrations.get((modality, objective))
     if calib is None and ctx.out_dir is not None and ctx.heads_path(modality, objective).exists():
-        from ...defenses.calibrate import Calibration
-        from ...defenses.heads import load_heads
+        from ...encoders.heads import Calibration, load_heads
 
         heads, meta = load_heads(ctx.heads_path(modality, objective), ctx.encoder())
         calib = Calibration(heads, meta)

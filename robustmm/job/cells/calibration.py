@@ -54,7 +54,7 @@ def _train_data(ctx: JobContext) -> Any:
 def run_calibration(ctx: JobContext, modality: str, objective: str) -> list[Result]:
     """Train heads on PGD examples, keep them (in memory and under ``DIR/heads``), score both threats."""
     from ...defenses.calibrate import calibrate, default_attack
-    from ...defenses.threats import evaluate_threats
+    from ...evaluation.threats import evaluate_threats
 
     cal = ctx.section("calibration")
     steps = int(ctx.pick("calibration", "steps"))

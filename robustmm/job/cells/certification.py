@@ -3,7 +3,7 @@ for the bare encoder and behind a noise-calibrated head, with SmoothAdv's empiri
 
 Per modality and sigma two cells: ``MODEL|MODALITY|certification:sigma=S`` (the bare encoder) and
 ``MODEL|MODALITY|certification:noise-head:sigma=S`` (a ``ce`` head trained on embeddings of
-Gaussian-noised training items, :func:`~robustmm.defenses.smoothing.noise_calibrate`, kept under
+Gaussian-noised training items, :func:`~robustmm.defenses.noise_calibrate`, kept under
 ``DIR/heads``). Each record (``threat="certified"``) holds the sigma, n0, n and alpha in its
 ``defense`` block and the certified top-1 and X->text R@1 at radius 0 and the modality's
 reference radii in ``metrics.certified``; ``metrics.empirical`` holds SmoothAdv's accuracy at the
@@ -57,7 +57,7 @@ class CertificationConfig(Section):
 
 
 def _check_sigmas(cfg: CertificationConfig, source: str) -> None:
-    from ...defenses.smoothing import check_smoothing_args
+    from ...encoders.smoothing_stats import check_smoothing_args
 
     for modality, values in cfg.sigmas.items():
         where = f"{source}: [certification] sigmas.{modality}"
@@ -76,7 +76,7 @@ def _check_sigmas(cfg: CertificationConfig, source: str) -> None:
 
 def sigmas_for(section: CertificationConfig, modality: str) -> list[float]:
     """The sigmas ``modality`` is certified at (the section's, else its smaller default sigma)."""
-    from ...defenses.smoothing import DEFAULT_SIGMAS
+    from ...evaluation.certification import DEFAULT_SIGMAS
 
     given = section.sigmas.get(modality)
     if given is None:
@@ -109,12 +109,12 @@ class CertificationCells(CellKind):
 
 def _noise_head(ctx: JobContext, modality: str, sigma: float) -> Any:
     """A ``ce`` head trained on noisy embeddings at ``sigma`` (reused from ``DIR/heads`` when there)."""
-    from ...defenses.smoothing import noise_calibrate
+    from ...defenses.noise_heads import noise_calibrate
 
     name = f"noise-sigma{sigma:g}"
     path = ctx.heads_path(modality, name) if ctx.out_dir is not None else None
     if path is not None and path.exists():
-        from ...defenses.heads import load_heads
+        from ...encoders.heads import load_heads
 
         return load_heads(path, ctx.encoder())
     pick = lambda key: int(ctx.pick("certification", key))  # noqa: E731
@@ -128,7 +128,7 @@ def _noise_head(ctx: JobContext, modality: str, sigma: float) -> Any:
 
 def run_certification(ctx: JobContext, modality: str, sigma: float, noise_head: bool) -> list[Result]:
     """Certify ``modality`` at ``sigma``: the bare encoder, or behind a noise-calibrated head."""
-    from ...defenses.smoothing import certify_dataset
+    from ...evaluation.certification import certify_dataset
 
     data = ctx.dataset(n=min(int(ctx.pick("certification", "n")), ctx.attack_n))
     if modality not in data.tasks:

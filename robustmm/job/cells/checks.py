@@ -1,4 +1,4 @@
-"""``[checks]``: gradient-masking sanity checks (robustmm.checks) of the bare model and of every
+"""``[checks]``: gradient-masking sanity checks (robustmm.evaluation.checks) of the bare model and of every
 calibrated head (adaptive PGD; the bare model as the transfer source)."""
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class ChecksCells(CellKind):
 def run_checks(ctx: JobContext, modality: str, objective: str | None) -> list[Result]:
     """The checks on the bare model (``objective`` None) or on the model with one calibration's heads."""
     from ...attacks import build_attack
-    from ...checks import checks_result, sanity_checks
+    from ...evaluation.checks import checks_result, sanity_checks
 
     sec = ctx.section("checks")
     n = min(int(ctx.pick("checks", "n")), ctx.attack_n)

@@ -2,7 +2,7 @@
 modality, for the bare model and, adaptively, for every calibrated head.
 
 Per modality one cell for the bare model (key ``MODEL|MODALITY|ensemble``: the ensemble white-box,
-each part alone, and the ensemble checks of :func:`robustmm.checks.ensemble_checks` in the
+each part alone, and the ensemble checks of :func:`robustmm.evaluation.checks.ensemble_checks` in the
 ensemble record's ``extra["ensemble_checks"]``), and one per calibration objective
 (``MODEL|MODALITY|ensemble:calibration:OBJ``, after the calibration cells, whose heads it reuses):
 head-unaware (the bare model's ensemble examples through the heads, made once), adaptive (the
@@ -91,7 +91,7 @@ _MEMO: weakref.WeakKeyDictionary[JobContext, dict[str, Attack]] = weakref.WeakKe
 def _shared(ctx: JobContext, modality: str) -> Attack:
     """One memoising ensemble per job and modality: the bare model's examples are made once and
     reused as the head-unaware examples of every head."""
-    from ...defenses.threats import reusable
+    from ...evaluation.threats import reusable
 
     memo = _MEMO.setdefault(ctx, {})
     if modality not in memo:
@@ -105,7 +105,7 @@ def _data(ctx: JobContext) -> Any:
 
 def _with_checks(ctx: JobContext, encoder: Any, data: Any, modality: str, result: Result, **kw: Any) -> list[Result]:
     """``result`` (an ensemble run on ``encoder``) with its checks in ``extra``, then the parts' results."""
-    from ...checks import check_metric, checks_to_dict, run_ensemble_checks
+    from ...evaluation.checks import check_metric, checks_to_dict, run_ensemble_checks
 
     sec = ctx.section("ensemble")
     if not sec.check_parts:
@@ -129,7 +129,7 @@ def run_bare(ctx: JobContext, modality: str) -> list[Result]:
 
 def run_heads(ctx: JobContext, modality: str, objective: str) -> list[Result]:
     """Head-unaware, adaptive and worst-case ensemble through one calibration's heads, with checks."""
-    from ...defenses.threats import evaluate_threats
+    from ...evaluation.threats import evaluate_threats
 
     calib = job_heads(ctx, modality, objective)
     if calib is None:

@@ -24,7 +24,7 @@ from typing import Any
 from ...attacks.base import Attack, accepts, attack_class, build_attack
 from ...attacks.bpda import BPDA, declared
 from ...attacks.eot import EOT
-from ...defenses.input_transforms import InputTransform, build_defense, defend, list_defenses
+from ...encoders.input_transforms import InputTransform, build_defense, defend, list_defenses
 from ...errors import BudgetError, RobustMMError, UnknownNameError
 from ...evaluation import evaluate
 from ...modalities import get_modality

@@ -8,7 +8,8 @@ module never changes an interactive session and works without a display.
 
 From result records (``robustmm.result/1``):
 
-* :func:`plot_robustness_curves` -- metric vs budget eps, one panel per (modality, attack).
+* :func:`plot_robustness_curves` -- metric vs budget eps, one panel per (modality, attack);
+  :func:`plot_curves` returns the same figure (a matplotlib Figure) without writing it.
 * :func:`plot_attack_bars` -- clean vs attacked bars with the attack success rate, per attack.
 * :func:`plot_calibration` -- bare vs calibrated encoder, clean and under both threat models.
 * :func:`plot_certified` -- certified (and SmoothAdv empirical) top-1 against the L2 radius.
@@ -35,7 +36,7 @@ from ...records import Result
 from .bars import plot_attack_bars
 from .calibration import plot_calibration
 from .certified import plot_certified
-from .curves import CURVE_ATTACKS, plot_robustness_curves
+from .curves import CURVE_ATTACKS, plot_curves, plot_robustness_curves
 from .item_views import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
 from .record_values import as_results
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified",
-    "plot_gallery", "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
+    "plot_curves", "plot_gallery", "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
 ]
 
 

@@ -44,16 +44,56 @@ def _is_curve(r: Result) -> bool:
     return isinstance(a, dict) and a.get("name") in CURVE_ATTACKS and record_eps(r) is not None and r.threat != "clean"
 
 
+#: the curve figures: file stem -> (metric keys tried in order, what they measure, a note under the title)
+CURVE_FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "robustness_top1": (("zeroshot_top1",), "zero-shot top-1 accuracy", ""),
+    "robustness_r1": (tuple(RETRIEVAL_KEYS), "retrieval R@1 (MRR where R@1 is absent)",
+                      "R@1 under an attack on the zero-shot loss is a side effect, and a nested sweep keeps each item's"
+                      " first successful example, so such curves can stay flat; SGA and caption-loss PGD attack"
+                      " retrieval itself"),
+}
+#: ``plot_curves(metric=...)`` names of the figures
+CURVE_METRICS: dict[str, str] = {"top1": "robustness_top1", "r1": "robustness_r1"}
+
+
+def plot_curves(results: Result | Sequence[Result] | Sequence[Sequence[Result]], *, metric: str = "top1") -> Any:
+    """A matplotlib :class:`~matplotlib.figure.Figure` of robustness curves (metric vs budget eps).
+
+    ``results`` are norm-bounded attack results, e.g. what ``robustmm.curve`` returns (several
+    curves, or lists of them, share the figure: one line per model, defense and threat model).
+    ``metric`` is ``"top1"`` (zero-shot top-1) or ``"r1"`` (retrieval R@1). One panel per
+    (modality, attack, norm), budgets evenly spaced, eps = 0 the clean score. Nothing is written:
+    ``fig.savefig(path)`` saves it.
+    """
+    from ...errors import RobustMMError, UnknownNameError
+
+    if metric not in CURVE_METRICS:
+        raise UnknownNameError("curve metric", metric, CURVE_METRICS)
+    flat: list[Any] = []
+    for r in [results] if isinstance(results, Result) else results:
+        flat.extend(r if isinstance(r, (list, tuple)) else [r])
+    rs = as_results(flat)
+    curve = [r for r in rs if _is_curve(r)]
+    if not curve:
+        raise RobustMMError("plot_curves: no results of a norm-bounded attack with a budget eps; pass what "
+                            "robustmm.curve(...) returns")
+    keys, what, note = CURVE_FIGURES[CURVE_METRICS[metric]]
+    fig = _curve_figure(curve, [r for r in rs if r.threat == "clean"], keys, what, colour_map(rs), note)
+    if fig is None:
+        raise RobustMMError(f"plot_curves: the results have no {what}; try metric='top1' or 'r1'")
+    return fig
+
+
 def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path, which: Sequence[str] | None = None
                            ) -> list[Path]:
-    """Robustness curves (metric vs eps) from the norm-bounded attack results in ``results``.
+    """Robustness curves (metric vs eps) from the norm-bounded attack results in ``results``, written to files.
 
     Writes ``robustness_top1`` (zero-shot top-1) and ``robustness_r1`` (text->X R@1, else X->text
-    R@1, else text->X MRR), each ``.png`` + ``.svg``. One panel per (modality, attack, norm) with
-    the modality's own budget unit on x (budgets evenly spaced, eps = 0 is the clean score, taken
-    from a ``threat="clean"`` record of the same model/modality/defense when there is one, else
-    from the attacked records' own clean metrics); one line per (model, defense, threat).
-    ``which`` draws only the figures of those names.
+    R@1, else text->X MRR), each ``.png`` + ``.svg`` (the figures of :func:`plot_curves`). One
+    panel per (modality, attack, norm) with the modality's own budget unit on x (budgets evenly
+    spaced, eps = 0 is the clean score, taken from a ``threat="clean"`` record of the same
+    model/modality/defense when there is one, else from the attacked records' own clean metrics);
+    one line per (model, defense, threat). ``which`` draws only the figures of those names.
     """
     rs = as_results(results)
     curve = [r for r in rs if _is_curve(r)]
@@ -64,13 +104,7 @@ def plot_robustness_curves(results: Sequence[Result], out_dir: str | Path, which
     colours = colour_map(rs)
     out_dir = Path(out_dir)
     written: list[Path] = []
-    specs = (
-        ("robustness_top1", ("zeroshot_top1",), "zero-shot top-1 accuracy", ""),
-        ("robustness_r1", RETRIEVAL_KEYS, "retrieval R@1 (MRR where R@1 is absent)",
-         "R@1 under an attack on the zero-shot loss is a side effect, and a nested sweep keeps each item's"
-         " first successful example, so such curves can stay flat; SGA and caption-loss PGD attack retrieval itself"),
-    )
-    for fname, keys, what, note in specs:
+    for fname, (keys, what, note) in CURVE_FIGURES.items():
         if which is not None and fname not in which:
             continue
         fig = _curve_figure(curve, cleans, keys, what, colours, note)

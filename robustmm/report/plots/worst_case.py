@@ -1,7 +1,7 @@
 """Worst-case robustness curves: per modality, single attacks (dashed) against their per-item worst case (solid).
 
 A curve from one attack is an upper bound on robust accuracy; the per-item worst case over several
-attacks (``threat="worst-case"`` records, :func:`robustmm.defenses.worst_case.worst_case`) is a
+attacks (``threat="worst-case"`` records, :func:`robustmm.evaluation.worst_case.worst_case`) is a
 tighter one. Drawing both on one panel shows how far the single attack is from converged.
 """
 from __future__ import annotations

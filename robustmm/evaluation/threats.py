@@ -21,10 +21,10 @@ from ..attacks.base import Attack
 from ..attacks.memo import MemoAttack
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
+from ..encoders.heads import Calibration
 from ..errors import RobustMMError
-from ..evaluation import evaluate
 from ..records import Result
-from .calibrate import Calibration
+from .runner import evaluate
 from .worst_case import RecordingAttack, ThreatFlag, threat_flags, threat_label, worst_case
 
 __all__ = ["ThreatFlag", "evaluate_threats", "reusable", "threat_flags", "threat_label"]
@@ -81,12 +81,8 @@ def evaluate_threats(
         adaptive result of each ``stronger`` attack, then (with ``head-unaware``) the head-unaware
         one of each, all with ``extra["stronger_attack"]``.
     """
-    unknown = [t for t in threats if t not in THREAT_NAMES]
-    if unknown:
-        raise RobustMMError(f"unknown threat {unknown[0]!r}; known: {', '.join(THREAT_NAMES)}")
+    _check_threats(threats, stronger)
     want_worst = "worst-case" in threats
-    if want_worst and not ({"head-unaware", "adaptive"} & set(threats) or stronger):
-        raise RobustMMError("threat 'worst-case' needs head-unaware, adaptive or stronger attacks in the same call")
     calibrated = encoder.with_heads(calibration.heads)
     block = calibration.defense_block()
     attack = _memo(attack.resolve(modality))
@@ -126,6 +122,15 @@ def evaluate_threats(
                               results={k: r for k, (_, r) in recorded.items()}, batch_size=kw.get("batch_size", 128),
                               defense=block))
     return out
+
+
+def _check_threats(threats: Sequence[str], stronger: Mapping[str, Attack] | Sequence[Attack] | None) -> None:
+    """One-line errors for unknown threat names and a worst case with nothing to take it over."""
+    unknown = [t for t in threats if t not in THREAT_NAMES]
+    if unknown:
+        raise RobustMMError(f"unknown threat {unknown[0]!r}; known: {', '.join(THREAT_NAMES)}")
+    if "worst-case" in threats and not ({"head-unaware", "adaptive"} & set(threats) or stronger):
+        raise RobustMMError("threat 'worst-case' needs head-unaware, adaptive or stronger attacks in the same call")
 
 
 def reusable(attack: Attack) -> MemoAttack:

@@ -16,19 +16,22 @@ how items are sharded over ranks. Each forward embeds ``batch_noise`` noisy copi
 * :meth:`SmoothedClassifier.certify` -- CERTIFY: n0 selection draws pick the class, n estimation
   draws count it, ``pA`` = one-sided Clopper-Pearson lower bound at alpha, radius
   ``sigma * Phi^-1(pA)``; abstain (-1, radius 0) when ``pA <= 1/2``. With ``gallery=`` the same
-  estimation draws also certify X->text R@1 (see :mod:`.retrieval`).
+  estimation draws also certify X->text R@1 (see :mod:`robustmm.evaluation.certification.retrieval`).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from ...encoders.base import Encoder
-from ...modalities import get_modality
-from .stats import binomial_test, certified_radius, check_smoothing_args, clopper_pearson_lower
+from ..batch import DEFAULT_TEMPLATES
+from ..errors import RobustMMError
+from ..modalities import get_modality
+from .base import Encoder
+from .smoothing_stats import binomial_test, certified_radius, check_smoothing_args, clopper_pearson_lower
 
 #: seed-stream phases, so the draws of CERTIFY, PREDICT and the attack never coincide
 PHASE_CERTIFY, PHASE_PREDICT, PHASE_ATTACK = 0, 1, 2
@@ -99,7 +102,6 @@ class SmoothedClassifier(nn.Module):
         self.base = encoder.with_heads(heads) if heads else encoder
         self.modality, self.sigma, self.batch_noise, self.seed = modality, float(sigma), int(batch_noise), int(seed)
         if class_embeddings is None:
-            from ...errors import RobustMMError
             if prompts is None:
                 raise RobustMMError(f"a smoothed classifier needs class prompts or class embeddings for {modality!r}")
             class_embeddings = self.base.class_embeddings(prompts)
@@ -183,13 +185,15 @@ class SmoothedClassifier(nn.Module):
         check_smoothing_args(n0=n0, n=n, alpha=alpha)
         x, idx = self._items(x, index)
         N = len(x)
-        pred, plugin, top = torch.full((N,), -1, dtype=torch.long), torch.zeros(N, dtype=torch.long), torch.zeros(N, dtype=torch.long)
+        pred = torch.full((N,), -1, dtype=torch.long)
+        plugin, top = torch.zeros(N, dtype=torch.long), torch.zeros(N, dtype=torch.long)
         radius, p_lo = torch.zeros(N, dtype=torch.float64), torch.zeros(N, dtype=torch.float64)
         x2t_r = torch.full((N,), -1.0, dtype=torch.float64) if gallery is not None else None
         x2t_rate = torch.zeros(N, dtype=torch.float64) if gallery is not None else None
         g = None if gallery is None else gallery.to(self.device)
         for r, (x1, i) in enumerate(zip(x, idx)):
-            labels, hits = self._draw_predictions(x1, i, n0 + n, PHASE_CERTIFY, g, None if own is None else own[r].to(self.device))
+            own_r = None if own is None else own[r].to(self.device)
+            labels, hits = self._draw_predictions(x1, i, n0 + n, PHASE_CERTIFY, g, own_r)
             c_a = int(torch.bincount(labels[:n0], minlength=self.num_classes).argmax())
             est = torch.bincount(labels[n0:], minlength=self.num_classes)
             plugin[r], top[r] = int(est.argmax()), int(est[c_a])
@@ -204,3 +208,84 @@ class SmoothedClassifier(nn.Module):
                 if pr > 0.5:
                     x2t_r[r] = certified_radius(pr, self.sigma)
         return Certificate(pred, radius, p_lo, top, plugin, x2t_r, x2t_rate)
+
+
+class SmoothedEncoder(Encoder):
+    """An encoder whose zero-shot predictions are smoothed with Gaussian noise (the smoothing defense).
+
+    ``encode`` and ``encode_text`` are the base encoder's (the embedding the base classifier reads,
+    so every attack, runner and report works on it unchanged); :meth:`predict` and :meth:`certify`
+    are Cohen et al.'s PREDICT and CERTIFY over the zero-shot classifier of any modality, with the
+    Monte Carlo settings given here. ``robustmm.certify`` on a SmoothedEncoder certifies a dataset
+    with these settings.
+
+    Args:
+        base: the frozen encoder (a calibrated, denoised or transformed one is an encoder too).
+        sigma: Gaussian noise std in the modality's raw unit.
+        n0, draws, alpha: selection draws, estimation draws and failure probability (``draws`` as
+            ``robustmm certify --draws``; ``n`` counts items everywhere).
+        batch_noise: noisy copies embedded per forward (speed only).
+        seed: mixed into every item's noise stream.
+    """
+
+    def __init__(self, base: Encoder, sigma: float, *, n0: int = 100, draws: int = 1000, alpha: float = 0.001,
+                 batch_noise: int = 256, seed: int = 0):
+        super().__init__()
+        check_smoothing_args(sigma=sigma, n0=n0, n=draws, alpha=alpha)
+        check_smoothing_args(n=batch_noise)
+        self.base = base
+        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+        self.sigma, self.n0, self.draws, self.alpha = float(sigma), int(n0), int(draws), float(alpha)
+        self.batch_noise, self.seed = int(batch_noise), int(seed)
+        self.eval()  # a wrapper of a frozen encoder is frozen too (nn.Module starts in training mode)
+
+    def settings(self) -> dict[str, Any]:
+        """The Monte Carlo settings (the keywords that rebuild this defense around ``base``)."""
+        return {"sigma": self.sigma, "n0": self.n0, "draws": self.draws, "alpha": self.alpha,
+                "batch_noise": self.batch_noise, "seed": self.seed}
+
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return self.base.encode(modality, x, validate=False)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.base.encode_text(texts)
+
+    def class_embeddings(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        return self.base.class_embeddings(prompts)
+
+    def preprocess_info(self) -> dict[str, Any]:
+        return self.base.preprocess_info()
+
+    def info(self) -> dict[str, Any]:
+        return self.base.info() | {"smoothing": self.settings()}
+
+    def classifier(self, modality: str, *, classnames: Sequence[str] | None = None,
+                   prompts: Sequence[Sequence[str]] | None = None,
+                   templates: Sequence[str] = DEFAULT_TEMPLATES) -> SmoothedClassifier:
+        """The smoothed zero-shot classifier of ``modality`` over ``classnames`` (through
+        ``templates``) or ``prompts`` (one list per class)."""
+        if classnames is not None and prompts is not None:
+            raise RobustMMError("give classnames= or prompts=, not both (prompts are built from classnames)")
+        if classnames is not None:
+            prompts = [[t.format(c) for t in templates] for c in classnames]
+        if prompts is None:
+            raise RobustMMError(f"smoothed predictions on {modality!r} need the classes: pass classnames=[...] "
+                                "or prompts=[[...], ...]")
+        return SmoothedClassifier(self.base, modality, self.sigma, prompts=[list(p) for p in prompts],
+                                  batch_noise=self.batch_noise, seed=self.seed)
+
+    def predict(self, modality: str, x: torch.Tensor, *, classnames: Sequence[str] | None = None,
+                prompts: Sequence[Sequence[str]] | None = None, index: torch.Tensor | None = None,
+                **classes: Any) -> torch.Tensor:
+        """PREDICT: (N,) classes of ``x`` under noise, -1 where the top class is not reliable at ``alpha``.
+        ``index`` gives the items' positions (their noise seeds; default 0..N-1)."""
+        sm = self.classifier(modality, classnames=classnames, prompts=prompts, **classes)
+        return sm.predict(x, self.draws, self.alpha, index)
+
+    def certify(self, modality: str, x: torch.Tensor, *, classnames: Sequence[str] | None = None,
+                prompts: Sequence[Sequence[str]] | None = None, index: torch.Tensor | None = None,
+                **classes: Any) -> Certificate:
+        """CERTIFY: per item of ``x``, the certified class (-1 = abstain) and its L2 radius (a
+        :class:`Certificate`). For certified accuracy over a dataset use ``robustmm.certify``."""
+        sm = self.classifier(modality, classnames=classnames, prompts=prompts, **classes)
+        return sm.certify(x, self.n0, self.draws, self.alpha, index)

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attacks.bpda import straight_through
-from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError, UnknownNameError
 from ..modalities import get_modality
+from .base import Encoder
+from .straight_through import straight_through
 
 _DEFENSES: dict[str, type[InputTransform]] = {}
 
@@ -120,6 +120,7 @@ class TransformedEncoder(Encoder):
         self.base, self.transform = base, transform
         self.name, self.modalities, self.embed_dim = base.name, base.modalities, base.embed_dim
         self.weights = base.weights
+        self.eval()  # a wrapper of frozen parts is frozen too (nn.Module starts in training mode)
 
     @property
     def bpda_steps(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ retargeted to a guarantee). :func:`noise_calibrate` embeds ``draws`` noisy copie
 training item once (clamped to the domain, seeded per item and draw), then reuses
 :func:`robustmm.defenses.calibrate` unchanged through its ``embeddings=`` cache: the training set
 is the dataset repeated ``draws`` times, each copy paired with the clean embedding of its item.
-The heads are ordinary :class:`~robustmm.defenses.heads.ResidualHead` s, saved and loaded with
+The heads are ordinary :class:`~robustmm.encoders.heads.ResidualHead` s, saved and loaded with
 ``save_heads``/``load_heads``.
 """
 from __future__ import annotations
@@ -15,17 +15,18 @@ from typing import Any
 
 import torch
 
-from ...attacks.base import Attack
-from ...batch import Batch
-from ...data.base import MultimodalDataset
-from ...encoders.base import Encoder
-from ...errors import RobustMMError
-from ...evaluation import iter_batches
-from ...modalities import get_modality
-from ...progress import tqdm
-from ..calibrate import Calibration, calibrate
-from .smoothed import item_seed
-from .stats import check_smoothing_args
+from ..attacks.base import Attack
+from ..batch import Batch
+from ..data.base import MultimodalDataset
+from ..encoders.base import Encoder
+from ..encoders.heads import Calibration
+from ..encoders.smoothed import item_seed
+from ..encoders.smoothing_stats import check_smoothing_args
+from ..errors import RobustMMError
+from ..evaluation import iter_batches
+from ..modalities import get_modality
+from ..progress import tqdm
+from .calibrate import calibrate
 
 PHASE_TRAIN = 7  # noise stream of training draws, distinct from the certification phases
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ...errors import RobustMMError
+from ..errors import RobustMMError
 
 
 def check_smoothing_args(sigma: float | None = None, n0: int | None = None, n: int | None = None,

@@ -26,13 +26,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .attacks.base import Attack, build_attack
-from .data.base import MultimodalDataset
-from .encoders.base import Encoder
-from .errors import RobustMMError
-from .evaluation import evaluate
-from .modalities import CONTINUOUS_MODALITIES, get_modality
-from .records import CHECKS_ATTACK, Result
+from ..attacks.base import Attack, build_attack
+from ..data.base import MultimodalDataset
+from ..encoders.base import Encoder
+from ..errors import RobustMMError
+from ..modalities import CONTINUOUS_MODALITIES, get_modality
+from ..records import CHECKS_ATTACK, Result
+from .runner import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def run_ensemble_checks(encoder: Encoder, dataset: MultimodalDataset, *, modalit
     ``kw`` goes to ``evaluate``; the tolerance is never less than one item."""
     metric = check_metric(dataset, modality)
     results: dict[str, Result] = {}
-    from .attacks.ensemble import runs_on
+    from ..attacks.ensemble import runs_on
 
     task = dataset.tasks.get(modality)
     classes = None if task is None else len(task.prompts())

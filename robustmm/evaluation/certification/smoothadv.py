@@ -21,10 +21,10 @@ import torch
 
 from ... import distributed as dist_utils
 from ...data.base import MultimodalDataset
+from ...encoders.smoothed import PHASE_ATTACK, PHASE_PREDICT, SmoothedClassifier, item_seed, predict_from_counts
+from ...encoders.smoothing_stats import check_smoothing_args
 from ...errors import RobustMMError
-from ...evaluation import iter_batches
-from .smoothed import PHASE_ATTACK, PHASE_PREDICT, SmoothedClassifier, item_seed, predict_from_counts
-from .stats import check_smoothing_args
+from ..runner import iter_batches
 
 
 def smoothadv_attack(sm: SmoothedClassifier, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, radius: float,

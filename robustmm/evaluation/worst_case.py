@@ -29,9 +29,9 @@ from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
-from ..evaluation import iter_batches
 from ..metrics import attack_success_rate, caption_owner, retrieval_metrics, x2t_ranks, zeroshot_correct, zeroshot_metrics
 from ..records import Result, Threat, headline_score
+from .runner import iter_batches
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from torch import nn
 from ... import distributed as dist_utils
 from ...data.base import MultimodalDataset
 from ...encoders.base import Encoder
+from ...encoders.smoothed import SmoothedClassifier
+from ...encoders.smoothing_stats import check_smoothing_args
 from ...errors import RobustMMError
-from ...evaluation import iter_batches
 from ...modalities import get_modality
 from ...progress import tqdm
 from ...records import Result, Threat
+from ..runner import iter_batches
 from .defaults import reference_radii
 from .retrieval import caption_gallery, own_masks
-from .smoothed import SmoothedClassifier
-from .stats import check_smoothing_args
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ the encoder and embedding size match.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,20 @@ def load_heads(path: str | Path, encoder: Any | None = None) -> tuple[dict[str, 
         head.eval()
         heads[m] = head
     return heads, config
+
+
+@dataclass
+class Calibration:
+    """Trained heads plus everything needed to describe them in results and on disk."""
+
+    heads: dict[str, ResidualHead]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def defense_block(self) -> dict[str, Any]:
+        """The ``defense`` block of a result record."""
+        keys = ("objective", "regulariser", "consistency_weight", "uses_labels", "attack", "epochs", "hidden",
+                "adaptive_every", "clean_only", "n_train", "train_s", "attack_s")
+        return {"name": "calibration", **{k: self.meta.get(k) for k in keys if k in self.meta}}
+
+    def save(self, path: str) -> None:
+        save_heads(path, self.heads, self.meta)
