@@ -1,0 +1,233 @@
+"""The shared back end of the user-data loaders: item checks, lazy streaming, the dataset.
+
+Every user-data loader (class folders, manifests, Hugging Face datasets, webdataset shards,
+ImageNet, ModelNet40) lists its items as *sources* (paths or bytes) with captions and labels, and
+hands them to :func:`build_dataset`, which
+
+1. picks the items (all, or a seeded subset of ``n`` kept in file order); more items asked for
+   than there are is a one-line error stating the real count;
+2. checks each picked item's header before any work (:func:`~robustmm.data.decode.probe`): an
+   empty or corrupt file, or items of mixed sizes / sample rates where no common size is set, is
+   a one-line error naming the file -- or, with ``skip_bad``, the item is skipped (another one
+   drawn in its place) and ``meta["skipped"]`` (recorded in every result) counts them;
+3. returns a :class:`MultimodalDataset` whose modality is an :class:`ItemLoader`: items are
+   decoded only when a batch is asked for, by ``workers`` DataLoader worker processes, so memory
+   stays flat however many items the dataset has (``benchmarks/data_streaming.py``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import EmptyDatasetError, RobustMMError
+from .base import MultimodalDataset, ZeroShotTask
+from .decode import BadFileError, DecodeOptions, Source, clip_seconds, decode, probe, source_name
+
+__all__ = ["ItemLoader", "build_dataset", "DEFAULT_TEMPLATES", "read_lines", "as_bool", "as_int", "decode_options"]
+
+log = logging.getLogger(__name__)
+
+#: one prompt template per modality when the user gives no ``templates`` file
+DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "image": ("a photo of a {}.",), "video": ("a video of a {}.",), "audio": ("a sound of a {}.",),
+    "depth": ("a depth map of a {}.",), "thermal": ("a thermal image of a {}.",), "pointcloud": ("a point cloud of a {}.",),
+}
+
+
+def as_bool(value: Any, what: str) -> bool:
+    """A spec option (``skip_bad=true``) or a Python value as a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise RobustMMError(f"option {what}={value!r}: expected true or false")
+
+
+def as_int(value: Any, what: str, *, native: bool = False) -> int | None:
+    """A positive integer option; ``native`` allows ``native`` (= None: keep each item's own)."""
+    if value is None or (native and str(value).strip().lower() == "native"):
+        return None
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        out = 0
+    if out <= 0:
+        raise RobustMMError(f"option {what}={value!r}: expected a positive integer{' or native' if native else ''}")
+    return out
+
+
+def decode_options(size: Any = 224, sample_rate: Any = 16000, seconds: Any = None, frames: Any = 8, points: Any = 1024,
+                   depth_scale: Any = 1000.0, far_m: Any = 10.0) -> DecodeOptions:
+    """:class:`DecodeOptions` from loader keywords (spec strings or numbers), checked."""
+    secs = None if seconds is None else float(seconds)
+    if secs is not None and not secs > 0:
+        raise RobustMMError(f"option seconds={seconds!r}: expected a positive number")
+    return DecodeOptions(size=as_int(size, "size", native=True), sample_rate=as_int(sample_rate, "sample_rate", native=True),
+                         seconds=secs, frames=as_int(frames, "frames") or 8, points=as_int(points, "points", native=True),
+                         depth_scale=float(depth_scale), far_m=float(far_m))
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """The non-empty, non-comment lines of a text file (class names, templates)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RobustMMError(f"{what} file not found: {p}")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise EmptyDatasetError(f"{what} file {p} is empty")
+    return lines
+
+
+def read_templates(templates: Any, modality: str) -> tuple[str, ...]:
+    """Templates from a file (one per line, each with ``{}``), a sequence, or the defaults."""
+    if templates is None:
+        return DEFAULT_TEMPLATES[modality]
+    lines = read_lines(templates, "templates") if isinstance(templates, (str, Path)) else [str(t) for t in templates]
+    bad = [t for t in lines if "{}" not in t]
+    if bad:
+        raise RobustMMError(f"template {bad[0]!r} has no {{}} for the class name")
+    return tuple(lines)
+
+
+class _Items(torch.utils.data.Dataset):
+    """The picked items of one ItemLoader call; errors come back as values (one line, not a
+    worker traceback)."""
+
+    def __init__(self, loader: "ItemLoader", idx: list[int]):
+        self.loader, self.idx = loader, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.loader.load_one(self.idx[i])
+        except RobustMMError as e:
+            return e
+
+
+class ItemLoader:
+    """Lazy loader of one modality: index tensor -> stacked batch, decoded on demand by
+    ``workers`` DataLoader worker processes (0 = in this process)."""
+
+    def __init__(self, modality: str, sources: Sequence[Source], opts: DecodeOptions, workers: int = 0):
+        self.modality, self.sources, self.opts, self.workers = modality, list(sources), opts, int(workers)
+
+    def load_one(self, i: int) -> torch.Tensor:
+        """Item ``i`` decoded."""
+        return decode(self.modality, self.sources[i], self.opts)
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1).tolist()
+        if self.workers > 0 and len(idx) >= 16 * self.workers:
+            chunk = max(1, math.ceil(len(idx) / (4 * self.workers)))
+            dl = torch.utils.data.DataLoader(_Items(self, idx), batch_size=chunk, num_workers=self.workers,
+                                             collate_fn=list, multiprocessing_context="fork" if os.name == "posix" else None)
+            items = [x for part in dl for x in part]
+        else:
+            items = [_Items(self, idx)[j] for j in range(len(idx))]
+        for x in items:
+            if isinstance(x, BaseException):
+                raise x
+        if not items:
+            raise EmptyDatasetError(f"no items asked of {self.modality} loader")
+        first = items[0].shape
+        for j, x in enumerate(items):
+            if x.shape != first:
+                raise BadFileError(f"{source_name(self.sources[idx[j]])}: shape {tuple(x.shape)} differs from "
+                                   f"{tuple(first)} of {source_name(self.sources[idx[0]])} (set size=/sample_rate=/seconds=)")
+        return torch.stack(items)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def _pick(total: int, n: int | None, seed: int | None, what: str) -> tuple[list[int], int | None]:
+    if n is not None and n <= 0:
+        raise EmptyDatasetError(f"n must be positive, got {n}")
+    if n is not None and n > total:
+        raise EmptyDatasetError(f"{what} holds {total} items, fewer than the {n} asked for: ask for at most {total}")
+    if n is None or n == total:
+        return list(range(total)), seed
+    seed = 0 if seed is None else int(seed)
+    return np.random.default_rng(seed).permutation(total).tolist(), seed
+
+
+def _check_probes(modality: str, opts: DecodeOptions, probes: dict[int, tuple[Any, ...]], sources: Sequence[Source]) -> None:
+    """Items whose header values must agree (no common size/rate/count set): one line naming the odd file."""
+    if modality in ("image", "depth", "thermal", "video"):
+        key, unit = (None if opts.size is None else 0), "size"
+    elif modality == "audio":
+        key, unit = (None if opts.sample_rate is None else 0), "sample rate"
+    else:
+        key, unit = (None if opts.points is None else 0), "point count"
+    if key == 0 or not probes:
+        return
+    items = sorted(probes.items())
+    i0, ref = items[0]
+    for i, got in items[1:]:
+        a, b = (ref[:1], got[:1]) if modality == "audio" else (ref, got)
+        if a != b:
+            raise BadFileError(f"{source_name(sources[i])}: {unit} {b} differs from {a} of {source_name(sources[i0])} "
+                               f"(mixed {unit}s: set a common one, or fix the file)")
+
+
+def build_dataset(*, name: str, split: str, modality: str, sources: Sequence[Source], captions: Sequence[list[str]],
+                  labels: Sequence[int] | None, classnames: Sequence[str] | None, templates: Any = None,
+                  opts: DecodeOptions = DecodeOptions(), n: int | None = None, seed: int | None = None,
+                  skip_bad: bool = False, workers: Any = None, what: str = "", meta: dict[str, Any] | None = None,
+                  skipped: int = 0) -> MultimodalDataset:
+    """The dataset of the picked, checked items (steps 1-3 of the module docstring). ``skipped``:
+    items the caller already skipped (rows pointing nowhere) when ``skip_bad`` is on."""
+    what = what or name
+    total = len(sources)
+    if total == 0:
+        raise EmptyDatasetError(f"{what}: no {modality} items found")
+    order, seed = _pick(total, n, seed, what)
+    want = total if n is None else n
+    good: list[int] = []
+    probes: dict[int, tuple[Any, ...]] = {}
+    for i in order:
+        if len(good) == want:
+            break
+        try:
+            probes[i] = probe(modality, sources[i])
+        except BadFileError as e:
+            if not skip_bad:
+                raise
+            skipped += 1
+            log.warning("skipped: %s", e)
+            continue
+        good.append(i)
+    if len(good) < want:
+        raise EmptyDatasetError(f"{what}: only {len(good)} readable items, fewer than the {want} asked for "
+                                f"({skipped} skipped as unreadable)")
+    good.sort()
+    _check_probes(modality, opts, probes, sources)
+    if modality == "audio" and opts.seconds is None:
+        opts = DecodeOptions(**{**opts.__dict__, "seconds": clip_seconds([probes[i][1] for i in good])})
+    workers = min(4, os.cpu_count() or 1) if workers is None else as_int(workers, "workers", native=False) if workers else 0
+    loader = ItemLoader(modality, [sources[i] for i in good], opts, workers)
+    tasks = {}
+    if labels is not None and classnames:
+        tasks[modality] = ZeroShotTask(torch.tensor([int(labels[i]) for i in good], dtype=torch.long), tuple(classnames),
+                                       read_templates(templates, modality), f"{name} classes")
+    image_like = modality in ("image", "video", "depth", "thermal")
+    info = {"modality": modality, "image_size": opts.size if image_like else None,
+            "sample_rate": opts.sample_rate if modality == "audio" else None,
+            "points": opts.points if modality == "pointcloud" else None,
+            "skipped": int(skipped), **(meta or {})}
+    log.info("loaded %s: %d %s items (%d skipped)", what, len(good), modality, skipped)
+    return MultimodalDataset(name=name, split=split, captions=[list(captions[i]) for i in good], loaders={modality: loader},
+                             tasks=tasks, seed=seed, meta={k: v for k, v in info.items() if v is not None})

@@ -1,0 +1,116 @@
+"""Tiny user datasets written into a folder, one builder per format (tests and the guide's style)."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import wave
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def png_bytes(color: tuple[int, int, int], i: int = 0, size: int = 20) -> bytes:
+    """A small solid PNG with a slight per-item shade."""
+    arr = np.zeros((size, size + 4, 3), np.uint8) + np.array(color, np.uint8)
+    arr[: 2 + i % 5] = np.clip(arr[: 2 + i % 5].astype(int) + 20, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def wav_bytes(freq: float, rate: int = 8000, seconds: float = 0.25) -> bytes:
+    """A 16-bit mono sine."""
+    t = np.arange(int(rate * seconds)) / rate
+    x = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(x.tobytes())
+    return buf.getvalue()
+
+
+def image_folder(root: Path, per_class: int = 3) -> Path:
+    """root/CLASS/i.png for three colour classes."""
+    for name, color in COLORS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (root / name / f"{i}.png").write_bytes(png_bytes(color, i))
+    return root
+
+
+def audio_folder(root: Path, per_class: int = 3, rate: int = 8000) -> Path:
+    """root/CLASS/i.wav: low and high tones."""
+    for name, freq in (("low_tone", 220.0), ("high_tone", 1760.0)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (root / name / f"{i}.wav").write_bytes(wav_bytes(freq * (1 + 0.05 * i), rate))
+    return root
+
+
+def point_folder(root: Path, per_class: int = 3) -> Path:
+    """root/CLASS/i.{npy,txt,ply}: spheres and flat squares."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("sphere", "plane")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            p = rng.normal(size=(200, 3))
+            p = p / np.linalg.norm(p, axis=1, keepdims=True) if c == 0 else np.c_[p[:, :2], np.zeros(200)]
+            if i % 3 == 0:
+                np.save(root / name / f"{i}.npy", p.astype(np.float32))
+            elif i % 3 == 1:
+                np.savetxt(root / name / f"{i}.txt", np.c_[p, p], delimiter=",", fmt="%.5f")
+            else:
+                head = f"ply\nformat ascii 1.0\nelement vertex {len(p)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+                (root / name / f"{i}.ply").write_text(head + "\n".join(" ".join(f"{v:.5f}" for v in r) for r in p) + "\n")
+    return root
+
+
+def jsonl_manifest(root: Path, per_class: int = 3) -> Path:
+    """root/media/*.png and root/manifest.jsonl with path, captions and label."""
+    (root / "media").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, color in COLORS.items():
+        for i in range(per_class):
+            (root / "media" / f"{name}{i}.png").write_bytes(png_bytes(color, i))
+            rows.append({"path": f"media/{name}{i}.png", "captions": [f"a {name} square.", f"something {name}."], "label": name})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "manifest.jsonl"
+
+
+def wds_shard(root: Path, per_class: int = 3) -> Path:
+    """root/shard-000000.tar with KEY.png, KEY.txt, KEY.cls and root/classnames.txt."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classnames.txt").write_text("\n".join(COLORS) + "\n")
+    with tarfile.open(root / "shard-000000.tar", "w") as tar:
+        k = 0
+        for c, (name, color) in enumerate(COLORS.items()):
+            for i in range(per_class):
+                for ext, data in (("png", png_bytes(color, i)), ("txt", f"a {name} square.".encode()), ("cls", str(c).encode())):
+                    info = tarfile.TarInfo(f"{k:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                k += 1
+    return root
+
+
+def hf_dataset(root: Path, per_class: int = 3) -> Path:
+    """A Hugging Face dataset saved with save_to_disk: image, text, label (ClassLabel)."""
+    import datasets
+
+    images, texts, labels = [], [], []
+    for c, (name, color) in enumerate(COLORS.items()):
+        for i in range(per_class):
+            images.append(Image.open(io.BytesIO(png_bytes(color, i))))
+            texts.append(f"a {name} square.")
+            labels.append(c)
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(COLORS))})
+    ds = datasets.Dataset.from_dict({"image": images, "text": texts, "label": labels}, features=features)
+    ds.save_to_disk(str(root))
+    return root
