@@ -35,9 +35,21 @@ from ..errors import RobustMMError
 from .media import resample, resize_crop
 from .pointfiles import read_points
 
-__all__ = ["BadFileError", "DecodeOptions", "EXTENSIONS", "Source", "decode", "probe", "source_name"]
+__all__ = ["BadFileError", "DecodeOptions", "EXTENSIONS", "LazySource", "Source", "decode", "probe", "source_name"]
 
-Source = str | tuple[str, bytes]
+
+class LazySource:
+    """A source read only when decoded (a tar member, a row of a datasets table): subclasses set
+    ``name`` (with the format's extension) and implement :meth:`read`."""
+
+    name: str = ""
+
+    def read(self) -> bytes:  # pragma: no cover - abstract
+        """The item's bytes."""
+        raise NotImplementedError
+
+
+Source = str | tuple[str, bytes] | LazySource
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
     "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp"),
@@ -72,6 +84,8 @@ class DecodeOptions:
 
 def source_name(src: Source) -> str:
     """The file name (or member name) of a source, for messages."""
+    if isinstance(src, LazySource):
+        return src.name
     return src if isinstance(src, str) else src[0]
 
 
@@ -81,6 +95,8 @@ def _bytes(src: Source) -> bytes:
             data = Path(src).read_bytes()
         except FileNotFoundError:
             raise BadFileError(f"file not found: {src}") from None
+    elif isinstance(src, LazySource):
+        data = src.read()
     else:
         data = src[1]
     if not data:
