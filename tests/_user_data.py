@@ -114,3 +114,54 @@ def hf_dataset(root: Path, per_class: int = 3) -> Path:
     ds = datasets.Dataset.from_dict({"image": images, "text": texts, "label": labels}, features=features)
     ds.save_to_disk(str(root))
     return root
+
+
+def imagenet_val(root: Path, wnids: tuple[str, ...] = ("n01440764", "n01443537", "n01484850"), per_class: int = 2,
+                 mapping: bool = True) -> Path:
+    """root/val/WNID/ILSVRC2012_val_*.JPEG and, with ``mapping``, the 1000-line LOC_synset_mapping.txt
+    whose first lines are the real first synsets (tench, goldfish, great white shark)."""
+    k = 0
+    for c, wnid in enumerate(wnids):
+        (root / "val" / wnid).mkdir(parents=True, exist_ok=True)
+        for _ in range(per_class):
+            k += 1
+            Image.open(io.BytesIO(png_bytes(list(COLORS.values())[c % 3], k))).convert("RGB").save(
+                root / "val" / wnid / f"ILSVRC2012_val_{k:08d}.JPEG", format="JPEG")
+    if mapping:
+        lines = ["n01440764 tench, Tinca tinca", "n01443537 goldfish, Carassius auratus",
+                 "n01484850 great white shark, white shark"] + [f"n9{i:07d} filler" for i in range(997)]
+        (root / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def modelnet_resampled(root: Path, classes: tuple[str, ...] = ("airplane", "bathtub", "bed"), per_class: int = 2) -> Path:
+    """modelnet40_normal_resampled layout with three classes (x,y,z,nx,ny,nz .txt files)."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "modelnet40_shape_names.txt").write_text("\n".join(classes) + "\n")
+    ids = {"train": [], "test": []}
+    for c in classes:
+        (root / c).mkdir(exist_ok=True)
+        for i in range(per_class * 2):
+            sid = f"{c}_{i + 1:04d}"
+            pts = rng.normal(size=(300, 3)) * (1 + classes.index(c))
+            np.savetxt(root / c / f"{sid}.txt", np.c_[pts, pts / np.linalg.norm(pts, axis=1, keepdims=True)],
+                       delimiter=",", fmt="%.6f")
+            ids["test" if i < per_class else "train"].append(sid)
+    for split, v in ids.items():
+        (root / f"modelnet40_{split}.txt").write_text("\n".join(v) + "\n")
+    return root
+
+
+def modelnet_off(root: Path, classes: tuple[str, ...] = ("airplane", "bathtub"), per_class: int = 2) -> Path:
+    """ModelNet40 .off layout: root/CLASS/{train,test}/CLASS_NNNN.off (ModelNet's one-line header)."""
+    rng = np.random.default_rng(2)
+    for c in classes:
+        for split in ("train", "test"):
+            (root / c / split).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                v = rng.normal(size=(50, 3))
+                faces = "\n".join(f"3 {j} {j + 1} {j + 2}" for j in range(10))
+                (root / c / split / f"{c}_{i + 1:04d}.off").write_text(
+                    f"OFF{len(v)} 10 0\n" + "\n".join(" ".join(f"{x:.4f}" for x in r) for r in v) + "\n" + faces + "\n")
+    return root
