@@ -165,3 +165,25 @@ def modelnet_off(root: Path, classes: tuple[str, ...] = ("airplane", "bathtub"),
                 (root / c / split / f"{c}_{i + 1:04d}.off").write_text(
                     f"OFF{len(v)} 10 0\n" + "\n".join(" ".join(f"{x:.4f}" for x in r) for r in v) + "\n" + faces + "\n")
     return root
+
+
+def gray16_folder(root: Path, per_class: int = 2) -> Path:
+    """root/CLASS/i.png as 16-bit gray PNGs (depth in millimetres, or raw thermal counts)."""
+    for c, name in enumerate(("near", "far")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = np.full((12, 14), 800 + 6000 * c + 100 * i, np.uint16)
+            arr[:3] += 500
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    return root
+
+
+def video_folder(root: Path, per_class: int = 2, frames: int = 3) -> Path:
+    """root/CLASS/VIDEO/frame_k.png: a folder of frames per video."""
+    for name, color in list(COLORS.items())[:2]:
+        for i in range(per_class):
+            clip = root / name / f"clip{i}"
+            clip.mkdir(parents=True, exist_ok=True)
+            for k in range(frames):
+                (clip / f"frame_{k:03d}.png").write_bytes(png_bytes(color, i + k))
+    return root

@@ -16,6 +16,7 @@ Options (keywords, or ``,KEY=VALUE`` in the dataset spec ``imagefolder:ROOT,clas
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ def _register(modality: str) -> None:
         return load_folder(modality=modality, name=name, **kw)
 
     loader.__name__ = f"load_{name}"
+    sig = inspect.signature(load_folder)  # the options it takes, for the registry's check of spec options
+    loader.__signature__ = sig.replace(parameters=[p for k, p in sig.parameters.items() if k not in ("modality", "name")])
 
 
 for _m in EXTENSIONS:

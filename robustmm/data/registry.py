@@ -14,6 +14,7 @@ where it takes a name, so ``--data``, ``[run] dataset`` and :func:`load_dataset`
 """
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -96,6 +97,22 @@ def parse_dataset_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     return name, (root if colon else None), options
 
 
+def with_options(spec: str, **options: str) -> str:
+    """``spec`` with ``,KEY=VALUE`` options appended (``--skip-bad`` is ``skip_bad="true"``)."""
+    given = parse_dataset_spec(spec)[2]
+    return spec + "".join(f",{k}={v}" for k, v in options.items() if k not in given)
+
+
+def _check_options(name: str, loader: Callable[..., MultimodalDataset], options: Mapping[str, Any]) -> None:
+    params = inspect.signature(loader).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("split", "n", "seed", "root")]
+    for key in options:
+        if key not in known:
+            raise UnknownNameError(f"option of dataset {name!r}", key, known)
+
+
 def dataset_root(spec: str, root: str | None) -> tuple[str, str | None]:
     """The registered name and the root folder of a spec and a separate ``root`` (``--root``,
     ``[run] root``): one of the two may name the folder, not both."""
@@ -146,6 +163,7 @@ def load_dataset(
     clash = sorted(set(options) & set(kwargs))
     if clash:
         raise RobustMMError(f"dataset {name!r}: option {clash[0]!r} given in the spec and as a keyword")
+    _check_options(name, _LOADERS[name], {**options, **kwargs})
     ds = _LOADERS[name](split=split, n=n, seed=seed, root=root, **options, **kwargs)
     ds.check_nonempty()
     return ds
