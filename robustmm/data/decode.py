@@ -115,7 +115,9 @@ def _pil(src: Source) -> Any:
         im = Image.open(io.BytesIO(_bytes(src)))
         im.load()
         return im
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise BadFileError(f"cannot decode image {source_name(src)}: not a readable image file") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadFileError(f"cannot decode image {source_name(src)}: {e}") from None
 
 
@@ -247,7 +249,9 @@ def probe(modality: str, src: Source) -> tuple[Any, ...]:
         try:
             with Image.open(io.BytesIO(_bytes(src))) as im:
                 return tuple(im.size)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        except UnidentifiedImageError:
+            raise BadFileError(f"cannot decode image {source_name(src)}: not a readable image file") from None
+        except (OSError, SyntaxError) as e:
             raise BadFileError(f"cannot decode image {source_name(src)}: {e}") from None
     if modality in ("depth", "thermal"):
         return tuple(_npy(src).shape)

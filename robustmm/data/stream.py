@@ -210,7 +210,9 @@ def build_dataset(*, name: str, split: str, modality: str, sources: Sequence[Sou
             log.warning("skipped: %s", e)
             continue
         good.append(i)
-    if len(good) < want:
+    if not good:
+        raise EmptyDatasetError(f"{what}: no readable {modality} items ({skipped} skipped as unreadable)")
+    if n is not None and len(good) < want:
         raise EmptyDatasetError(f"{what}: only {len(good)} readable items, fewer than the {want} asked for "
                                 f"({skipped} skipped as unreadable)")
     good.sort()
