@@ -9,7 +9,8 @@ Loaders ``imagefolder`` (.png .jpg), ``audiofolder`` (.wav .flac, resampled to `
 .txt), and ``folder`` with ``modality=``. Class folders directly under ROOT are the ``test`` split.
 
 Options (keywords, or ``,KEY=VALUE`` in the dataset spec ``imagefolder:ROOT,classes=names.txt``):
-``classes`` (a file: one class name per line in folder order, or ``FOLDER name`` lines),
+``classes`` (a file: one class name per line in sorted folder order, or ``FOLDER: name`` /
+``FOLDER<TAB>name`` lines),
 ``templates`` (a file of prompt templates with ``{}``; default one per modality), ``skip_bad``,
 ``workers`` (decoding processes), ``size``, ``sample_rate``, ``seconds``, ``frames``, ``points``
 (``native`` keeps each item's own size / rate / count; mixed ones are then refused).
@@ -80,17 +81,21 @@ def scan_classes(folder: Path, modality: str, *, skip_bad: bool, what: str) -> t
 
 
 def class_names(folders: list[str], classes: Any, what: str) -> list[str]:
-    """Display names of class folders: from a file (one per folder in order, or ``FOLDER name``
-    lines), else the folder names with ``_`` as spaces."""
+    """Display names of class folders: from a file (one per folder in sorted order, or ``FOLDER:
+    name`` / ``FOLDER<TAB>name`` lines), else the folder names with ``_`` as spaces."""
     if classes is None:
         return [f.replace("_", " ") for f in folders]
     lines = read_lines(classes, "classes") if isinstance(classes, (str, Path)) else [str(c) for c in classes]
-    pairs = dict(ln.split(maxsplit=1) for ln in lines if len(ln.split(maxsplit=1)) == 2)
-    if all(f in pairs for f in folders):
+    pairs = {}
+    for ln in lines:
+        folder, sep, rest = ln.partition("\t") if "\t" in ln else ln.partition(":")
+        if sep and rest.strip():
+            pairs[folder.strip()] = rest
+    if pairs and all(f in pairs for f in folders):
         return [pairs[f].strip() for f in folders]
     if len(lines) != len(folders):
         raise RobustMMError(f"{what}: the classes file has {len(lines)} names for {len(folders)} class folders "
-                            "(one name per folder in sorted order, or 'FOLDER name' lines)")
+                            "(one name per folder in sorted order, or 'FOLDER: name' lines)")
     return lines
 
 

@@ -219,8 +219,11 @@ def build_dataset(*, name: str, split: str, modality: str, sources: Sequence[Sou
     _check_probes(modality, opts, probes, sources)
     if modality == "audio" and opts.seconds is None:
         opts = DecodeOptions(**{**opts.__dict__, "seconds": clip_seconds([probes[i][1] for i in good])})
-    workers = min(4, os.cpu_count() or 1) if workers is None else as_int(workers, "workers", native=False) if workers else 0
-    loader = ItemLoader(modality, [sources[i] for i in good], opts, workers)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    elif str(workers).strip() != "0":
+        workers = as_int(workers, "workers")
+    loader = ItemLoader(modality, [sources[i] for i in good], opts, int(workers or 0))
     tasks = {}
     if labels is not None and classnames:
         tasks[modality] = ZeroShotTask(torch.tensor([int(labels[i]) for i in good], dtype=torch.long), tuple(classnames),
