@@ -212,7 +212,8 @@ def decode(modality: str, src: Source, opts: DecodeOptions) -> torch.Tensor:
     """One item of ``modality`` from ``src`` in the modality's raw domain, brought to the shape
     ``opts`` asks for (the table in the module docstring)."""
     if modality == "image":
-        return _square(np.asarray(_pil(src).convert("RGB"), dtype=np.float32) / 255.0, opts.size)
+        x = torch.from_numpy(np.array(_pil(src).convert("RGB"))).permute(2, 0, 1).float().div_(255.0)
+        return x if opts.size is None or tuple(x.shape[1:]) == (opts.size, opts.size) else resize_crop(x, int(opts.size))
     if modality == "thermal":
         return _square(_gray(src), opts.size, "bilinear")
     if modality == "depth":

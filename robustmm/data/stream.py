@@ -117,24 +117,61 @@ class _Items(torch.utils.data.Dataset):
             return e
 
 
+def _collate(items: list[Any]) -> Any:
+    """A worker's chunk as one tensor when its items share a shape (one transfer to the main
+    process instead of one per item), else the list (errors, or shapes the caller reports)."""
+    if items and all(isinstance(x, torch.Tensor) and x.shape == items[0].shape for x in items):
+        return torch.stack(items)
+    return items
+
+
+class _Request:
+    """The batch sampler of an ItemLoader's DataLoader: the chunks of the current request."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[int]] = []
+
+    def __iter__(self) -> Any:
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
 class ItemLoader:
     """Lazy loader of one modality: index tensor -> stacked batch, decoded on demand by
-    ``workers`` DataLoader worker processes (0 = in this process)."""
+    ``workers`` DataLoader worker processes (0 = in this process). The workers start on the first
+    large request and stay for the next ones (``persistent_workers``): each request is split into
+    chunks that the workers decode in parallel, so only the requested batch is ever in memory."""
 
     def __init__(self, modality: str, sources: Sequence[Source], opts: DecodeOptions, workers: int = 0):
         self.modality, self.sources, self.opts, self.workers = modality, list(sources), opts, int(workers)
+        self._dl: Any = None
+        self._request = _Request()
 
     def load_one(self, i: int) -> torch.Tensor:
         """Item ``i`` decoded."""
         return decode(self.modality, self.sources[i], self.opts)
 
+    def _pool(self) -> Any:
+        if self._dl is None:
+            self._dl = torch.utils.data.DataLoader(
+                _Items(self, list(range(len(self.sources)))), batch_sampler=self._request, num_workers=self.workers,
+                collate_fn=_collate, persistent_workers=True, multiprocessing_context="fork" if os.name == "posix" else None)
+        return self._dl
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_dl": None, "_request": _Request()}  # live workers stay with their process
+
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(index, dtype=torch.long).reshape(-1).tolist()
-        if self.workers > 0 and len(idx) >= 16 * self.workers:
+        if self.workers > 0 and len(idx) >= 8 * self.workers:
             chunk = max(1, math.ceil(len(idx) / (4 * self.workers)))
-            dl = torch.utils.data.DataLoader(_Items(self, idx), batch_size=chunk, num_workers=self.workers,
-                                             collate_fn=list, multiprocessing_context="fork" if os.name == "posix" else None)
-            items = [x for part in dl for x in part]
+            self._request.chunks = [idx[s: s + chunk] for s in range(0, len(idx), chunk)]
+            parts = list(self._pool())
+            if all(isinstance(p, torch.Tensor) and p.shape[1:] == parts[0].shape[1:] for p in parts):
+                return torch.cat(parts)
+            items = [x for part in parts for x in (part.unbind(0) if isinstance(part, torch.Tensor) else part)]
         else:
             items = [_Items(self, idx)[j] for j in range(len(idx))]
         for x in items:
