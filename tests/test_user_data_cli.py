@@ -170,3 +170,14 @@ def test_user_model_must_return_an_encoder():
 
     with pytest.raises(RobustMMError, match="returned a OrderedDict, not an Encoder"):
         robustmm.load_encoder("collections:OrderedDict")
+
+
+def test_calibrate_and_check_attack_accept_a_dataset_spec(tmp_path, capsys):
+    data = f"imagefolder:{ud.image_folder(tmp_path / 'img')},size=16"
+    heads = tmp_path / "heads.safetensors"
+    code, _, err = run_cli(["calibrate", "--model", MODEL, "--data", data, "--split", "test", "--modality", "image", "--n", "6",
+                            "--epochs", "1", "--steps", "1", "--out", str(heads), "-q"], capsys)
+    assert code == 0 and heads.is_file(), err
+    code, out, err = run_cli(["check-attack", "--model", MODEL, "--data", data, "--modality", "image", "--n", "4",
+                              "--steps", "1", "--ensemble", "none"], capsys)
+    assert code in (0, 1) and "non-increasing in eps" in out, err
