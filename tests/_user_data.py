@@ -187,3 +187,41 @@ def video_folder(root: Path, per_class: int = 2, frames: int = 3) -> Path:
             for k in range(frames):
                 (clip / f"frame_{k:03d}.png").write_bytes(png_bytes(color, i + k))
     return root
+
+
+def mp4_bytes(color: tuple[int, int, int], frames: int = 4, side: int = 32) -> bytes:
+    """A tiny mpeg4 video of one colour (PyAV, the `bind` extra)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=4)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        for k in range(frames):
+            arr = np.zeros((side, side, 3), np.uint8) + np.array(color, np.uint8)
+            arr[:k + 1] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def flac_bytes(freq: float, rate: int = 8000, seconds: float = 0.25) -> bytes:
+    """A 16-bit mono FLAC sine (PyAV)."""
+    import av
+
+    t = np.arange(int(rate * seconds)) / rate
+    x = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)[None]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(x, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()

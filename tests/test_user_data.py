@@ -151,3 +151,26 @@ def test_module_encoder_with_tokenizer_and_text_model():
         ModuleEncoder({"image": nn.Identity()})
     with pytest.raises(RobustMMError, match="not a modality"):
         ModuleEncoder({"smell": nn.Identity()}, text=lambda t: torch.ones(len(t), 2))
+
+
+def test_mp4_videos_and_flac_audio_through_pyav(tmp_path):
+    pytest.importorskip("av")
+    for name, color in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        (tmp_path / "v" / name).mkdir(parents=True)
+        (tmp_path / "v" / name / "a.mp4").write_bytes(ud.mp4_bytes(color))
+        (tmp_path / "a" / name).mkdir(parents=True)
+        (tmp_path / "a" / name / "a.flac").write_bytes(ud.flac_bytes(300.0 if name == "red" else 900.0))
+    video = robustmm.load_dataset(f"videofolder:{tmp_path / 'v'},size=16,frames=3").get("video", slice(None))
+    assert video.shape == (2, 3, 3, 16, 16) and video[1, 0, 0].mean() > 0.5 > video[1, 0, 2].mean()  # red clip
+    audio = robustmm.load_dataset(f"audiofolder:{tmp_path / 'a'},sample_rate=8000").get("audio", slice(None))
+    assert audio.shape == (2, 2000) and 0.4 < float(audio.abs().max()) <= 0.51
+
+
+def test_hf_parquet_files(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    saved = ud.hf_dataset(tmp_path / "saved")
+    (tmp_path / "pq").mkdir()
+    datasets.load_from_disk(str(saved)).to_parquet(str(tmp_path / "pq" / "part-0.parquet"))
+    data = robustmm.load_dataset(f"hf:{tmp_path / 'pq'},size=16")
+    assert len(data) == 9 and data.get("image", [0, 8]).shape == (2, 3, 16, 16)
+    assert data.tasks["image"].classnames == ("red", "green", "blue")

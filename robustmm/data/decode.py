@@ -138,6 +138,22 @@ def _audio(src: Source) -> tuple[np.ndarray, int]:
     return x.reshape(-1, ch).mean(axis=1), int(sr)
 
 
+def _to_float(x: np.ndarray) -> np.ndarray:
+    """PCM samples of any integer width, or floats, as float32 in [-1, 1]."""
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    return x.astype(np.float32)
+
+
+def _mono(frame: Any) -> np.ndarray:
+    """A PyAV audio frame as mono float32 samples (planar: one row per channel; packed: interleaved)."""
+    x = _to_float(frame.to_ndarray())
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar and channels > 1:
+        return x.reshape(-1, channels).mean(axis=1)
+    return x.mean(axis=0) if x.ndim == 2 else x
+
+
 def _flac(src: Source) -> tuple[np.ndarray, int]:
     try:
         import av
@@ -146,7 +162,7 @@ def _flac(src: Source) -> tuple[np.ndarray, int]:
     try:
         with av.open(io.BytesIO(_bytes(src))) as c:
             stream = c.streams.audio[0]
-            chunks = [f.to_ndarray().astype(np.float32) for f in c.decode(stream)]
+            chunks = [_mono(f) for f in c.decode(stream)]
             sr = int(stream.rate)
     except BadFileError:
         raise
@@ -154,8 +170,7 @@ def _flac(src: Source) -> tuple[np.ndarray, int]:
         raise BadFileError(f"cannot decode audio {source_name(src)}: {e}") from None
     if not chunks:
         raise BadFileError(f"audio {source_name(src)} has no samples")
-    x = np.concatenate(chunks, axis=-1)
-    return (x.mean(axis=0) if x.ndim == 2 else x).astype(np.float32), sr
+    return np.concatenate(chunks).astype(np.float32), sr
 
 
 def _frames(src: Source, count: int) -> list[np.ndarray]:
