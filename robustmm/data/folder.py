@@ -108,7 +108,7 @@ def load_folder(*, split: str = "test", n: int | None = None, seed: int | None =
         raise RobustMMError(f"folder: modality {modality!r} is not one of {', '.join(EXTENSIONS)}")
     name = name or f"{modality}folder"
     if root is None:
-        raise RobustMMError(f"{name} needs a folder: --data {name}:DIR (or --root DIR)")
+        raise RobustMMError(f"{name} needs a folder: {name}:DIR as --data or [run] dataset (or --root DIR)")
     skip = as_bool(skip_bad, "skip_bad")
     folder = split_folder(root, split, name)
     folders, paths, labels = scan_classes(folder, modality, skip_bad=skip, what=name)

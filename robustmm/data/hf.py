@@ -108,7 +108,7 @@ def load_hf(*, split: str = "test", n: int | None = None, seed: int | None = Non
             sample_rate: Any = 16000, seconds: Any = None, frames: Any = 8, points: Any = 1024) -> MultimodalDataset:
     """A Hugging Face dataset on disk (see the module docstring)."""
     if root is None:
-        raise RobustMMError("hf needs a folder: --data hf:DIR (a save_to_disk folder, or parquet/arrow files)")
+        raise RobustMMError("hf needs a folder: hf:DIR as --data or [run] dataset (a save_to_disk folder, or parquet/arrow files)")
     ds_mod = _datasets()
     ds = open_table(Path(root).expanduser(), split)
     cols = list(ds.column_names)

@@ -76,7 +76,7 @@ def load_imagenet(*, split: str = "test", n: int | None = None, seed: int | None
                   size: Any = 224) -> MultimodalDataset:
     """ImageNet-1k validation (or train) images with open_clip's class names and templates."""
     if root is None:
-        raise RobustMMError("imagenet needs its folder: --data imagenet:DIR (holding val/n01440764/...)")
+        raise RobustMMError("imagenet needs its folder: imagenet:DIR as --data or [run] dataset (holding val/n01440764/...)")
     base = Path(root).expanduser()
     skip = as_bool(skip_bad, "skip_bad")
     folder = _split_dir(base, split)

@@ -101,7 +101,7 @@ def load_manifest(*, split: str = "test", n: int | None = None, seed: int | None
                   points: Any = 1024) -> MultimodalDataset:
     """A manifest dataset (see the module docstring)."""
     if root is None:
-        raise RobustMMError("manifest needs a file: --data manifest:FILE.jsonl (or --root DIR holding manifest.jsonl)")
+        raise RobustMMError("manifest needs a file: manifest:FILE.jsonl as --data or [run] dataset (or --root DIR holding manifest.jsonl)")
     skip = as_bool(skip_bad, "skip_bad")
     file = _manifest_file(root)
     rows = read_manifest(file)

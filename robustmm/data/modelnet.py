@@ -71,7 +71,7 @@ def load_modelnet40(*, split: str = "test", n: int | None = None, seed: int | No
     if split not in ("train", "test"):
         raise RobustMMError(f"modelnet40: split {split!r} is not train or test")
     if root is None:
-        raise RobustMMError("modelnet40 needs its folder: --data modelnet40:DIR")
+        raise RobustMMError("modelnet40 needs its folder: modelnet40:DIR as --data or [run] dataset")
     base = Path(root).expanduser()
     if not base.is_dir():
         raise MissingDataError(f"modelnet40: no such folder: {base}")

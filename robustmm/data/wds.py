@@ -81,7 +81,7 @@ def load_wds(*, split: str = "test", n: int | None = None, seed: int | None = No
              sample_rate: Any = 16000, seconds: Any = None, frames: Any = 8, points: Any = 1024) -> MultimodalDataset:
     """webdataset shards (see the module docstring)."""
     if root is None:
-        raise RobustMMError("wds needs shards: --data wds:DIR (or wds:SHARD.tar)")
+        raise RobustMMError("wds needs shards: wds:DIR or wds:SHARD.tar as --data or [run] dataset")
     skip = as_bool(skip_bad, "skip_bad")
     shards, folder = _shards(Path(root).expanduser(), split)
     samples = index_shards(shards)
