@@ -174,3 +174,18 @@ def test_hf_parquet_files(tmp_path):
     data = robustmm.load_dataset(f"hf:{tmp_path / 'pq'},size=16")
     assert len(data) == 9 and data.get("image", [0, 8]).shape == (2, 3, 16, 16)
     assert data.tasks["image"].classnames == ("red", "green", "blue")
+
+
+def test_csv_manifest_of_audio_groups_captions_by_path(tmp_path):
+    (tmp_path / "snd").mkdir()
+    rows = ["file,caption,label"]
+    for name, freq in (("low", 220.0), ("high", 1760.0)):
+        for i in range(2):
+            (tmp_path / "snd" / f"{name}{i}.wav").write_bytes(ud.wav_bytes(freq + 10 * i))
+            rows += [f"snd/{name}{i}.wav,a {name} tone.,{name}", f"snd/{name}{i}.wav,something {name}.,{name}"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    data = robustmm.load_dataset(f"manifest:{tmp_path / 'm.csv'},sample_rate=8000")
+    assert data.modalities == ("audio",) and len(data) == 4
+    assert data.captions[0] == ["a low tone.", "something low."]
+    assert data.tasks["audio"].classnames == ("high", "low") and data.tasks["audio"].labels.tolist() == [1, 1, 0, 0]
+    assert data.get("audio", [0]).shape == (1, 2000)
