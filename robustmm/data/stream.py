@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,7 +166,8 @@ class ItemLoader:
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(index, dtype=torch.long).reshape(-1).tolist()
-        if self.workers > 0 and len(idx) >= 8 * self.workers:
+        nested = multiprocessing.current_process().daemon  # a worker itself cannot start workers
+        if self.workers > 0 and len(idx) >= 8 * self.workers and not nested:
             chunk = max(1, math.ceil(len(idx) / (4 * self.workers)))
             self._request.chunks = [idx[s: s + chunk] for s in range(0, len(idx), chunk)]
             parts = list(self._pool())
