@@ -101,11 +101,21 @@ def read_templates(templates: Any, modality: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
+class _Decoder:
+    """What a worker needs to decode item ``i`` (no reference back to the loader and its workers)."""
+
+    def __init__(self, modality: str, sources: list[Source], opts: DecodeOptions):
+        self.modality, self.sources, self.opts = modality, sources, opts
+
+    def load_one(self, i: int) -> torch.Tensor:
+        return decode(self.modality, self.sources[i], self.opts)
+
+
 class _Items(torch.utils.data.Dataset):
     """The picked items of one ItemLoader call; errors come back as values (one line, not a
     worker traceback)."""
 
-    def __init__(self, loader: "ItemLoader", idx: list[int]):
+    def __init__(self, loader: "_Decoder", idx: list[int]):
         self.loader, self.idx = loader, idx
 
     def __len__(self) -> int:
@@ -157,9 +167,25 @@ class ItemLoader:
     def _pool(self) -> Any:
         if self._dl is None:
             self._dl = torch.utils.data.DataLoader(
-                _Items(self, list(range(len(self.sources)))), batch_sampler=self._request, num_workers=self.workers,
+                _Items(_Decoder(self.modality, self.sources, self.opts), list(range(len(self.sources)))), batch_sampler=self._request, num_workers=self.workers,
                 collate_fn=_collate, persistent_workers=True, multiprocessing_context="fork" if os.name == "posix" else None)
         return self._dl
+
+    def close(self) -> None:
+        """Stop the worker processes now (the next large request starts new ones). Called when the
+        loader is garbage-collected: a DataLoader's own shutdown of persistent workers waits up to
+        5 s per worker."""
+        iterator = getattr(self._dl, "_iterator", None)
+        for w in getattr(iterator, "_workers", None) or []:
+            if w.is_alive():
+                w.terminate()
+        self._dl = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser (interpreter shutdown)
+            pass
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_dl": None, "_request": _Request()}  # live workers stay with their process
@@ -175,7 +201,7 @@ class ItemLoader:
                 return torch.cat(parts)
             items = [x for part in parts for x in (part.unbind(0) if isinstance(part, torch.Tensor) else part)]
         else:
-            items = [_Items(self, idx)[j] for j in range(len(idx))]
+            items = [_Items(_Decoder(self.modality, self.sources, self.opts), idx)[j] for j in range(len(idx))]
         for x in items:
             if isinstance(x, BaseException):
                 raise x
