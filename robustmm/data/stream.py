@@ -166,9 +166,10 @@ class ItemLoader:
 
     def _pool(self) -> Any:
         if self._dl is None:
+            items = _Items(_Decoder(self.modality, self.sources, self.opts), list(range(len(self.sources))))
             self._dl = torch.utils.data.DataLoader(
-                _Items(_Decoder(self.modality, self.sources, self.opts), list(range(len(self.sources)))), batch_sampler=self._request, num_workers=self.workers,
-                collate_fn=_collate, persistent_workers=True, multiprocessing_context="fork" if os.name == "posix" else None)
+                items, batch_sampler=self._request, num_workers=self.workers, collate_fn=_collate, persistent_workers=True,
+                multiprocessing_context="fork" if os.name == "posix" else None)
         return self._dl
 
     def close(self) -> None:
@@ -192,6 +193,8 @@ class ItemLoader:
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(index, dtype=torch.long).reshape(-1).tolist()
+        if not idx:  # an empty batch (a rank with no items): the shape of item 0, no rows
+            return self.load_one(0)[None][:0]
         nested = multiprocessing.current_process().daemon  # a worker itself cannot start workers
         if self.workers > 0 and len(idx) >= 8 * self.workers and not nested:
             chunk = max(1, math.ceil(len(idx) / (4 * self.workers)))
@@ -205,8 +208,6 @@ class ItemLoader:
         for x in items:
             if isinstance(x, BaseException):
                 raise x
-        if not items:
-            raise EmptyDatasetError(f"no items asked of {self.modality} loader")
         first = items[0].shape
         for j, x in enumerate(items):
             if x.shape != first:
