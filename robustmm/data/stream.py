@@ -128,12 +128,28 @@ class _Items(torch.utils.data.Dataset):
             return e
 
 
-def _collate(items: list[Any]) -> Any:
-    """A worker's chunk as one tensor when its items share a shape (one transfer to the main
-    process instead of one per item), else the list (errors, or shapes the caller reports)."""
-    if items and all(isinstance(x, torch.Tensor) and x.shape == items[0].shape for x in items):
-        return torch.stack(items)
-    return items
+class _Slots(torch.utils.data.Dataset):
+    """Worker side of an ItemLoader: item ``code % n`` decoded into row ``code // n`` of a shared
+    buffer made before the workers start, so a request's items cross no pipe and no new shared
+    memory; returns None, or the item's one-line error."""
+
+    def __init__(self, decoder: _Decoder, buffer: torch.Tensor):
+        self.decoder, self.buffer, self.n = decoder, buffer, len(decoder.sources)
+
+    def __len__(self) -> int:
+        return self.n * self.buffer.shape[0]
+
+    def __getitem__(self, code: int) -> Any:
+        slot, i = divmod(int(code), self.n)
+        try:
+            x = self.decoder.load_one(i)
+            if x.shape != self.buffer.shape[1:]:
+                raise BadFileError(f"{source_name(self.decoder.sources[i])}: shape {tuple(x.shape)} differs from "
+                                   f"{tuple(self.buffer.shape[1:])} of the other items (set size=/sample_rate=/seconds=)")
+            self.buffer[slot].copy_(x)
+            return None
+        except RobustMMError as e:
+            return e
 
 
 class _Request:
@@ -158,19 +174,25 @@ class ItemLoader:
     def __init__(self, modality: str, sources: Sequence[Source], opts: DecodeOptions, workers: int = 0):
         self.modality, self.sources, self.opts, self.workers = modality, list(sources), opts, int(workers)
         self._dl: Any = None
+        self._buffer = torch.empty(0)
         self._request = _Request()
 
     def load_one(self, i: int) -> torch.Tensor:
         """Item ``i`` decoded."""
         return decode(self.modality, self.sources[i], self.opts)
 
-    def _pool(self) -> Any:
-        if self._dl is None:
-            items = _Items(_Decoder(self.modality, self.sources, self.opts), list(range(len(self.sources))))
+    def _pool(self, rows: int, first: int) -> tuple[Any, torch.Tensor]:
+        """The DataLoader and its shared buffer of at least ``rows`` items (item ``first`` gives
+        the shape); a larger request replaces both."""
+        if self._dl is None or self._buffer.shape[0] < rows:
+            self.close()
+            shape = self.load_one(first).shape
+            self._buffer = torch.empty(rows, *shape).share_memory_()
+            slots = _Slots(_Decoder(self.modality, self.sources, self.opts), self._buffer)
             self._dl = torch.utils.data.DataLoader(
-                items, batch_sampler=self._request, num_workers=self.workers, collate_fn=_collate, persistent_workers=True,
+                slots, batch_sampler=self._request, num_workers=self.workers, collate_fn=list, persistent_workers=True,
                 multiprocessing_context="fork" if os.name == "posix" else None)
-        return self._dl
+        return self._dl, self._buffer
 
     def close(self) -> None:
         """Stop the worker processes now (the next large request starts new ones). Called when the
@@ -189,7 +211,7 @@ class ItemLoader:
             pass
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_dl": None, "_request": _Request()}  # live workers stay with their process
+        return {**self.__dict__, "_dl": None, "_buffer": torch.empty(0), "_request": _Request()}  # workers stay here
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(index, dtype=torch.long).reshape(-1).tolist()
@@ -197,12 +219,13 @@ class ItemLoader:
             return self.load_one(0)[None][:0]
         nested = multiprocessing.current_process().daemon  # a worker itself cannot start workers
         if self.workers > 0 and len(idx) >= 8 * self.workers and not nested:
+            dl, buffer = self._pool(len(idx), idx[0])
+            codes = [slot * len(self.sources) + i for slot, i in enumerate(idx)]
             chunk = max(1, math.ceil(len(idx) / (4 * self.workers)))
-            self._request.chunks = [idx[s: s + chunk] for s in range(0, len(idx), chunk)]
-            parts = list(self._pool())
-            if all(isinstance(p, torch.Tensor) and p.shape[1:] == parts[0].shape[1:] for p in parts):
-                return torch.cat(parts)
-            items = [x for part in parts for x in (part.unbind(0) if isinstance(part, torch.Tensor) else part)]
+            self._request.chunks = [codes[s: s + chunk] for s in range(0, len(codes), chunk)]
+            for err in (x for part in dl for x in part if x is not None):
+                raise err
+            return buffer[: len(idx)].clone()
         else:
             items = [_Items(_Decoder(self.modality, self.sources, self.opts), idx)[j] for j in range(len(idx))]
         for x in items:
