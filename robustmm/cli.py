@@ -31,6 +31,8 @@ def _source(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--data", default="synthscenes", help="dataset name (see `robustmm list datasets`)")
     p.add_argument("--split", default=split, help=f"dataset split (default {split})")
     p.add_argument("--root", default=None, help="folder of a real dataset on disk")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable items (corrupt or empty files, rows pointing nowhere) and record how many")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -286,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         check_seed(getattr(args, "seed", None))
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
+        if getattr(args, "skip_bad", False):  # an option of the user-data loaders: `--data NAME,skip_bad=true`
+            from .data.registry import with_options
+
+            args.data = with_options(args.data, skip_bad="true")
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
                    "check-attack": cmd_check_attack, "certify": cmd_certify}[args.command]
         if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank

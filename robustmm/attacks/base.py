@@ -196,14 +196,13 @@ def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
 
 
 def _ensure_builtin() -> None:
-    import importlib
-    import pkgutil
+    # Every module of robustmm.attacks, then the entry points of group robustmm.attacks (a module,
+    # or an Attack subclass registered under the entry point's name).
+    from ..plugins import discover
 
-    from .. import attacks as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in ("base", "memo") and not mod.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    for name, obj in discover("attacks", [__package__]).items():
+        if isinstance(obj, type) and issubclass(obj, Attack) and name not in _ATTACKS:
+            register_attack(name)(obj)
 
 
 def list_attacks() -> dict[str, str]:

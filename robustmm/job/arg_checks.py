@@ -109,8 +109,9 @@ def check_data(name: str, root: str | None, split: str | None = None, n: int | N
     """The dataset name is registered, ``--root`` is given (an existing folder) exactly when the
     dataset reads files (a real dataset without it, or SynthScenes with one, ignored, is refused),
     and, where the dataset declares its splits, ``split`` is one of them holding at least ``n`` items."""
-    from ..data.registry import dataset_needs_root, dataset_splits
+    from ..data.registry import dataset_needs_root, dataset_root, dataset_splits
 
+    name, root = dataset_root(name, root)  # `--data imagefolder:DIR` names its root like --root DIR
     needs = dataset_needs_root(name)
     splits = dataset_splits(name)
     if splits is not None and split is not None and split not in splits:
@@ -124,7 +125,7 @@ def check_data(name: str, root: str | None, split: str | None = None, n: int | N
         raise RobustMMError(f"dataset {name!r} reads its files from disk: pass --root DIR (see `robustmm list datasets`)")
     if not needs and root is not None:
         raise RobustMMError(f"dataset {name!r} reads nothing from disk, so --root {root} would be ignored: drop it")
-    if needs and not Path(root).expanduser().is_dir():
+    if needs and not Path(root).expanduser().exists():
         raise RobustMMError(f"--root {root}: no such folder (dataset {name!r} reads its files from it)")
 
 

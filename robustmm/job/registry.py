@@ -114,14 +114,13 @@ def unregister_cell(name: str) -> None:
 
 
 def _ensure_builtin() -> None:
-    import importlib
-    import pkgutil
+    # Every module of robustmm.job.cells, then the entry points of group robustmm.cells (a module,
+    # or a CellKind subclass registered under the entry point's name with its own ``order``).
+    from ..plugins import discover
 
-    from . import cells as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    for name, obj in discover("cells", [f"{__package__}.cells"]).items():
+        if isinstance(obj, type) and issubclass(obj, CellKind) and name not in _KINDS:
+            register_cell(name, order=obj.order)(obj)
 
 
 def cell_kinds() -> list[type[CellKind]]:
