@@ -18,6 +18,7 @@ from .certify import certify_dataset, classification_task
 from .defaults import DEFAULT_SIGMAS, REFERENCE_RADII, reference_radii
 from .denoiser import ConvDenoiser, DenoisedEncoder, train_denoiser
 from .noise import GaussianNoise, noise_calibrate, noisy_embeddings
+from .reach import max_certified_radius, reachable_radii
 from .retrieval import caption_gallery
 from .smoothadv import smoothadv_accuracy, smoothadv_attack
 from .smoothed import Certificate, SmoothedClassifier
@@ -27,5 +28,5 @@ __all__ = [
     "Certificate", "ConvDenoiser", "DEFAULT_SIGMAS", "DenoisedEncoder", "GaussianNoise", "REFERENCE_RADII",
     "SmoothedClassifier", "binomial_test", "caption_gallery", "certified_radius", "certify_dataset",
     "check_smoothing_args", "classification_task", "clopper_pearson_lower", "clopper_pearson_upper",
-    "noise_calibrate", "noisy_embeddings", "reference_radii", "smoothadv_accuracy", "smoothadv_attack", "train_denoiser",
+    "max_certified_radius", "noise_calibrate", "noisy_embeddings", "reachable_radii", "reference_radii", "smoothadv_accuracy", "smoothadv_attack", "train_denoiser",
 ]
