@@ -159,7 +159,20 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
     results = _on_lead(lambda: [Result.from_dict(d) for d in read_jsonl(results_path)])
     plots = render_figures(ctx, results, out_dir)
     _on_lead(lambda: write_report(results, out_dir, plots=plots))
+    _on_lead(lambda: log_consistency(results))
     return results
+
+
+def log_consistency(results: list[Result]) -> bool:
+    """Log the report's consistency verdict (report.md carries it too); True when it passed."""
+    from ..report.consistency import check_consistency
+
+    problems = check_consistency(results)
+    for p in problems:
+        log.warning("consistency check: %s", p.message)
+    log.log(logging.INFO if not problems else logging.WARNING, "consistency check %s (%d problems)",
+            "passed" if not problems else "FAILED", len(problems))
+    return not problems
 
 
 def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None,

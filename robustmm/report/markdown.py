@@ -11,6 +11,7 @@ from ..records import Result
 from ..records import headline_score as _top1
 from .calibration_table import calibration_section
 from .check_records import is_checks, masking_flags
+from .consistency import consistency_section
 from .defense_tables import certification_section, ensemble_checks_rows, from_ensemble_cell, input_defense_section
 from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, eps_label, markdown_table
 
@@ -206,6 +207,7 @@ def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
                   " (x2t), an item counting as retrieved if any of its captions is.", "",
                   markdown_table(CLEAN_HEADERS, clean_rows(clean)), ""]
     cv = curves(results)
+    lines += consistency_section(results)
     lines += vulnerability_section(results)
     lines += attack_section(results, cv)
     lines += calibration_section(results)
