@@ -112,6 +112,7 @@ def worst_case_curve(
     attacks: Callable[[float], Mapping[str, Attack]],
     pgd_examples: Mapping[float, torch.Tensor] | None = None,
     pgd_label: str = "pgd",
+    extra_examples: Mapping[float, Mapping[str, torch.Tensor]] | None = None,
     grid: Sequence[float] | None = None,
     batch_size: int = 128,
     seed: int = 0,
@@ -125,6 +126,8 @@ def worst_case_curve(
         pgd_examples: eps -> (N, ...) the nested PGD sweep's example of every item (see
             :class:`SweepRecorder` and :func:`nested_examples`), a candidate at each eps under
             ``pgd_label``; None leaves it out.
+        extra_examples: eps -> {label: (N, ...) examples} made elsewhere (another cell's attack at
+            that budget; rows it did not attack hold the clean input), candidates before ``attacks``.
     Returns:
         One ``threat="worst-case"`` Result per eps (ascending): ``attack`` names the candidates
         (``{"name": "worst-case", "eps", "norm", "of"}``); ``extra`` holds ``broken_by``,
@@ -156,6 +159,9 @@ def worst_case_curve(
                 raise RobustMMError(f"no PGD example at eps {eps:g} of {modality}'s grid")
             examples[pgd_label] = pgd_examples[eps]
             judged(pgd_examples[eps])
+        for label, x in ((extra_examples or {}).get(eps) or {}).items():
+            examples[label] = x
+            judged(x)
         ran: dict[str, int] = {}
         norm = None
         for label, attack in attacks(eps).items():

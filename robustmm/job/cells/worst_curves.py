@@ -4,7 +4,8 @@ One cell per modality, ``MODEL|MODALITY|worst-curve``: at each eps of the modali
 job's attacked items, an item counts as robust only if it survives its example of the ``[pgd]``
 nested sweep, APGD-CE and APGD-T (the ensemble's parts, early stopping on, each run only on the
 items still robust) and its breaking example of any smaller eps
-(:func:`robustmm.defenses.worst_curve.worst_case_curve`). The PGD examples are the ``[pgd]``
+(:func:`robustmm.defenses.worst_curve.worst_case_curve`), and at the ensemble's budget the
+``[ensemble]`` cell's examples of its items (:func:`ensemble_examples`). The PGD examples are the ``[pgd]``
 cell's own when it ran in this process (:func:`recording_pgd`), else the cell runs that sweep
 again. Records: ``threat="worst-case"``, ``attack.name="worst-case"`` with ``attack.of`` naming
 the candidates and ``attack.parts`` their settings.
@@ -40,10 +41,10 @@ class WorstCurvesConfig(Section):
     steps: int = option(20, positive=True)  # APGD iterations of every part (early stopping on)
     quick_steps: int | None = option(5, positive=True)
     targets: int = option(3, positive=True)  # APGD-T's target classes
-    quick_targets: int | None = option(2, positive=True)
+    quick_targets: int | None = option(3, positive=True)
 
 
-@register_cell("worst_curves", order=22)
+@register_cell("worst_curves", order=66)  # after [ensemble]: its examples are candidates
 class WorstCurvesCells(CellKind):
     """Per-item worst case over PGD, APGD-CE and APGD-T at every eps of each modality's grid (the headline)."""
 
@@ -77,6 +78,32 @@ def parts_for(ctx: JobContext, modality: str, eps: float) -> dict[str, Any]:
             for label, p in ens.parts}
 
 
+def ensemble_examples(ctx: JobContext, modality: str) -> dict[float, dict[str, Any]]:
+    """{eps: {"ensemble": examples}}: the ``[ensemble]`` cell's bare-model examples of its items (the
+    first ones of the attacked items; the others keep their clean input) at its budget, a candidate
+    of the worst case there, so the headline is never above the ensemble on the ensemble's items.
+    Taken from the job's memoised ensemble (free when that cell ran in this process), ``{}`` when
+    the job runs no ensemble on ``modality``."""
+    import torch
+
+    from ...defenses.worst_case import RecordingAttack
+    from ...evaluation import evaluate
+    from ._shared import section_modalities
+    from .ensemble import ensemble_data, shared_ensemble
+
+    sec = ctx.section("ensemble")
+    if not sec.enabled or modality not in section_modalities(ctx, sec.modalities):
+        return {}
+    attack = shared_ensemble(ctx, modality)
+    data, items = ctx.attacked, ensemble_data(ctx)
+    rec = RecordingAttack(attack)
+    evaluate(ctx.encoder(), items, modality=modality, attack=rec, **ctx.kw())
+    x = data.get(modality, torch.arange(len(data)))
+    k = min(len(items), len(data))
+    x[:k] = rec.stacked(len(items))[:k]
+    return {float(attack.eps): {"ensemble": x}}
+
+
 def run_worst_curve(ctx: JobContext, modality: str) -> list[Result]:
     """The worst-case curve of ``modality`` over its eps grid (the PGD sweep's examples included)."""
     import torch
@@ -95,7 +122,8 @@ def run_worst_curve(ctx: JobContext, modality: str) -> list[Result]:
     pgd_x = nested_examples(store, grid, data.get(modality, torch.arange(len(data))))
     pgd_steps = int(ctx.pick("pgd", "steps"))
     out = worst_case_curve(ctx.encoder(), data, modality=modality, attacks=lambda eps: parts_for(ctx, modality, eps),
-                           pgd_examples=pgd_x, pgd_label=f"pgd-{pgd_steps}", grid=grid, **ctx.kw())
+                           pgd_examples=pgd_x, pgd_label=f"pgd-{pgd_steps}", extra_examples=ensemble_examples(ctx, modality),
+                           grid=grid, **ctx.kw())
     parts = {label: atk.describe() for label, atk in parts_for(ctx, modality, grid[0]).items()}
     for r in out:
         r.attack["parts"] = {f"pgd-{pgd_steps}": {"name": "pgd", "steps": pgd_steps, "nested": True},
