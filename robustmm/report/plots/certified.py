@@ -20,6 +20,9 @@ from .style import _figure, _modality_order, _palette, _save
 
 log = logging.getLogger(__name__)
 
+#: absolute rounding of the per-item radii in a certified record (``extra.per_item.radius``)
+RADIUS_ROUNDING = 1e-5
+
 
 def _base(r: Result) -> str:
     heads = (r.defense or {}).get("heads")
@@ -52,7 +55,7 @@ def certified_steps(r: Result, top: float | None) -> tuple[list[float], list[flo
     xs, ys = [0.0], [len(ok) / n]
     left = len(ok)
     for rad in ok:  # the accuracy drops just after each correct item's radius
-        if rad >= end:
+        if rad >= end - RADIUS_ROUNDING:  # certified to the budget's limit (per-item radii are rounded)
             break
         left -= 1
         xs.append(rad)
