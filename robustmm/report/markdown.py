@@ -47,6 +47,8 @@ def worst_case_of(rs: Sequence[Result]) -> str:
         targets = d.get("n_target_classes")
         names.append(f"{label.upper()}" + ("" if steps is None or label.endswith(f"-{steps}") else f"-{steps}")
                      + (f" ({targets} targets)" if targets and "apgd-t" in label else ""))
+    if any("ensemble" in ((r.attack or {}).get("of") or []) for r in rs):
+        names.append("the ensemble's examples of its items at its eps")
     listed = ", ".join(names) if names else ", ".join(str(x) for x in (rs[-1].attack or {}).get("of", []))
     return listed + " and each item's breaking example of any smaller eps"
 

@@ -174,6 +174,8 @@ def _what_worst(rs: Sequence[Result]) -> str:
         steps, targets = d.get("steps"), d.get("n_target_classes")
         bits.append(label.upper() + ("" if not steps or label.endswith(f"-{steps}") else f"-{steps}")
                     + (f" ({targets} targets)" if targets and "apgd-t" in label else ""))
+    if any("ensemble" in ((r.attack or {}).get("of") or []) for r in rs):
+        bits.append("the ensemble's examples at its ε")
     return ", ".join(bits) or "the job's attacks"
 
 
