@@ -51,6 +51,9 @@ class WorstCurvesCells(CellKind):
     Config = WorstCurvesConfig
 
     def cells(self, ctx: JobContext, section: Any) -> list[Cell]:
+        """One cell per modality; none when ``[pgd]`` is off (the worst case sits beside its curve)."""
+        if not ctx.enabled("pgd"):
+            return []
         return [Cell(ctx.key(m, "worst-curve"), lambda m=m: run_worst_curve(ctx, m)) for m in ctx.modalities]
 
 
