@@ -1,6 +1,7 @@
 """``[worst_curves]``: per-item worst-case robustness curves, the numbers the report headlines.
 
-One cell per modality, ``MODEL|MODALITY|worst-curve``: at each eps of the modality's grid, on the
+One cell per modality (none when ``[pgd]`` is off), ``MODEL|MODALITY|worst-curve``: at each eps of
+the modality's grid, on the
 job's attacked items, an item counts as robust only if it survives its example of the ``[pgd]``
 nested sweep, APGD-CE and APGD-T (the ensemble's parts, early stopping on, each run only on the
 items still robust) and its breaking example of any smaller eps
