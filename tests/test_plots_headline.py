@@ -51,7 +51,7 @@ def test_plot_retrieval_curves_draw_the_caption_loss_curve(tmp_path):
 
 def test_single_budget_and_defended_figures_draw_points_beside_the_worst_case(tmp_path):
     one = svg_text(plot_single_budget(job_records(), tmp_path))
-    assert "ensemble" in one and "n = 32" in one and "per-item worst case at this ε (0.100" in one
+    assert "ensemble" in one and "n = 32" in one and "per-item worst case at the row's ε (n = 64)" in one
     defended = svg_text(plot_defended(job_records(), tmp_path))
     assert "calibration:ce / PGD-10 (adaptive)" in defended
 

@@ -53,7 +53,7 @@ def series_name(r: Result) -> str:
         label += " (caption loss)"
     src = (r.model or {}).get("source")
     if isinstance(src, dict) and src.get("name"):
-        label += f", transferred from {src['name']}"
+        label += f" (transfer from {src['name']})"
     d = r.defense
     if isinstance(d, dict) and d.get("name"):
         label = f"{d['name']}{':' + str(d['objective']) if d.get('objective') else ''} / {label} ({r.threat})"
@@ -219,10 +219,10 @@ def plot_retrieval_curves(results: Sequence[Result], out_dir: str | Path) -> lis
     return [] if fig is None else _save(fig, Path(out_dir) / "robustness_retrieval")
 
 
-def _point_figure(rs: Sequence[Result], title: str, reference: dict[str, Result] | None = None) -> Any:
+def _point_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, float], Result] | None = None) -> Any:
     """One panel per modality, one row per record: clean (hollow) and attacked (filled) zero-shot
-    top-1 as points joined by a thin line (what the attack took), the reference (the worst case at
-    the same budget) as a vertical dashed line."""
+    top-1 as points joined by a thin line (what the attack took), and on each row the reference at
+    that row's modality and budget (the per-item worst case) as a black bar."""
     by: dict[str, list[Result]] = defaultdict(list)
     for r in rs:
         if headline_score(r.metrics.get("attacked")) is not None:
@@ -231,7 +231,7 @@ def _point_figure(rs: Sequence[Result], title: str, reference: dict[str, Result]
         return None
     mods = sorted(by, key=_modality_order)
     height = max(len(v) for v in by.values())
-    fig = _figure(9.5, (0.32 * height + 1.1) * len(mods) + 1.0)
+    fig = _figure(11.0, (0.42 * height + 1.1) * len(mods) + 1.0)
     axes = list(fig.subplots(len(mods), 1, squeeze=False).ravel())
     for ax, m in zip(axes, mods):
         rows = sorted(by[m], key=series_name)
@@ -241,13 +241,16 @@ def _point_figure(rs: Sequence[Result], title: str, reference: dict[str, Result]
                 ax.plot([c, a], [i, i], color="0.7", linewidth=1)
                 ax.plot([c], [i], marker="o", markerfacecolor="white", color="tab:blue", linestyle="none")
             ax.plot([a], [i], marker="o", color="tab:red", linestyle="none")
-        ref = (reference or {}).get(m)
-        if ref is not None:
-            v = headline_score(ref.metrics.get("attacked"))
-            ax.axvline(v, color="black", linestyle="--", linewidth=1, label=f"{WORST} at this ε ({v:.3f}, n = {ref.n})")
-            ax.legend(fontsize=6, loc="lower right", frameon=False)
+            ref = (reference or {}).get((m, round(float(_eps(r) or 0), 12)))
+            if ref is not None:
+                v = headline_score(ref.metrics.get("attacked"))
+                ax.plot([v], [i], marker="|", markersize=14, markeredgewidth=2, color="black", linestyle="none",
+                        label=f"{WORST} at the row's ε (n = {ref.n})")
+        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
+        if handles:
+            ax.legend(list(handles.values()), list(handles), fontsize=6, loc="lower right", frameon=False)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([f"{series_name(r)}, ε = {_eps_text(r)}, n = {r.n}" for r in rows], fontsize=6)
+        ax.set_yticklabels([f"{series_name(r)}\nε = {_eps_text(r)}, n = {r.n}" for r in rows], fontsize=6)
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_title(m, fontsize=9, fontweight="bold", loc="left")
@@ -289,11 +292,9 @@ def plot_single_budget(results: Sequence[Result], out_dir: str | Path) -> list[P
     pts = [r for r in _single_budget(rs) if r.defense is None]
     if not pts:
         return []
-    worst = _worst_at(rs)
-    ref = {m: worst[k] for k in {(r.modality, round(float(_eps(r) or 0), 12)) for r in pts} if k in worst for m in [k[0]]}
     title = (f"{_about(pts)}: attacks run at one budget on the bare model, zero-shot top-1 (attack, steps, ε and items"
-             " per row)\nhollow: clean; filled: attacked; dashed: the per-item worst case at the same ε")
-    fig = _point_figure(pts, title, ref)
+             " per row)\nhollow: clean; filled: attacked; black bar: the per-item worst case at the row's ε")
+    fig = _point_figure(pts, title, _worst_at(rs))
     return [] if fig is None else _save(fig, Path(out_dir) / "robustness_one_eps")
 
 
@@ -306,9 +307,7 @@ def plot_defended(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
            and not (r.attack or {}).get("nested")]
     if not pts:
         return []
-    worst = _worst_at(rs)
-    ref = {m: worst[k] for k in {(r.modality, round(float(_eps(r) or 0), 12)) for r in pts} if k in worst for m in [k[0]]}
     title = (f"{_about(pts)}: defended models at one budget, zero-shot top-1 (defense / attack, steps, threat, ε and"
-             " items per row)\nhollow: clean; filled: attacked; dashed: the bare model's per-item worst case at the same ε")
-    fig = _point_figure(pts, title, ref)
+             " items per row)\nhollow: clean; filled: attacked; black bar: the bare model's per-item worst case at the row's ε")
+    fig = _point_figure(pts, title, _worst_at(rs))
     return [] if fig is None else _save(fig, Path(out_dir) / "robustness_defended")
