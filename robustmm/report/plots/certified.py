@@ -73,7 +73,7 @@ def _title(rs: Sequence[Result], drew_empirical: bool) -> str:
     alphas = sorted({(r.defense or {}).get("alpha") for r in rs if (r.defense or {}).get("alpha")})
     head = (f"{model} on {data}, n = {'/'.join(map(str, items))} items: randomized smoothing, certified top-1 vs L2 radius"
             f" ({'/'.join(map(str, draws))} Monte Carlo draws, alpha = {'/'.join(f'{a:g}' for a in alphas)})")
-    tail = ("solid steps: certified, each stopped at the largest radius its draws can certify (|)"
+    tail = ("solid steps: certified, each stopped at the largest radius its draws can certify (dotted vertical line)"
             + ("; hollow markers, dashed: empirical top-1 under SmoothAdv (must stay above)" if drew_empirical else ""))
     return head + "\n" + tail
 
