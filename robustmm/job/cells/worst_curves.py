@@ -129,7 +129,10 @@ def run_worst_curve(ctx: JobContext, modality: str) -> list[Result]:
                            pgd_examples=pgd_x, pgd_label=f"pgd-{pgd_steps}", extra_examples=ensemble_examples(ctx, modality),
                            grid=grid, **ctx.kw())
     parts = {label: atk.describe() for label, atk in parts_for(ctx, modality, grid[0]).items()}
+    amp = next((d["amp"] for d in parts.values() if d.get("amp")), None)  # `run --amp`: say so, like every attack
     for r in out:
+        if amp:
+            r.attack["amp"] = amp
         r.attack["parts"] = {f"pgd-{pgd_steps}": {"name": "pgd", "steps": pgd_steps, "nested": True},
                              **{k: {kk: v for kk, v in d.items() if kk != "eps"} for k, d in parts.items()}}
     return out
