@@ -34,10 +34,10 @@ import torch
 
 import robustmm
 from robustmm.attacks import build_attack
-from robustmm.attacks.base import Attack, AttackWrapper
-from robustmm.batch import Batch
+from robustmm.attacks.base import Attack
 from robustmm.evaluation import evaluate, robustness_curve
 from robustmm.evaluation.worst_case import RecordingAttack, worst_case
+from robustmm.evaluation.worst_curve import SweepRecorder, nested_examples
 from robustmm.modalities import CONTINUOUS_MODALITIES, get_modality
 from robustmm.persist import atomic_write_bytes, atomic_write_text
 from robustmm.records import Result, append_jsonl, read_jsonl
@@ -48,37 +48,6 @@ log = logging.getLogger("converged_curves")
 
 COLUMNS = ("pgd-10", "apgd-ce", "apgd-t", "worst", "worst_this_eps")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class SweepRecorder(AttackWrapper):
-    """Runs ``inner`` unchanged and keeps every attacked item's example per budget, in a store the
-    copies that ``robustness_curve`` makes per eps (``with_eps``/``resolve``) share."""
-
-    def __init__(self, inner: Attack, store: dict[float, dict[int, torch.Tensor]] | None = None):
-        super().__init__(inner)
-        self.store = {} if store is None else store
-
-    def wrap(self, inner: Attack) -> "SweepRecorder":
-        return SweepRecorder(inner, self.store)
-
-    def __call__(self, encoder: Any, batch: Batch) -> Batch:
-        out = self.inner(encoder, batch)
-        slot = self.store.setdefault(float(self.inner.eps), {})
-        for i, xi in zip(batch.index.tolist(), out.x.detach().cpu()):
-            slot[int(i)] = xi
-        return out
-
-
-def nested_examples(store: dict[float, dict[int, torch.Tensor]], grid: list[float],
-                    clean_x: torch.Tensor) -> dict[float, torch.Tensor]:
-    """Per eps, each item's example in the nested sweep: the one made at the largest budget <= eps
-    at which it was attacked (an item broken earlier keeps its breaking example), else its clean input."""
-    cur, out = clean_x.clone(), {}
-    for eps in grid:
-        for i, xi in store.get(float(eps), {}).items():
-            cur[i] = xi
-        out[eps] = cur.clone()
-    return out
 
 
 def apgd_parts(modality: str, eps: float, args: argparse.Namespace) -> dict[str, Attack]:

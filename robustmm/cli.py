@@ -257,7 +257,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     r = certify_command(**{k: getattr(args, k) for k in keys}, seed=args.seed or 0,
                         device=args.device, progress=not args.quiet)
     if not args.quiet:
-        cert = ", ".join(f"r={k}: {v:.3f}" for k, v in r.metrics["certified"]["top1"].items())
+        cert = ", ".join(f"r={k}: " + ("not reachable with this n" if v is None else f"{v:.3f}")
+                         for k, v in r.metrics["certified"]["top1"].items())
         heads = f" with heads {args.heads}" if args.heads else ""
         print(f"{r.model['name']} {r.modality} n={r.n} sigma={args.sigma:g}{heads}: certified top-1 {cert}")
         print(f"wrote {args.out}")

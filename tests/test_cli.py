@@ -129,7 +129,7 @@ def test_run_quick_writes_everything_and_resumes(tmp_path, trained, capsys):
     for section in ("Clean evaluation", "Per-modality vulnerability", "Attack comparison", "Calibration heads",
                     "Sanity checks"):
         assert section in report
-    assert (out / "plots" / "robustness_top1.png").exists() and (out / "plots" / "gallery_image.png").exists()
+    assert (out / "plots" / "robustness_worst.png").exists() and (out / "plots" / "gallery_image.png").exists()
     # a second run refuses to clobber; --resume finishes without duplicating rows
     assert main(["run", "--quick", "--out", str(out), "-q"]) == 2
     assert main(["run", "--quick", "--out", str(out), "-q", "--resume"]) == 0

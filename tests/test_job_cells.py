@@ -151,7 +151,8 @@ def test_attack_cell_settings_are_checked_at_load():
         parse_config({"attacks": {TOY: 3}})
 
 
-BUILTIN = ["clean", "pgd", "patch", "sga", "xmai", "attacks", "input_defenses", "calibration", "ensemble", "certification",
+BUILTIN = ["clean", "pgd", "patch", "sga", "xmai", "attacks", "input_defenses", "calibration", "ensemble", "worst_curves",
+           "certification",
            "checks"]
 
 

@@ -99,7 +99,8 @@ def assert_png_svg(paths: list[Path], n_figures: int | None = None) -> None:
 def all_plots(tmp_path_factory) -> list[Path]:
     """write_all_plots on the fake results, rendered once for the tests that only inspect files."""
     out = tmp_path_factory.mktemp("plots") / "new" / "plots"
-    return write_all_plots(fake_results(), out)
+    written = write_all_plots(fake_results(), out)
+    return written + plot_robustness_curves(fake_results(), out)  # every curve on one figure (not a job figure)
 
 
 def small_results() -> list[Result]:
@@ -117,9 +118,9 @@ def tiny_results() -> list[Result]:
 
 
 def test_write_all_plots(all_plots):
-    assert_png_svg(all_plots, 5)  # 2 curves + 2 attack bars + calibration
-    assert {p.stem for p in all_plots} == {"robustness_top1", "robustness_r1", "attack_pgd", "attack_patch",
-                                           "calibration"}
+    assert_png_svg(all_plots, 7)  # 2 point figures + 2 attack bars + calibration, and the 2 all-curve figures
+    assert {p.stem for p in all_plots} == {"robustness_one_eps", "robustness_defended", "attack_pgd", "attack_patch",
+                                           "calibration", "robustness_top1", "robustness_r1"}
     assert all(p.parent.name == "plots" and p.parent.parent.name == "new" for p in all_plots)
 
 

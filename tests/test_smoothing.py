@@ -241,3 +241,18 @@ def test_two_ranks_certify_exactly_like_one(tmp_path):
     one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert one["world"] == 1 and two["world"] == 2
     assert one["items"] == two["items"] and one["metrics"] == two["metrics"]
+
+
+def test_certify_dataset_marks_radii_beyond_the_budget_as_unreachable():
+    from robustmm.evaluation.certification import max_certified_radius
+
+    enc, data = linear_data([0.5, 0.6, -0.7])  # far from the boundary: every draw agrees
+    top = max_certified_radius(SIGMA, 32, 0.001)
+    res = certify_dataset(enc, data, modality="audio", sigma=SIGMA, n0=8, n=32, alpha=0.001, radii=[0.5 * top, 2 * top],
+                          progress=False)
+    cert = res.metrics["certified"]
+    far = f"{2 * top:g}"
+    assert cert["max_radius"] == res.defense["max_radius"] == pytest.approx(SIGMA * 0.8627, rel=1e-3)
+    assert cert["unreachable"] == [far] and cert["top1"][far] is None and cert["x2t_R@1"][far] is None
+    assert cert["top1"][f"{0.5 * top:g}"] == 1.0
+    assert max(res.extra["per_item"]["radius"]) == pytest.approx(top, rel=1e-4)  # the bound is attained, not passed

@@ -189,6 +189,7 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
     results = _on_lead(lambda: load_results([results_path]))
     plots = render_figures(ctx, results, out_dir)
     _on_lead(lambda: write_report(results, out_dir, plots=plots))
+    _on_lead(lambda: log_consistency(results))
     return results
 
 
@@ -217,6 +218,18 @@ def check_outputs(out_dir: Path) -> None:
         path = out_dir / name
         if path.exists() and not os.access(path, os.W_OK):
             raise RobustMMError(f"{path} is not writable (the job appends each cell's results to it)")
+
+
+def log_consistency(results: list[Result]) -> bool:
+    """Log the report's consistency verdict (report.md carries it too); True when it passed."""
+    from ..report.consistency import check_consistency
+
+    problems = check_consistency(results)
+    for p in problems:
+        log.warning("consistency check: %s", p.message)
+    log.log(logging.INFO if not problems else logging.WARNING, "consistency check %s (%d problems)",
+            "passed" if not problems else "FAILED", len(problems))
+    return not problems
 
 
 def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..records import Result
@@ -79,17 +79,26 @@ def certification_section(results: Sequence[Result]) -> list[str]:
     cert = [r for r in results if r.threat == "certified" and isinstance(r.metrics.get("certified"), dict)]
     if not cert:
         return []
-    rows = []
+    from .consistency import radius_reach
+
+    rows, any_beyond = [], False
     for r in sorted(cert, key=lambda r: (r.modality, (r.defense or {}).get("sigma", 0), _base(r))):
         c, emp = r.metrics["certified"], (r.metrics.get("empirical") or {}).get("top1") or {}
+        top, beyond = radius_reach(r)
+        any_beyond |= bool(beyond)
         cells = []
         for key, v in (c.get("top1") or {}).items():
             e = emp.get(key)
-            cells.append(f"{key}: {v:.3f}" + ("" if e is None else f" / {e:.3f}"))
+            shown = "n/r¹" if key in beyond or v is None else f"{v:.3f}"
+            cells.append(f"{key}: {shown}" + ("" if e is None else f" / {e:.3f}"))
         d = r.defense or {}
-        rows.append([r.modality, _base(r), d.get("sigma"), d.get("n"), d.get("n0"), d.get("alpha"), r.n,
+        rows.append([r.modality, _base(r), d.get("sigma"), d.get("n"), d.get("n0"), d.get("alpha"),
+                     "—" if top is None else f"{top:.4g}", r.n,
                      (r.metrics.get("clean") or {}).get("zeroshot_top1"), c.get("abstain"), "; ".join(cells),
-                     (r.metrics.get("empirical") or {}).get("n_items"), _r1(c.get("x2t_R@1"))])
+                     (r.metrics.get("empirical") or {}).get("n_items"), _r1(c.get("x2t_R@1"), beyond)])
+    note = (["¹ n/r: not reachable with this n. No certificate can exceed the largest certifiable radius"
+             " sigma·Φ⁻¹(alpha^(1/n)) (column \"max radius\"), so certified accuracy there is 0 whatever the model;"
+             " raise n to report it.", ""] if any_beyond else [])
     return ["## Certified robustness (randomized smoothing)", "",
             "Certified zero-shot top-1 of the smoothed classifier (Gaussian noise of std sigma in the modality's raw"
             " unit, Monte Carlo with n0 selection and n estimation draws, Clopper-Pearson bound at alpha): the fraction"
@@ -98,9 +107,11 @@ def certification_section(results: Sequence[Result]) -> list[str]:
             " the same radius on the first \"SmoothAdv items\" items, which must never be below the certified one by"
             " more than chance. Smoothed top-1: the"
             " smoothed classifier's accuracy without abstention.", "",
-            markdown_table(["modality", "base model", "sigma", "n", "n0", "alpha", "items", "smoothed top-1",
-                            "abstain", "certified top-1 at r (/ empirical)", "SmoothAdv items", "certified x2t R@1 at r"],
-                           rows), ""]
+            " Max radius: the largest radius any item can be certified at with n draws at alpha (`robustmm run`"
+            " reports it as each row's last radius).", "",
+            markdown_table(["modality", "base model", "sigma", "n", "n0", "alpha", "max radius", "items",
+                            "smoothed top-1", "abstain", "certified top-1 at r (/ empirical)", "SmoothAdv items",
+                            "certified x2t R@1 at r"], rows), "", *note]
 
 
 def _base(r: Result) -> str:
@@ -110,8 +121,9 @@ def _base(r: Result) -> str:
     return f"{heads.get('objective') or '?'} head" + (" (noise-trained)" if heads.get("noise") else "")
 
 
-def _r1(values: dict[str, float] | None) -> str:
-    return "; ".join(f"{k}: {v:.3f}" for k, v in (values or {}).items()) or "—"
+def _r1(values: dict[str, float | None] | None, beyond: Collection[str] = ()) -> str:
+    return "; ".join(f"{k}: " + ("n/r¹" if k in beyond or v is None else f"{v:.3f}")
+                     for k, v in (values or {}).items()) or "—"
 
 
 def from_ensemble_cell(r: Result) -> bool:

@@ -11,6 +11,7 @@ from ..records import Result
 from ..records import headline_score as _top1
 from .calibration_table import calibration_section
 from .check_records import is_checks, masking_flags
+from .consistency import consistency_section, is_worst_curve
 from .defense_tables import certification_section, ensemble_checks_rows, from_ensemble_cell, input_defense_section
 from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, eps_label, markdown_table
 
@@ -29,37 +30,82 @@ def curves(results: Sequence[Result]) -> dict[str, list[Result]]:
     return {m: sorted(rs, key=lambda r: r.attack["eps"]) for m, rs in out.items()}
 
 
+def worst_curves(results: Sequence[Result]) -> dict[str, list[Result]]:
+    """Per-item worst-case curve points of the bare model, per modality, sorted by eps."""
+    out: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        if is_worst_curve(r) and r.defense is None:
+            out[r.modality].append(r)
+    return {m: sorted(rs, key=lambda r: r.attack["eps"]) for m, rs in out.items()}
+
+
+def worst_case_of(rs: Sequence[Result]) -> str:
+    """``PGD-10, APGD-CE-20, APGD-T-20 (3 targets) and the smaller-eps examples``: what a worst-case curve took the worst of."""
+    parts = (rs[0].attack or {}).get("parts") or {}
+    names = []
+    for label, d in parts.items():
+        steps = d.get("steps")
+        targets = d.get("n_target_classes")
+        names.append(f"{label.upper()}" + ("" if steps is None or label.endswith(f"-{steps}") else f"-{steps}")
+                     + (f" ({targets} targets)" if targets and "apgd-t" in label else ""))
+    if any("ensemble" in ((r.attack or {}).get("of") or []) for r in rs):
+        names.append("the ensemble's examples of its items at its eps")
+    listed = ", ".join(names) if names else ", ".join(str(x) for x in (rs[-1].attack or {}).get("of", []))
+    return listed + " and each item's breaking example of any smaller eps"
+
+
 def vulnerability_section(results: Sequence[Result]) -> list[str]:
-    cv = curves(results)
-    if not cv:
+    """The headline table: per modality and eps, the per-item worst case over the job's attacks, with
+    the nested PGD curve beside it as the weaker attack (or the PGD curve alone when no worst case
+    was run), and the most fragile / most robust sentence from the same numbers."""
+    cv, wc = curves(results), worst_curves(results)
+    if not cv and not wc:
         return []
-    width = max(len(rs) for rs in cv.values())
+    mods = [m for m in MODALITIES if m in cv or m in wc]
+    width = max(len(cv.get(m) or wc.get(m) or []) for m in mods)
     headers = ["modality", "clean top-1"] + [f"eps #{i + 1}" for i in range(width)] + ["unit"]
-    rows, fragility = [], {}
-    for m, rs in cv.items():
-        clean = _top1(rs[0].metrics["clean"])
-        cells = [f"{eps_label(r)}: {_f(_top1(r.metrics['attacked']))}" for r in rs]
-        rows.append([m, clean, *cells, *([""] * (width - len(rs))), MODALITIES[m].eps_unit])
-        mid = rs[len(rs) // 2]
+    rows, fragility, mids = [], {}, {}
+    for m in mods:
+        head = wc.get(m) or cv[m]
+        weak = {round(r.attack["eps"], 12): r for r in cv.get(m, [])} if m in wc else {}
+        clean = _top1(head[0].metrics["clean"])
+        cells = []
+        for r in head:
+            cell = f"{eps_label(r)}: **{_f(_top1(r.metrics['attacked']))}**" if m in wc else \
+                f"{eps_label(r)}: {_f(_top1(r.metrics['attacked']))}"
+            w = weak.get(round(r.attack["eps"], 12))
+            if w is not None:
+                cell += f" (PGD-{w.attack.get('steps', '?')}: {_f(_top1(w.metrics['attacked']))})"
+            cells.append(cell)
+        rows.append([m, clean, *cells, *([""] * (width - len(head))), MODALITIES[m].eps_unit])
+        mids[m] = head[len(head) // 2]
         if clean:
-            fragility[m] = (_top1(mid.metrics["attacked"]) or 0.0) / clean
-    n = next(iter(cv.values()))[0].n
-    lines = ["## Per-modality vulnerability (PGD, white-box)", "",
+            fragility[m] = (_top1(mids[m].metrics["attacked"]) or 0.0) / clean
+    n = (next(iter(wc.values())) if wc else next(iter(cv.values())))[0].n
+    if wc:
+        title = "## Per-modality vulnerability (per-item worst case, white-box)"
+        what = ("Zero-shot top-1 (X→text R@1 where the dataset has no zero-shot task) under the **per-item worst case** at"
+                f" each budget of the modality's default grid, in bold: an item counts as robust only if it survives"
+                f" {worst_case_of(next(iter(wc.values())))} (each attack run only on the items every earlier one left"
+                " robust, early stopping on), so curves never rise. In brackets: the nested PGD curve alone, **the weaker"
+                " attack** (an upper bound, shown for comparison only).")
+    else:
+        title = "## Per-modality vulnerability (PGD, white-box)"
+        what = ("Zero-shot top-1 (text→X R@1 where the dataset has no zero-shot task) under PGD at each budget of the"
+                " modality's default grid (nested balls: a sample broken at a small budget stays broken at every larger"
+                " one, so curves never rise). PGD alone is a weak attack: read these numbers as upper bounds.")
+    lines = [title, "",
              f"On the first {n} items (the attacked subset, so clean numbers can differ slightly from the table above).",
-             "",
-             "Zero-shot top-1 (text→X R@1 where the dataset has no zero-shot task) under PGD at each budget of the modality's "
-             "default grid (nested balls: a sample broken at a small budget stays broken at every larger one, so curves never "
-             "rise).", "",
-             markdown_table(headers, rows), ""]
+             "", what, "", markdown_table(headers, rows), ""]
     if fragility:
         worst = min(fragility, key=fragility.get)
         best = max(fragility, key=fragility.get)
-        mid = cv[worst][len(cv[worst]) // 2]
+        by = "the per-item worst case" if wc else "PGD alone (an upper bound)"
         lines.append(
-            f"**Most fragile modality: {worst}** — at its middle budget ({eps_label(mid)}) it keeps "
+            f"**Most fragile modality: {worst}** — at its middle budget ({eps_label(mids[worst])}), under {by}, it keeps "
             f"{100 * fragility[worst]:.0f}% of its clean top-1; the most robust, {best}, keeps "
-            f"{100 * fragility[best]:.0f}%. Budgets differ in unit across modalities (see the last column), "
-            "so compare modalities at the same position of their grid, not by number.")
+            f"{100 * fragility[best]:.0f}% ({eps_label(mids[best])}). Budgets differ in unit across modalities (see the"
+            " last column), so compare modalities at the same position of their grid, not by number.")
         lines.append("")
     return lines
 
@@ -76,7 +122,7 @@ def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]
     for r in results:
         if not r.attack or r.defense is not None:
             continue
-        if r.attack.get("name") == "pgd" and r.attack.get("nested"):
+        if (r.attack.get("name") == "pgd" and r.attack.get("nested")) or is_worst_curve(r):
             continue  # curves have their own table
         if r.extra.get("baseline_for"):
             continue  # a defense's no-defense reference: shown in that defense's table
@@ -95,6 +141,11 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
         rows.append([_attack_name(mid), m, mid.threat, mid.model.get("name"), eps_label(mid), _top1(mid.metrics["clean"]),
                      _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
                      mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), ""])
+    for m, rs in worst_curves(results).items():
+        mid = rs[len(rs) // 2]
+        rows.append(["per-item worst case", m, mid.threat, mid.model.get("name"), eps_label(mid),
+                     _top1(mid.metrics["clean"]), _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
+                     mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), worst_case_of(rs)])
     for r, asr in _attack_rows(results):
         note = []
         for k in ("fooling_rate", "relative_t2x_MRR_drop", "caption_similarity"):
@@ -208,6 +259,7 @@ def render(results: Sequence[Result], plots: Sequence[str] = ()) -> str:
                   " (x2t), an item counting as retrieved if any of its captions is.", "",
                   markdown_table(CLEAN_HEADERS, clean_rows(clean)), ""]
     cv = curves(results)
+    lines += consistency_section(results)
     lines += vulnerability_section(results)
     lines += attack_section(results, cv)
     lines += calibration_section(results)

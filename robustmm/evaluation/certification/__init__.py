@@ -7,8 +7,9 @@ itself is :class:`robustmm.encoders.smoothed.SmoothedEncoder`.
 """
 from .certify import certify_dataset, classification_task, split_heads
 from .defaults import DEFAULT_SIGMAS, REFERENCE_RADII, reference_radii
+from .reach import max_certified_radius, reachable_radii
 from .retrieval import caption_gallery
 from .smoothadv import smoothadv_accuracy, smoothadv_attack
 
 __all__ = ["DEFAULT_SIGMAS", "REFERENCE_RADII", "caption_gallery", "certify_dataset", "classification_task",
-           "reference_radii", "smoothadv_accuracy", "smoothadv_attack", "split_heads"]
+           "max_certified_radius", "reachable_radii", "reference_radii", "smoothadv_accuracy", "smoothadv_attack", "split_heads"]

@@ -29,6 +29,7 @@ from ...progress import tqdm
 from ...records import Result, Threat
 from ..runner import iter_batches
 from .defaults import reference_radii
+from .reach import is_reachable, max_certified_radius
 from .retrieval import caption_gallery, own_masks
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ def certify_dataset(
             empirical robust accuracy beside the certified one; None skips it.
     Returns:
         A :class:`~robustmm.records.Result` with ``threat="certified"``; ``metrics["certified"]``
-        holds ``top1`` and ``x2t_R@1`` per radius (string keys), ``abstain``, the radii and their
-        unit; ``metrics["clean"]`` the smoothed classifier's plug-in accuracy and the base
+        holds ``top1`` and ``x2t_R@1`` per radius (string keys; None at a radius beyond
+        ``max_radius``, the largest one ``n`` draws at ``alpha`` can certify, listed in
+        ``unreachable``), ``abstain``, the radii and their unit; ``metrics["clean"]`` the smoothed classifier's plug-in accuracy and the base
         classifier's clean accuracy; ``extra["per_item"]`` labels, predictions and radii.
     """
     check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
@@ -141,13 +143,17 @@ def certify_dataset(
     labels = task.labels[: len(dataset)].double()
     correct = pred == labels
 
-    def cert_acc(r: float) -> float:
-        return float((correct & (radius >= r)).double().mean())
+    max_radius = max_certified_radius(sigma, n, alpha)
+
+    def cert_acc(r: float) -> float | None:  # None: no certificate can reach r with this n
+        return float((correct & (radius >= r)).double().mean()) if is_reachable(r, max_radius) else None
 
     spec = get_modality(modality)
     certified: dict[str, Any] = {
         "radii": [0.0, *radii],
         "unit": f"L2 over the raw {modality} tensor ({spec.description.rstrip('.')})",
+        "max_radius": max_radius,
+        "unreachable": [_key(r) for r in radii if not is_reachable(r, max_radius)],
         "top1": {_key(r): cert_acc(r) for r in [0.0, *radii]},
         "abstain": float((pred < 0).double().mean()),
         "mean_radius_correct": float((radius * correct).mean()),
@@ -155,11 +161,12 @@ def certify_dataset(
     clean = {"zeroshot_top1": float((plugin == labels).double().mean()),
              "base_zeroshot_top1": float((base_pred == labels).double().mean())}
     if retrieval:
-        certified["x2t_R@1"] = {_key(r): float((x2t_r >= r).double().mean()) for r in [0.0, *radii]}
+        certified["x2t_R@1"] = {_key(r): float((x2t_r >= r).double().mean()) if is_reachable(r, max_radius) else None
+                                for r in [0.0, *radii]}
         clean["x2t_R@1"] = float((x2t_rate > 0.5).double().mean())
     metrics: dict[str, Any] = {"clean": clean, "certified": certified, "attacked": None, "delta": None, "asr": None}
     defense: dict[str, Any] = {"name": "randomized-smoothing", "sigma": float(sigma), "n0": n0, "n": n, "alpha": alpha,
-                               "batch_noise": batch_noise, "heads": head_info}
+                               "max_radius": max_radius, "batch_noise": batch_noise, "heads": head_info}
     if smoothadv is not None:
         from .smoothadv import smoothadv_accuracy
 

@@ -4,7 +4,9 @@ for the bare encoder and behind a noise-calibrated head, with SmoothAdv's empiri
 Per modality and sigma two cells: ``MODEL|MODALITY|certification:sigma=S`` (the bare encoder) and
 ``MODEL|MODALITY|certification:noise-head:sigma=S`` (a ``ce`` head trained on embeddings of
 Gaussian-noised training items, :func:`~robustmm.defenses.noise_calibrate`, kept under
-``DIR/heads``). Each record (``threat="certified"``) holds the sigma, n0, n and alpha in its
+``DIR/heads``). The radii are those of :func:`job_radii`: every one within reach of the section's
+``draws`` at ``alpha``, the largest certifiable radius included. Each record
+(``threat="certified"``) holds the sigma, n0, n and alpha in its
 ``defense`` block and the certified top-1 and X->text R@1 at radius 0 and the modality's
 reference radii in ``metrics.certified``; ``metrics.empirical`` holds SmoothAdv's accuracy at the
 same radii on the first ``smoothadv_n`` items. A modality without a zero-shot task is skipped.
@@ -142,5 +144,25 @@ def run_certification(ctx: JobContext, modality: str, sigma: float, noise_head: 
                      "n_items": min(pick("smoothadv_n"), len(data))}
     heads = _noise_head(ctx, modality, sigma) if noise_head else None
     return [certify_dataset(ctx.encoder(), data, modality=modality, sigma=sigma, n0=pick("n0"), n=pick("draws"),
-                            alpha=alpha, heads=heads, batch_size=ctx.batch_size, seed=ctx.seed, smoothadv=smoothadv,
-                            progress=ctx.progress)]
+                            alpha=alpha, heads=heads, radii=job_radii(modality, sigma, pick("draws"), alpha),
+                            batch_size=ctx.batch_size, seed=ctx.seed, smoothadv=smoothadv, progress=ctx.progress)]
+
+
+def job_radii(modality: str, sigma: float, draws: int, alpha: float) -> list[float]:
+    """The radii the job reports: the modality's reference radii that ``draws`` estimation draws at
+    ``alpha`` can certify, and that largest certifiable radius itself (rounded down to three
+    significant digits), so no reported radius is out of the budget's reach."""
+    import math
+
+    from ...evaluation.certification import max_certified_radius, reachable_radii, reference_radii
+
+    top = max_certified_radius(sigma, draws, alpha)
+    kept = reachable_radii(reference_radii(modality), top)
+    dropped = sorted(set(reference_radii(modality)) - set(kept))
+    if dropped:
+        log.info("certification %s sigma=%g: radii %s are beyond the %d draws' reach (%.4g); not reported",
+                 modality, sigma, ", ".join(f"{r:g}" for r in dropped), draws, top)
+    if top <= 0:
+        return kept
+    digits = 2 - math.floor(math.log10(top))
+    return sorted({*kept, math.floor(top * 10 ** digits) / 10 ** digits})

@@ -99,6 +99,17 @@ def _shared(ctx: JobContext, modality: str) -> Attack:
     return memo[modality]
 
 
+def shared_ensemble(ctx: JobContext, modality: str) -> Attack:
+    """The job's memoising ensemble of ``modality`` (its examples are made once per batch of items):
+    the ``[worst_curves]`` cell takes the bare model's examples from it as candidates."""
+    return _shared(ctx, modality)
+
+
+def ensemble_data(ctx: JobContext) -> Any:
+    """The items the ensemble cells attack (the first ``[ensemble] n`` of the attacked items)."""
+    return _data(ctx)
+
+
 def _data(ctx: JobContext) -> Any:
     return ctx.dataset(n=min(int(ctx.pick("ensemble", "n")), ctx.attack_n))
 

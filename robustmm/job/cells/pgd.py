@@ -38,8 +38,9 @@ class PGDCells(CellKind):
 def curve(ctx: JobContext, modality: str) -> list[Result]:
     """The zero-shot robustness curve of ``modality`` over its eps grid."""
     from ...evaluation import robustness_curve
+    from .worst_curves import recording_pgd  # its examples are candidates of the [worst_curves] cell
 
-    return robustness_curve(ctx.encoder(), ctx.attacked, modality=modality, attack=ctx.pgd(), **ctx.kw())
+    return robustness_curve(ctx.encoder(), ctx.attacked, modality=modality, attack=recording_pgd(ctx, modality), **ctx.kw())
 
 
 def retrieval_curve(ctx: JobContext, modality: str) -> list[Result]:

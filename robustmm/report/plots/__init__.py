@@ -8,8 +8,13 @@ module never changes an interactive session and works without a display.
 
 From result records (``robustmm.result/1``):
 
-* :func:`plot_robustness_curves` -- metric vs budget eps, one panel per (modality, attack);
-  :func:`plot_curves` returns the same figure (a matplotlib Figure) without writing it.
+* :func:`plot_worst_curves` -- the headline: per-item worst case vs PGD alone over each modality's
+  budgets; :func:`plot_retrieval_curves`, :func:`plot_single_budget`, :func:`plot_defended` --
+  the caption-loss retrieval curves, the single-budget attacks and the defended models, as points
+  (:mod:`.headline`, one comparison per figure).
+* :func:`plot_robustness_curves` -- metric vs budget eps, one panel per (modality, attack) (not
+  drawn by the job; every curve of a set of records on one figure); :func:`plot_curves` returns
+  the same figure (a matplotlib Figure) without writing it.
 * :func:`plot_attack_bars` -- clean vs attacked bars with the attack success rate, per attack.
 * :func:`plot_calibration` -- bare vs calibrated encoder, clean and under both threat models.
 * :func:`plot_certified` -- certified (and SmoothAdv empirical) top-1 against the L2 radius.
@@ -27,7 +32,6 @@ imported from its module, not by :func:`write_all_plots`.
 """
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +41,7 @@ from .bars import plot_attack_bars
 from .calibration import plot_calibration
 from .certified import plot_certified
 from .curves import CURVE_ATTACKS, plot_curves, plot_robustness_curves
+from .headline import plot_defended, plot_retrieval_curves, plot_single_budget, plot_worst_curves
 from .item_views import amplified_perturbation, plot_gallery, plot_pointcloud, plot_spectrograms
 from .record_values import as_results
 
@@ -44,14 +49,15 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CURVE_ATTACKS", "RECORD_PLOTS", "amplified_perturbation", "plot_attack_bars", "plot_calibration", "plot_certified",
-    "plot_curves", "plot_gallery", "plot_pointcloud", "plot_robustness_curves", "plot_spectrograms", "write_all_plots",
+    "plot_curves", "plot_defended", "plot_gallery", "plot_pointcloud", "plot_retrieval_curves", "plot_robustness_curves",
+    "plot_single_budget", "plot_spectrograms", "plot_worst_curves", "write_all_plots",
 ]
 
 
 #: the figures drawn from result records, by name, in the report's order; each ``fn(results, out_dir) -> paths``
 RECORD_PLOTS: dict[str, Callable[..., list[Path]]] = {
-    "robustness_top1": functools.partial(plot_robustness_curves, which=("robustness_top1",)),
-    "robustness_r1": functools.partial(plot_robustness_curves, which=("robustness_r1",)),
+    "robustness_worst": plot_worst_curves, "robustness_retrieval": plot_retrieval_curves,
+    "robustness_one_eps": plot_single_budget, "robustness_defended": plot_defended,
     "attack_bars": plot_attack_bars, "calibration": plot_calibration, "certified": plot_certified,
 }
 
