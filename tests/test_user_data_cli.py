@@ -66,7 +66,8 @@ def job_file(tmp_path: Path, data: str, modality: str) -> Path:
 
     off = "\n".join(f"[{k.name}]\nenabled = false" for k in cell_kinds() if k.name not in ("clean", "pgd", "attacks"))
     text = (f'[run]\nmodel = "{MODEL}"\ndataset = "{data}"\nn = 6\nattack_n = 4\nquick_n = 6\nquick_attack_n = 4\n'
-            f'modalities = ["{modality}"]\nbatch_size = 8\n[pgd]\nsteps = 2\nretrieval_n = 4\n{off}\n[report]\nexamples = false\n')
+            f'modalities = ["{modality}"]\nbatch_size = 8\n[pgd]\nsteps = 2\nretrieval_n = 4\n{off}\n'
+            '[report]\nexamples = false\n')
     path = tmp_path / "job.toml"
     path.write_text(text)
     return path
