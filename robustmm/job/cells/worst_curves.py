@@ -19,8 +19,8 @@ from typing import Any
 
 from ...records import Result
 from ..context import JobContext
-from ..fields import ConfigError, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import ConfigError, Section, option
 
 PARTS = ("apgd-ce", "apgd-t")
 
