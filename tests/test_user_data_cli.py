@@ -54,8 +54,8 @@ def test_eval_runs_on_user_data_with_a_user_encoder(tmp_path, capsys, fmt):
 def test_certify_runs_on_user_data_with_a_user_encoder(tmp_path, capsys, fmt):
     data, modality = spec(tmp_path, fmt)
     out = tmp_path / "cert.json"
-    code, _, err = run_cli(["certify", "--model", MODEL, "--data", data, "--modality", modality, "--items", "4",
-                            "--sigma", "0.1", "--n", "8", "--n0", "4", "--out", str(out), "-q"], capsys)
+    code, _, err = run_cli(["certify", "--model", MODEL, "--data", data, "--modality", modality, "--n", "4",
+                            "--sigma", "0.1", "--draws", "8", "--n0", "4", "--out", str(out), "-q"], capsys)
     assert code == 0, err
     assert "certified" in out.read_text()
 
