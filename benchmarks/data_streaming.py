@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "data_streaming",
         "command": "python benchmarks/data_streaming.py " + " ".join(sys.argv[1:]),
         "commit": commit,
-        "config": {"sizes": sizes, "repeats": args.repeats, "side": args.side, "batch_size": args.batch_size, "workers": args.workers,
-                   "format": "PNG, RGB noise, 10 class folders", "quick": args.quick},
+        "config": {"sizes": sizes, "repeats": args.repeats, "side": args.side, "batch_size": args.batch_size,
+                   "workers": args.workers, "format": "PNG, RGB noise, 10 class folders", "quick": args.quick},
         "machine": machine_info("cpu"),
         "median_of_repeats": {f"{m} {n}": v for (m, n), v in by.items()},
         "runs": runs,
@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "flat_within_10pct": {m: abs(v) <= 0.10 for m, v in flat.items()},
         "throughput_vs_pil_loop": {f"{m} at {hi}": round(by[(m, hi)]["items_per_s"] / by[("pil-loop", hi)]["items_per_s"], 3)
                                    for m in modes if m != "pil-loop"},
-        "note": f"{stream}: {args.workers} DataLoader worker processes per batch; pil-loop keeps every item, as a naive loader does",
+        "note": f"{stream}: {args.workers} DataLoader worker processes per batch; "
+                "pil-loop keeps every item, as a naive loader does",
     }
 
 

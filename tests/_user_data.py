@@ -66,7 +66,8 @@ def point_folder(root: Path, per_class: int = 3) -> Path:
             elif i % 3 == 1:
                 np.savetxt(root / name / f"{i}.txt", np.c_[p, p], delimiter=",", fmt="%.5f")
             else:
-                head = f"ply\nformat ascii 1.0\nelement vertex {len(p)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+                head = (f"ply\nformat ascii 1.0\nelement vertex {len(p)}\n"
+                        "property float x\nproperty float y\nproperty float z\nend_header\n")
                 (root / name / f"{i}.ply").write_text(head + "\n".join(" ".join(f"{v:.5f}" for v in r) for r in p) + "\n")
     return root
 

@@ -54,8 +54,8 @@ def test_eval_runs_on_user_data_with_a_user_encoder(tmp_path, capsys, fmt):
 def test_certify_runs_on_user_data_with_a_user_encoder(tmp_path, capsys, fmt):
     data, modality = spec(tmp_path, fmt)
     out = tmp_path / "cert.json"
-    code, _, err = run_cli(["certify", "--model", MODEL, "--data", data, "--modality", modality, "--items", "4",
-                            "--sigma", "0.1", "--n", "8", "--n0", "4", "--out", str(out), "-q"], capsys)
+    code, _, err = run_cli(["certify", "--model", MODEL, "--data", data, "--modality", modality, "--n", "4",
+                            "--sigma", "0.1", "--draws", "8", "--n0", "4", "--out", str(out), "-q"], capsys)
     assert code == 0, err
     assert "certified" in out.read_text()
 
@@ -66,7 +66,8 @@ def job_file(tmp_path: Path, data: str, modality: str) -> Path:
 
     off = "\n".join(f"[{k.name}]\nenabled = false" for k in cell_kinds() if k.name not in ("clean", "pgd", "attacks"))
     text = (f'[run]\nmodel = "{MODEL}"\ndataset = "{data}"\nn = 6\nattack_n = 4\nquick_n = 6\nquick_attack_n = 4\n'
-            f'modalities = ["{modality}"]\nbatch_size = 8\n[pgd]\nsteps = 2\nretrieval_n = 4\n{off}\n[report]\nexamples = false\n')
+            f'modalities = ["{modality}"]\nbatch_size = 8\n[pgd]\nsteps = 2\nretrieval_n = 4\n{off}\n'
+            '[report]\nexamples = false\n')
     path = tmp_path / "job.toml"
     path.write_text(text)
     return path

@@ -255,43 +255,58 @@ def decode(modality: str, src: Source, opts: DecodeOptions) -> torch.Tensor:
     raise RobustMMError(f"no decoder for modality {modality!r}")
 
 
+def _probe_image(src: Source) -> tuple[int, int]:
+    """An image file's ``(width, height)`` from its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(_bytes(src))) as im:
+            return tuple(im.size)
+    except UnidentifiedImageError:
+        raise BadFileError(f"cannot decode image {source_name(src)}: not a readable image file") from None
+    except (OSError, SyntaxError) as e:
+        raise BadFileError(f"cannot decode image {source_name(src)}: {e}") from None
+
+
+def _probe_audio(src: Source) -> tuple[int, float]:
+    """An audio file's ``(sample rate, seconds)``: a wav from its header, a flac by decoding it."""
+    if _ext(src) == ".flac":
+        x, sr = _flac(src)
+        return sr, len(x) / sr
+    try:
+        with wave.open(io.BytesIO(_bytes(src)), "rb") as w:
+            sr, n = w.getframerate(), w.getnframes()
+    except (wave.Error, EOFError) as e:
+        raise BadFileError(f"cannot read wav {source_name(src)}: {e} (PCM wav expected)") from None
+    if n == 0 or sr <= 0:
+        raise BadFileError(f"wav {source_name(src)} has no samples")
+    return sr, n / sr
+
+
+def _probe_video(src: Source) -> tuple[()]:
+    """Checks a video is there: a folder holds frame images, a file can be read."""
+    if isinstance(src, str) and Path(src).is_dir():
+        if not any(f.suffix.lower() in _FRAMES for f in Path(src).iterdir()):
+            raise BadFileError(f"no frame images (.jpg/.png) in {src}")
+    else:
+        _bytes(src)
+    return ()
+
+
 def probe(modality: str, src: Source) -> tuple[Any, ...]:
     """What a header tells of one item without decoding it (for checks before any work):
     image-like ``(width, height)``, audio ``(sample rate, seconds)``, point clouds ``(points,)``,
     video ``()``. Raises :class:`BadFileError` for an empty or unreadable file."""
     if modality in ("image", "thermal", "depth") and _ext(src) != ".npy":
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(_bytes(src))) as im:
-                return tuple(im.size)
-        except UnidentifiedImageError:
-            raise BadFileError(f"cannot decode image {source_name(src)}: not a readable image file") from None
-        except (OSError, SyntaxError) as e:
-            raise BadFileError(f"cannot decode image {source_name(src)}: {e}") from None
+        return _probe_image(src)
     if modality in ("depth", "thermal"):
         return tuple(_npy(src).shape)
     if modality == "audio":
-        if _ext(src) == ".flac":
-            x, sr = _flac(src)
-            return sr, len(x) / sr
-        try:
-            with wave.open(io.BytesIO(_bytes(src)), "rb") as w:
-                sr, n = w.getframerate(), w.getnframes()
-        except (wave.Error, EOFError) as e:
-            raise BadFileError(f"cannot read wav {source_name(src)}: {e} (PCM wav expected)") from None
-        if n == 0 or sr <= 0:
-            raise BadFileError(f"wav {source_name(src)} has no samples")
-        return sr, n / sr
+        return _probe_audio(src)
     if modality == "pointcloud":
         return (int(read_points(source_name(src), _bytes(src), None).shape[0]),)
     if modality == "video":
-        if isinstance(src, str) and Path(src).is_dir():
-            if not any(f.suffix.lower() in _FRAMES for f in Path(src).iterdir()):
-                raise BadFileError(f"no frame images (.jpg/.png) in {src}")
-        else:
-            _bytes(src)
-        return ()
+        return _probe_video(src)
     raise RobustMMError(f"no decoder for modality {modality!r}")
 
 

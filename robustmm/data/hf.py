@@ -22,8 +22,9 @@ from ..errors import CheckpointError, EmptyDatasetError, RobustMMError
 from .base import MultimodalDataset
 from .decode import LazySource
 from .files import MissingDataError
+from .options import fill_captions, read_classes
 from .registry import register_dataset
-from .stream import as_bool, build_dataset, decode_options, read_lines, read_templates
+from .stream import as_bool, build_dataset, decode_options, read_templates
 
 __all__ = ["TableCell", "load_hf", "open_table"]
 
@@ -102,59 +103,69 @@ def _ext(ds: Any, column: str, modality: str) -> str:
     return {"pointcloud": ".npy", "audio": ".wav", "video": ".mp4"}.get(modality, ".png")
 
 
+def _hf_labels(ds: Any, label: str, classes: Any) -> tuple[list[int], list[str]]:
+    """The label column as class indices and the class names: string labels are sorted; integer
+    labels are named by a ``ClassLabel`` feature, else by ``classes``, else by their number
+    (``classes`` given for a ``ClassLabel`` column renames its classes)."""
+    values = ds[label]
+    names = getattr(ds.features[label], "names", None)
+    if isinstance(values[0], str):
+        classnames = sorted(set(values))
+        labels = [classnames.index(v) for v in values]
+    else:
+        labels = [int(v) for v in values]
+        classnames = list(names) if names else read_classes(classes) if isinstance(classes, (str, Path)) or classes \
+            else [str(i) for i in range(max(labels) + 1)]
+    if names and classes is not None:
+        classnames = read_classes(classes)
+    if any(not 0 <= y < len(classnames) for y in labels):
+        raise CheckpointError(f"hf: a {label} value is outside the {len(classnames)} class names")
+    return labels, classnames
+
+
+def _hf_columns(ds: Any, root: str, media: str | None, text: str | None, label: str | None) -> tuple[str, str | None, str | None]:
+    """The media, text and label columns: the ones asked for, else the first of the usual names;
+    one asked for but absent is a one-line error listing the table's columns."""
+    cols = list(ds.column_names)
+    media = media or next((c for c in _MEDIA if c in cols), None)
+    if media not in cols:
+        raise CheckpointError(f"hf: no media column {media or ''} in {root} (columns: {', '.join(cols)}; pass media=COLUMN)")
+    text = text or next((c for c in _TEXT if c in cols), None)
+    label = label or ("label" if "label" in cols else None)
+    for what, col in (("text", text), ("label", label)):
+        if col is not None and col not in cols:
+            raise CheckpointError(f"hf: no {what} column {col!r} in {root} (columns: {', '.join(cols)})")
+    return media, text, label
+
+
 def load_hf(*, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None,
             modality: str | None = None, media: str | None = None, text: str | None = None, label: str | None = None,
             classes: Any = None, templates: Any = None, skip_bad: Any = False, workers: Any = None, size: Any = 224,
             sample_rate: Any = 16000, seconds: Any = None, frames: Any = 8, points: Any = 1024) -> MultimodalDataset:
     """A Hugging Face dataset on disk (see the module docstring)."""
     if root is None:
-        raise RobustMMError("hf needs a folder: hf:DIR as --data or [run] dataset (a save_to_disk folder, or parquet/arrow files)")
+        raise RobustMMError("hf needs a folder: hf:DIR as --data or [run] dataset "
+                            "(a save_to_disk folder, or parquet/arrow files)")
     ds_mod = _datasets()
     ds = open_table(Path(root).expanduser(), split)
-    cols = list(ds.column_names)
-    media = media or next((c for c in _MEDIA if c in cols), None)
-    if media not in cols:
-        raise CheckpointError(f"hf: no media column {media or ''} in {root} (columns: {', '.join(cols)}; pass media=COLUMN)")
+    media, text, label = _hf_columns(ds, root, media, text, label)
     modality = modality or _MODALITY.get(media, "image")
     feature = ds.features[media]
     if isinstance(feature, (ds_mod.Image, ds_mod.Audio)) or type(feature).__name__ == "Video":
         ds = ds.cast_column(media, type(feature)(decode=False))
-    text = text or next((c for c in _TEXT if c in cols), None)
-    label = label or ("label" if "label" in cols else None)
-    for what, col in (("text", text), ("label", label)):
-        if col is not None and col not in cols:
-            raise CheckpointError(f"hf: no {what} column {col!r} in {root} (columns: {', '.join(cols)})")
     if len(ds) == 0:
         raise EmptyDatasetError(f"hf: {root} has no rows")
-    labels = classnames = None
-    if label is not None:
-        values = ds[label]
-        names = getattr(ds.features[label], "names", None)
-        if isinstance(values[0], str):
-            classnames = sorted(set(values))
-            labels = [classnames.index(v) for v in values]
-        else:
-            labels = [int(v) for v in values]
-            classnames = list(names) if names else (read_lines(classes, "classes") if isinstance(classes, (str, Path))
-                                                    else list(classes) if classes else [str(i) for i in range(max(labels) + 1)])
-        if names and classes is not None:
-            classnames = read_lines(classes, "classes") if isinstance(classes, (str, Path)) else list(classes)
-        if any(not 0 <= y < len(classnames) for y in labels):
-            raise CheckpointError(f"hf: a {label} value is outside the {len(classnames)} class names")
+    labels, classnames = _hf_labels(ds, label, classes) if label is not None else (None, None)
     first = read_templates(templates, modality)[0]
     raw = ds[text] if text is not None else [None] * len(ds)
-    captions = []
-    for i, t in enumerate(raw):
-        caps = [str(c).strip() for c in (t if isinstance(t, list) else [t]) if c is not None and str(c).strip()]
-        if not caps and labels is not None:
-            caps = [first.format(classnames[labels[i]])]
-        if not caps:
-            raise EmptyDatasetError(f"hf: row {i} of {root} has no {text or 'text'} and no label")
-        captions.append(caps)
+    captions = fill_captions([[str(c).strip() for c in (t if isinstance(t, list) else [t]) if c is not None and str(c).strip()]
+                              for t in raw], labels, classnames, first,
+                             lambda i: f"hf: row {i} of {root} has no {text or 'text'} and no label")
     ext = _ext(ds, media, modality)
     sources = [TableCell(ds, i, media, ext) for i in range(len(ds))]
     return build_dataset(name="hf", split=split, modality=modality, sources=sources, captions=captions, labels=labels,
-                         classnames=classnames, templates=templates, opts=decode_options(size, sample_rate, seconds, frames, points),
+                         classnames=classnames, templates=templates,
+                         opts=decode_options(size, sample_rate, seconds, frames, points),
                          n=n, seed=seed, skip_bad=as_bool(skip_bad, "skip_bad"), workers=workers, what=f"hf {root}",
                          meta={"root": str(Path(root).expanduser()), "media": media})
 

@@ -30,8 +30,9 @@ from ..errors import CheckpointError, EmptyDatasetError, RobustMMError
 from .base import MultimodalDataset
 from .decode import EXTENSIONS
 from .files import MissingDataError
+from .options import fill_captions, read_classes
 from .registry import register_dataset
-from .stream import as_bool, build_dataset, decode_options, read_lines, read_templates
+from .stream import as_bool, build_dataset, decode_options, read_templates
 
 __all__ = ["load_manifest", "read_manifest", "guess_modality"]
 
@@ -94,31 +95,19 @@ def _column(row: dict[str, Any], chosen: str | None, choices: tuple[str, ...]) -
     return next((c for c in choices if c in row), None)
 
 
-def load_manifest(*, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None,
-                  modality: str | None = None, path: str | None = None, caption: str | None = None,
-                  label: str | None = None, classes: Any = None, templates: Any = None, skip_bad: Any = False,
-                  workers: Any = None, size: Any = 224, sample_rate: Any = 16000, seconds: Any = None, frames: Any = 8,
-                  points: Any = 1024) -> MultimodalDataset:
-    """A manifest dataset (see the module docstring)."""
-    if root is None:
-        raise RobustMMError("manifest needs a file: manifest:FILE.jsonl as --data or [run] dataset (or --root DIR holding manifest.jsonl)")
-    skip = as_bool(skip_bad, "skip_bad")
-    file = _manifest_file(root)
-    rows = read_manifest(file)
-    pcol = _column(rows[0][1], path, _PATH_COLS)
-    ccol = _column(rows[0][1], caption, _CAPTION_COLS)
-    lcol = label or ("label" if "label" in rows[0][1] else None)
-    if pcol is None or pcol not in rows[0][1]:
-        raise CheckpointError(f"manifest {file}: no path column ({', '.join(_PATH_COLS)}; or path=COLUMN)")
+def _group_rows(file: Path, rows: list[tuple[int, dict[str, Any]]], pcol: str, ccol: str | None, lcol: str | None,
+                skip: bool) -> tuple[list[str], dict[str, dict[str, Any]], int]:
+    """The manifest's items in first-seen order: rows naming one file are one item with all their
+    captions (and the last label given). A row whose file does not exist is a one-line error naming
+    the line, or with ``skip`` a logged, counted skip. Returns (paths, items by path, skipped)."""
     order: list[str] = []
     items: dict[str, dict[str, Any]] = {}
     skipped = 0
     for line, row in rows:
         media = str(row.get(pcol) or "").strip()
-        where = f"manifest {file} line {line}"
         full = (file.parent / media) if media and not Path(media).is_absolute() else Path(media)
         if not media or not full.exists():
-            msg = f"{where}: {'no ' + pcol if not media else f'{media} points nowhere ({full} not found)'}"
+            msg = f"manifest {file} line {line}: {'no ' + pcol if not media else f'{media} points nowhere ({full} not found)'}"
             if not skip:
                 raise MissingDataError(msg)
             log.warning("skipped: %s", msg)
@@ -133,6 +122,45 @@ def load_manifest(*, split: str = "test", n: int | None = None, seed: int | None
         item["captions"] += [str(c).strip() for c in caps if str(c).strip()]
         if lcol and row.get(lcol) not in (None, ""):
             item["label"] = str(row[lcol]).strip()
+    return order, items, skipped
+
+
+def _manifest_labels(file: Path, labelled: list[str], classes: Any) -> tuple[list[int], list[str]]:
+    """Label values as class indices and the class names: the sorted values, or the ``classes``
+    file or list (a value is a class name there, or else a digit string indexing it)."""
+    if classes is not None:
+        classnames = read_classes(classes)
+        index = {c: i for i, c in enumerate(classnames)}
+        try:
+            labels = [int(v) if v.isdigit() and v not in index else index[v] for v in labelled]
+        except KeyError as e:
+            raise CheckpointError(f"manifest {file}: label {e.args[0]!r} is not in the classes file") from None
+    else:
+        classnames = sorted(set(labelled))
+        labels = [classnames.index(v) for v in labelled]
+    if any(not 0 <= y < len(classnames) for y in labels):
+        raise CheckpointError(f"manifest {file}: a label index is outside the {len(classnames)} classes")
+    return labels, classnames
+
+
+def load_manifest(*, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None,
+                  modality: str | None = None, path: str | None = None, caption: str | None = None,
+                  label: str | None = None, classes: Any = None, templates: Any = None, skip_bad: Any = False,
+                  workers: Any = None, size: Any = 224, sample_rate: Any = 16000, seconds: Any = None, frames: Any = 8,
+                  points: Any = 1024) -> MultimodalDataset:
+    """A manifest dataset (see the module docstring)."""
+    if root is None:
+        raise RobustMMError("manifest needs a file: manifest:FILE.jsonl as --data or [run] dataset "
+                            "(or --root DIR holding manifest.jsonl)")
+    skip = as_bool(skip_bad, "skip_bad")
+    file = _manifest_file(root)
+    rows = read_manifest(file)
+    pcol = _column(rows[0][1], path, _PATH_COLS)
+    ccol = _column(rows[0][1], caption, _CAPTION_COLS)
+    lcol = label or ("label" if "label" in rows[0][1] else None)
+    if pcol is None or pcol not in rows[0][1]:
+        raise CheckpointError(f"manifest {file}: no path column ({', '.join(_PATH_COLS)}; or path=COLUMN)")
+    order, items, skipped = _group_rows(file, rows, pcol, ccol, lcol, skip)
     if not order:
         raise EmptyDatasetError(f"manifest {file}: no rows with an existing file ({skipped} skipped)")
     modality = modality or guess_modality(order[0])
@@ -142,28 +170,13 @@ def load_manifest(*, split: str = "test", n: int | None = None, seed: int | None
         missing = [items[k]["line"] for k in order if items[k]["label"] is None]
         if missing:
             raise CheckpointError(f"manifest {file} line {missing[0]}: no {lcol} (label every row, or none)")
-        if classes is not None:
-            classnames = read_lines(classes, "classes") if isinstance(classes, (str, Path)) else list(classes)
-            index = {c: i for i, c in enumerate(classnames)}
-            try:
-                labels = [int(v) if v.isdigit() and v not in index else index[v] for v in labelled]
-            except KeyError as e:
-                raise CheckpointError(f"manifest {file}: label {e.args[0]!r} is not in the classes file") from None
-        else:
-            classnames = sorted(set(labelled))
-            labels = [classnames.index(v) for v in labelled]
-        if any(not 0 <= y < len(classnames) for y in labels):
-            raise CheckpointError(f"manifest {file}: a label index is outside the {len(classnames)} classes")
+        labels, classnames = _manifest_labels(file, labelled, classes)
     first = read_templates(templates, modality)[0]
-    captions = []
-    for k in order:
-        item = items[k]
-        caps = item["captions"] or ([first.format(classnames[labels[len(captions)]])] if labels is not None else [])
-        if not caps:
-            raise EmptyDatasetError(f"manifest {file} line {item['line']}: no caption and no label for {k}")
-        captions.append(caps)
+    captions = fill_captions([items[k]["captions"] for k in order], labels, classnames, first,
+                             lambda i: f"manifest {file} line {items[order[i]]['line']}: no caption and no label for {order[i]}")
     return build_dataset(name="manifest", split=split, modality=modality, sources=order, captions=captions, labels=labels,
-                         classnames=classnames, templates=templates, opts=decode_options(size, sample_rate, seconds, frames, points),
+                         classnames=classnames, templates=templates,
+                         opts=decode_options(size, sample_rate, seconds, frames, points),
                          n=n, seed=seed, skip_bad=skip, workers=workers, what=f"manifest {file}", skipped=skipped,
                          meta={"root": str(file), **({"classes": len(classnames)} if classnames else {})})
 

@@ -91,5 +91,6 @@ def load_modelnet40(*, split: str = "test", n: int | None = None, seed: int | No
                          meta={"root": str(base), "classes": len(names), "layout": layout})
 
 
-register_dataset("modelnet40", "ModelNet40 point-cloud zero-shot, 40 classes (normal_resampled .txt or .off layout; modelnet40:DIR)",
+register_dataset("modelnet40", "ModelNet40 point-cloud zero-shot, 40 classes "
+                 "(normal_resampled .txt or .off layout; modelnet40:DIR)",
                  needs_root=True, splits={"test": 2468, "train": 9843})(load_modelnet40)

@@ -1,15 +1,18 @@
 """The options every user-data loader shares, as spec strings or Python values: ``skip_bad``,
 ``workers``, ``size``/``sample_rate``/``seconds``/``frames``/``points`` (:func:`decode_options`),
-``classes`` files (:func:`read_lines`) and ``templates`` (:func:`read_templates`)."""
+``classes`` files or lists (:func:`read_classes`), ``templates`` (:func:`read_templates`), and the
+caption every labelled item without one gets (:func:`fill_captions`)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import EmptyDatasetError, RobustMMError
 from .decode import DecodeOptions
 
-__all__ = ["DEFAULT_TEMPLATES", "as_bool", "as_int", "decode_options", "read_lines", "read_templates"]
+__all__ = ["DEFAULT_TEMPLATES", "as_bool", "as_int", "decode_options", "fill_captions", "read_classes", "read_lines",
+           "read_templates"]
 
 #: one prompt template per modality when the user gives no ``templates`` file
 DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -75,3 +78,23 @@ def read_templates(templates: Any, modality: str) -> tuple[str, ...]:
     if bad:
         raise RobustMMError(f"template {bad[0]!r} has no {{}} for the class name")
     return tuple(lines)
+
+
+def read_classes(classes: Any) -> list[str]:
+    """Class names from a ``classes`` option: a file (one name per line) or a sequence of names."""
+    return read_lines(classes, "classes") if isinstance(classes, (str, Path)) else list(classes)
+
+
+def fill_captions(captions: Sequence[list[str]], labels: Sequence[int] | None, classnames: Sequence[str] | None,
+                  template: str, missing: Callable[[int], str]) -> list[list[str]]:
+    """Each item's captions, where an item without any gets ``template`` filled with its class name
+    (so a labelled dataset scores retrieval too); an item with neither captions nor a label is an
+    :class:`EmptyDatasetError` with the message ``missing(index)``, which names the item."""
+    out: list[list[str]] = []
+    for i, caps in enumerate(captions):
+        if not caps and labels is not None and classnames is not None:
+            caps = [template.format(classnames[labels[i]])]
+        if not caps:
+            raise EmptyDatasetError(missing(i))
+        out.append(caps)
+    return out

@@ -24,13 +24,9 @@ def _bad(name: str, why: str) -> RobustMMError:
     return BadFileError(f"cannot read point cloud {name}: {why}")
 
 
-def _ply(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise _bad(name, "no ply header")
-    header = data[:end].decode("ascii", "replace").splitlines()
-    body = data[data.index(b"\n", end) + 1:]
-    fmt, count, props, in_vertex, before = "ascii", 0, [], False, 0
+def _ply_header(name: str, header: list[str]) -> tuple[str, int, list[tuple[str, str]]]:
+    """A ply header's format, vertex count and vertex properties as (name, type) in file order."""
+    fmt, count, props, in_vertex = "ascii", 0, [], False
     for line in header:
         parts = line.split()
         if parts[:1] == ["format"]:
@@ -39,12 +35,20 @@ def _ply(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
             in_vertex = parts[1] == "vertex"
             if in_vertex:
                 count = int(parts[2])
-            elif count == 0:
-                before += 1  # elements before the vertices are not supported in binary files
         elif parts[:1] == ["property"] and in_vertex:
             if parts[1] == "list":
                 raise _bad(name, "list properties in the vertex element")
             props.append((parts[2], parts[1]))
+    return fmt, count, props
+
+
+def _ply(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise _bad(name, "no ply header")
+    header = data[:end].decode("ascii", "replace").splitlines()
+    body = data[data.index(b"\n", end) + 1:]
+    fmt, count, props = _ply_header(name, header)
     if count <= 0:
         raise _bad(name, "no vertices")
     names = [p for p, _ in props]

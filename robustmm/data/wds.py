@@ -23,8 +23,9 @@ from .base import MultimodalDataset
 from .decode import LazySource
 from .files import MissingDataError
 from .manifest import guess_modality
+from .options import fill_captions, read_classes
 from .registry import register_dataset
-from .stream import as_bool, build_dataset, decode_options, read_lines, read_templates
+from .stream import as_bool, build_dataset, decode_options, read_templates
 
 __all__ = ["TarMember", "index_shards", "load_wds"]
 
@@ -75,6 +76,29 @@ def _shards(root: Path, split: str) -> tuple[list[Path], Path]:
     return shards, folder
 
 
+def _with_media(samples: list[dict[str, TarMember]], ext: str, skip: bool) -> tuple[list[dict[str, TarMember]], int]:
+    """The samples that hold a ``.ext`` media member, and how many did not: one without it is a
+    one-line error naming it, or with ``skip`` dropped and counted."""
+    if all(ext in s for s in samples):
+        return samples, 0
+    bad = next(s for s in samples if ext not in s)
+    if not skip:
+        raise CheckpointError(f"wds: sample {next(iter(bad.values())).name} has no .{ext} member")
+    return [s for s in samples if ext in s], sum(ext not in s for s in samples)
+
+
+def _wds_labels(samples: list[dict[str, TarMember]], label: str, classes: Any) -> tuple[list[int], list[str]]:
+    """The ``.label`` members as class indices and the class names (``classes``, else the numbers)."""
+    try:
+        labels = [int(s[label].read().decode().strip()) for s in samples]
+    except (ValueError, UnicodeError):
+        raise CheckpointError(f"wds: a .{label} member is not an integer class index") from None
+    classnames = read_classes(classes) if classes else [str(i) for i in range(max(labels) + 1)]
+    if any(not 0 <= y < len(classnames) for y in labels):
+        raise CheckpointError(f"wds: a .{label} index is outside the {len(classnames)} class names")
+    return labels, classnames
+
+
 def load_wds(*, split: str = "test", n: int | None = None, seed: int | None = None, root: str | None = None,
              modality: str | None = None, media: str | None = None, caption: str = "txt", label: str = "cls",
              classes: Any = None, templates: Any = None, skip_bad: Any = False, workers: Any = None, size: Any = 224,
@@ -91,38 +115,18 @@ def load_wds(*, split: str = "test", n: int | None = None, seed: int | None = No
     if ext is None:
         raise CheckpointError(f"wds: sample {next(iter(samples[0].values())).name} has no media member "
                               f"({', '.join(_MEDIA)}; or media=EXT)")
-    skipped = 0
-    if not all(ext in s for s in samples):
-        bad = next(s for s in samples if ext not in s)
-        msg = f"wds: sample {next(iter(bad.values())).name} has no .{ext} member"
-        if not skip:
-            raise CheckpointError(msg)
-        skipped = sum(ext not in s for s in samples)
-        samples = [s for s in samples if ext in s]
+    samples, skipped = _with_media(samples, ext, skip)
     modality = modality or guess_modality(f"x.{ext}")
-    labels = classnames = None
     if classes is None and (folder / "classnames.txt").is_file():
         classes = folder / "classnames.txt"
     if templates is None and (folder / "zeroshot_classification_templates.txt").is_file():
         templates = folder / "zeroshot_classification_templates.txt"
-    if all(label in s for s in samples):
-        try:
-            labels = [int(s[label].read().decode().strip()) for s in samples]
-        except (ValueError, UnicodeError):
-            raise CheckpointError(f"wds: a .{label} member is not an integer class index") from None
-        classnames = (read_lines(classes, "classes") if isinstance(classes, (str, Path)) else list(classes)) if classes \
-            else [str(i) for i in range(max(labels) + 1)]
-        if any(not 0 <= y < len(classnames) for y in labels):
-            raise CheckpointError(f"wds: a .{label} index is outside the {len(classnames)} class names")
+    labels, classnames = _wds_labels(samples, label, classes) if all(label in s for s in samples) else (None, None)
     first = read_templates(templates, modality)[0]
-    captions = []
-    for i, s in enumerate(samples):
-        caps = [c.strip() for c in s[caption].read().decode("utf-8", "replace").splitlines() if c.strip()] if caption in s else []
-        if not caps and labels is not None:
-            caps = [first.format(classnames[labels[i]])]
-        if not caps:
-            raise EmptyDatasetError(f"wds: sample {s[ext].name} has no .{caption} caption and no .{label} label")
-        captions.append(caps)
+    raw = [[c.strip() for c in s[caption].read().decode("utf-8", "replace").splitlines() if c.strip()] if caption in s else []
+           for s in samples]
+    captions = fill_captions(raw, labels, classnames, first,
+                             lambda i: f"wds: sample {samples[i][ext].name} has no .{caption} caption and no .{label} label")
     return build_dataset(name="wds", split=split, modality=modality, sources=[s[ext] for s in samples], captions=captions,
                          labels=labels, classnames=classnames, templates=templates,
                          opts=decode_options(size, sample_rate, seconds, frames, points), n=n, seed=seed, skip_bad=skip,

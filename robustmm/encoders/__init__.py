@@ -4,4 +4,5 @@ from .calibrated import CalibratedEncoder
 from .custom import ModuleEncoder, image_preprocess
 from .registry import list_encoders, load_encoder, register_encoder
 
-__all__ = ["Encoder", "CalibratedEncoder", "ModuleEncoder", "image_preprocess", "list_encoders", "load_encoder", "register_encoder"]
+__all__ = ["Encoder", "CalibratedEncoder", "ModuleEncoder", "image_preprocess", "list_encoders", "load_encoder",
+           "register_encoder"]

@@ -142,7 +142,8 @@ class ModuleEncoder(Encoder):
                 out = self.text_model(tokens.to(self.device) if isinstance(tokens, torch.Tensor) else tokens)
         emb = _embedding_of(out)
         if emb.dim() != 2 or emb.shape[0] != len(texts):
-            raise CheckpointError(f"{self.name}: the text encoder returned {tuple(emb.shape)}, expected (N, D) for N={len(texts)}")
+            raise CheckpointError(f"{self.name}: the text encoder returned {tuple(emb.shape)}, "
+                                  f"expected (N, D) for N={len(texts)}")
         return F.normalize(emb.float(), dim=-1).to(self.device)
 
     def tower(self, modality: str) -> nn.Module:

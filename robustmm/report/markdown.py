@@ -133,6 +133,23 @@ def _attack_rows(results: Sequence[Result]) -> list[tuple[Result, float | None]]
     return rows
 
 
+def _attack_notes(r: Result) -> str:
+    """The notes column of one attack row: the extra scores an attack records (fooling rate, MRR
+    drop, caption similarity), the per-direction ASR, and for caption attacks how many final edits
+    still change what the caption says."""
+    note = []
+    for k in ("fooling_rate", "relative_t2x_MRR_drop", "caption_similarity"):
+        if r.extra.get(k) is not None:
+            note.append(f"{k.replace('_', ' ')} {r.extra[k]:.3f}")
+    detail = r.metrics.get("asr_detail") or {}
+    if detail.get("x2t_R@1") is not None:
+        note.append(f"ASR x2t/t2x R@1 {detail['x2t_R@1']:.3f}/{(detail.get('t2x_R@1') or 0):.3f}")
+    edits = r.metrics.get("caption_edits") or {}
+    if edits.get("edits"):
+        note.append(f"attribute-changing edits {edits.get('attribute_changes', 0)}/{edits['edits']}")
+    return "; ".join(note)
+
+
 def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) -> list[str]:
     rows = []
     candidates = []
@@ -147,21 +164,11 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
                      _top1(mid.metrics["clean"]), _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
                      mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), worst_case_of(rs)])
     for r, asr in _attack_rows(results):
-        note = []
-        for k in ("fooling_rate", "relative_t2x_MRR_drop", "caption_similarity"):
-            if r.extra.get(k) is not None:
-                note.append(f"{k.replace('_', ' ')} {r.extra[k]:.3f}")
-        detail = r.metrics.get("asr_detail") or {}
-        if detail.get("x2t_R@1") is not None:
-            note.append(f"ASR x2t/t2x R@1 {detail['x2t_R@1']:.3f}/{(detail.get('t2x_R@1') or 0):.3f}")
-        edits = r.metrics.get("caption_edits") or {}
-        if edits.get("edits"):  # caption attacks: how many final edits still change what the caption says
-            note.append(f"attribute-changing edits {edits.get('attribute_changes', 0)}/{edits['edits']}")
         src = (r.model.get("source") or {}).get("name")
         threat = r.threat + (f" ({src} → {r.model.get('name')})" if src else "")
         rows.append([_attack_name(r), r.modality, threat, r.model.get("name"), eps_label(r),
                      _top1(r.metrics["clean"]), _top1(r.metrics["attacked"]), r.metrics["clean"].get("t2x_R@1"),
-                     r.metrics["attacked"].get("t2x_R@1"), asr, "; ".join(note)])
+                     r.metrics["attacked"].get("t2x_R@1"), asr, _attack_notes(r)])
         if r.threat == "white-box" and asr is not None:
             candidates.append((asr, r))
     if not rows:

@@ -103,8 +103,9 @@ def certify_dataset(
         A :class:`~robustmm.records.Result` with ``threat="certified"``; ``metrics["certified"]``
         holds ``top1`` and ``x2t_R@1`` per radius (string keys; None at a radius beyond
         ``max_radius``, the largest one ``n`` draws at ``alpha`` can certify, listed in
-        ``unreachable``), ``abstain``, the radii and their unit; ``metrics["clean"]`` the smoothed classifier's plug-in accuracy and the base
-        classifier's clean accuracy; ``extra["per_item"]`` labels, predictions and radii.
+        ``unreachable``), ``abstain``, the radii and their unit; ``metrics["clean"]`` the smoothed
+        classifier's plug-in accuracy and the base classifier's clean accuracy; ``extra["per_item"]``
+        labels, predictions and radii.
     """
     check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
     get_modality(modality)

@@ -19,8 +19,8 @@ from typing import Any
 
 from ...records import Result
 from ..context import JobContext
-from ..fields import ConfigError, Section, option
 from ..registry import Cell, CellKind, register_cell
+from ..sections import ConfigError, Section, option
 
 PARTS = ("apgd-ce", "apgd-t")
 
@@ -38,7 +38,8 @@ class WorstCurvesConfig(Section):
     """``[worst_curves]``: the attacks of the per-item worst case besides PGD, and their budgets."""
 
     enabled: bool = True
-    attacks: list[str] = option(list(PARTS), check=_check_parts, nonempty=True)  # run in this order, each on the items still robust
+    # run in this order, each on the items still robust
+    attacks: list[str] = option(list(PARTS), check=_check_parts, nonempty=True)
     steps: int = option(20, positive=True)  # APGD iterations of every part (early stopping on)
     quick_steps: int | None = option(5, positive=True)
     targets: int = option(3, positive=True)  # APGD-T's target classes

@@ -102,10 +102,10 @@ def _style(ax: Any, title: str, ylabel: str) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _curve_figure(rs: Sequence[Result], series: Callable[[Result], str | None], key: str, title: str,
-                  styles: dict[str, tuple[str, str]] | None = None) -> Any:
-    """One panel per modality, one line per series over the budgets (log2 x), points where a series
-    has one budget, the clean score as a dotted line; None when nothing has ``key``."""
+def _curve_points(rs: Sequence[Result], series: Callable[[Result], str | None], key: str
+                  ) -> tuple[dict[str, dict[str, dict[float, float]]], dict[str, float], dict[tuple[str, str], int]]:
+    """The attacked ``key`` per modality, series and budget; the first clean score per modality; and
+    the item count per (modality, series). Records without a series, a positive budget or ``key`` are left out."""
     by: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     clean: dict[str, float] = {}
     n_of: dict[tuple[str, str], int] = {}
@@ -118,6 +118,14 @@ def _curve_figure(rs: Sequence[Result], series: Callable[[Result], str | None], 
         c = metric_value(r, "clean", key)
         if c is not None:
             clean.setdefault(r.modality, c)
+    return by, clean, n_of
+
+
+def _curve_figure(rs: Sequence[Result], series: Callable[[Result], str | None], key: str, title: str,
+                  styles: dict[str, tuple[str, str]] | None = None) -> Any:
+    """One panel per modality, one line per series over the budgets (log2 x), points where a series
+    has one budget, the clean score as a dotted line; None when nothing has ``key``."""
+    by, clean, n_of = _curve_points(rs, series, key)
     if not by:
         return None
     labels = sorted({lab for m in by.values() for lab in m}, key=lambda s: (s != WORST, s))
@@ -143,6 +151,13 @@ def _curve_figure(rs: Sequence[Result], series: Callable[[Result], str | None], 
         _log2_axis(ax, m, grid)
         ns = sorted({n for (mm, _), n in n_of.items() if mm == m})
         _style(ax, f"{m} (n = {'/'.join(map(str, ns))})", _ylabel(key, m))
+    _shared_legend(fig, axes)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _shared_legend(fig: Any, axes: Sequence[Any]) -> None:
+    """One legend below all panels, each series once (in the order the panels first show it)."""
     handles, texts = [], []
     for ax in axes:
         for h, t in zip(*ax.get_legend_handles_labels()):
@@ -150,12 +165,11 @@ def _curve_figure(rs: Sequence[Result], series: Callable[[Result], str | None], 
                 handles.append(h)
                 texts.append(t)
     fig.legend(handles, texts, loc="outside lower center", ncol=min(3, len(texts)), fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    return fig
 
 
 def _ylabel(key: str, modality: str) -> str:
-    return {"zeroshot_top1": "zero-shot top-1", "x2t_R@1": f"{modality}→text R@1", "t2x_R@1": f"text→{modality} R@1"}.get(key, key)
+    return {"zeroshot_top1": "zero-shot top-1", "x2t_R@1": f"{modality}→text R@1",
+            "t2x_R@1": f"text→{modality} R@1"}.get(key, key)
 
 
 def _is_worst(r: Result) -> bool:
