@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..attacks.base import Attack, AttackWrapper
+from ..attacks.ensemble import runs_on
 from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
@@ -142,6 +143,8 @@ def worst_case_curve(
     robust = judge.correct(clean_x)
     breaking = clean_x.clone()  # per item: its breaking example once broken (inside every larger ball)
     kw = {"batch_size": batch_size, "seed": seed, "progress": progress}
+    task = dataset.tasks.get(modality)
+    classes = len(task.classnames) if task is not None else None
     out: list[Result] = []
 
     def judged(x: torch.Tensor) -> None:  # items ``x`` breaks now keep it as their breaking example
@@ -165,6 +168,10 @@ def worst_case_curve(
         ran: dict[str, int] = {}
         norm = None
         for label, attack in attacks(eps).items():
+            if not runs_on(attack, classes):
+                log.warning("worst case: skipping %s on %s, the DLR loss needs at least 4 classes (this task has %d)",
+                            label, modality, classes)
+                continue
             idx = torch.nonzero(robust).flatten()
             ran[label] = len(idx)
             norm = norm or attack.describe().get("norm")
