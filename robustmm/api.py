@@ -57,6 +57,15 @@ def _at_eps(attack: Attack | None, eps: float | None) -> Attack | None:
     return attack.with_eps(float(eps))
 
 
+def with_seed(attack: Attack | None, seed: int | None) -> Attack | None:
+    """``attack`` with its own random choices (random starts, Square's proposals) seeded by ``seed``
+    when it has a ``seed`` setting and ``seed`` is given, so one seed reaches every random choice
+    and the record's ``attack.seed`` says which; otherwise ``attack`` unchanged."""
+    if attack is None or seed is None or "seed" not in attack.settings():
+        return attack
+    return attack.replace(seed=int(seed))
+
+
 def evaluate(
     encoder: Encoder,
     data: MultimodalDataset,
@@ -69,7 +78,7 @@ def evaluate(
     source: Encoder | None = None,
     n: int | None = None,
     batch_size: int = 128,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
     **recorded: Any,
 ) -> Result | list[Result]:
@@ -85,13 +94,16 @@ def evaluate(
             per-item worst case over ``attack`` and these, on ``encoder`` (any defense) -- or, with
             ``threats``, over every adaptive and head-unaware run.
         source: the encoder the attack differentiates (default ``encoder``: white-box; else transfer).
-        n: the first ``n`` items only. ``seed``: the attacks' random starts.
+        n: the first ``n`` items only.
+        seed: seeds torch and every attack that has a ``seed`` setting (random starts, Square's
+            proposals), recorded in the result; None keeps each attack's own seed (torch seed 0).
         recorded: ``threat=`` / ``defense=`` labels written into the result (advanced).
     Returns:
         One Result; a list of Results when ``threats`` or ``worst_case`` is given.
     """
-    attack = _at_eps(attack, eps)
-    common = {"n": n, "batch_size": batch_size, "seed": seed, "progress": progress}
+    attack = with_seed(_at_eps(attack, eps), seed)
+    worst_case = None if worst_case is None else [with_seed(a, seed) for a in worst_case]
+    common = {"n": n, "batch_size": batch_size, "seed": 0 if seed is None else seed, "progress": progress}
     if threats is None and worst_case is None:
         return run_evaluate(encoder, data, modality=modality, attack=attack, source=source, **common, **recorded)
     if attack is None:
@@ -147,7 +159,7 @@ def curve(
     source: Encoder | None = None,
     n: int | None = None,
     batch_size: int = 128,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
     **recorded: Any,
 ) -> list[Result]:
@@ -158,9 +170,9 @@ def curve(
         eps: budgets in the modality's unit (default: the modality's eps grid).
         source, n, batch_size, seed: as in :func:`evaluate`.
     """
-    attack = attack if attack is not None else build_attack("pgd", seed=seed)
+    attack = with_seed(attack if attack is not None else build_attack("pgd"), seed)
     return robustness_curve(encoder, data, modality=modality, attack=attack, eps_grid=eps, source=source, n=n,
-                            batch_size=batch_size, seed=seed, progress=progress, **recorded)
+                            batch_size=batch_size, seed=0 if seed is None else seed, progress=progress, **recorded)
 
 
 def certify(

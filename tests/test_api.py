@@ -107,3 +107,16 @@ def test_check_returns_a_checks_record(rand_encoder, data):
     res = robustmm.check(rand_encoder, data, modality="image", steps=1)
     assert res.attack["name"] == "sanity-checks" and isinstance(res.metrics["checks_passed"], bool)
     assert res.extra["checks"]
+
+
+def test_evaluate_seed_reaches_the_attack_and_is_recorded(rand_encoder, data):
+    base = APGD(eps=EPS, steps=2, seed=0)
+    a = robustmm.evaluate(rand_encoder, data, modality="image", attack=base, seed=7, n=4, progress=False)
+    b = robustmm.evaluate(rand_encoder, data, modality="image", attack=base.replace(seed=7), n=4, seed=7,
+                          progress=False)
+    assert a.attack["seed"] == 7 and a.metrics == b.metrics
+    kept = robustmm.evaluate(rand_encoder, data, modality="image", attack=base.replace(seed=3), n=4, progress=False)
+    assert kept.attack["seed"] == 3  # no seed= given: the attack's own seed stands
+    points = robustmm.curve(rand_encoder, data, modality="image", attack=PGD(steps=1), eps=[EPS], n=4, seed=5,
+                            progress=False)
+    assert points[0].attack["seed"] == 5

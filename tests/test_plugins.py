@@ -87,3 +87,22 @@ def test_discover_imports_the_builtin_modules_of_a_package():
     from robustmm.attacks import list_attacks
 
     assert {"pgd", "apgd"} <= set(list_attacks())
+
+
+def test_discover_registers_a_defense_family_from_an_entry_point(fresh_discovery):
+    module = ('from robustmm.encoders.input_transforms import defend\n\n\n'
+              'def blur_defense(encoder, data=None, **settings):\n'
+              '    """A fake defense: JPEG under another name."""\n'
+              '    return defend(encoder, "jpeg", **settings)\n')
+    write_distribution(fresh_discovery, "defplug", "[robustmm.defenses]\nfakedefense = defplug_mod:blur_defense\n",
+                       module, "defplug_mod")
+    import robustmm
+    from robustmm.defenses.registry import unregister_defense_family
+    from robustmm.encoders.base import Encoder
+
+    try:
+        assert robustmm.list_defenses()["fakedefense"] == "[plugin] A fake defense: JPEG under another name."
+        assert isinstance(robustmm.defend(robustmm.load_encoder("tinybind"), "fakedefense", quality=50), Encoder)
+    finally:
+        unregister_defense_family("fakedefense")
+        sys.modules.pop("defplug_mod", None)

@@ -25,6 +25,7 @@ from ..encoders.input_transforms import defend as transformed
 from ..encoders.input_transforms import list_defenses as list_transforms
 from ..encoders.smoothed import SmoothedEncoder
 from ..errors import RobustMMError, UnknownNameError
+from ..plugins import discover
 from .calibrate import calibrate
 from .denoiser import train_denoiser
 from .fare import fare_finetune
@@ -61,8 +62,24 @@ def register_defense_family(name: str, kind: str, summary: str, *, trained: bool
     return deco
 
 
+def unregister_defense_family(name: str) -> None:
+    """Remove family ``name`` (a plugin's, say) from the registry; unknown names are ignored."""
+    _FAMILIES.pop(name, None)
+
+
+def _discover_plugins() -> None:
+    """Defense families of installed packages: entry points of the group ``robustmm.defenses``
+    (:func:`robustmm.plugins.discover`). A module registers its families on import; a callable
+    ``build(encoder, data, **settings) -> Encoder`` is registered under the entry point's name."""
+    for name, obj in discover("defenses").items():
+        if callable(obj) and name not in _FAMILIES:
+            summary = ((getattr(obj, "__doc__", None) or "").strip().splitlines() or ["a defense from a plugin"])[0]
+            register_defense_family(name, "plugin", summary)(obj)
+
+
 def _families() -> dict[str, DefenseFamily]:
-    """Every family: the registered ones and one per input transform."""
+    """Every family: the registered ones (plugins included) and one per input transform."""
+    _discover_plugins()
     out = dict(_FAMILIES)
     for name, summary in list_transforms().items():
         out.setdefault(name, DefenseFamily(name, "input transform", summary, _transform_builder(name), False))
