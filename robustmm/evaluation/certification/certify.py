@@ -111,54 +111,17 @@ def certify_dataset(
     get_modality(modality)
     encoder.check_modality(modality)
     task = classification_task(dataset, modality)
-    if n_items is not None:
-        if n_items < 1:
-            raise RobustMMError(f"n_items must be >= 1, got {n_items}")
-        dataset = dataset.head(n_items)
-    dataset.check_nonempty()
-    radii = sorted({float(r) for r in (reference_radii(modality) if radii is None else radii)} - {0.0})
-    if any(r < 0 for r in radii):
-        raise RobustMMError(f"radii must be >= 0, got {radii}")
+    dataset, radii = _items_and_radii(dataset, modality, n_items, radii)
     head_map, head_info = split_heads(heads)
     t0 = time.perf_counter()
     sm = SmoothedClassifier(encoder, modality, sigma, prompts=task.prompts(), heads=head_map,
                             batch_noise=batch_noise, seed=seed)
-    gallery, owner = caption_gallery(sm.base, dataset) if retrieval else (None, None)
-
-    items = dist_utils.shard(len(dataset), align=batch_size)
-    rows = []
-    n_batches = (len(items) + batch_size - 1) // batch_size
-    show = progress and dist_utils.rank() == 0
-    for batch in tqdm(iter_batches(dataset, modality, batch_size, None, items), total=n_batches,
-                      desc=f"certify/{modality} sigma={sigma:g}", disable=not show, leave=False):
-        own = own_masks(owner, batch.index) if retrieval else None
-        c = sm.certify(batch.x, n0, n, alpha, index=batch.index, gallery=gallery, own=own)
-        with torch.no_grad():
-            base_pred = sm.logits(batch.x.to(sm.device)).argmax(1).cpu()
-        x2t = c.x2t_radius if c.x2t_radius is not None else torch.full_like(c.radius, -1.0)
-        rate = c.x2t_hit_rate if c.x2t_hit_rate is not None else torch.zeros_like(c.radius)
-        rows.append(torch.stack([c.pred.double(), c.radius, c.p_lower, c.plugin.double(), base_pred.double(), x2t, rate], 1))
-    local = torch.cat(rows) if rows else None
-    table = dist_utils.all_gather_tensor(local) if dist_utils.is_distributed() else local
+    table = _certify_items(sm, dataset, n0=n0, n=n, alpha=alpha, retrieval=retrieval, batch_size=batch_size,
+                           progress=progress)
     pred, radius, p_lo, plugin, base_pred, x2t_r, x2t_rate = table.unbind(1)
     labels = task.labels[: len(dataset)].double()
-    correct = pred == labels
-
     max_radius = max_certified_radius(sigma, n, alpha)
-
-    def cert_acc(r: float) -> float | None:  # None: no certificate can reach r with this n
-        return float((correct & (radius >= r)).double().mean()) if is_reachable(r, max_radius) else None
-
-    spec = get_modality(modality)
-    certified: dict[str, Any] = {
-        "radii": [0.0, *radii],
-        "unit": f"L2 over the raw {modality} tensor ({spec.description.rstrip('.')})",
-        "max_radius": max_radius,
-        "unreachable": [_key(r) for r in radii if not is_reachable(r, max_radius)],
-        "top1": {_key(r): cert_acc(r) for r in [0.0, *radii]},
-        "abstain": float((pred < 0).double().mean()),
-        "mean_radius_correct": float((radius * correct).mean()),
-    }
+    certified = _certified_block(modality, radii, max_radius, pred, radius, labels)
     clean = {"zeroshot_top1": float((plugin == labels).double().mean()),
              "base_zeroshot_top1": float((base_pred == labels).double().mean())}
     if retrieval:
@@ -173,11 +136,78 @@ def certify_dataset(
 
         metrics["empirical"] = smoothadv_accuracy(sm, dataset, radii=radii, certified_pred=pred.long(),
                                                   certified_radius=radius, **dict(smoothadv))
-    per_item = {"label": labels.long().tolist(), "pred": pred.long().tolist(),
-                "radius": [round(float(v), 5) for v in radius], "p_lower": [round(float(v), 5) for v in p_lo]}
-    if retrieval:
-        per_item["x2t_radius"] = [round(float(v), 5) for v in x2t_r]
+    per_item = _per_item(labels, pred, radius, p_lo, x2t_r if retrieval else None)
     log.info("certified %s/%s sigma=%g: top1@0 %.3f", encoder.name, modality, sigma, certified["top1"]["0"])
     return Result(model=sm.base.info(), dataset=dataset.info(), modality=modality, attack=None, defense=defense,
                   threat=Threat.CERTIFIED.value, metrics=metrics, n=len(dataset), seed=seed,
                   timing_s=round(time.perf_counter() - t0, 3), extra={"per_item": per_item})
+
+
+def _items_and_radii(dataset: MultimodalDataset, modality: str, n_items: int | None,
+                     radii: Sequence[float] | None) -> tuple[MultimodalDataset, list[float]]:
+    """The items to certify (the first ``n_items``) and the sorted nonzero radii (default: the
+    modality's reference radii), each checked."""
+    if n_items is not None:
+        if n_items < 1:
+            raise RobustMMError(f"n_items must be >= 1, got {n_items}")
+        dataset = dataset.head(n_items)
+    dataset.check_nonempty()
+    out = sorted({float(r) for r in (reference_radii(modality) if radii is None else radii)} - {0.0})
+    if any(r < 0 for r in out):
+        raise RobustMMError(f"radii must be >= 0, got {out}")
+    return dataset, out
+
+
+def _certify_items(sm: SmoothedClassifier, dataset: MultimodalDataset, *, n0: int, n: int, alpha: float,
+                   retrieval: bool, batch_size: int, progress: bool) -> torch.Tensor:
+    """CERTIFY over every item, in whole batches sharded over the ranks and gathered in item order:
+    one row per item of (prediction, radius, p_lower, plug-in prediction, base prediction, x2t
+    radius (-1 without retrieval), x2t hit rate)."""
+    modality = sm.modality
+    gallery, owner = caption_gallery(sm.base, dataset) if retrieval else (None, None)
+    items = dist_utils.shard(len(dataset), align=batch_size)
+    rows = []
+    n_batches = (len(items) + batch_size - 1) // batch_size
+    show = progress and dist_utils.rank() == 0
+    for batch in tqdm(iter_batches(dataset, modality, batch_size, None, items), total=n_batches,
+                      desc=f"certify/{modality} sigma={sm.sigma:g}", disable=not show, leave=False):
+        own = own_masks(owner, batch.index) if retrieval else None
+        c = sm.certify(batch.x, n0, n, alpha, index=batch.index, gallery=gallery, own=own)
+        with torch.no_grad():
+            base_pred = sm.logits(batch.x.to(sm.device)).argmax(1).cpu()
+        x2t = c.x2t_radius if c.x2t_radius is not None else torch.full_like(c.radius, -1.0)
+        rate = c.x2t_hit_rate if c.x2t_hit_rate is not None else torch.zeros_like(c.radius)
+        rows.append(torch.stack([c.pred.double(), c.radius, c.p_lower, c.plugin.double(), base_pred.double(), x2t, rate], 1))
+    local = torch.cat(rows) if rows else None
+    return dist_utils.all_gather_tensor(local) if dist_utils.is_distributed() else local
+
+
+def _certified_block(modality: str, radii: list[float], max_radius: float, pred: torch.Tensor, radius: torch.Tensor,
+                     labels: torch.Tensor) -> dict[str, Any]:
+    """``metrics.certified``: certified top-1 per radius (None beyond ``max_radius``, those radii
+    listed in ``unreachable``), abstentions and the mean radius of the correct items."""
+    correct = pred == labels
+
+    def cert_acc(r: float) -> float | None:  # None: no certificate can reach r with this n
+        return float((correct & (radius >= r)).double().mean()) if is_reachable(r, max_radius) else None
+
+    spec = get_modality(modality)
+    return {
+        "radii": [0.0, *radii],
+        "unit": f"L2 over the raw {modality} tensor ({spec.description.rstrip('.')})",
+        "max_radius": max_radius,
+        "unreachable": [_key(r) for r in radii if not is_reachable(r, max_radius)],
+        "top1": {_key(r): cert_acc(r) for r in [0.0, *radii]},
+        "abstain": float((pred < 0).double().mean()),
+        "mean_radius_correct": float((radius * correct).mean()),
+    }
+
+
+def _per_item(labels: torch.Tensor, pred: torch.Tensor, radius: torch.Tensor, p_lo: torch.Tensor,
+              x2t_radius: torch.Tensor | None) -> dict[str, list[Any]]:
+    """``extra.per_item``: labels, predictions, radii and lower bounds (and x2t radii), rounded."""
+    out = {"label": labels.long().tolist(), "pred": pred.long().tolist(),
+           "radius": [round(float(v), 5) for v in radius], "p_lower": [round(float(v), 5) for v in p_lo]}
+    if x2t_radius is not None:
+        out["x2t_radius"] = [round(float(v), 5) for v in x2t_radius]
+    return out
