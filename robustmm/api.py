@@ -57,6 +57,16 @@ def _at_eps(attack: Attack | None, eps: float | None) -> Attack | None:
     return attack.with_eps(float(eps))
 
 
+def check_heads_cover(encoder: Encoder, modality: str) -> None:
+    """Refuse to score a calibrated encoder on a modality it has no head for: its embeddings would
+    be the bare encoder's while the record named the heads (a one-line error naming the fix)."""
+    inner = encoder.base if isinstance(encoder, SmoothedEncoder) else encoder
+    if isinstance(inner, CalibratedEncoder) and modality not in inner.heads:
+        have = ", ".join(sorted(inner.heads)) or "no modality"
+        raise RobustMMError(f"the encoder's calibration heads are for {have}, not {modality}: train {modality} heads "
+                            f"(robustmm.calibrate(..., modality={modality!r})) or score the bare encoder")
+
+
 def with_seed(attack: Attack | None, seed: int | None) -> Attack | None:
     """``attack`` with its own random choices (random starts, Square's proposals) seeded by ``seed``
     when it has a ``seed`` setting and ``seed`` is given, so one seed reaches every random choice
@@ -101,6 +111,7 @@ def evaluate(
     Returns:
         One Result; a list of Results when ``threats`` or ``worst_case`` is given.
     """
+    check_heads_cover(encoder, modality)
     attack = with_seed(_at_eps(attack, eps), seed)
     worst_case = None if worst_case is None else [with_seed(a, seed) for a in worst_case]
     common = {"n": n, "batch_size": batch_size, "seed": 0 if seed is None else seed, "progress": progress}
@@ -170,6 +181,7 @@ def curve(
         eps: budgets in the modality's unit (default: the modality's eps grid).
         source, n, batch_size, seed: as in :func:`evaluate`.
     """
+    check_heads_cover(encoder, modality)
     attack = with_seed(attack if attack is not None else build_attack("pgd"), seed)
     return robustness_curve(encoder, data, modality=modality, attack=attack, eps_grid=eps, source=source, n=n,
                             batch_size=batch_size, seed=0 if seed is None else seed, progress=progress, **recorded)
@@ -208,6 +220,7 @@ def certify(
     Returns:
         A Result with ``threat="certified"``; a list when ``sigma`` is a list.
     """
+    check_heads_cover(encoder, modality)
     settings = encoder.settings() if isinstance(encoder, SmoothedEncoder) else {}
     base = encoder.base if isinstance(encoder, SmoothedEncoder) else encoder
     sigma = settings.get("sigma") if sigma is None else sigma
@@ -278,6 +291,7 @@ def check(
     the bare encoder (head-unaware must be weaker than adaptive)."""
     if n is not None:
         data = data.head(n)
+    check_heads_cover(encoder, modality)
     if surrogate is None and isinstance(encoder, CalibratedEncoder):
         surrogate = encoder.base
     attack = attack if attack is not None else build_attack("pgd", steps=steps, seed=seed)

@@ -120,3 +120,13 @@ def test_evaluate_seed_reaches_the_attack_and_is_recorded(rand_encoder, data):
     points = robustmm.curve(rand_encoder, data, modality="image", attack=PGD(steps=1), eps=[EPS], n=4, seed=5,
                             progress=False)
     assert points[0].attack["seed"] == 5
+
+
+def test_verbs_refuse_heads_of_another_modality(rand_encoder, data):
+    from torch import nn
+
+    audio_only = CalibratedEncoder(rand_encoder, {"audio": nn.Identity()})
+    for verb, kw in ((robustmm.evaluate, {}), (robustmm.curve, {"eps": [EPS]}), (robustmm.check, {}),
+                     (robustmm.certify, {"sigma": 0.12})):
+        with pytest.raises(RobustMMError, match="heads are for audio, not image"):
+            verb(audio_only, data, modality="image", **kw)
