@@ -24,7 +24,7 @@ from typing import Any
 from ...modalities import MODALITIES
 from ...records import Result, headline_score
 from .record_values import as_results, metric_value, record_eps
-from .style import modality_order, new_figure, palette, save_figure
+from .style import modality_order, new_figure, palette, save_figure, wrap_text
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _point_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, f
         if handles:
             ax.legend(list(handles.values()), list(handles), fontsize=6, loc="lower right", frameon=False)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([f"{series_name(r)}\nε = {_eps_text(r)}, n = {r.n}" for r in rows], fontsize=6)
+        ax.set_yticklabels([f"{wrap_text(series_name(r), 34)}\nε = {_eps_text(r)}, n = {r.n}" for r in rows], fontsize=6)
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_title(m, fontsize=9, fontweight="bold", loc="left")

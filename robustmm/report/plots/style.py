@@ -46,7 +46,7 @@ def save_figure(fig: Any, stem: str | Path) -> list[Path]:
     # lay out once, then freeze the layout and crop box: every format reuses them (one draw each)
     canvas = FigureCanvasAgg(fig)
     fig.draw_without_rendering()
-    bbox = fig.get_tightbbox(canvas.get_renderer()).padded(0.1)
+    bbox = fig.get_tightbbox(canvas.get_renderer()).padded(0.2)
     fig.set_layout_engine("none")
     written = []
     for ext in FORMATS:
