@@ -140,10 +140,23 @@ def init_from_env(device: str = "cpu") -> bool:
 
 
 def destroy() -> None:
-    """Tear down the default process group if one exists."""
+    """Tear down the default process group if one exists, every rank together.
+
+    The ranks meet at a barrier first (``monitored_barrier`` on gloo, bounded to a minute), so no
+    rank tears its group down while a peer is still finishing the last collective, which can abort
+    that peer at exit; a dead peer only costs the bounded wait.
+    """
     dist = _dist()
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except Exception as e:  # a peer that died or failed: nothing left to wait for
+        log.debug("process group teardown without the final barrier: %s", e)
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
