@@ -141,3 +141,24 @@ class Encoder(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         return self
+
+
+class WrapperEncoder(Encoder):
+    """An Encoder that wraps another (a defended encoder): it takes the base's name, modalities,
+    embedding size and weights, and its text side and preprocessing are the base's. Subclasses
+    change ``_encode`` and ``info`` and put themselves in eval mode after adding their own modules.
+    """
+
+    def __init__(self, base: Encoder):
+        super().__init__()
+        self.base = base
+        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.base.encode_text(texts)
+
+    def class_embeddings(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        return self.base.class_embeddings(prompts)
+
+    def preprocess_info(self) -> dict[str, Any]:
+        return self.base.preprocess_info()

@@ -8,13 +8,12 @@ thermal, and video frame by frame): a residual 3x3 conv net of a few layers.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .base import Encoder
+from .base import Encoder, WrapperEncoder
 
 IMAGE_LIKE = ("image", "depth", "thermal", "video")
 
@@ -40,28 +39,18 @@ class ConvDenoiser(nn.Module):
         return (x2 + self.net(x2)).clamp(*self.domain).reshape(shape)
 
 
-class DenoisedEncoder(Encoder):
+class DenoisedEncoder(WrapperEncoder):
     """An encoder whose ``modality`` inputs pass through a denoiser first (other modalities untouched)."""
 
     def __init__(self, base: Encoder, modality: str, denoiser: nn.Module):
-        super().__init__()
-        self.base, self.denoised_modality, self.denoiser = base, modality, denoiser
-        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+        super().__init__(base)
+        self.denoised_modality, self.denoiser = modality, denoiser
         self.eval()  # a wrapper of frozen parts is frozen too (nn.Module starts in training mode)
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         if modality == self.denoised_modality:
             x = self.denoiser(x)
         return self.base.encode(modality, x, validate=False)
-
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.base.encode_text(texts)
-
-    def class_embeddings(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        return self.base.class_embeddings(prompts)
-
-    def preprocess_info(self) -> dict[str, Any]:
-        return self.base.preprocess_info()
 
     def info(self) -> dict[str, Any]:
         d = self.denoiser

@@ -30,7 +30,7 @@ from torch import nn
 from ..batch import DEFAULT_TEMPLATES
 from ..errors import RobustMMError
 from ..modalities import get_modality
-from .base import Encoder
+from .base import Encoder, WrapperEncoder
 from .smoothing_stats import binomial_test, certified_radius, check_smoothing_args, clopper_pearson_lower
 
 #: seed-stream phases, so the draws of CERTIFY, PREDICT and the attack never coincide
@@ -210,7 +210,7 @@ class SmoothedClassifier(nn.Module):
         return Certificate(pred, radius, p_lo, top, plugin, x2t_r, x2t_rate)
 
 
-class SmoothedEncoder(Encoder):
+class SmoothedEncoder(WrapperEncoder):
     """An encoder whose zero-shot predictions are smoothed with Gaussian noise (the smoothing defense).
 
     ``encode`` and ``encode_text`` are the base encoder's (the embedding the base classifier reads,
@@ -230,11 +230,9 @@ class SmoothedEncoder(Encoder):
 
     def __init__(self, base: Encoder, sigma: float, *, n0: int = 100, draws: int = 1000, alpha: float = 0.001,
                  batch_noise: int = 256, seed: int = 0):
-        super().__init__()
         check_smoothing_args(sigma=sigma, n0=n0, n=draws, alpha=alpha)
         check_smoothing_args(n=batch_noise)
-        self.base = base
-        self.name, self.modalities, self.embed_dim, self.weights = base.name, base.modalities, base.embed_dim, base.weights
+        super().__init__(base)
         self.sigma, self.n0, self.draws, self.alpha = float(sigma), int(n0), int(draws), float(alpha)
         self.batch_noise, self.seed = int(batch_noise), int(seed)
         self.eval()  # a wrapper of a frozen encoder is frozen too (nn.Module starts in training mode)
@@ -246,15 +244,6 @@ class SmoothedEncoder(Encoder):
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         return self.base.encode(modality, x, validate=False)
-
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.base.encode_text(texts)
-
-    def class_embeddings(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        return self.base.class_embeddings(prompts)
-
-    def preprocess_info(self) -> dict[str, Any]:
-        return self.base.preprocess_info()
 
     def info(self) -> dict[str, Any]:
         return self.base.info() | {"smoothing": self.settings()}
