@@ -73,6 +73,8 @@ class Result:
     timing_s: float
     versions: dict[str, str] = field(default_factory=versions)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the attack's model passes (:class:`robustmm.cost.PassCount` ``as_dict``); None where nothing was attacked
+    cost: dict[str, Any] | None = None
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,6 +166,14 @@ def _check_attack(a: Any) -> None:
           f"expected an integer >= 0, got {_shown(steps)}")
 
 
+def _check_cost(c: Any) -> None:
+    if c is None:
+        return
+    _need(isinstance(c, dict), "cost", f"expected an object or null, got {_shown(c)}")
+    for k in ("forward", "backward"):
+        _need(_is_number(c.get(k)) and c[k] >= 0, f"cost.{k}", f"expected a number >= 0, got {_shown(c.get(k))}")
+
+
 def _check_count(v: Any, name: str) -> None:
     _need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, f"expected an integer >= 0, got {_shown(v)}")
 
@@ -203,6 +213,7 @@ def check_record(d: dict[str, Any]) -> None:
     for k in ("versions", "extra"):
         if k in d:
             _check_block(d[k], k)
+    _check_cost(d.get("cost"))
     _check_attacked_something(d)
 
 

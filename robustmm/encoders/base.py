@@ -6,12 +6,14 @@ tensors in the domain of the modality's :class:`~robustmm.modalities.ModalitySpe
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import cost
 from ..errors import CheckpointError, EmptyDatasetError, InputShapeError, UnknownNameError
 from ..modalities import get_modality
 
@@ -35,6 +37,22 @@ def check_texts(texts: Any) -> list[str]:
     return list(texts)
 
 
+def _counted_text(encode_text: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``encode_text`` that notes the texts it embeds while passes are counted (outermost call only)."""
+
+    @functools.wraps(encode_text)
+    def counted(self: "Encoder", texts: Sequence[str], *args: Any, **kwargs: Any) -> torch.Tensor:
+        if not cost.counting():
+            return encode_text(self, texts, *args, **kwargs)
+        with cost.model_call() as outermost:
+            out = encode_text(self, texts, *args, **kwargs)
+        if outermost:
+            cost.note_text(int(out.shape[0]))
+        return out
+
+    return counted
+
+
 class Encoder(nn.Module):
     """Base class of every multimodal encoder.
 
@@ -50,6 +68,12 @@ class Encoder(nn.Module):
     #: a trained defense's training report (calibration heads, FARE); None for encoders nobody trained here
     training_info: dict[str, Any] | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's ``encode_text`` counts the texts it embeds (:mod:`robustmm.cost`)."""
+        super().__init_subclass__(**kwargs)
+        if "encode_text" in cls.__dict__:
+            cls.encode_text = _counted_text(cls.__dict__["encode_text"])  # type: ignore[method-assign]
+
     # -- the public contract ---------------------------------------------------------------
     def encode(self, modality: str, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """Embed a batch of raw ``modality`` inputs: (N, *shape) -> (N, D), unit norm.
@@ -61,7 +85,13 @@ class Encoder(nn.Module):
         self.check_modality(modality)
         if validate:
             get_modality(modality).validate(x)
-        return self._encode(modality, x)
+        if not cost.counting():
+            return self._encode(modality, x)
+        with cost.model_call() as outermost:
+            out = self._encode(modality, x)
+        if outermost:  # one pass of the model under attack, whatever it wraps (robustmm.cost)
+            cost.note_forward(out, int(x.shape[0]))
+        return out
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed a list of strings: -> (N, D), unit norm."""

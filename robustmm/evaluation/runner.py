@@ -17,6 +17,7 @@ import torch
 from .. import distributed as dist_utils
 from ..attacks.base import Attack
 from ..batch import Batch
+from ..cost import PassCount, count_passes, summed_passes
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
@@ -179,9 +180,10 @@ def evaluate(
     labels = task.labels if task is not None else None
 
     texts, owner = caption_owner(dataset.captions)
+    passes = PassCount()
     with seeded(seed):
         clean_items, adv_items, adv_captions = _embed_batches(target, source, dataset, modality, attack, prompts,
-                                                              batch_size, progress)
+                                                              batch_size, progress, passes)
     clean_items, adv_items, adv_captions = _gather_items(clean_items, adv_items, adv_captions, attack is not None,
                                                          len(dataset))
 
@@ -208,14 +210,16 @@ def evaluate(
         n=len(dataset),
         seed=seed,
         timing_s=round(time.perf_counter() - t0, 3),
+        cost=None if attack is None else summed_passes(passes).as_dict(len(dataset)),
     )
 
 
 def _embed_batches(target: Encoder, source: Encoder, dataset: MultimodalDataset, modality: str, attack: Attack | None,
-                   prompts: list[list[str]] | None, batch_size: int,
-                   progress: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[str]]]:
+                   prompts: list[list[str]] | None, batch_size: int, progress: bool,
+                   passes: PassCount) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[str]]]:
     """This rank's clean embeddings, attacked embeddings and attacked captions, batch by batch (the
-    attack differentiates ``source``; ``target`` embeds). Outside a process group: every batch."""
+    attack differentiates ``source``; ``target`` embeds). Outside a process group: every batch.
+    The attack's model passes are added to ``passes``."""
     clean_items, adv_items, adv_captions = [], [], []
     # multi-process: this rank's whole batches only (everything when not distributed)
     items = dist_utils.shard(len(dataset), align=batch_size)
@@ -228,7 +232,9 @@ def _embed_batches(target: Encoder, source: Encoder, dataset: MultimodalDataset,
         with torch.no_grad():  # encode() validates the batch against the modality's spec
             clean_items.append(target.encode(modality, batch.x).cpu())
         if attack is not None:
-            adv = attack(source, batch.replace(x=batch.x.to(source.device)))
+            with count_passes() as spent:
+                adv = attack(source, batch.replace(x=batch.x.to(source.device)))
+            passes.add(spent)
             with torch.no_grad():
                 adv_items.append(target.encode(modality, adv.x.to(target.device)).cpu())
             adv_captions.extend(adv.captions)
