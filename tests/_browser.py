@@ -197,6 +197,7 @@ def check_page(path: str | Path, screenshot_dir: str | Path | None = None, drive
             out.mkdir(parents=True, exist_ok=True)
             height = own.execute_script("return Math.min(document.documentElement.scrollHeight, 16000)")
             own.set_window_size(1400, max(800, int(height)))
+            own.execute_script("window.scrollTo(0, 0);")
             report.screenshot = out / f"{path.parent.name}_{path.stem}.png"
             own.save_screenshot(str(report.screenshot))
         report.console_errors = [e.get("message", str(e)) for e in own.get_log("browser") if e.get("level") == "SEVERE"]
