@@ -205,3 +205,16 @@ def check_page(path: str | Path, screenshot_dir: str | Path | None = None, drive
         if driver is None:
             own.quit()
     return report
+
+
+def check_site(folder: str | Path, screenshot_dir: str | Path | None = None) -> list[PageReport]:
+    """:func:`check_page` on every ``*.html`` under ``folder`` (a static site: the leaderboard's
+    index and entry pages), in one browser; one report per page, in path order."""
+    pages = sorted(Path(folder).rglob("*.html"))
+    if not pages:
+        return []
+    driver = new_driver()
+    try:
+        return [check_page(p, screenshot_dir, driver=driver) for p in pages]
+    finally:
+        driver.quit()
