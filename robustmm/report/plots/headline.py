@@ -243,7 +243,7 @@ def _matrix_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, 
     import numpy as np
 
     rows_of: dict[str, dict[str, Result]] = defaultdict(dict)
-    eps_of: dict[str, set[float]] = defaultdict(set)
+    eps_of: dict[str, list[float]] = defaultdict(list)
     for r in rs:
         if _score(r, "attacked") is None:
             continue
@@ -251,12 +251,14 @@ def _matrix_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, 
         if r.modality in rows_of[label]:  # one series at several budgets: one row per budget
             label = f"{label}, ε = {_eps_text(r)}"
         rows_of[label][r.modality] = r
-        eps_of[r.modality].add(round(float(record_eps(r) or 0), 12))
+        eps_of[r.modality].append(round(float(record_eps(r) or 0), 12))
     if not rows_of:
         return None
     mods = sorted(eps_of, key=modality_order)
     labels = sorted(rows_of)
-    ref_row = {m: (reference or {}).get((m, min(eps_of[m]))) for m in mods}
+    # each column at its most common budget; a cell at another budget says so
+    main_eps = {m: max(sorted(set(es)), key=es.count) for m, es in eps_of.items()}
+    ref_row = {m: (reference or {}).get((m, main_eps[m])) for m in mods}
     table = ([(f"bare model: {WORST} at the column's ε", ref_row)] if any(ref_row.values()) else []) + \
         [(lab, rows_of[lab]) for lab in labels]
     values = np.full((len(table), len(mods)), np.nan)
@@ -272,9 +274,9 @@ def _matrix_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, 
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i, (_, cells) in enumerate(table):
         for j, m in enumerate(mods):
-            _cell_text(ax, i, j, cells.get(m))
+            _cell_text(ax, i, j, cells.get(m), main_eps[m])
     ax.set_xticks(range(len(mods)))
-    ax.set_xticklabels([f"{m}\nε = {', '.join(_format_eps(m, e) for e in sorted(eps_of[m]))}" for m in mods], fontsize=8)
+    ax.set_xticklabels([f"{m}\nε = {_format_eps(m, main_eps[m])}" for m in mods], fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(table)))
     ax.set_yticklabels([wrap_text(lab, 52) for lab, _ in table], fontsize=7)
@@ -302,17 +304,19 @@ def _score(r: Result, part: str) -> float | None:
     return as_number(headline_score(part_metrics)) if isinstance(part_metrics, dict) else None
 
 
-def _cell_text(ax: Any, i: int, j: int, r: Result | None) -> None:
-    """One cell's text: the attacked score (bold), the clean score and the items; ``—`` when empty."""
+def _cell_text(ax: Any, i: int, j: int, r: Result | None, column_eps: float) -> None:
+    """One cell's text: the attacked score (bold), the clean score and the items, and the budget
+    when it is not the column's; ``—`` when empty."""
     if r is None:
         ax.text(j, i, "—", ha="center", va="center", fontsize=8, color="0.5")
         return
     a, c = _score(r, "attacked"), _score(r, "clean")
     dark = a is not None and (a < 0.2 or a > 0.85)
+    eps = round(float(record_eps(r) or 0), 12)
     ax.text(j, i - 0.12, f"{a:.2f}", ha="center", va="center", fontsize=9, fontweight="bold",
             color="white" if dark else "black")
-    ax.text(j, i + 0.22, ("" if c is None else f"clean {c:.2f}, ") + f"n = {r.n}", ha="center", va="center",
-            fontsize=6, color="white" if dark else "0.15")
+    note = ("" if c is None else f"clean {c:.2f}, ") + f"n = {r.n}" + ("" if eps == column_eps else f", ε = {_eps_text(r)}")
+    ax.text(j, i + 0.22, note, ha="center", va="center", fontsize=6, color="white" if dark else "0.15")
 
 
 def _format_eps(modality: str, eps: float) -> str:
