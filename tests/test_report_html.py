@@ -54,6 +54,7 @@ def test_numeric_value_reads_plain_and_labelled_numbers():
     assert numeric_value("**0.125**") == 0.125
     assert numeric_value("4/255: **0.120** (PGD-5: 0.200)") == 0.12
     assert numeric_value("12%") == pytest.approx(0.12)
+    assert numeric_value("4/255") == pytest.approx(4 / 255) and numeric_value("0.002") == 0.002
     assert numeric_value("—") is None and numeric_value("pgd (zero-shot loss)") is None
 
 
@@ -62,7 +63,7 @@ def test_markdown_to_html_turns_every_block_into_html():
           "| a_b | 0.5 |\n| c | — |\n\n- item *one*\n- item two\n\n![plots/x.png](plots/x.png)\n\n## Two\n\n```\nraw <b>\n```\n")
     html = markdown_to_html(md)
     assert '<table class="sortable">' in html and '<th scope="col">score</th>' in html
-    assert '<td data-value="0.5">0.5</td>' in html and "<td>—</td>" in html
+    assert '<td data-value="0.5" class="num">0.5</td>' in html and "<td>—</td>" in html
     assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "&amp; &lt;tags&gt;" in html
     assert "<li>item <em>one</em></li>" in html and '<img src="plots/x.png"' in html
     assert "<pre><code>raw &lt;b&gt;\n</code></pre>" not in html and "<pre><code>raw &lt;b&gt;</code></pre>" in html

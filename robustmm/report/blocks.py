@@ -21,6 +21,7 @@ _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _INLINE = re.compile(r"(\*\*.+?\*\*|`[^`]+`|\[[^\]]+\]\([^)\s]+\)|(?<![\w*])\*[^*\s][^*]*?\*(?![\w*]))")
 _NUMBER = r"[-+−]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PLAIN_NUMBER = re.compile(rf"^({_NUMBER})\s*(%?)$")
+_FRACTION = re.compile(r"^(\d+)/(\d+)$")  # a budget such as 4/255
 _LABELLED_NUMBER = re.compile(rf"^[^:]{{1,40}}:\s*({_NUMBER})\s*(%?)(?:\s|$)")
 
 
@@ -147,10 +148,12 @@ def inline_spans(text: str) -> list[Span]:
 
 
 def numeric_value(cell: str) -> float | None:
-    """The number a table cell stands for when sorting: a plain number (``0.412``, ``12%``) or the
-    first number after a short label (``4/255: **0.120** (PGD-10: 0.2)`` -> 0.12); None for an
-    empty cell (``—``) or text."""
+    """The number a table cell stands for when sorting: a plain number (``0.412``, ``12%``), a
+    fraction (a budget, ``4/255``) or the first number after a short label (``4/255: **0.120**
+    (PGD-10: 0.2)`` -> 0.12); None for an empty cell (``—``) or text."""
     plain = "".join(s.text for s in inline_spans(cell)).strip()
+    if (f := _FRACTION.match(plain)) and int(f.group(2)):
+        return int(f.group(1)) / int(f.group(2))
     m = _PLAIN_NUMBER.match(plain) or _LABELLED_NUMBER.match(plain)
     if m is None:
         return None
@@ -159,5 +162,6 @@ def numeric_value(cell: str) -> float | None:
 
 
 def is_plain_number(cell: str) -> bool:
-    """Whether a table cell is just a number (``0.412``, ``-3``, ``12%``), markup aside."""
-    return _PLAIN_NUMBER.match("".join(s.text for s in inline_spans(cell)).strip()) is not None
+    """Whether a table cell is just a number (``0.412``, ``-3``, ``12%``, ``4/255``), markup aside."""
+    plain = "".join(s.text for s in inline_spans(cell)).strip()
+    return _PLAIN_NUMBER.match(plain) is not None or _FRACTION.match(plain) is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from .blocks import Block, inline_spans, numeric_value, parse_blocks
+from .blocks import Block, inline_spans, is_plain_number, numeric_value, parse_blocks
 
 __all__ = ["SORT_SCRIPT", "markdown_to_html", "table_html"]
 
@@ -42,7 +42,8 @@ nav.toc ul { margin: .2rem 0; padding-left: 1.2rem; }
 .table-wrap { overflow-x: auto; margin: .8rem 0 1.2rem; }
 table { border-collapse: collapse; font-size: .88rem; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d0d7de; padding: .3rem .55rem; text-align: left; vertical-align: top; }
-td[data-value] { text-align: right; white-space: nowrap; }
+td.num { text-align: right; white-space: nowrap; }
+td { min-width: 4em; }
 thead th { background: #f0f3f6; position: sticky; top: 0; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 tbody tr:hover { background: #eef6ff; }
@@ -135,7 +136,7 @@ def table_html(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: s
         cells = []
         for c in row:
             v = numeric_value(c)
-            attr = "" if v is None else f' data-value="{v!r}"'
+            attr = ("" if v is None else f' data-value="{v!r}"') + (' class="num"' if is_plain_number(c) else "")
             cells.append(f"<td{attr}>{_inline(c)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table></div>")

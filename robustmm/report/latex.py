@@ -6,7 +6,8 @@ section heading as the caption and a ``\\label{tab:...}``; long text columns get
 column so the table keeps a printable width. Text is escaped (``\\ { } _ % & # $ ^ ~``), Markdown
 bold and code become ``\\textbf``/``\\texttt``, and the report's symbols (ε, →, —, †, ...)
 become LaTeX commands, so the file compiles with pdfLaTeX as well as with XeLaTeX/LuaLaTeX.
-The file is a fragment to ``\\input`` from a document that loads ``booktabs``.
+The file is a fragment to ``\\input`` from a document that loads ``booktabs``; each tabular sits in
+``\\robustmmtable{...}``, a no-op the document may define first (to resize wide tables).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from .blocks import inline_spans, is_plain_number, parse_blocks
 
-__all__ = ["SPECIALS", "latex_escape", "latex_table", "markdown_to_latex"]
+__all__ = ["SPECIALS", "WRAPPER", "latex_escape", "latex_table", "markdown_to_latex"]
 
 #: characters that LaTeX reads as markup, and what stands for each in running text
 SPECIALS = {
@@ -30,6 +31,9 @@ SYMBOLS = {
     "≤": r"$\leq$", "×": r"$\times$", "±": r"$\pm$", "−": "-", "≈": r"$\approx$", "⚠": "(!)", "“": "``", "”": "''",
     "‘": "`", "’": "'", "…": r"\ldots{}", "·": r"$\cdot$", "°": r"$^\circ$", "\u00a0": "~",
 }
+
+#: the hook around every tabular: a no-op unless the including document defines it first
+WRAPPER = r"\providecommand{\robustmmtable}[1]{#1}"
 
 _LONG = 40  # a column with a cell longer than this many characters becomes a paragraph column
 
@@ -79,10 +83,10 @@ def latex_table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: 
         lines.append(rf"\caption{{{_inline(caption)}}}")
     if label:
         lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{''.join(spec)}}}", r"\toprule",
+    lines += [rf"\robustmmtable{{\begin{{tabular}}{{{''.join(spec)}}}", r"\toprule",
               " & ".join(_inline(h) for h in headers) + r" \\", r"\midrule"]
     lines += [" & ".join(_inline(c) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines)
 
 
@@ -90,7 +94,11 @@ def markdown_to_latex(md: str) -> str:
     """Every table of a report's Markdown as a booktabs float, captioned by its section heading (the
     fragment report.tex holds); a comment line when the report has no table."""
     header = ["% robustmm report tables (booktabs). In the preamble: \\usepackage{booktabs}",
-              "% Written from the same text as report.md; every number is a fraction in [0, 1] unless named.", ""]
+              "% Written from the same text as report.md; every number is a fraction in [0, 1] unless named.",
+              "% Each tabular is wrapped in \\robustmmtable{...}, which does nothing unless defined before \\input,",
+              "% e.g. to fit wide tables to the line (graphicx):",
+              "%   \\newcommand{\\robustmmtable}[1]{\\resizebox{\\linewidth}{!}{#1}}",
+              WRAPPER, ""]
     heading, out, taken, k = "", [], set(), 0
     for b in parse_blocks(md):
         if b.kind == "heading" and b.level >= 2:
