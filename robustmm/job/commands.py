@@ -77,7 +77,7 @@ def report_command(paths: list[str], out: str | Path, latex: str | Path | None =
     ``latex``: a file that also gets report.tex's tables (a paper's ``tables.tex``); ``"-"`` means
     stdout, which the CLI prints from report.tex."""
     from ..records import load_results
-    from .runner import write_report
+    from .runner import REPORT_FILES, write_report
 
     checks.check_out_text(str(out))
     files: dict[Path, str] = {}
@@ -87,7 +87,7 @@ def report_command(paths: list[str], out: str | Path, latex: str | Path | None =
         files.setdefault(Path(f).resolve(), f)
     if len(files) < len(paths):
         log.info("%d result file(s) named more than once: each is read once", len(paths) - len(files))
-    outs = [Path(out) / name for name in ("summary.csv", "report.md", "report.html", "report.tex")]
+    outs = [Path(out) / name for name in ("summary.csv", *REPORT_FILES)]
     if latex is not None and str(latex) != "-":
         checks.check_out_text(str(latex), "--latex")
         outs.append(Path(latex))
