@@ -102,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "{model} {data} {modality} {objective} are filled in")
     _common(p)
 
-    p = sub.add_parser("report", help="summary.csv + report.md + plots from result files")
+    p = sub.add_parser("report", help="summary.csv + report.md + report.html + report.tex + plots from result files")
     p.add_argument("results", nargs="+", help="result files (.json or .jsonl)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--latex", default=None, metavar="FILE",
+                   help="also write the report's tables as LaTeX (booktabs) to FILE, e.g. paper/tables.tex ('-': stdout)")
     _common(p)
 
     p = sub.add_parser("check-attack", help="gradient-masking sanity checks of PGD on one model and modality")
@@ -180,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if clean := [r for r in results if r.threat == "clean" and r.defense is None]:
         print(f"{clean[0].model['name']} on {clean[0].dataset['name']}/{clean[0].dataset['split']} (n={clean[0].n}), clean:")
         print(text_table(CLEAN_HEADERS, clean_rows(clean)))
-    print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md, plots/")
+    print(f"wrote {Path(args.out) / 'results.jsonl'}, summary.csv, report.md, report.html, report.tex, plots/")
     return 0
 
 
@@ -222,9 +224,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .job.commands import report_command
 
-    results = report_command(args.results, args.out)
-    if not args.quiet:
-        print(f"wrote {Path(args.out) / 'summary.csv'}, report.md, plots/ ({len(results)} results)")
+    results = report_command(args.results, args.out, latex=args.latex)
+    if args.latex == "-":
+        sys.stdout.write((Path(args.out) / "report.tex").read_text(encoding="utf-8"))
+    elif not args.quiet:
+        print(f"wrote {Path(args.out) / 'summary.csv'}, report.md, report.html, report.tex, plots/ ({len(results)} results)"
+              + (f", {args.latex}" if args.latex else ""))
     return 0
 
 

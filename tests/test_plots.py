@@ -155,7 +155,7 @@ def test_plotted_values_are_the_records_values():
     white_box = [0.82 * 0.55 ** (i + 1) for i in range(len(grid))]
     fig = _curve_figure([r for r in rs if _is_curve(r)], [r for r in rs if r.threat == "clean"], ("zeroshot_top1",),
                         "top-1", colour_map(rs))
-    ax = next(a for a in fig.axes if a.get_title() == "image — PGD, L∞")
+    ax = next(a for a in fig.axes if a.get_title().startswith("image — PGD, L∞\n(n = "))
     lines = [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines]
     assert (list(range(len(grid) + 1)), pytest.approx([0.82, *white_box])) in lines
     transfer = [0.82 * 0.9 ** (i + 1) for i in range(len(grid))]

@@ -1,5 +1,6 @@
 """The report's robustness figures: the worst case against PGD alone, the caption-loss retrieval
-curves, single-budget attacks and defended models as points; each says what it shows."""
+curves, single-budget attacks and defended models as tables; each says what it shows, and each
+stays small enough to read (no figure wider than about 2400 px)."""
 from robustmm.records import Result
 from robustmm.report.plots.headline import (
     plot_defended,
@@ -49,9 +50,10 @@ def test_plot_retrieval_curves_draw_the_caption_loss_curve(tmp_path):
     assert "caption loss, every item at every ε" in svg and "image→text R@1" in svg
 
 
-def test_single_budget_and_defended_figures_draw_points_beside_the_worst_case(tmp_path):
+def test_single_budget_and_defended_figures_tabulate_under_the_worst_case(tmp_path):
     one = svg_text(plot_single_budget(job_records(), tmp_path))
-    assert "ensemble" in one and "n = 32" in one and "per-item worst case at the row's ε (n = 64)" in one
+    assert "ensemble" in one and "n = 32" in one and "bare model: per-item worst case at the column's ε" in one
+    assert "n = 64" in one and "attacked zero-shot top-1" in one
     defended = svg_text(plot_defended(job_records(), tmp_path))
     assert "calibration:ce / PGD-10 (adaptive)" in defended
 
@@ -60,3 +62,45 @@ def test_series_name_says_attack_and_steps():
     r = rec({"name": "apgd", "eps": 0.01, "steps": 5, "loss": "dlr-targeted", "n_target_classes": 2}, 0.1)
     assert series_name(r) == "APGD-T-5 (2 targets)"
     assert plot_worst_curves([], ".") == []
+
+
+def png_size(paths):
+    from PIL import Image
+
+    with Image.open(next(p for p in paths if p.suffix == ".png")) as im:
+        return im.size
+
+
+MODS = ("image", "video", "audio", "depth", "thermal", "pointcloud")
+
+
+def many_series_records():
+    """Ten defended series of PGD on six modalities: what made the bar chart 7600 px wide."""
+    out = []
+    for m in MODS:
+        out.append(rec({"name": "pgd", "eps": 4 / 255, "steps": 5}, 0.1, modality=m))
+        for k in range(9):
+            out.append(rec({"name": "pgd", "eps": 4 / 255, "steps": 5}, 0.05 * k, modality=m, threat="adaptive",
+                           defense={"name": f"defense{k}", "objective": "ce"}))
+    return out
+
+
+def test_attack_bars_with_many_series_wrap_into_readable_panels(tmp_path):
+    from robustmm.report.plots.bars import plot_attack_bars
+
+    paths = plot_attack_bars(many_series_records(), tmp_path)
+    width, height = png_size(paths)
+    assert width <= 2400 and height <= 2400, (width, height)
+    svg = svg_text(paths)
+    assert "tinybind on synthscenes/test" in svg or ("tinybind" in svg and "synthscenes/test" in svg)
+    assert all(f"{m}, ε = " in svg for m in MODS)
+
+
+def test_defended_table_stays_compact_with_many_series(tmp_path):
+    rs = many_series_records() + [rec({"name": "worst-case", "eps": 4 / 255, "parts": {}}, 0.0, threat="worst-case",
+                                      modality=m) for m in MODS]
+    paths = plot_defended(rs, tmp_path)
+    width, height = png_size(paths)
+    assert width <= 2400 and height <= 2400, (width, height)
+    svg = svg_text(paths)
+    assert "defense3:ce / PGD-5 (adaptive)" in svg and "bare model: per-item worst case" in svg

@@ -70,11 +70,14 @@ def calibrate_command(*, model: str, data: str, split: str, root: str | None, n:
     return cal
 
 
-def report_command(paths: list[str], out: str | Path) -> list[Result]:
-    """Read result files (each once, however often it is named) and write summary.csv, plots/ and
-    report.md into ``out``, which may be neither empty nor hold an input; returns the results."""
+def report_command(paths: list[str], out: str | Path, latex: str | Path | None = None) -> list[Result]:
+    """Read result files (each once, however often it is named) and write summary.csv, plots/,
+    report.md, report.html and report.tex into ``out``, which may be neither empty nor hold an input; returns the results.
+
+    ``latex``: a file that also gets report.tex's tables (a paper's ``tables.tex``); ``"-"`` means
+    stdout, which the CLI prints from report.tex."""
     from ..records import load_results
-    from .runner import write_report
+    from .runner import REPORT_FILES, write_report
 
     checks.check_out_text(str(out))
     files: dict[Path, str] = {}
@@ -84,8 +87,14 @@ def report_command(paths: list[str], out: str | Path) -> list[Result]:
         files.setdefault(Path(f).resolve(), f)
     if len(files) < len(paths):
         log.info("%d result file(s) named more than once: each is read once", len(paths) - len(files))
-    checks.check_not_an_input([Path(out) / "summary.csv", Path(out) / "report.md"], [Path(f) for f in files.values()])
+    outs = [Path(out) / name for name in ("summary.csv", *REPORT_FILES)]
+    if latex is not None and str(latex) != "-":
+        checks.check_out_text(str(latex), "--latex")
+        outs.append(Path(latex))
+    checks.check_not_an_input(outs, [Path(f) for f in files.values()])
     check_writable_dir(out)
+    if latex is not None and str(latex) != "-":
+        check_writable_file(latex, "--latex file")
     paths = list(files.values())
     try:
         results = load_results(paths)
@@ -94,6 +103,8 @@ def report_command(paths: list[str], out: str | Path) -> list[Result]:
     if not results:
         raise RobustMMError("no results in " + ", ".join(paths))
     write_report(results, out)
+    if latex is not None and str(latex) != "-":
+        atomic_write_text(Path(latex), (Path(out) / "report.tex").read_text(encoding="utf-8"))
     return results
 
 

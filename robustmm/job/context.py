@@ -11,7 +11,7 @@ from ..encoders.registry import load_encoder
 from .config import JobConfig
 
 #: what the runner (not a cell) writes in the output folder
-_NOT_CELLS = ("results.jsonl", "summary.csv", "report.md", "plots")
+_NOT_CELLS = ("results.jsonl", "summary.csv", "report.md", "report.html", "report.tex", "plots")
 
 
 class JobContext:

@@ -234,16 +234,15 @@ def log_consistency(results: list[Result]) -> bool:
 
 def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[str] | None = None,
                  plots: list[str] | None = None) -> None:
-    """summary.csv, plots/ and report.md for a list of results (the folder is checked writable first).
+    """summary.csv, plots/, report.md, report.html and report.tex for a list of results (the folder
+    is checked writable first).
 
     ``plots``: the figures already drawn (paths relative to ``out_dir``); by default the record plots
     are drawn here, followed by ``extra_plots``."""
-    from ..report.markdown import render
-
     out_dir = check_writable_dir(out_dir)
     atomic_write_text(out_dir / "summary.csv", summary_csv(results))
     if plots is not None:
-        atomic_write_text(out_dir / "report.md", render(results, plots + list(extra_plots or [])))
+        write_report_documents(results, out_dir, plots + list(extra_plots or []))
         return
     plots = []
     try:
@@ -254,4 +253,21 @@ def write_report(results: list[Result], out_dir: str | Path, extra_plots: list[s
         plots = [str(p.relative_to(out_dir)) for p in write_all_plots(numbers, out_dir / "plots") if p.suffix == ".png"]
     except ImportError:  # pragma: no cover - plots module is optional at import time
         log.warning("plots unavailable (robustmm.report.plots missing)")
-    atomic_write_text(out_dir / "report.md", render(results, plots + list(extra_plots or [])))
+    write_report_documents(results, out_dir, plots + list(extra_plots or []))
+
+
+#: the report's documents in a job or report folder, all written from one Markdown text
+REPORT_FILES = ("report.md", "report.html", "report.tex")
+
+
+def write_report_documents(results: list[Result], out_dir: Path, plots: list[str]) -> None:
+    """report.md, and from the very same text report.html (a self-contained page: sortable tables,
+    the figures by relative path) and report.tex (the tables in booktabs), each written atomically."""
+    from ..report.html import markdown_to_html
+    from ..report.latex import markdown_to_latex
+    from ..report.markdown import render
+
+    md = render(results, plots)
+    atomic_write_text(out_dir / "report.md", md)
+    atomic_write_text(out_dir / "report.html", markdown_to_html(md))
+    atomic_write_text(out_dir / "report.tex", markdown_to_latex(md))

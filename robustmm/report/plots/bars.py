@@ -63,7 +63,13 @@ def plot_attack_bars(results: Sequence[Result], out_dir: str | Path) -> list[Pat
     return written
 
 
+#: the widest a bar chart may get, in inches (at 150 dpi: 2400 px); panels wrap into rows beyond it
+MAX_WIDTH_IN = 16.0
+
+
 def _bars_figure(name: str, records: list[Result], colour_of: dict[str, Any]) -> Any:
+    """One panel per modality (a grid, at most :data:`MAX_WIDTH_IN` wide), each with its pairs of
+    bars; one shared legend below."""
     from matplotlib.patches import Patch
 
     groups = _bar_groups(records)
@@ -72,22 +78,33 @@ def _bars_figure(name: str, records: list[Result], colour_of: dict[str, Any]) ->
     label_of, labels, style = _series_styles(groups, colour_of)
     nbars = max(len({label_of[id(r)] for r in recs}) for _, _, recs in groups) * 2
     width = min(0.8 / nbars, 0.3)
-    fig = new_figure(max(6.0, 1.0 + len(groups) * (0.35 * nbars + 0.6)), 5.0)
-    ax = fig.add_subplot()
-    tick_labels = [_draw_group(ax, gi, m, key, recs, label_of, style, width, nbars)
-                   for gi, (m, key, recs) in enumerate(groups)]
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(tick_labels, fontsize=8)
-    ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set_ylim(0, 1.12)
-    ax.set_yticks(np.linspace(0, 1, 6))
-    ax.set_ylabel("score (zero-shot top-1, or R@1 where named)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    title = f"Attack “{name}”: clean vs attacked score per modality"
+    panel_w = max(3.2, 0.28 * nbars + 1.2)
+    cols = max(1, min(len(groups), 3, int(MAX_WIDTH_IN // panel_w)))
+    rows = (len(groups) + cols - 1) // cols
+    legend_rows = (len(labels) + 3 + 2) // 3
+    fig = new_figure(panel_w * cols, 3.6 * rows + 1.0 + 0.22 * legend_rows)
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    for ax, (m, key, recs) in zip(axes, groups):
+        tick = _draw_group(ax, 0, m, key, recs, label_of, style, width, nbars)
+        ax.set_xticks([])
+        ax.set_xlim(-0.5, 0.5)
+        ax.set_ylim(0, 1.12)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.set_title(tick.replace("\n", ", ", 1).replace("\n", " "), fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.tick_params(labelsize=8)
+    for ax in axes[::cols]:
+        ax.set_ylabel("score (zero-shot top-1,\nor R@1 where named)", fontsize=8)
+    r0 = records[0]
+    title = (f"Attack “{name}” on {(r0.model or {}).get('name', '?')}, {(r0.dataset or {}).get('name', '?')}"
+             f"/{(r0.dataset or {}).get('split', '?')}, n = {'/'.join(map(str, sorted({r.n for r in records})))}:"
+             " clean vs attacked score per modality")
     if any(record_eps(r) is not None for _, _, recs in groups for r in recs):
         title += "\n(at the budget nearest each modality's middle ε)"
-    ax.set_title(title, fontsize=11)
+    fig.suptitle(title, fontsize=11)
     handles = [Patch(facecolor=style[k][0], edgecolor="black", linewidth=0.5, hatch=style[k][1], label=k)
                for k in labels]
     handles += [Patch(facecolor="0.6", alpha=0.35, edgecolor="0.6", label="light bar: clean"),

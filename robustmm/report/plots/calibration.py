@@ -11,7 +11,18 @@ import numpy as np
 
 from ...records import Result
 from ..baseline import no_head_baseline
-from .record_values import as_results, attack_key, chart_key, mean_or_none, metric_value, model_name, pick_eps, record_eps
+from .record_values import (
+    as_results,
+    attack_key,
+    chart_key,
+    data_text,
+    items_text,
+    mean_or_none,
+    metric_value,
+    model_name,
+    pick_eps,
+    record_eps,
+)
 from .style import eps_formatter, metric_label, modality_order, new_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -94,10 +105,10 @@ def plot_calibration(results: Sequence[Result], out_dir: str | Path) -> list[Pat
     if not rows:
         log.info("plot_calibration: calibrated results carry no plottable metric")
         return []
-    return save_figure(_calibration_figure(rows), Path(out_dir) / "calibration")
+    return save_figure(_calibration_figure(rows, f"{data_text(cal)}, {items_text(cal)}"), Path(out_dir) / "calibration")
 
 
-def _calibration_figure(rows: list[tuple[str, str, list[tuple[str, str, list[float | None]]]]]) -> Any:
+def _calibration_figure(rows: list[tuple[str, str, list[tuple[str, str, list[float | None]]]]], about: str = "") -> Any:
     from matplotlib.patches import Patch
 
     # every facet puts a modality at the same x position, so facets can be compared by eye
@@ -126,7 +137,7 @@ def _calibration_figure(rows: list[tuple[str, str, list[tuple[str, str, list[flo
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_axisbelow(True)
         ax.set_title(f"{model}, calibration objective “{objective}”", fontsize=10, fontweight="bold")
-    fig.suptitle("Calibration heads: clean and robust score without vs with the head\n"
+    fig.suptitle("Calibration heads: clean and robust score without vs with the head" + (f" ({about})" if about else "") + "\n"
                  "head-unaware = attack crafted on the bare encoder, scored with the head\n"
                  "adaptive = the attacker also differentiates through the head", fontsize=10)
     handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=lbl) for lbl, c in _CAL_BARS]

@@ -17,8 +17,10 @@ from .record_values import (
     attack_key,
     colour_key,
     colour_map,
+    data_text,
     defense_label,
     first_key,
+    items_text,
     mean_or_none,
     metric_value,
     model_name,
@@ -137,8 +139,9 @@ def _curve_figure(curve: list[Result], cleans: list[Result], keys: Sequence[str]
         ax.set_visible(False)
     for ax, ((modality, akey), key) in zip(axes.flat, drawn):
         _draw_panel(ax, panels[(modality, akey)], modality, key, cleans, styles, legend)
-        ax.set_title(f"{modality} — {attack_labels[akey]}", fontsize=10, fontweight="bold")
-    fig.suptitle(f"Robustness curves: {what} vs attack budget ε\n"
+        ns = sorted({r.n for r in panels[(modality, akey)]})
+        ax.set_title(f"{modality} — {attack_labels[akey]}\n(n = {'/'.join(map(str, ns))})", fontsize=10, fontweight="bold")
+    fig.suptitle(f"Robustness curves on {data_text(curve)}, {items_text(curve)}: {what} vs attack budget ε\n"
                  "(budgets evenly spaced on the x-axis, not to scale; “clean” = no attack on the same items)"
                  + (f"\n{wrap_text(note, 120)}" if note else ""), fontsize=11)
     labels = sorted(legend)

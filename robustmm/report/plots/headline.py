@@ -5,13 +5,15 @@
 * :func:`plot_retrieval_curves` (``robustness_retrieval``): per modality, X->text R@1 under PGD on
   the caption loss, every item attacked at every budget.
 * :func:`plot_single_budget` (``robustness_one_eps``): the attacks run at a single budget on the
-  bare model (the ensemble and its parts, SGA, ...), as points: clean (hollow) and attacked (filled).
-* :func:`plot_defended` (``robustness_defended``): every defended model at its single budget, as
-  points, beside the bare model's worst case at that budget.
+  bare model (the ensemble and its parts, SGA, ...), as a coloured table: a row per attack, a column
+  per modality, each cell the attacked score with the clean one and the items.
+* :func:`plot_defended` (``robustness_defended``): every defended model at its single budget, in
+  the same kind of table, under a row with the bare model's worst case at that budget.
 
 Budgets are drawn to scale on a log2 axis (each grid step doubles eps; the axis says so), the
 clean score as a dotted line; a series with one budget is drawn as points, never as a line
-through a budget axis. Every title names the model, dataset, items, attacks and steps.
+through a budget axis; attacks run at one budget are a table (row per series, column per modality).
+Every title names the model, dataset, items, attacks and steps.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Any
 
 from ...modalities import MODALITIES
 from ...records import Result, headline_score
-from .record_values import as_results, metric_value, record_eps
+from .record_values import as_number, as_results, items_text, metric_value, record_eps
 from .style import modality_order, new_figure, palette, save_figure, wrap_text
 
 log = logging.getLogger(__name__)
@@ -233,46 +235,93 @@ def plot_retrieval_curves(results: Sequence[Result], out_dir: str | Path) -> lis
     return [] if fig is None else save_figure(fig, Path(out_dir) / "robustness_retrieval")
 
 
-def _point_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, float], Result] | None = None) -> Any:
-    """One panel per modality, one row per record: clean (hollow) and attacked (filled) zero-shot
-    top-1 as points joined by a thin line (what the attack took), and on each row the reference at
-    that row's modality and budget (the per-item worst case) as a black bar."""
-    by: dict[str, list[Result]] = defaultdict(list)
+def _matrix_figure(rs: Sequence[Result], title: str, reference: dict[tuple[str, float], Result] | None = None) -> Any:
+    """A table as a figure: one row per series (defense / attack, steps, threat), one column per
+    modality, each cell coloured by the attacked zero-shot top-1 and showing it, the clean score
+    and the items; a first row with the reference at each column's budget (the bare model's
+    per-item worst case) when there is one. Compact at any number of modalities and series."""
+    import numpy as np
+
+    rows_of: dict[str, dict[str, Result]] = defaultdict(dict)
+    eps_of: dict[str, list[float]] = defaultdict(list)
     for r in rs:
-        if headline_score(r.metrics.get("attacked")) is not None:
-            by[r.modality].append(r)
-    if not by:
+        if _score(r, "attacked") is None:
+            continue
+        label = series_name(r)
+        if r.modality in rows_of[label]:  # one series at several budgets: one row per budget
+            label = f"{label}, ε = {_eps_text(r)}"
+        rows_of[label][r.modality] = r
+        eps_of[r.modality].append(round(float(record_eps(r) or 0), 12))
+    if not rows_of:
         return None
-    mods = sorted(by, key=modality_order)
-    height = max(len(v) for v in by.values())
-    fig = new_figure(11.0, (0.42 * height + 1.1) * len(mods) + 1.0)
-    axes = list(fig.subplots(len(mods), 1, squeeze=False).ravel())
-    for ax, m in zip(axes, mods):
-        rows = sorted(by[m], key=series_name)
-        for i, r in enumerate(rows):
-            c, a = headline_score(r.metrics.get("clean")), headline_score(r.metrics.get("attacked"))
-            if c is not None:
-                ax.plot([c, a], [i, i], color="0.7", linewidth=1)
-                ax.plot([c], [i], marker="o", markerfacecolor="white", color="tab:blue", linestyle="none")
-            ax.plot([a], [i], marker="o", color="tab:red", linestyle="none")
-            ref = (reference or {}).get((m, round(float(record_eps(r) or 0), 12)))
-            if ref is not None:
-                v = headline_score(ref.metrics.get("attacked"))
-                ax.plot([v], [i], marker="|", markersize=14, markeredgewidth=2, color="black", linestyle="none",
-                        label=f"{WORST} at the row's ε (n = {ref.n})")
-        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
-        if handles:
-            ax.legend(list(handles.values()), list(handles), fontsize=6, loc="lower right", frameon=False)
-        ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([f"{wrap_text(series_name(r), 34)}\nε = {_eps_text(r)}, n = {r.n}" for r in rows], fontsize=6)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_title(m, fontsize=9, fontweight="bold", loc="left")
-        ax.set_xlabel("zero-shot top-1 (hollow: clean, filled: attacked)", fontsize=7)
-        ax.grid(True, axis="x", alpha=0.3)
-        ax.tick_params(axis="x", labelsize=7)
+    mods = sorted(eps_of, key=modality_order)
+    labels = sorted(rows_of)
+    # each column at its most common budget; a cell at another budget says so
+    main_eps = {m: max(sorted(set(es)), key=es.count) for m, es in eps_of.items()}
+    ref_row = {m: (reference or {}).get((m, main_eps[m])) for m in mods}
+    table = ([(f"bare model: {WORST} at the column's ε", ref_row)] if any(ref_row.values()) else []) + \
+        [(lab, rows_of[lab]) for lab in labels]
+    values = np.full((len(table), len(mods)), np.nan)
+    for i, (_, cells) in enumerate(table):
+        for j, m in enumerate(mods):
+            if (r := cells.get(m)) is not None:
+                values[i, j] = _score(r, "attacked")
+    fig = new_figure(3.6 + 1.35 * len(mods), 0.5 * len(table) + 1.9)
+    ax = fig.add_subplot()
+    from matplotlib import colormaps
+
+    cmap = colormaps["RdYlGn"].with_extremes(bad="0.93")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for i, (_, cells) in enumerate(table):
+        for j, m in enumerate(mods):
+            _cell_text(ax, i, j, cells.get(m), main_eps[m])
+    ax.set_xticks(range(len(mods)))
+    ax.set_xticklabels([f"{m}\nε = {_format_eps(m, main_eps[m])}" for m in mods], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(table)))
+    ax.set_yticklabels([wrap_text(lab, 52) for lab, _ in table], fontsize=7)
+    if table and table[0][1] is ref_row and any(ref_row.values()):
+        ax.get_yticklabels()[0].set_fontweight("bold")
+        ax.axhline(0.5, color="black", linewidth=1.2)
+    ax.set_xticks(np.arange(len(mods) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(table) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
+    ax.tick_params(which="major", length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    bar = fig.colorbar(image, ax=ax, shrink=min(1.0, 6 / max(len(table), 1)), pad=0.02, aspect=25)
+    bar.set_label("attacked zero-shot top-1", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def _score(r: Result, part: str) -> float | None:
+    """The headline score of ``metrics[part]`` as a number; None when missing or malformed."""
+    metrics = r.metrics if isinstance(r.metrics, dict) else {}
+    part_metrics = metrics.get(part)
+    return as_number(headline_score(part_metrics)) if isinstance(part_metrics, dict) else None
+
+
+def _cell_text(ax: Any, i: int, j: int, r: Result | None, column_eps: float) -> None:
+    """One cell's text: the attacked score (bold), the clean score and the items, and the budget
+    when it is not the column's; ``—`` when empty."""
+    if r is None:
+        ax.text(j, i, "—", ha="center", va="center", fontsize=8, color="0.5")
+        return
+    a, c = _score(r, "attacked"), _score(r, "clean")
+    dark = a is not None and (a < 0.2 or a > 0.85)
+    eps = round(float(record_eps(r) or 0), 12)
+    ax.text(j, i - 0.12, f"{a:.2f}", ha="center", va="center", fontsize=9, fontweight="bold",
+            color="white" if dark else "black")
+    note = ("" if c is None else f"clean {c:.2f}, ") + f"n = {r.n}" + ("" if eps == column_eps else f", ε = {_eps_text(r)}")
+    ax.text(j, i + 0.22, note, ha="center", va="center", fontsize=6, color="white" if dark else "0.15")
+
+
+def _format_eps(modality: str, eps: float) -> str:
+    spec = MODALITIES.get(modality)
+    return spec.format_eps(eps) if spec else f"{eps:g}"
 
 
 def _eps_text(r: Result) -> str:
@@ -301,27 +350,30 @@ def _worst_at(rs: Sequence[Result]) -> dict[tuple[str, float], Result]:
 
 def plot_single_budget(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
     """``robustness_one_eps``: every attack on the bare model at a single budget (the ensemble and
-    its parts, SGA, transfers ...), as points beside the worst case at that budget; ``[]`` without any."""
+    its parts, SGA, transfers ...) as a coloured table (a row per attack, a column per modality) under
+    the per-item worst case at that budget; ``[]`` without any."""
     rs = as_results(results)
     pts = [r for r in _single_budget(rs) if r.defense is None]
     if not pts:
         return []
-    title = (f"{_about(pts)}: attacks run at one budget on the bare model, zero-shot top-1 (attack, steps, ε and items"
-             " per row)\nhollow: clean; filled: attacked; black bar: the per-item worst case at the row's ε")
-    fig = _point_figure(pts, title, _worst_at(rs))
+    title = (f"{_about(pts)}, {items_text(pts)} (per cell): attacks run at one budget on the bare model (one row per attack and"
+             " steps)\ncell: attacked zero-shot top-1 (bold; greener = more robust), the clean top-1 and the items;"
+             f" first row: the {WORST} at the column's ε")
+    fig = _matrix_figure(pts, title, _worst_at(rs))
     return [] if fig is None else save_figure(fig, Path(out_dir) / "robustness_one_eps")
 
 
 def plot_defended(results: Sequence[Result], out_dir: str | Path) -> list[Path]:
     """``robustness_defended``: every defended model's attacked and clean top-1 at its budget
-    (calibration heads, input transformations; head-unaware, adaptive, worst case), as points,
-    beside the bare model's worst case at that budget; ``[]`` without defended records."""
+    (calibration heads, input transformations; head-unaware, adaptive, worst case) as a coloured
+    table under the bare model's worst case at that budget; ``[]`` without defended records."""
     rs = as_results(results)
     pts = [r for r in rs if r.defense is not None and record_eps(r) is not None and r.threat not in ("clean", "certified")
            and not (r.attack or {}).get("nested")]
     if not pts:
         return []
-    title = (f"{_about(pts)}: defended models at one budget, zero-shot top-1 (defense / attack, steps, threat, ε and"
-             " items per row)\nhollow: clean; filled: attacked; black bar: the bare model's per-item worst case at the row's ε")
-    fig = _point_figure(pts, title, _worst_at(rs))
+    title = (f"{_about(pts)}, {items_text(pts)} (per cell): defended models at one budget (one row per defense / attack,"
+             " steps and threat)\ncell: attacked zero-shot top-1 (bold; greener = more robust), the defended model's clean"
+             f" top-1 and the items; first row: the bare model's {WORST} at the column's ε")
+    fig = _matrix_figure(pts, title, _worst_at(rs))
     return [] if fig is None else save_figure(fig, Path(out_dir) / "robustness_defended")

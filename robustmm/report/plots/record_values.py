@@ -196,3 +196,16 @@ def pick_eps(records: Sequence[Result], modality: str) -> float | None:
 def mean_or_none(xs: Sequence[float]) -> float | None:
     """The mean of ``xs``, or None for an empty list."""
     return float(np.mean(xs)) if xs else None
+
+
+def data_text(rs: Sequence[Result]) -> str:
+    """``tinybind on synthscenes/test`` (every model and dataset the records name), for titles."""
+    models = sorted({str((r.model or {}).get("name", "?")) for r in rs})
+    data = sorted({f"{(r.dataset or {}).get('name', '?')}/{(r.dataset or {}).get('split', '?')}" for r in rs})
+    return f"{', '.join(models)} on {', '.join(data)}"
+
+
+def items_text(rs: Sequence[Result]) -> str:
+    """``n = 64``, or ``n = 12–64`` when the records attacked different numbers of items."""
+    ns = sorted({r.n for r in rs})
+    return "n = ?" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
