@@ -109,6 +109,13 @@ def note_forward(out: torch.Tensor, items: int) -> None:
         out.register_hook(_backward)
 
 
+def replay(count: PassCount) -> None:
+    """Add ``count`` (passes spent earlier) into every open block: a remembered result (a memoised
+    attack's examples) costs what making it cost, so records that reuse it compare with the rest."""
+    for c in _COUNTERS.get():
+        c.add(count)
+
+
 def note_text(count: int) -> None:
     """Count ``count`` texts embedded into every open block."""
     for c in _COUNTERS.get():

@@ -239,3 +239,15 @@ def test_evaluate_with_the_handback_equals_evaluate_embedding_again(trained, mon
         ref = robustmm.evaluate(trained, data, modality="image", attack=PGD(steps=3), progress=False)
     assert res.metrics == ref.metrics and res.cost == ref.cost
     assert again.forward - reused.forward == len(data)  # evaluate's own forward of the kept iterate, saved
+
+
+def test_a_memoised_attack_charges_its_examples_cost_again(trained):
+    from robustmm.attacks.memo import MemoAttack
+
+    data = robustmm.load_dataset("synthscenes", split="test", n=4)
+    memo = MemoAttack(PGD(steps=2))
+    with count_passes() as made:
+        memo(trained, _batch(data))
+    with count_passes() as reused:
+        memo(trained, _batch(data))  # no pass now; charged what making it cost
+    assert reused == made and made.backward == 2 * 4
