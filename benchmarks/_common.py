@@ -128,3 +128,47 @@ def image_batches(args: argparse.Namespace) -> tuple[Any, Any, list[list[str]], 
     batches = [b.replace(x=b.x.to(device), labels=b.labels.to(device))
                for b in iter_batches(data, "image", args.batch_size, prompts)]
     return enc, data, prompts, batches
+
+
+class ModulePasses:
+    """Counts the forward and backward passes through an ``nn.Module`` (e.g. the classifier a
+    torchattacks attack runs on) while installed as a context: a forward hook adds the batch size
+    of each call, and a hook on its output adds it again when a gradient flows back through it.
+    The same unit as :mod:`robustmm.cost` (passes of the model per item), counted outside robustmm,
+    so tools that never call ``Encoder.encode`` compare too."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.forward, self.backward = module, 0, 0
+
+    def _hook(self, module: torch.nn.Module, inputs: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        n = int(out.shape[0]) if out.dim() else 1
+        self.forward += n
+        if out.requires_grad:
+            def _backward(grad: torch.Tensor) -> None:
+                self.backward += n
+            out.register_hook(_backward)
+
+    def __enter__(self) -> "ModulePasses":
+        self.handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.handle.remove()
+
+
+def passes_per_item(fn: Callable[[Any], Any], batch: Any, module: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Forward and backward model passes per item of one untimed call ``fn(batch)``: counted at
+    ``Encoder.encode`` (:func:`robustmm.cost.count_passes`), or with :class:`ModulePasses` on
+    ``module`` when given (a torchattacks classifier). Benchmarks report them beside time: passes
+    compare across machines and tools, wall time on a shared machine does not."""
+    from robustmm.cost import count_passes
+
+    items = max(len(batch), 1)
+    meter = ModulePasses(module) if module is not None else contextlib.nullcontext()
+    with count_passes() as counted, meter:
+        fn(batch)
+    src = meter if module is not None else counted
+    return {"forward": round(src.forward / items, 3), "backward": round(src.backward / items, 3),
+            "counted_at": "nn.Module hooks" if module is not None else "Encoder.encode"}

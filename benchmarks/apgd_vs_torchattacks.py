@@ -27,7 +27,7 @@ import statistics
 from typing import Any
 
 import torch
-from _common import add_common, execute, image_batches, machine_info, rounded, timed
+from _common import add_common, execute, image_batches, machine_info, passes_per_item, rounded, timed
 
 log = logging.getLogger("benchmark.apgd")
 
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   index=batches[0].index[:4])
         for fn in fns.values():  # warm-up: kernels, allocator, caches
             fn(warm)
+        passes = {who: passes_per_item(fn, batches[0], clf if who == "torchattacks" else None)  # untimed
+                  for who, fn in fns.items()}
         best_t = {who: [float("inf")] * len(batches) for who in fns}  # per batch, the fastest repeat
         hits = {k_: [] for k_ in fns}
         for r in range(args.repeats):
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out[name] = {
             "robust_top1": {k_: rounded(v) for k_, v in top1.items()},
             "time_s": {k_: rounded(v, 3) for k_, v in total.items()},
+            "passes_per_item": passes,
             "robust_top1_diff": rounded(top1["robustmm"] - top1["torchattacks"]),
             "time_ratio": rounded(ratio), "paired_ratios": [rounded(r) for r in ratios],
             "meets_targets": {"robust_top1_within_2_points": abs(top1["robustmm"] - top1["torchattacks"]) <= 0.02,

@@ -1,6 +1,7 @@
 """Compare two results.jsonl files record by record, timing and version fields aside.
 
     python benchmarks/compare_results.py BEFORE/results.jsonl AFTER/results.jsonl
+    python benchmarks/compare_results.py BEFORE/results.jsonl AFTER/results.jsonl --ignore cost fit_cost
 
 Prints one JSON object: the number of records on each side, how many are identical, and a list
 of differences (record index, cell key, dotted path of the field, both values). Used to check
@@ -21,8 +22,12 @@ from typing import Any
 IGNORED = {"timing_s", "attack_s", "train_s", "versions"}
 
 
+#: more field names to leave aside (``--ignore``: e.g. a field one side adds, such as ``cost``)
+EXTRA_IGNORED: set[str] = set()
+
+
 def _ignored(key: str) -> bool:
-    return key in IGNORED
+    return key in IGNORED or key in EXTRA_IGNORED
 
 
 def diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -66,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
     ap.add_argument("--max-diffs", type=int, default=50, help="differences listed (all are counted)")
+    ap.add_argument("--ignore", nargs="*", default=[], help="more field names to leave aside, at any depth")
     args = ap.parse_args(argv)
+    EXTRA_IGNORED.update(args.ignore)
     summary = compare(args.before, args.after, args.max_diffs)
     print(json.dumps(summary, indent=2, default=str))
     same = summary["records_before"] == summary["records_after"] == summary["identical"]

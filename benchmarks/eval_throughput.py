@@ -84,6 +84,7 @@ class PeakRSS:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One variant (eager or lazy) in this process."""
     import robustmm
+    from robustmm.cost import count_passes
     from robustmm.data.synthscenes import synthscenes
     from robustmm.metrics import retrieval_metrics
 
@@ -104,7 +105,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     rss1, maxrss1 = _rss(), _maxrss()
-    with PeakRSS() as peak:
+    with PeakRSS() as peak, count_passes() as passes:  # counting is a few integer adds per batch
         t1 = time.perf_counter()
         res = robustmm.evaluate(enc, data, modality=args.modality, batch_size=args.batch_size, progress=False)
         if cuda:
@@ -121,6 +122,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                      "ru_maxrss_growth_mb": round(max(0, _maxrss() - maxrss1) / MB, 1),
                      "rss_before_mb": round(rss1 / MB, 1)},
         "end_to_end_items_per_s": round(len(data) / (build_s + eval_s), 1),
+        "passes_per_item": {"forward": round(passes.forward / len(data), 3),
+                            "backward": round(passes.backward / len(data), 3),
+                            "texts": round(passes.text / len(data), 3)},
         "metrics": {k: rounded(v) for k, v in res.metrics["clean"].items()},
     }
     if cuda:

@@ -2,22 +2,34 @@
 
 Every variant attacks the same batches of the same encoder for the same number of steps, with the
 same zero-shot cross-entropy (``logit_scale * encode(x) @ class_emb.T``) at the modality's middle
-eps, L-inf, step eps/4:
+eps, L-inf, step eps/4, and ends with the embedding of its adversarial input that an evaluation
+scores (:func:`robustmm.evaluate` embeds what the attack returns): each variant is timed as
+evaluate uses it, attack plus that embedding.
 
 * ``raw`` -- the floor, written plainly here: ``steps`` x (forward + loss + backward to the input +
-  sign step + clamp to the ball and the domain), from the clean input, last iterate returned.
+  sign step + clamp to the ball and the domain), from the clean input, last iterate returned and
+  embedded once (no grad) for the evaluation.
 * ``raw_again`` -- ``raw`` a second time: an A/A pair, so ``raw_again / raw`` is the noise level
   of a paired ratio on this machine at this moment.
 * ``raw_defaults`` -- what PGD's defaults must pay, written plainly: the ``raw`` loop plus the
   seeded per-item random start (drawn with robustmm's ``random_delta``, so the outputs can be
-  compared bit for bit), best-iterate tracking and one no-grad forward of the final iterate
-  (``keep_best``'s price: ~1/(2.5 * steps) of ``raw`` on TinyBind, an algorithmic cost).
+  compared bit for bit), best-iterate tracking (inputs and their embeddings) and one no-grad
+  forward of the final iterate, whose embedding is the evaluation's: ``steps`` + 1 forwards, as ``raw``.
 * ``robustmm`` -- ``PGD()`` at its defaults (random start, ``keep_best``), called with a Batch as
-  :func:`robustmm.evaluate` calls it (checks, objective binding and all).
-* ``robustmm_plain`` -- ``PGD(random_start=False, keep_best=False)``: exactly ``raw``'s algorithm,
-  so ``robustmm_plain / raw - 1`` is pure framework overhead.
+  :func:`robustmm.evaluate` calls it (checks, objective binding and all), then the embedding
+  evaluate uses (:func:`robustmm.evaluation.runner.adv_embedding`): the one PGD hands back.
+* ``robustmm_reembed`` -- the same ``PGD()``, its returned input embedded again as evaluate did
+  before PGD handed the kept iterate's embedding back: ``steps`` + 2 forwards, the before of the
+  hand-back, measured in the same run.
+* ``robustmm_plain`` -- ``PGD(random_start=False, keep_best=False)`` then evaluate's embedding (a
+  forward): exactly ``raw``'s algorithm, so ``robustmm_plain / raw - 1`` is pure framework overhead.
 * ``torchattacks`` -- ``torchattacks.PGD(random_start=False)`` (if installed) on a
-  ``ZeroShotClassifier`` built outside the timed region: ``raw``'s algorithm too.
+  ``ZeroShotClassifier`` built outside the timed region, then the evaluation's forward: ``raw``'s
+  algorithm too.
+
+``passes_per_item`` gives each variant's model passes per item (forward, backward; counted with
+:func:`robustmm.cost.count_passes` at ``Encoder.encode``, the torchattacks classifier included),
+the unit that compares across machines.
 
 Timing: one warm-up pass of each, then ``repeats`` passes; in each pass every batch runs every
 variant back to back in an order that rotates with the batch and the pass, and each reported
@@ -33,14 +45,12 @@ run spends outside the encoder's forward passes (``encode``) and the backward pa
 (``torch.autograd.grad``), as a fraction of the time inside them -- the overhead over the raw
 forward + backward cost measured within each run, so drift between runs cancels. It counts the
 loss, the step, the projection and all bookkeeping; robustmm's defaults count keep_best's extra
-forward as a pass (``passes_per_run`` says how many of each). ``keep_best_final_forward`` is that
-extra forward's CPU time over the steps' forward + backward time, within robustmm's runs: the part
-of ``robustmm``'s overhead over ``raw`` that is algorithmic (the defaults return the best iterate,
-and judging the last one takes a forward). From these, ``overhead_vs_raw_in_run`` estimates the
-same quantity as ``overhead_vs_raw`` without the run-to-run noise, assuming a pass costs the same
-in every variant (they run the same kernels on the same values): ``robustmm`` =
-``(1 + keep_best_final_forward) * (1 + outside[robustmm]) / (1 + outside[raw]) - 1`` and
-``robustmm_plain`` = ``(1 + outside[robustmm_plain]) / (1 + outside[raw]) - 1``.
+forward as a pass (``passes_per_run`` says how many of each). ``extra_forward`` is the CPU time of
+one no-grad forward of the batch over the steps' forward + backward time (the re-embedding
+``robustmm_reembed`` makes last). From these, ``overhead_vs_raw_in_run`` estimates the same quantity
+as ``overhead_vs_raw`` without the run-to-run noise, assuming a pass costs the same in every variant
+(they run the same kernels on the same values): for a variant with ``k`` more forward calls per
+batch than ``raw``, ``(1 + k * extra_forward) * (1 + outside[variant]) / (1 + outside[raw]) - 1``.
 
     python benchmarks/pgd_overhead.py --threads 1 > docs/performance/pgd_overhead.json
     python benchmarks/pgd_overhead.py --threads 1 --modalities image --repeats 9
@@ -63,45 +73,53 @@ from robustmm.attacks.ops import random_delta
 from robustmm.attacks.pgd import PGD
 from robustmm.attacks.torchattacks_adapter import ZeroShotClassifier, as_4d
 from robustmm.batch import Batch
+from robustmm.cost import count_passes
 from robustmm.evaluation import iter_batches
+from robustmm.evaluation.runner import adv_embedding
 from robustmm.modalities import get_modality
 
 TARGET = 0.03
 
 
 def raw_pgd(enc: Any, b: Batch, class_emb: torch.Tensor, eps: float, step: float, steps: int, scale: float,
-            defaults: bool = False, seed: int = 0) -> torch.Tensor:
-    """The plain loop: ``steps`` x (forward, CE, backward, sign step, clamp); with ``defaults`` also
-    the per-item random start, best-iterate tracking and the final iterate's forward. The step and
-    the clamps work in place in the gradient, as a careful hand-written loop would: the floor."""
+            defaults: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain loop: ``steps`` x (forward, CE, backward, sign step, clamp), then the evaluation's
+    no-grad forward of the last iterate; with ``defaults`` also the per-item random start and
+    best-iterate tracking (inputs and embeddings), the final iterate's forward giving the
+    evaluation's embedding. The step and the clamps work in place in the gradient, as a careful
+    hand-written loop would: the floor. Returns (adversarial input, its embedding)."""
     lo, hi = get_modality(b.modality).domain
     x = b.x
     rows = (-1, *[1] * (x.dim() - 1))
 
-    def losses(xa: torch.Tensor) -> torch.Tensor:
+    def losses(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = enc.encode(b.modality, xa, validate=False)
-        return F.cross_entropy(scale * emb @ class_emb.T, b.labels, reduction="none")
+        return F.cross_entropy(scale * emb @ class_emb.T, b.labels, reduction="none"), emb
 
     x_adv = x.clone()
     if defaults:
         start = random_delta(x, eps, "linf", seed=seed, index=torch.as_tensor(b.index)).add_(x)
         x_adv = start.sub_(x).clamp_(-eps, eps).add_(x).clamp_(lo, hi)
         best_x, best_loss = x_adv.clone(), torch.full((len(x),), float("-inf"), device=x.device)
+        best_emb = None
     for _ in range(steps):
         xa = x_adv.detach().requires_grad_(True)
-        loss = losses(xa)
+        loss, emb = losses(xa)
         (g,) = torch.autograd.grad(loss.sum(), xa)
         with torch.no_grad():
             if defaults:
                 better = loss > best_loss
                 torch.where(better, loss, best_loss, out=best_loss)
                 torch.where(better.view(rows), xa, best_x, out=best_x)
+                emb = emb.detach()
+                best_emb = emb.clone() if best_emb is None else torch.where(better[:, None], emb, best_emb, out=best_emb)
             x_adv = g.sign_().mul_(step).add_(xa).sub_(x).clamp_(-eps, eps).add_(x).clamp_(lo, hi)
-    if defaults and steps:
-        with torch.no_grad():
-            better = losses(x_adv) > best_loss
-        x_adv = torch.where(better.view(rows), x_adv, best_x)
-    return x_adv.detach()
+    with torch.no_grad():
+        if not (defaults and steps):
+            return x_adv.detach(), enc.encode(b.modality, x_adv, validate=False)
+        loss, emb = losses(x_adv)
+        better = loss > best_loss
+        return torch.where(better.view(rows), x_adv, best_x), torch.where(better[:, None], emb, best_emb)
 
 
 def timed2(fn: Any, device: str) -> tuple[float, float, Any]:
@@ -168,7 +186,38 @@ def _torchattacks_pgd(args: argparse.Namespace, enc: Any, modality: str, class_e
                              input_range="raw" if (lo, hi) == (0.0, 1.0) else "unit",
                              sample_shape=x.shape[1:] if x.dim() != 4 else None).eval()
     ta = torchattacks.PGD(clf, eps=eps / (hi - lo), alpha=step / (hi - lo), steps=args.steps, random_start=False)
-    return lambda b: clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+
+    def attack_and_embed(b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv = clf.to_raw(ta(as_4d(clf.from_raw(b.x)), b.labels).reshape(b.x.shape))
+        return x_adv, adv_embedding(enc, modality, b.replace(x=x_adv))
+
+    return attack_and_embed
+
+
+def _variants(args: argparse.Namespace, enc: Any, modality: str, class_emb: torch.Tensor, x: torch.Tensor,
+              eps: float, step: float) -> dict[str, Any]:
+    """Every variant as a function of a batch returning (adversarial input, the embedding of it an
+    evaluation scores), in the order they are reported."""
+    steps = args.steps
+    pgd = PGD(eps=eps, norm="linf", steps=steps, step_size=step, seed=args.seed)
+    plain = pgd.replace(random_start=False, keep_best=False)
+
+    def evaluated(attack: Any, b: Batch, again: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        adv = attack(enc, b)  # then the embedding evaluate scores: handed back, or (again) a forward
+        return adv.x, adv_embedding(enc, modality, adv.replace(embedded=None) if again else adv)
+
+    fns = {
+        "raw": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale),
+        "raw_again": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale),
+        "raw_defaults": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale, True, args.seed),
+        "robustmm": lambda b: evaluated(pgd, b),
+        "robustmm_reembed": lambda b: evaluated(pgd, b, again=True),
+        "robustmm_plain": lambda b: evaluated(plain, b),
+    }
+    ta_pgd = _torchattacks_pgd(args, enc, modality, class_emb, x, eps, step)
+    if ta_pgd is not None:
+        fns["torchattacks"] = ta_pgd
+    return fns
 
 
 def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str) -> dict[str, Any]:
@@ -179,18 +228,7 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
     prompts = data.tasks[modality].prompts()
     class_emb = enc.class_embeddings(prompts)
     batches = list(iter_batches(data, modality, args.batch_size, prompts))
-    pgd = PGD(eps=eps, norm="linf", steps=steps, step_size=step, seed=args.seed)
-    plain = pgd.replace(random_start=False, keep_best=False)
-    fns = {
-        "raw": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale),
-        "raw_again": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale),
-        "raw_defaults": lambda b: raw_pgd(enc, b, class_emb, eps, step, steps, args.logit_scale, True, args.seed),
-        "robustmm": lambda b: pgd(enc, b).x,
-        "robustmm_plain": lambda b: plain(enc, b).x,
-    }
-    ta_pgd = _torchattacks_pgd(args, enc, modality, class_emb, batches[0].x, eps, step)
-    if ta_pgd is not None:
-        fns["torchattacks"] = ta_pgd
+    fns = _variants(args, enc, modality, class_emb, batches[0].x, eps, step)
     names = list(fns)
     for _ in range(args.warmup):
         for fn in fns.values():
@@ -201,37 +239,44 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
     cpu_clock = torch.device(args.device).type == "cpu"
     outside: dict[str, list[float]] = {k: [] for k in names}
     passes: dict[str, dict[str, int]] = {}
+    per_item: dict[str, dict[str, float]] = {}
     final_fwd: list[float] = []
     advs: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    embs: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     for r in range(args.repeats):
         total = dict.fromkeys(names, 0.0)
         for i, b in enumerate(batches):
             k = (r + i) % len(names)
             for name in names[k:] + names[:k]:
-                with PassClock(enc) as clock:
-                    wall, cpu, adv = timed2(lambda name=name, b=b: fns[name](b), args.device)
+                with PassClock(enc) as clock, count_passes() as counted:
+                    wall, cpu, (adv, emb) = timed2(lambda name=name, b=b: fns[name](b), args.device)
                 outside[name].append((cpu - clock.inside) / max(clock.inside, 1e-9))
                 passes[name] = clock.calls
-                if name == "robustmm":  # its last call is keep_best's no-grad forward of the final iterate
+                per_item[name] = {"forward": counted.forward / len(b), "backward": counted.backward / len(b)}
+                if name == "robustmm_reembed":  # its last call is evaluate's no-grad forward of the kept iterate
                     final_fwd.append(clock.last / max(clock.inside - clock.last, 1e-9))
                 times[name].append(cpu if cpu_clock else wall)
                 walls[name].append(wall)
                 total[name] += cpu if cpu_clock else wall
                 if r == 0:
                     advs[name].append(adv)
+                    embs[name].append(emb)
         for name in names:
             totals[name].append(total[name])
     adv = {k: torch.cat(v) for k, v in advs.items()}
+    emb = {k: torch.cat(v) for k, v in embs.items()}
 
     def same(a: str, b: str) -> dict[str, Any]:
-        return {"bitwise": bool(torch.equal(adv[a], adv[b])), "max_abs_diff": float((adv[a] - adv[b]).abs().max())}
+        return {"bitwise": bool(torch.equal(adv[a], adv[b])), "max_abs_diff": float((adv[a] - adv[b]).abs().max()),
+                "embedding_bitwise": bool(torch.equal(emb[a], emb[b]))}
 
     overhead = _ratios(times)
     in_run = None
     if cpu_clock:
         out = {k: statistics.median(v) for k, v in outside.items()}
-        in_run = {"robustmm": rounded((1 + statistics.median(final_fwd)) * (1 + out["robustmm"]) / (1 + out["raw"]) - 1),
-                  "robustmm_plain": rounded((1 + out["robustmm_plain"]) / (1 + out["raw"]) - 1)}
+        fwd = statistics.median(final_fwd)
+        in_run = {k: rounded((1 + (passes[k]["encode"] - passes["raw"]["encode"]) * fwd) * (1 + out[k]) / (1 + out["raw"]) - 1)
+                  for k in ("robustmm", "robustmm_reembed", "robustmm_plain")}
     return {
         "shape": list(batches[0].x.shape[1:]), "eps": eps, "step_size": step, "batches": len(batches),
         "clock": "process CPU time" if cpu_clock else "wall",
@@ -243,14 +288,18 @@ def bench_modality(args: argparse.Namespace, enc: Any, data: Any, modality: str)
         "outside_passes": {k: {"median": rounded(statistics.median(v)),
                                "quartiles": [rounded(q) for q in statistics.quantiles(v, n=4)] if len(v) > 1 else v}
                            for k, v in outside.items()} if cpu_clock else None,
-        "keep_best_final_forward": rounded(statistics.median(final_fwd)) if cpu_clock else None,
+        "extra_forward": rounded(statistics.median(final_fwd)) if cpu_clock else None,
         "passes_per_run": {k: {"forwards": v["encode"], "backwards": v["grad"]} for k, v in passes.items()},
+        "passes_per_item": per_item,
         "totals": {k: summary(v) for k, v in totals.items()},
         "raw_per_step_s": rounded(statistics.median(totals["raw"]) / max(steps, 1) / len(data), 6),
         "identical": {"robustmm_plain=raw": same("robustmm_plain", "raw"),
                       "robustmm=raw_defaults": same("robustmm", "raw_defaults"),
+                      "robustmm=robustmm_reembed": same("robustmm", "robustmm_reembed"),
                       **({"torchattacks=raw": same("torchattacks", "raw")} if "torchattacks" in adv else {})},
         "overhead_vs_raw_in_run": in_run,
+        "before_after": {"before (evaluate embeds the kept iterate again)": overhead["robustmm_reembed"]["median"],
+                         "after (PGD hands its embedding back)": overhead["robustmm"]["median"]},
         "meets_target": {"robustmm": overhead["robustmm"]["median"] <= TARGET,
                          "robustmm_plain": overhead["robustmm_plain"]["median"] <= TARGET,
                          **({f"{k}_in_run": v <= TARGET for k, v in in_run.items()} if in_run else {})},

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import add_common, execute, machine_info, rounded, summary, timed
+from _common import add_common, execute, machine_info, passes_per_item, rounded, summary, timed
 
 log = logging.getLogger("benchmark.pgd")
 
@@ -162,6 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.warmup):
             for b in batches:
                 fn(b)
+    passes = {name: passes_per_item(fn, batches[0], clf if name == "torchattacks" else None)  # untimed
+              for name, fn in fns.items()}
     times, pairs = _interleaved(args, fns, batches, advs, device)
     out = {k: torch.cat(v) for k, v in advs.items() if k != "raw"}
 
@@ -194,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw_fwd_bwd": summary(times["raw"]) | {"per_step_s": rounded(med["raw"] / max(args.steps, 1), 5)},
         "objective_setup": {"class_embeddings_per_call_s": setup_s, "calls_per_run": len(batches),
                             "share_of_robustmm": rounded(setup_s * len(batches) / med["robustmm"])},
+        "passes_per_item": passes,
         "time_ratio": rounded(ratio),
         "overhead_vs_raw": rounded(overhead),
         "ratio_of_median_totals": {"robustmm/torchattacks": rounded(med["robustmm"] / med["torchattacks"]),

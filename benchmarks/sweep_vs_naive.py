@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "nested_le_naive": all(a <= b for a, b in zip(nested, naive)),
         "items_attacked": {"nested": [r.extra["n_attacked"] for r in curves["nested"]],
                            "naive": [r.extra["n_attacked"] for r in curves["naive"]]},
+        # the records' own cost: passes per item of the dataset, each eps point's own (they sum to the sweep's)
+        "passes_per_item": {name: {"forward": rounded(sum(r.cost["forward"] for r in curves[name]), 3),
+                                   "backward": rounded(sum(r.cost["backward"] for r in curves[name]), 3)}
+                            for name in ("nested", "naive")},
     }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,6 +12,20 @@ from .errors import RobustMMError
 
 #: the prompt template used when class names come without prompts (the CLIP recipe's plain form)
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An embedding an attack already computed of exactly the inputs it returns.
+
+    ``x`` is the very tensor that was embedded (checked by identity, so a batch whose ``x`` was
+    replaced never passes a stale embedding on), ``encoder`` the encoder that embedded it, in eval
+    mode and without gradient tracking in the result, and ``emb`` the (N, D) embedding.
+    """
+
+    x: torch.Tensor
+    encoder: Any
+    emb: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,8 @@ class Batch:
         labels: (N,) zero-shot labels, or None when the dataset has no task for the modality.
         prompts: per class, its prompts (``classname`` in each template), or None.
         index: (N,) item indices in the dataset (for per-item bookkeeping).
+        embedded: the embedding of ``x`` an attack already computed (:class:`Embedded`), or None;
+            :func:`robustmm.evaluate` uses it instead of embedding ``x`` again (:meth:`embedding_by`).
     """
 
     modality: str
@@ -33,6 +49,7 @@ class Batch:
     labels: torch.Tensor | None = None
     prompts: list[list[str]] | None = None
     index: torch.Tensor | None = None
+    embedded: Embedded | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -40,6 +57,18 @@ class Batch:
     def replace(self, **changes: Any) -> "Batch":
         """A copy with some fields replaced (attacks return new batches, never mutate)."""
         return dataclasses.replace(self, **changes)
+
+    def embedding_by(self, encoder: Any) -> torch.Tensor | None:
+        """The embedding of this batch's ``x`` by ``encoder`` that an attack handed back, or None:
+        only when it was computed for this very ``x`` tensor by this very encoder, that encoder is
+        ``deterministic`` (no random draws in ``encode``, so a second call would give the same
+        bits) and it is in eval mode now, as it was when the attack embedded ``x``."""
+        e = self.embedded
+        if e is None or e.x is not self.x or e.encoder is not encoder:
+            return None
+        if not getattr(encoder, "deterministic", False) or any(m.training for m in encoder.modules()):
+            return None
+        return e.emb
 
     @classmethod
     def from_tensors(

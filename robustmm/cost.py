@@ -21,7 +21,7 @@ attacked their own shard report the same unit (the caller sums totals across ran
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -58,6 +58,12 @@ class PassCount:
             "text_total": self.text,
             "items": int(items),
         }
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any]) -> "PassCount":
+        """The totals of a record's ``cost`` block (what :meth:`as_dict` wrote)."""
+        return cls(int(block.get("forward_total", 0)), int(block.get("backward_total", 0)),
+                   int(block.get("text_total", 0)))
 
 
 _COUNTERS: ContextVar[tuple[PassCount, ...]] = ContextVar("robustmm_pass_counters", default=())
@@ -103,6 +109,13 @@ def note_forward(out: torch.Tensor, items: int) -> None:
         out.register_hook(_backward)
 
 
+def replay(count: PassCount) -> None:
+    """Add ``count`` (passes spent earlier) into every open block: a remembered result (a memoised
+    attack's examples) costs what making it cost, so records that reuse it compare with the rest."""
+    for c in _COUNTERS.get():
+        c.add(count)
+
+
 def note_text(count: int) -> None:
     """Count ``count`` texts embedded into every open block."""
     for c in _COUNTERS.get():
@@ -123,3 +136,15 @@ def summed_passes(count: PassCount) -> PassCount:
 def counting() -> bool:
     """Whether a :func:`count_passes` block is open (callers skip bookkeeping otherwise)."""
     return bool(_COUNTERS.get())
+
+
+def combined(blocks: Iterable[Mapping[str, Any] | None], items: int) -> dict[str, Any] | None:
+    """One ``cost`` block for work made of several records' (the attacks of a worst case, the
+    evaluations behind a check): their totals summed, per item of ``items`` items; None when
+    none of them carries a cost (nothing was attacked)."""
+    total, seen = PassCount(), False
+    for block in blocks:
+        if block is not None:
+            total.add(PassCount.from_dict(block))
+            seen = True
+    return total.as_dict(items) if seen else None

@@ -202,6 +202,7 @@ def test_torchrun_eval_matches_single_process(tmp_path, tiny_model, attack):
     assert a["metrics"] == b["metrics"]  # exact: clean, attacked, delta, asr
     assert (b["metrics"]["attacked"] is None) == (not attack)
     assert a["attack"] == b["attack"]
+    assert a["cost"] == b["cost"] and (a["cost"] is None) == (not attack)  # each rank's passes, summed
 
 
 def test_torchrun_nested_curve_matches_single_process(tmp_path, tiny_model):
@@ -215,3 +216,4 @@ def test_torchrun_nested_curve_matches_single_process(tmp_path, tiny_model):
     assert len(a) == len(b) == 3
     assert [r["metrics"] for r in a] == [r["metrics"] for r in b]
     assert [r["extra"]["n_attacked"] for r in a] == [r["extra"]["n_attacked"] for r in b]
+    assert [r["cost"] for r in a] == [r["cost"] for r in b]  # per budget, summed over the ranks

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from ..batch import Batch
+from ..cost import count_passes
 from ..errors import UnknownNameError
 from ..modalities import get_modality
 from .base import Attack, accepts, build_attack, register_attack
@@ -113,7 +114,7 @@ class Ensemble(Attack):
         if not self.attacks:
             raise UnknownNameError("ensemble part", "(none)", VERSIONS[version])
         self.parts = [self._part(a) for a in self.attacks]
-        self._ran = [[0, 0] for _ in self.parts]
+        self._ran = [[0, 0, 0, 0] for _ in self.parts]  # per part: attacked, broken, forward and backward passes
 
     def _part(self, spec: str | Attack) -> tuple[str, Attack]:
         """(label, attack) of one part, with the ensemble's eps, norm and seed where it takes them."""
@@ -145,8 +146,9 @@ class Ensemble(Attack):
                                "seed": self.seed, "parts": [dict(atk.describe(), part=label) for label, atk in self.parts]}
         if self.logit_scale != DEFAULT_SCALE:
             out["logit_scale"] = self.logit_scale
-        if any(a for a, _ in self._ran):
-            out["ran"] = [{"part": label, "attacked": a, "broken": b} for (label, _), (a, b) in zip(self.parts, self._ran)]
+        if any(ran[0] for ran in self._ran):
+            out["ran"] = [{"part": label, "attacked": a, "broken": b, "forward": f, "backward": g}
+                          for (label, _), (a, b, f, g) in zip(self.parts, self._ran)]
         return out
 
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
@@ -168,7 +170,10 @@ class Ensemble(Attack):
             if not runs_on(atk, classes):
                 log.warning("ensemble: skipping %s, the DLR loss needs at least 4 classes (this task has %d)", label, classes)
                 continue
-            out = atk(encoder, _subset(batch.replace(x=x), todo)).x.detach()
+            with count_passes() as spent:  # the part's own passes, totals over the items it attacked
+                out = atk(encoder, _subset(batch.replace(x=x), todo)).x.detach()
+            self._ran[k][2] += spent.forward
+            self._ran[k][3] += spent.backward
             with frozen(encoder), torch.no_grad():
                 still = scorer.robust(encoder.encode(modality, out, validate=False), todo)
             adv[todo] = out.to(adv.dtype)

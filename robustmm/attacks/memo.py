@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..batch import Batch
+from ..cost import PassCount, count_passes, replay
 from .base import Attack, AttackWrapper
 
 
@@ -17,11 +18,13 @@ class MemoAttack(AttackWrapper):
 
     The memo holds a reference to every encoder it has outputs for and checks identity on lookup,
     so a freed encoder whose ``id()`` is reused by another model can never match its entries.
+    A remembered output is charged the passes that made it (:func:`robustmm.cost.replay`), so the
+    head-unaware record's ``cost`` is its examples' cost, as if they had been made again.
     """
 
     def __init__(self, inner: Attack):
         super().__init__(inner)
-        self._memo: dict[tuple[int, str, tuple[int, ...]], tuple[Any, Batch]] = {}
+        self._memo: dict[tuple[int, str, tuple[int, ...]], tuple[Any, Batch, PassCount]] = {}
 
     @property
     def attack(self) -> Attack:
@@ -44,11 +47,15 @@ class MemoAttack(AttackWrapper):
         key = (id(encoder), batch.modality, tuple(batch.index.tolist()))
         hit = self._memo.get(key)
         if hit is None or hit[0] is not encoder:
-            hit = (encoder, self.inner(encoder, batch))
+            with count_passes() as spent:
+                made = self.inner(encoder, batch)
+            hit = (encoder, made, spent)
             self._memo[key] = hit
+        else:
+            replay(hit[2])
         out = hit[1]
         return out.replace(x=out.x.clone().to(batch.x.device))
 
     def outputs(self) -> list[Batch]:
         """Every remembered output batch, in the order they were first made."""
-        return [out for _, out in self._memo.values()]
+        return [out for _, out, _ in self._memo.values()]

@@ -33,6 +33,10 @@ Arguments:
     keep_best (bool): return each sample's most damaging iterate -- the highest objective seen,
         judged on the forward pass every step already does, plus one forward of the final
         iterate -- instead of the last one. Default True; False reproduces plain PGD (last iterate).
+        The returned batch then carries the embedding of the iterate it keeps (``batch.embedded``,
+        from the forward passes already made: the step that evaluated it, or the final forward),
+        so :func:`robustmm.evaluate` does not embed it again: the final iterate's forward is the
+        pass evaluate would otherwise make, and keep_best costs no extra pass.
 
 Shape:
     batch.x: (N, *ModalitySpec.shape) in ``ModalitySpec.domain``; returns a Batch with ``x`` of
@@ -58,7 +62,7 @@ from typing import Any
 
 import torch
 
-from ..batch import Batch
+from ..batch import Batch, Embedded
 from ..errors import BudgetError, RobustMMError
 from ..modalities import Norm, get_modality
 from .base import Attack, register_attack
@@ -233,7 +237,7 @@ class PGD(Attack):
                         _put(loss_first, active, loss, full)
                     _put(loss_last, active, loss, full)
                     if best is not None:
-                        best.update(active, xa, loss, full)
+                        best.update(active, xa, loss, full, emb.detach())
                     new = project(ascent_step(grad, norm, step).add_(xa), x if full else x[active], eps, norm,
                                   spec.domain, inplace=True)
                     done = objective.success(emb, active) if self.early_stop else None
@@ -253,10 +257,11 @@ class PGD(Attack):
                 full = len(active) == n
                 with torch.no_grad():
                     xa = x_adv if full else x_adv[active]
-                    loss = objective(encoder.encode(modality, xa, validate=False), active)
+                    emb = encoder.encode(modality, xa, validate=False)
+                    loss = objective(emb, active)
                 forwards += len(active)
                 _put(loss_last, active, loss, full)
-                best.update(active, xa, loss, full)
+                best.update(active, xa, loss, full, emb)
                 # an early-stopped item keeps its stopping iterate; the others continue from their best
                 x_adv = torch.where(per_sample(stopped, x_adv), x_adv, best.x) if self.early_stop else best.x
         if self.steps and log.isEnabledFor(logging.DEBUG):
@@ -266,9 +271,12 @@ class PGD(Attack):
                 forwards, int(stopped.sum()),
             )
         loss_best = None
+        x_out = x_adv.detach()
         if best is not None and self.steps:
             loss_best = torch.where(stopped, loss_last, best.loss)
-        return PGDOutput(batch.replace(x=x_adv.detach()), loss_name, loss_first, loss_last, stopped, forwards, loss_best)
+        embedded = _kept_embedding(best if self.steps else None, x_out, encoder, stopped if self.early_stop else None)
+        return PGDOutput(batch.replace(x=x_out, embedded=embedded), loss_name, loss_first, loss_last, stopped,
+                         forwards, loss_best)
 
     def _start(self, batch: Batch, x: torch.Tensor, eps: float, norm: str, domain: tuple[float, float],
                gen: torch.Generator) -> torch.Tensor:
@@ -282,6 +290,16 @@ class PGD(Attack):
         return project(delta.add_(x), x, eps, norm, domain, inplace=True)  # x + delta, projected
 
 
+def _kept_embedding(best: "_Best | None", x_out: torch.Tensor, encoder: Any,
+                    stopped: torch.Tensor | None) -> Embedded | None:
+    """The embedding of the returned iterates, from the forward passes that evaluated them (the
+    step that kept each one, or the final forward): None without ``keep_best``, or when early
+    stopping froze some items (their stopping iterates' embeddings are not tracked)."""
+    if best is None or best.emb is None or (stopped is not None and bool(stopped.any())):
+        return None
+    return Embedded(x_out, encoder, best.emb)
+
+
 def _put(buf: torch.Tensor, rows: torch.Tensor, v: torch.Tensor, full: bool) -> None:
     """``buf[rows] = v`` (cast to ``buf``'s dtype); a plain copy when ``rows`` is every row."""
     if full:
@@ -291,21 +309,33 @@ def _put(buf: torch.Tensor, rows: torch.Tensor, v: torch.Tensor, full: bool) -> 
 
 
 class _Best:
-    """Each item's most damaging iterate so far (highest objective), for ``keep_best``."""
+    """Each item's most damaging iterate so far (highest objective), for ``keep_best``, and the
+    embedding its forward pass gave (``emb``; None once a partial update made it incomplete)."""
 
     def __init__(self, x: torch.Tensor, n: int):
         self.x = x.detach().clone()
         self.loss = torch.full((n,), float("-inf"), device=x.device)
+        self.emb: torch.Tensor | None = None
+        self._emb_ok = True
 
-    def update(self, rows: torch.Tensor, xa: torch.Tensor, loss: torch.Tensor, full: bool = False) -> None:
-        """Keep ``xa[j]`` for item ``rows[j]`` where its ``loss[j]`` beats the best so far (strictly);
-        ``torch.where`` into the buffers when ``full``: no device sync, no batch-sized allocation."""
+    def update(self, rows: torch.Tensor, xa: torch.Tensor, loss: torch.Tensor, full: bool = False,
+               emb: torch.Tensor | None = None) -> None:
+        """Keep ``xa[j]`` (and ``emb[j]``) for item ``rows[j]`` where its ``loss[j]`` beats the best so
+        far (strictly); ``torch.where`` into the buffers when ``full``: no device sync, no
+        batch-sized allocation. The first update is the first iterate, which ``x`` already holds,
+        so its embedding starts the embedding buffer."""
         loss = loss.to(self.loss.dtype)
         if full:
             better = loss > self.loss
             torch.where(better, loss, self.loss, out=self.loss)
             torch.where(per_sample(better, xa), xa, self.x, out=self.x)
+            if emb is not None and self._emb_ok:
+                if self.emb is None:
+                    self.emb = emb.detach().clone()
+                else:
+                    torch.where(better[:, None], emb, self.emb, out=self.emb)
         else:
+            self.emb, self._emb_ok = None, False
             old = self.loss[rows]
             better = loss > old
             self.loss[rows] = torch.where(better, loss, old)

@@ -67,6 +67,10 @@ class Encoder(nn.Module):
     weights: str = ""
     #: a trained defense's training report (calibration heads, FARE); None for encoders nobody trained here
     training_info: dict[str, Any] | None = None
+    #: ``encode`` in eval mode is a pure function of its input (no random draws), so an embedding an
+    #: attack already computed of its returned input stands for evaluate's own (:class:`robustmm.batch.Embedded`);
+    #: False (the safe default) for wrappers, defenses and users' models
+    deterministic: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every subclass's ``encode_text`` counts the texts it embeds (:mod:`robustmm.cost`)."""

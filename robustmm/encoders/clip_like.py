@@ -37,6 +37,8 @@ class ClipLikeEncoder(Encoder):
         family, architecture: recorded in :meth:`info` (e.g. ``open_clip`` / ``ViT-B-32``).
     """
 
+    deterministic = True  # eval-mode encode draws nothing: a handed-back embedding equals a fresh one
+
     modalities = ("image",)
 
     def __init__(self, model: nn.Module, preprocess: ImagePreprocessor, tokenizer: Any, *, name: str,

@@ -71,6 +71,8 @@ class ImageBindEncoder(Encoder):
         ``audio_input_rate``: the raw waveforms' rate when not 16 kHz (resampled differentiably).
     """
 
+    deterministic = True  # eval-mode encode draws nothing: a handed-back embedding equals a fresh one
+
     modalities = ("image", "video", "audio", "depth", "thermal")
 
     def __init__(self, model: ImageBindModel, tokenizer: Callable[[list[str]], torch.Tensor], *,

@@ -77,6 +77,8 @@ class LanguageBindEncoder(Encoder):
         name, weights: recorded in results.
     """
 
+    deterministic = True  # eval-mode encode draws nothing: a handed-back embedding equals a fresh one
+
     def __init__(self, models: Mapping[str, LanguageBindModel], tokenizer: Any, *, text_from: str | None = None,
                  depth_range_m: float = 10.0, audio_input_rate: int | None = None, name: str = "languagebind",
                  weights: str = "custom"):

@@ -42,6 +42,8 @@ class TinyBind(Encoder):
         text_tower: the frozen text tower (default: the process-wide MiniLM).
     """
 
+    deterministic = True  # eval-mode encode draws nothing: a handed-back embedding equals a fresh one
+
     def __init__(self, config: dict[str, Any], text_tower: MiniLMTextTower | None = None):
         super().__init__()
         self.config = config

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..attacks.base import Attack, build_attack
+from ..cost import combined
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
@@ -39,18 +40,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Check:
-    """One sanity check: what was compared, the numbers, whether it passed."""
+    """One sanity check: what was compared, the numbers, whether it passed, and the model passes
+    its attacks spent (``cost``: a record's cost block per item of the dataset, None if it attacked nothing)."""
 
     name: str
     passed: bool
     detail: str
     values: dict[str, Any] = field(default_factory=dict)
-
-
-def _score(encoder: Encoder, data: MultimodalDataset, modality: str, attack: Attack | None, metric: str,
-           source: Encoder | None = None, **kw: Any) -> float:
-    r = evaluate(encoder, data, modality=modality, attack=attack, source=source, progress=False, **kw)
-    return (r.metrics["attacked"] or r.metrics["clean"])[metric]
+    cost: dict[str, Any] | None = None
 
 
 def _from_clean_input(attack: Attack) -> tuple[Attack, str]:
@@ -102,42 +99,54 @@ def sanity_checks(
     checks: list[Check] = []
     tolerance = max(tolerance, 2.0 / len(dataset))
 
+    spent: list[dict[str, Any] | None] = []  # the cost of every evaluation so far
+
     def _top1(enc: Encoder, data: MultimodalDataset, mod: str, atk: Attack | None, **kw: Any) -> float:
-        return _score(enc, data, mod, atk, metric, **kw)
+        r = evaluate(enc, data, modality=mod, attack=atk, progress=False, **kw)
+        spent.append(r.cost)
+        return (r.metrics["attacked"] or r.metrics["clean"])[metric]
+
+    def _costed(check: Check, since: int) -> Check:  # the check's own evaluations: spent[since:]
+        check.cost = combined(spent[since:], len(dataset))
+        return check
 
     clean = _top1(encoder, dataset, modality, None)
     grid = list(spec.eps_grid)
     accs = [_top1(encoder, dataset, modality, attack.with_eps(e), seed=seed) for e in grid]
     rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1) if accs[i + 1] > accs[i] + tolerance]
-    checks.append(Check("non-increasing in eps", not rises and accs[0] <= clean + tolerance,
-                        "independent attacks per eps" + (f"; rises between {rises}" if rises else ""),
-                        {"clean": clean, **{spec.format_eps(e): a for e, a in zip(grid, accs)}}))
+    checks.append(_costed(Check("non-increasing in eps", not rises and accs[0] <= clean + tolerance,
+                                "independent attacks per eps" + (f"; rises between {rises}" if rises else ""),
+                                {"clean": clean, **{spec.format_eps(e): a for e, a in zip(grid, accs)}}), 0))
     mid = spec.middle_eps
+    since = len(spent)
     by_steps = {}
     for s in steps:
         a = attack.with_eps(mid).replace(steps=s)
         by_steps[s] = _top1(encoder, dataset, modality, a, seed=seed)
     vals = list(by_steps.values())
     ok = all(vals[i + 1] <= vals[i] + tolerance for i in range(len(vals) - 1))
-    checks.append(Check("non-increasing in steps", ok, f"at eps {spec.format_eps(mid)}",
-                        {f"steps={s}": v for s, v in by_steps.items()}))
+    checks.append(_costed(Check("non-increasing in steps", ok, f"at eps {spec.format_eps(mid)}",
+                                {f"steps={s}": v for s, v in by_steps.items()}), since))
+    since = len(spent)
     big = (spec.domain[1] - spec.domain[0]) / 2
     chance = 1.0 / len(dataset.tasks[modality].classnames) if metric == "zeroshot_top1" else 1.0 / len(dataset)
     floor = max(0.05, 2.0 * chance)
     big_attack, start = _from_clean_input(attack.with_eps(big))
     big_acc = _top1(encoder, dataset, modality, big_attack, seed=seed)
-    checks.append(Check("about zero at a huge eps", big_acc <= floor,
-                        f"eps {spec.format_eps(big)} (half the value range), {start}, must leave <= {floor:.3f}",
-                        {"eps": big, "top1" if metric == "zeroshot_top1" else metric: big_acc}))
+    checks.append(_costed(Check("about zero at a huge eps", big_acc <= floor,
+                                f"eps {spec.format_eps(big)} (half the value range), {start}, must leave <= {floor:.3f}",
+                                {"eps": big, "top1" if metric == "zeroshot_top1" else metric: big_acc}), since))
+    since = len(spent)
     noise_acc = _top1(encoder, dataset, modality, build_attack("noise", eps=mid, seed=seed), seed=seed)
     pgd_mid = accs[grid.index(mid)]
-    checks.append(Check("random noise weaker than the attack", noise_acc + tolerance >= pgd_mid,
-                        f"at eps {spec.format_eps(mid)}", {"noise": noise_acc, "attack": pgd_mid}))
+    checks.append(_costed(Check("random noise weaker than the attack", noise_acc + tolerance >= pgd_mid,
+                                f"at eps {spec.format_eps(mid)}", {"noise": noise_acc, "attack": pgd_mid}), since))
     if surrogate is not None:
+        since = len(spent)
         transfer = _top1(encoder, dataset, modality, attack.with_eps(mid), source=surrogate, seed=seed)
-        checks.append(Check("transfer weaker than white-box", transfer + tolerance >= pgd_mid,
-                            f"at eps {spec.format_eps(mid)}, surrogate {surrogate.name}",
-                            {"transfer": transfer, "white-box": pgd_mid}))
+        checks.append(_costed(Check("transfer weaker than white-box", transfer + tolerance >= pgd_mid,
+                                    f"at eps {spec.format_eps(mid)}, surrogate {surrogate.name}",
+                                    {"transfer": transfer, "white-box": pgd_mid}), since))
     for c in checks:
         log.info("%s: %s (%s) %s", c.name, "ok" if c.passed else "FAILED", c.detail, c.values)
     return checks
@@ -202,7 +211,8 @@ def checks_to_dict(checks: list[Check]) -> dict[str, Any]:
 def checks_result(checks: list[Check], encoder: Encoder, dataset: MultimodalDataset, *, modality: str, attack: Attack,
                   defense: dict[str, Any] | None = None, seed: int = 0, timing_s: float = 0.0) -> Result:
     """The checks as one result record (``attack.name == "sanity-checks"``, details in ``extra``),
-    so `robustmm run` keeps them in results.jsonl next to the numbers they vouch for."""
+    so `robustmm run` keeps them in results.jsonl next to the numbers they vouch for. Its ``cost``
+    sums the passes of every check's attacks, per item of ``dataset``."""
     first = checks[0].values if checks else {}
     return Result(
         model=encoder.info(), dataset=dataset.info(), modality=modality,
@@ -211,4 +221,5 @@ def checks_result(checks: list[Check], encoder: Encoder, dataset: MultimodalData
         metrics={"clean": {check_metric(dataset, modality): first.get("clean")}, "attacked": None, "asr": None,
                  "checks_passed": all(c.passed for c in checks)},
         n=len(dataset), seed=seed, timing_s=round(timing_s, 3), extra={"checks": checks_to_dict(checks)["checks"]},
+        cost=combined((c.cost for c in checks), len(dataset)),
     )

@@ -36,6 +36,7 @@ from .. import distributed as dist_utils
 from ..attacks.base import Attack
 from ..attacks.ops import check_eps
 from ..batch import Batch
+from ..cost import PassCount, count_passes, summed_passes
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import BudgetError, RobustMMError
@@ -44,7 +45,16 @@ from ..modalities import get_modality
 from ..progress import tqdm
 from ..records import Result
 from ..seeding import seeded
-from .runner import Embeddings, embedding_metrics, evaluate, iter_batches, make_batch, model_block, prepare
+from .runner import (
+    Embeddings,
+    adv_embedding,
+    embedding_metrics,
+    evaluate,
+    iter_batches,
+    make_batch,
+    model_block,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +126,10 @@ def robustness_curve(
         ``n_naive`` (what the naive sweep attacks: every sample), ``n_robust`` (still robust after
         this eps), ``criterion`` and ``retrieval: "nested"`` (retrieval metrics understate the
         damage; see the module docstring). ``timing_s`` of the first result includes the clean pass, so
-        the timings sum to the sweep's wall time.
+        the timings sum to the sweep's wall time. ``cost`` is the model passes spent at that eps
+        only (on the ``n_attacked`` items, summed over ranks), per item of the dataset: it does not
+        include what earlier budgets spent on the items they broke, which are reused for free, so
+        the costs of the points sum to the sweep's cost.
     """
     dataset, source, threat = prepare(target, dataset, modality, attack, source, n, threat)
     _check_attack(attack)
@@ -230,8 +243,9 @@ class _Sweep:
             t1 = time.perf_counter()
             atk = _at_eps(attack, eps, self.modality)
             remaining = state.robust.nonzero().flatten()
+            passes = PassCount()
             if len(remaining):
-                state.adv_items[remaining] = self._attack_items(atk, remaining, bar)
+                state.adv_items[remaining] = self._attack_items(atk, remaining, bar, passes)
             # zero-shot: monotone by construction (only samples robust before can be robust now);
             # retrieval: t2x R@1 of an item depends on the others, so an item a caption finds again
             # counts again and is attacked at the next eps (an eps never skips an unbroken item)
@@ -239,7 +253,8 @@ class _Sweep:
             state.robust = now if state.class_emb is None else state.robust & now
             metrics = state.metrics()
             elapsed += time.perf_counter() - t1
-            results.append(self._result(atk, eps, metrics, state, len(remaining), elapsed))
+            results.append(self._result(atk, eps, metrics, state, len(remaining), elapsed,
+                                        summed_passes(passes).as_dict(len(self.dataset))))
             log.info("%s/%s eps=%s: robust %s %.3f (attacked %d/%d, %.1fs)", self.target.name, self.modality,
                      get_modality(self.modality).format_eps(eps), state.criterion, state.robust.float().mean().item(),
                      len(remaining), len(self.dataset), elapsed)
@@ -247,22 +262,23 @@ class _Sweep:
         bar.close()
         return results
 
-    def _attack_items(self, atk: Attack, remaining: torch.Tensor, bar: Any) -> torch.Tensor:
+    def _attack_items(self, atk: Attack, remaining: torch.Tensor, bar: Any, passes: PassCount) -> torch.Tensor:
         """Target embeddings of the attacked ``remaining`` items, in order. Multi-process: each rank
         attacks whole batches of them (the same batches one process makes), and every rank gets all
-        of them back."""
+        of them back. The attack's passes (this rank's) are added to ``passes``."""
         span = dist_utils.shard(len(remaining), align=self.batch_size)
         mine = remaining[span.start : span.stop]
         chunks = []
         for batch in _subset_batches(self.dataset, self.modality, mine, self.batch_size, self.prompts):
-            adv = atk(self.source, batch.replace(x=batch.x.to(self.source.device)))
-            with torch.no_grad():
-                chunks.append(self.target.encode(self.modality, adv.x.to(self.target.device)).cpu())
+            with count_passes() as spent:
+                adv = atk(self.source, batch.replace(x=batch.x.to(self.source.device)))
+            passes.add(spent)
+            chunks.append(adv_embedding(self.target, self.modality, adv))
             bar.update(len(batch))
         return dist_utils.gather_cat(chunks)
 
     def _result(self, atk: Attack, eps: float, metrics: dict[str, Any], state: _NestedState, n_attacked: int,
-                elapsed: float) -> Result:
+                elapsed: float, cost: dict[str, Any]) -> Result:
         n_items = len(self.dataset)
         return Result(
             model=model_block(self.target, self.source),
@@ -277,6 +293,7 @@ class _Sweep:
             timing_s=round(elapsed, 3),
             extra={"n_attacked": int(n_attacked), "n_naive": n_items, "n_robust": int(state.robust.sum()),
                    "criterion": state.criterion, "retrieval": "nested"},
+            cost=cost,
         )
 
 
@@ -298,7 +315,8 @@ def naive_curve(
     """The baseline: one independent :func:`robustmm.evaluate` per eps, attacking every sample.
 
     Same arguments and result layout as :func:`robustness_curve` (``"nested": False``,
-    ``extra.n_attacked`` = every sample); robust accuracy need not be monotone in eps.
+    ``extra.n_attacked`` = every sample); robust accuracy need not be monotone in eps. Each point's
+    ``cost`` is its own attack's passes on every item (each eps starts afresh).
     """
     _check_attack(attack)
     grid = _grid(eps_grid, modality)

@@ -214,6 +214,18 @@ def evaluate(
     )
 
 
+def adv_embedding(target: Encoder, modality: str, adv: Batch) -> torch.Tensor:
+    """``target``'s embedding of the attacked batch, on the CPU: the one the attack handed back
+    when it embedded exactly ``adv.x`` with ``target`` itself (PGD's kept iterate; bit for bit what
+    embedding again gives, see :meth:`Batch.embedding_by`), else a fresh no-grad forward."""
+    emb = adv.embedding_by(target)
+    if emb is not None and adv.x.device == target.device:
+        get_modality(modality).validate(adv.x)  # what encode() would check
+        return emb.detach().cpu()
+    with torch.no_grad():
+        return target.encode(modality, adv.x.to(target.device)).cpu()
+
+
 def _embed_batches(target: Encoder, source: Encoder, dataset: MultimodalDataset, modality: str, attack: Attack | None,
                    prompts: list[list[str]] | None, batch_size: int, progress: bool,
                    passes: PassCount) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[str]]]:
@@ -235,8 +247,7 @@ def _embed_batches(target: Encoder, source: Encoder, dataset: MultimodalDataset,
             with count_passes() as spent:
                 adv = attack(source, batch.replace(x=batch.x.to(source.device)))
             passes.add(spent)
-            with torch.no_grad():
-                adv_items.append(target.encode(modality, adv.x.to(target.device)).cpu())
+            adv_items.append(adv_embedding(target, modality, adv))
             adv_captions.extend(adv.captions)
     return clean_items, adv_items, adv_captions
 

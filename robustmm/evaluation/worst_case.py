@@ -26,6 +26,7 @@ import torch
 from .. import distributed as dist_utils
 from ..attacks.base import Attack, AttackWrapper
 from ..batch import Batch
+from ..cost import combined
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
@@ -119,6 +120,8 @@ def worst_case(
     Results, whose robust scores the re-scored examples must reproduce (a mismatch is logged).
     Returns a Result with ``threat="worst-case"``, ``extra["worst_case_of"]`` (the candidates, the
     clean input included) and ``extra["broken_by"]`` (items each candidate was the worst for).
+    Its ``cost`` is the sum of the threats' own costs (``results``), per item: the re-scoring
+    here is forward passes of scoring, not of attacking, and is not counted.
     """
     if dist_utils.is_distributed():
         raise RobustMMError("the worst case over threats runs in one process (each rank only holds its shard)")
@@ -168,6 +171,7 @@ def worst_case(
         n=len(dataset),
         seed=0 if base is None else base.seed,
         timing_s=round(sum(r.timing_s for r in results.values()), 3),
+        cost=combined((r.cost for r in results.values()), len(dataset)),
         extra={"worst_case_of": names, "broken_by": broken_by,
                "per_threat": {n: float(c.float().mean()) for n, c in zip(names, corrects)}},
     )

@@ -22,6 +22,7 @@ import torch
 from ..attacks.base import Attack, AttackWrapper
 from ..attacks.ensemble import runs_on
 from ..batch import Batch
+from ..cost import PassCount, combined
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
 from ..errors import RobustMMError
@@ -94,15 +95,16 @@ class ItemJudge:
 
 
 def _run_on(encoder: Encoder, dataset: MultimodalDataset, modality: str, attack: Attack, idx: torch.Tensor,
-            filler: torch.Tensor, kw: Mapping[str, Any]) -> torch.Tensor:
-    """``filler`` with the rows ``idx`` replaced by ``attack``'s examples of those items."""
+            filler: torch.Tensor, kw: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any] | None]:
+    """``filler`` with the rows ``idx`` replaced by ``attack``'s examples of those items, and the
+    attack's cost on them (None when there was nothing to attack)."""
     out = filler.clone()
     if len(idx) == 0:
-        return out
+        return out, None
     rec = RecordingAttack(attack)
-    evaluate(encoder, dataset.subset(idx), modality=modality, attack=rec, **kw)
+    res = evaluate(encoder, dataset.subset(idx), modality=modality, attack=rec, **kw)
     out[idx] = rec.stacked(len(idx))
-    return out
+    return out, res.cost
 
 
 def worst_case_curve(
@@ -133,7 +135,10 @@ def worst_case_curve(
         One ``threat="worst-case"`` Result per eps (ascending): ``attack`` names the candidates
         (``{"name": "worst-case", "eps", "norm", "of"}``); ``extra`` holds ``broken_by``,
         ``per_threat`` (each candidate's own score on every item), ``n_attacked`` (items each
-        attack ran on), ``robust`` (per item, 1 if it survived every candidate) and ``wall_s``.
+        attack ran on), ``robust`` (per item, 1 if it survived every candidate) and ``wall_s``;
+        ``cost`` sums the passes of the attacks run at that eps (on the items they ran on), per item
+        of the dataset: neither earlier budgets' spending (their breaking examples are reused for
+        free) nor the examples made elsewhere (the PGD sweep's are in its own records).
     """
     spec = get_modality(modality)
     grid = sorted(float(e) for e in (spec.eps_grid if grid is None else grid))
@@ -166,6 +171,7 @@ def worst_case_curve(
             examples[label] = x
             judged(x)
         ran: dict[str, int] = {}
+        costs: list[dict[str, Any] | None] = []
         norm = None
         for label, attack in attacks(eps).items():
             if not runs_on(attack, classes):
@@ -176,7 +182,8 @@ def worst_case_curve(
             ran[label] = len(idx)
             norm = norm or attack.describe().get("norm")
             if len(idx):  # nothing left to break: no candidate (the clean input is one already)
-                examples[label] = _run_on(encoder, dataset, modality, attack, idx, clean_x, kw)
+                examples[label], spent = _run_on(encoder, dataset, modality, attack, idx, clean_x, kw)
+                costs.append(spent)
                 judged(examples[label])
         if not examples:  # nothing attacked at the smallest budget (no item was correct): the clean inputs
             examples["smaller eps"] = breaking.clone()
@@ -186,6 +193,7 @@ def worst_case_curve(
         res.seed = seed
         wall = time.perf_counter() - t0
         res.timing_s = round(wall, 3)
+        res.cost = combined(costs, n) or PassCount().as_dict(n)  # every candidate reused: nothing spent
         res.extra |= {"n_attacked": ran, "robust": robust.int().tolist(), "wall_s": round(wall, 2)}
         log.info("worst case %s eps=%s: %.3f (attacked %s) in %.1fs", modality, spec.format_eps(eps),
                  float(robust.float().mean()), ran, wall)

@@ -13,7 +13,7 @@ from .calibration_table import calibration_section
 from .check_records import is_checks, masking_flags
 from .consistency import consistency_section, is_worst_curve
 from .defense_tables import certification_section, ensemble_checks_rows, from_ensemble_cell, input_defense_section
-from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, eps_label, markdown_table
+from .tables import CLEAN_HEADERS, LOSS_NAMES, clean_rows, eps_label, markdown_table, passes_cell
 
 
 def _f(v: float | None) -> str:
@@ -157,18 +157,20 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
         mid = rs[len(rs) // 2]
         rows.append([_attack_name(mid), m, mid.threat, mid.model.get("name"), eps_label(mid), _top1(mid.metrics["clean"]),
                      _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
-                     mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), ""])
+                     mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"),
+                     passes_cell(rs[: len(rs) // 2 + 1]), ""])
     for m, rs in worst_curves(results).items():
         mid = rs[len(rs) // 2]
         rows.append(["per-item worst case", m, mid.threat, mid.model.get("name"), eps_label(mid),
                      _top1(mid.metrics["clean"]), _top1(mid.metrics["attacked"]), mid.metrics["clean"].get("t2x_R@1"),
-                     mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"), worst_case_of(rs)])
+                     mid.metrics["attacked"].get("t2x_R@1"), mid.metrics.get("asr"),
+                     passes_cell(rs[: len(rs) // 2 + 1]), worst_case_of(rs)])
     for r, asr in _attack_rows(results):
         src = (r.model.get("source") or {}).get("name")
         threat = r.threat + (f" ({src} → {r.model.get('name')})" if src else "")
         rows.append([_attack_name(r), r.modality, threat, r.model.get("name"), eps_label(r),
                      _top1(r.metrics["clean"]), _top1(r.metrics["attacked"]), r.metrics["clean"].get("t2x_R@1"),
-                     r.metrics["attacked"].get("t2x_R@1"), asr, _attack_notes(r)])
+                     r.metrics["attacked"].get("t2x_R@1"), asr, passes_cell([r]), _attack_notes(r)])
         if r.threat == "white-box" and asr is not None:
             candidates.append((asr, r))
     if not rows:
@@ -176,9 +178,10 @@ def attack_section(results: Sequence[Result], curve: dict[str, list[Result]]) ->
     lines = ["## Attack comparison", "",
              "ASR = fraction of items correct before the attack (zero-shot top-1, or retrieval R@1 when the attack"
              " targets retrieval) that are wrong after it. Transfer rows make the examples on the source model and"
-             " score them on the target.", "",
+             " score them on the target. Passes/item: the model's forward+backward passes per item the attack"
+             " spent (for a curve, its sweep up to that budget; the worst case, its cascade's attacks).", "",
              markdown_table(["attack", "modality", "threat", "scored on", "eps", "clean top-1", "attacked top-1",
-                             "clean t2x R@1", "attacked t2x R@1", "ASR", "notes"], rows), ""]
+                             "clean t2x R@1", "attacked t2x R@1", "ASR", "passes/item (fwd+bwd)", "notes"], rows), ""]
     for rs in curve.values():
         mid = rs[len(rs) // 2]
         if mid.metrics.get("asr") is not None:

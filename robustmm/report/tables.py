@@ -13,7 +13,7 @@ COLUMNS = (
     "model", "modality", "attack", "eps", "eps_label", "defense", "threat", "n",
     "clean_zeroshot_top1", "attacked_zeroshot_top1", "clean_t2x_R@1", "attacked_t2x_R@1",
     "clean_x2t_R@1", "attacked_x2t_R@1", "clean_t2x_MRR", "attacked_t2x_MRR", "asr", "timing_s",
-    "checks_passed",
+    "checks_passed", "passes_forward", "passes_backward",
 )
 
 
@@ -48,11 +48,22 @@ def row(r: Result) -> dict[str, Any]:
         "asr": r.metrics.get("asr"),
         "timing_s": r.timing_s,
         "checks_passed": r.metrics.get("checks_passed"),
+        "passes_forward": (r.cost or {}).get("forward"),
+        "passes_backward": (r.cost or {}).get("backward"),
     }
     for k in ("zeroshot_top1", "t2x_R@1", "x2t_R@1", "t2x_MRR"):
         out[f"clean_{k}"] = clean.get(k)
         out[f"attacked_{k}"] = adv.get(k)
     return out
+
+
+def passes_cell(results: Iterable[Result]) -> str:
+    """``forward+backward`` model passes per item the results' attacks spent together (e.g. the
+    points of a curve up to one budget: each point records its own); ``""`` when none has a cost."""
+    costs = [r.cost for r in results if r.cost is not None]
+    if not costs:
+        return ""
+    return f"{sum(c['forward'] for c in costs):.3g}+{sum(c['backward'] for c in costs):.3g}"
 
 
 def summary_csv(results: Iterable[Result]) -> str:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ... import distributed as dist_utils
+from ...cost import PassCount, count_passes, summed_passes
 from ...data.base import MultimodalDataset
 from ...encoders.base import Encoder
 from ...encoders.smoothed import SmoothedClassifier
@@ -105,7 +106,8 @@ def certify_dataset(
         ``max_radius``, the largest one ``n`` draws at ``alpha`` can certify, listed in
         ``unreachable``), ``abstain``, the radii and their unit; ``metrics["clean"]`` the smoothed
         classifier's plug-in accuracy and the base classifier's clean accuracy; ``extra["per_item"]``
-        labels, predictions and radii.
+        labels, predictions and radii; ``cost`` the forward passes of the noise draws per item
+        (``n0 + n``: CERTIFY's selection and estimation draws, summed over ranks; backward 0).
     """
     check_smoothing_args(sigma=sigma, n0=n0, n=n, alpha=alpha)
     get_modality(modality)
@@ -116,8 +118,10 @@ def certify_dataset(
     t0 = time.perf_counter()
     sm = SmoothedClassifier(encoder, modality, sigma, prompts=task.prompts(), heads=head_map,
                             batch_noise=batch_noise, seed=seed)
+    passes = PassCount()
     table = _certify_items(sm, dataset, n0=n0, n=n, alpha=alpha, retrieval=retrieval, batch_size=batch_size,
-                           progress=progress)
+                           progress=progress, passes=passes)
+    cost = summed_passes(passes).as_dict(len(dataset))
     pred, radius, p_lo, plugin, base_pred, x2t_r, x2t_rate = table.unbind(1)
     labels = task.labels[: len(dataset)].double()
     max_radius = max_certified_radius(sigma, n, alpha)
@@ -140,7 +144,7 @@ def certify_dataset(
     log.info("certified %s/%s sigma=%g: top1@0 %.3f", encoder.name, modality, sigma, certified["top1"]["0"])
     return Result(model=sm.base.info(), dataset=dataset.info(), modality=modality, attack=None, defense=defense,
                   threat=Threat.CERTIFIED.value, metrics=metrics, n=len(dataset), seed=seed,
-                  timing_s=round(time.perf_counter() - t0, 3), extra={"per_item": per_item})
+                  timing_s=round(time.perf_counter() - t0, 3), extra={"per_item": per_item}, cost=cost)
 
 
 def _items_and_radii(dataset: MultimodalDataset, modality: str, n_items: int | None,
@@ -159,10 +163,11 @@ def _items_and_radii(dataset: MultimodalDataset, modality: str, n_items: int | N
 
 
 def _certify_items(sm: SmoothedClassifier, dataset: MultimodalDataset, *, n0: int, n: int, alpha: float,
-                   retrieval: bool, batch_size: int, progress: bool) -> torch.Tensor:
+                   retrieval: bool, batch_size: int, progress: bool, passes: PassCount) -> torch.Tensor:
     """CERTIFY over every item, in whole batches sharded over the ranks and gathered in item order:
     one row per item of (prediction, radius, p_lower, plug-in prediction, base prediction, x2t
-    radius (-1 without retrieval), x2t hit rate)."""
+    radius (-1 without retrieval), x2t hit rate). The noise draws' passes (this rank's) are added
+    to ``passes``."""
     modality = sm.modality
     gallery, owner = caption_gallery(sm.base, dataset) if retrieval else (None, None)
     items = dist_utils.shard(len(dataset), align=batch_size)
@@ -172,7 +177,9 @@ def _certify_items(sm: SmoothedClassifier, dataset: MultimodalDataset, *, n0: in
     for batch in tqdm(iter_batches(dataset, modality, batch_size, None, items), total=n_batches,
                       desc=f"certify/{modality} sigma={sm.sigma:g}", disable=not show, leave=False):
         own = own_masks(owner, batch.index) if retrieval else None
-        c = sm.certify(batch.x, n0, n, alpha, index=batch.index, gallery=gallery, own=own)
+        with count_passes() as spent:
+            c = sm.certify(batch.x, n0, n, alpha, index=batch.index, gallery=gallery, own=own)
+        passes.add(spent)
         with torch.no_grad():
             base_pred = sm.logits(batch.x.to(sm.device)).argmax(1).cpu()
         x2t = c.x2t_radius if c.x2t_radius is not None else torch.full_like(c.radius, -1.0)

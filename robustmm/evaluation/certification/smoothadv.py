@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ... import distributed as dist_utils
+from ...cost import PassCount, count_passes, summed_passes
 from ...data.base import MultimodalDataset
 from ...encoders.smoothed import PHASE_ATTACK, PHASE_PREDICT, SmoothedClassifier, item_seed, predict_from_counts
 from ...encoders.smoothing_stats import check_smoothing_args
@@ -79,7 +80,8 @@ def smoothadv_accuracy(sm: SmoothedClassifier, dataset: MultimodalDataset, *, ra
     rate. With ``certified_pred``/``certified_radius`` (per item, from CERTIFY on the same dataset
     order) it also counts ``violations``: items certified correct at radius >= r whose smoothed
     prediction the attack changed. Only the first ``n_items`` items are attacked (default all).
-    Shards like :func:`~.certify.certify_dataset` under ``torch.distributed``.
+    Shards like :func:`~.certify.certify_dataset` under ``torch.distributed``. ``cost`` holds the
+    attack's model passes per item, summed over the radii (the prediction draws are not counted).
     """
     check_smoothing_args(n=n, alpha=alpha)
     task = dataset.tasks.get(sm.modality)
@@ -90,19 +92,24 @@ def smoothadv_accuracy(sm: SmoothedClassifier, dataset: MultimodalDataset, *, ra
     radii = [0.0, *sorted({float(r) for r in radii} - {0.0})]
     items = dist_utils.shard(len(dataset), align=batch_size)
     rows = []
+    passes = PassCount()
     for batch in iter_batches(dataset, sm.modality, batch_size, None, items):
         cols = []
         for r in radii:
-            xa = smoothadv_attack(sm, batch.x, batch.labels, batch.index, r, steps=steps, m=m, logit_scale=logit_scale)
+            with count_passes() as spent:
+                xa = smoothadv_attack(sm, batch.x, batch.labels, batch.index, r, steps=steps, m=m,
+                                      logit_scale=logit_scale)
+            passes.add(spent)
             counts = sm.sample_counts(xa, n, batch.index, PHASE_PREDICT)
             cols += [predict_from_counts(counts, alpha), counts.argmax(1)]
         rows.append(torch.stack(cols, 1))
     local = torch.cat(rows) if rows else None
     preds = dist_utils.all_gather_tensor(local) if dist_utils.is_distributed() else local
+    cost = summed_passes(passes).as_dict(len(dataset))
     labels = task.labels[: len(dataset)]
     out: dict[str, Any] = {
         "attack": {"name": "smoothadv", "steps": steps, "m": m, "n": n, "alpha": alpha, "logit_scale": logit_scale},
-        "n_items": len(dataset), "top1": {}, "top1_predict": {}, "abstain": {}, "violations": {},
+        "n_items": len(dataset), "top1": {}, "top1_predict": {}, "abstain": {}, "violations": {}, "cost": cost,
     }
     for j, r in enumerate(radii):
         key, pred, major = f"{r:g}", preds[:, 2 * j], preds[:, 2 * j + 1]

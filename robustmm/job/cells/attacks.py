@@ -19,6 +19,7 @@ import dataclasses
 from typing import Any
 
 from ...attacks.base import Attack, accepts, attack_class, build_attack
+from ...cost import count_passes
 from ...errors import RobustMMError, UnknownNameError
 from ...evaluation import evaluate
 from ...modalities import get_modality
@@ -143,15 +144,18 @@ def run_attack(ctx: JobContext, name: str, cfg: AttackCellConfig, modality: str)
     base = build_attack(name, **seed, **cell_settings(name, cfg, modality))
     n = cfg.pick("n", ctx.quick)
     data = ctx.dataset(n=min(int(n), ctx.attack_n)) if n else ctx.attacked
-    fit_data = None
+    fit_data, fitting = None, None
     results = []
     for attack in [base.with_eps(e) for e in cfg.eps] or [base]:
         attack = ctx.amp_wrap(attack)
         if attack.needs_fit:  # learned attacks: fitted per budget on a training split, scored on held-out items
             fit_data = fit_data or ctx.dataset(attack.fit_split or "train", int(cfg.pick("fit_n", ctx.quick)))
-            attack.fit(ctx.encoder(), fit_data)
+            with count_passes() as fitting:
+                attack.fit(ctx.encoder(), fit_data)
         res = evaluate(ctx.encoder(), data, modality=modality, attack=attack, **ctx.kw())
         if fit_data is not None:
             res.extra["fit"] = fit_data.info()
+        if fitting is not None:  # a learned attack spends its passes fitting (per training item)
+            res.extra["fit_cost"] = fitting.as_dict(len(fit_data))
         results.append(res)
     return results

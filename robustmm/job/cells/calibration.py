@@ -53,6 +53,7 @@ def _train_data(ctx: JobContext) -> Any:
 
 def run_calibration(ctx: JobContext, modality: str, objective: str) -> list[Result]:
     """Train heads on PGD examples, keep them (in memory and under ``DIR/heads``), score both threats."""
+    from ...cost import count_passes
     from ...defenses.calibrate import calibrate, default_attack
     from ...evaluation.threats import evaluate_threats
 
@@ -60,8 +61,10 @@ def run_calibration(ctx: JobContext, modality: str, objective: str) -> list[Resu
     steps = int(ctx.pick("calibration", "steps"))
     labelled = modality in ctx.attacked.tasks
     attack = ctx.amp_wrap(default_attack(modality, labelled, steps=steps).replace(seed=ctx.seed))
-    calib = calibrate(ctx.encoder(), _train_data(ctx), modality=modality, objective=objective, attack=attack,
-                      epochs=int(cal.epochs), seed=ctx.seed, progress=ctx.progress)
+    train = _train_data(ctx)
+    with count_passes() as training:
+        calib = calibrate(ctx.encoder(), train, modality=modality, objective=objective, attack=attack,
+                          epochs=int(cal.epochs), seed=ctx.seed, progress=ctx.progress)
     ctx.calibrations[(modality, objective)] = calib
     if ctx.out_dir is not None:
         calib.save(str(ctx.heads_path(modality, objective)))
@@ -71,6 +74,8 @@ def run_calibration(ctx: JobContext, modality: str, objective: str) -> list[Resu
     results = evaluate_threats(ctx.encoder(), calib, ctx.attacked, modality=modality, attack=attack,
                                threats=("white-box", "head-unaware", "adaptive"), **ctx.kw())
     results[0].extra["baseline_for"] = "calibration"
+    for r in results[1:]:  # the heads' training (PGD examples + head updates), per training item
+        r.extra["training_cost"] = training.as_dict(len(train))
     return results
 
 

@@ -55,14 +55,17 @@ class PatchCells(CellKind):
 def run_patch(ctx: JobContext, modality: str) -> list[Result]:
     """Fit the patch on ``[patch] fit_split`` and evaluate it; keeps it for the example gallery."""
     from ...attacks import build_attack
+    from ...cost import count_passes
 
     sec = ctx.section("patch")
     attack = build_attack("patch", modality=modality, area=float(sec.area), epochs=int(sec.epochs), seed=ctx.seed)
     fit_data = ctx.dataset(sec.fit_split, int(ctx.pick("patch", "fit_n")))
-    ctx.amp_wrap(attack).fit(ctx.encoder(), fit_data)  # fits ``attack`` itself
+    with count_passes() as fitting:
+        ctx.amp_wrap(attack).fit(ctx.encoder(), fit_data)  # fits ``attack`` itself
     ctx.fitted_patch = attack
     res = evaluate(ctx.encoder(), ctx.attacked, modality=modality, attack=ctx.amp_wrap(attack), **ctx.kw())
     if modality in ctx.attacked.tasks:  # fooling rate = zero-shot prediction changed
         res.extra["fooling_rate"] = attack.fooling_rate(ctx.encoder(), ctx.attacked, modality)
     res.extra["fit"] = fit_data.info()
+    res.extra["fit_cost"] = fitting.as_dict(len(fit_data))  # the patch's passes are spent fitting it
     return [res]
