@@ -47,13 +47,14 @@ def test_budgeted_ensemble_spends_fewer_passes_than_the_ensemble(trained, image_
     assert budget.forward + budget.backward < standard.forward + standard.backward
 
 
-def test_budgeted_ensemble_discards_hopeless_items(trained, image_batch):
-    attack = BudgetedEnsemble(eps=1 / 255, steps=2, target_steps=2, n_queries=10, hopeless=1.0, near=0.0)
+def test_budgeted_ensemble_spends_less_on_hopeless_items(trained, image_batch):
+    attack = BudgetedEnsemble(eps=1 / 255, steps=2, target_steps=2, n_queries=10, hopeless=1.0, hopeless_targets=0,
+                              near=0.0)
     attack(trained, image_batch)
     ran = {r["part"]: r for r in attack.describe()["ran"]}
     survivors = ran["apgd-ce"]["attacked"] - ran["apgd-ce"]["broken"]
-    assert survivors > 0 and ran["discarded"]["attacked"] == survivors
-    assert "apgd-t" not in ran  # nothing left worth a targeted run
+    assert survivors > 0 and ran["hopeless"]["attacked"] == survivors
+    assert "apgd-t" not in ran and "apgd-t-hopeless" not in ran  # no targeted run left for them
 
 
 def test_budgeted_ensemble_same_seed_same_output(trained, image_batch):

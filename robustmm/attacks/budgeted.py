@@ -8,20 +8,21 @@ items it cannot break and spends on those near the decision boundary:
 
 1. **APGD-CE**, ``steps`` iterations with early stopping: most items break within a few steps
    and leave at once.
-2. **Online statistics discard.** For each survivor, the zero-shot margin at its most damaging
-   iterate is compared with its clean margin: ``progress = 1 - margin_adv / margin_clean``. An item
-   that the first run moved less than ``hopeless`` of the way to the boundary is judged hopeless
-   and gets no more gradient runs (A3's discarding of hopeless restarts, made per item across parts).
+2. **Online statistics.** For each survivor, the zero-shot margin at its most damaging iterate is
+   compared with its clean margin: ``progress = 1 - margin_adv / margin_clean``. An item the first
+   run moved no closer to the boundary than ``hopeless`` (default 0: its margin grew) is judged
+   hopeless and gets ``hopeless_targets`` targeted runs instead of ``n_target_classes`` (A3's
+   discarding of hopeless restarts, made per item).
 3. **APGD-T from the first run's point** (adaptive initialisation: the targeted runs start where
-   APGD-CE left the item, not at a fresh random point), on the top ``n_target_classes`` classes,
-   ``target_steps`` each, only for the items not discarded; an item leaves at its first break.
+   APGD-CE left the item, not at a fresh random point), ``target_steps`` each, the best targets
+   first; an item leaves at its first break.
 4. **Square** with ``n_queries`` queries (gradient-free, the control for masked gradients) on the
    items still robust whose margin is within ``near`` of the boundary (``progress >= 1 - near``) --
    and on every survivor when the first run made no progress on any item at all, the signature of a
    masked gradient.
 
 Budgets are per item; ``describe()`` reports, after a run, how many items each stage attacked and
-broke and how many were discarded. Deterministic with the same ``seed`` (per-item seeded parts).
+broke and how many were judged hopeless. Deterministic with the same ``seed`` (per-item seeded parts).
 Label-free batches (no zero-shot task) have no margin to judge: every survivor goes through every
 stage, as in the standard ensemble.
 
@@ -69,14 +70,14 @@ def _count(v: Any, what: str, low: int = 0) -> int:
 class BudgetedEnsemble(Attack):
     """APGD-CE, then targeted APGD and Square only where they can still pay off (a pass budget).
 
-    See the module docstring for the stages, the discard rule and an example.
+    See the module docstring for the stages, the hopeless rule and an example.
     """
 
     perturbs = ("x",)
 
     def __init__(self, eps: float | None = None, norm: str | None = None, seed: int = 0, steps: int = 25,
-                 target_steps: int = 25, n_target_classes: int = 3, n_queries: int = 300, hopeless: float = 0.1,
-                 near: float = 0.5, logit_scale: float = DEFAULT_SCALE):
+                 target_steps: int = 25, n_target_classes: int = 9, n_queries: int = 300, hopeless: float = 0.0,
+                 hopeless_targets: int = 2, near: float = 0.5, logit_scale: float = DEFAULT_SCALE):
         self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
         self.norm = None if norm is None else resolve_norm(norm)
         self.seed = int(seed)
@@ -85,6 +86,7 @@ class BudgetedEnsemble(Attack):
         self.n_target_classes = _count(n_target_classes, "n_target_classes", 1)
         self.n_queries = _count(n_queries, "n_queries")
         self.hopeless = _fraction(hopeless, "hopeless")
+        self.hopeless_targets = _count(hopeless_targets, "hopeless_targets")
         self.near = _fraction(near, "near")
         self.logit_scale = float(logit_scale)
         self._ran: dict[str, list[int]] = {}
@@ -92,7 +94,8 @@ class BudgetedEnsemble(Attack):
     def settings(self) -> dict[str, Any]:
         return {"eps": self.eps, "norm": self.norm, "seed": self.seed, "steps": self.steps,
                 "target_steps": self.target_steps, "n_target_classes": self.n_target_classes,
-                "n_queries": self.n_queries, "hopeless": self.hopeless, "near": self.near,
+                "n_queries": self.n_queries, "hopeless": self.hopeless,
+                "hopeless_targets": self.hopeless_targets, "near": self.near,
                 "logit_scale": self.logit_scale}
 
     def resolve(self, modality: str) -> "BudgetedEnsemble":
@@ -144,12 +147,14 @@ class BudgetedEnsemble(Attack):
                                   scorer, "apgd-ce")
         live = todo[score[todo] > 0]
         progress = self._progress(clean, score, live, scorer)
-        self._note("discarded", int((progress < self.hopeless).sum()), 0)
-        promising = live[progress >= self.hopeless]
-        if len(promising) and self.target_steps and scorer.zero_shot:
-            targeted = APGD(steps=self.target_steps, loss="dlr-targeted", n_target_classes=self.n_target_classes,
-                            random_start=False, **common)
-            score[promising] = self._stage(encoder, batch, x, adv, promising, targeted, scorer, "apgd-t")
+        self._note("hopeless", int((progress < self.hopeless).sum()), 0)
+        if self.target_steps and scorer.zero_shot:
+            for group, targets, label in ((live[progress >= self.hopeless], self.n_target_classes, "apgd-t"),
+                                          (live[progress < self.hopeless], self.hopeless_targets, "apgd-t-hopeless")):
+                if len(group) and targets:
+                    targeted = APGD(steps=self.target_steps, loss="dlr-targeted", n_target_classes=targets,
+                                    random_start=False, **common)
+                    score[group] = self._stage(encoder, batch, x, adv, group, targeted, scorer, label)
         live = live[score[live] > 0]
         near = self._near(clean, score, live, progress, scorer, todo)
         if len(near) and self.n_queries:
