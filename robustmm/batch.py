@@ -70,6 +70,16 @@ class Batch:
             return None
         return e.emb
 
+    def take(self, rows: torch.Tensor) -> "Batch":
+        """The items ``rows`` (a LongTensor of positions) of this batch, their dataset indices kept
+        (positions stand in when the batch has none), so per-item seeds match in any sub-batch."""
+        n = len(self)
+        index = self.index if self.index is not None and len(self.index) == n else torch.arange(n)
+        r = rows.cpu()
+        labels = None if self.labels is None else self.labels[rows.to(self.labels.device)]
+        return Batch(self.modality, self.x[rows], [self.captions[i] for i in r.tolist()], labels, self.prompts,
+                     torch.as_tensor(index)[r])
+
     @classmethod
     def from_tensors(
         cls,

@@ -51,7 +51,7 @@ SMALL_VOCAB = ["red", "blue", "green", "yellow", "purple", "circle", "square", "
 
 #: cheap values for the knobs that set an attack's cost; an attack taking one of them gets it
 CHEAP: dict[str, Any] = {
-    "steps": 2, "n_queries": 20, "n_iter": 2, "iterations": 2, "restarts": 1, "n_restarts": 1,
+    "steps": 2, "target_steps": 2, "n_queries": 20, "n_iter": 2, "iterations": 2, "restarts": 1, "n_restarts": 1,
     "epochs": 1, "batch_size": 4, "eot_samples": 2, "eot_iter": 2, "n_samples": 2, "samples": 2,
     "k": 3, "pool": 4, "n_attributes": 2, "vocabulary": SMALL_VOCAB,
 }

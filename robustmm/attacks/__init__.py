@@ -10,6 +10,7 @@ from .amp import AutocastAttack
 from .apgd import APGD
 from .base import Attack, AttackWrapper, accepts_tensors, attack_class, build_attack, list_attacks, register_attack
 from .bpda import BPDA
+from .budgeted import BudgetedEnsemble
 from .ensemble import Ensemble
 from .eot import EOT
 from .memo import MemoAttack
@@ -22,7 +23,8 @@ from .torchattacks_adapter import TorchAttacksAttack
 from .xmai import XMAI
 
 __all__ = [
-    "APGD", "BPDA", "EOT", "PGD", "SGA", "XMAI", "Attack", "AttackWrapper", "AutocastAttack", "Ensemble", "MemoAttack",
+    "APGD", "BPDA", "EOT", "PGD", "SGA", "XMAI", "Attack", "AttackWrapper", "AutocastAttack", "BudgetedEnsemble",
+    "Ensemble", "MemoAttack",
     "RandomNoise", "Square", "TorchAttacksAttack", "UniversalPatch", "accepts_tensors", "attack_class", "build_attack",
     "list_attacks", "register_attack",
 ]

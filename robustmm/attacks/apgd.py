@@ -178,6 +178,12 @@ class APGD(Attack):
     # -- the attack -------------------------------------------------------------------------
     def __call__(self, encoder: Any, batch: Batch) -> Batch:
         """Return a perturbed copy of ``batch`` (``x`` changed, everything else shared)."""
+        return self.attack_from(encoder, batch, None)
+
+    def attack_from(self, encoder: Any, batch: Batch, start: torch.Tensor | None) -> Batch:
+        """As a call, but the first run starts at ``start`` (projected into the ball around
+        ``batch.x``; None: the usual random or clean start): a run that goes on from where another
+        attack left each item (the budgeted ensemble's adaptive initialisation)."""
         modality = batch.modality
         spec = checked_input("APGD", encoder, batch)
         r = self.resolve(modality)
@@ -205,8 +211,9 @@ class APGD(Attack):
                     if len(rows) == 0:
                         break
                     seed = item_seed(self.seed, t * self.n_restarts + restart)
+                    first = None if start is None or restart else start.detach()[rows]  # every target from it
                     xs, ls, fs = self._run(encoder, modality, x[rows], rows, index[rows.cpu()], loss_fn,
-                                           scorer if zero_shot else None, eps, norm, spec.domain, seed)
+                                           scorer if zero_shot else None, eps, norm, spec.domain, seed, first)
                     better = (fs > best_frac[rows]) | (fs == best_frac[rows]) & (ls > best_loss[rows])
                     won = rows[better]
                     best_x[won], best_loss[won], best_frac[won] = xs[better], ls[better], fs[better]
@@ -226,7 +233,7 @@ class APGD(Attack):
 
     def _run(self, encoder: Any, modality: str, x0: torch.Tensor, rows: torch.Tensor, index: torch.Tensor,
              loss_fn: LossFn, scorer: Scorer | None, eps: float, norm: str, domain: tuple[float, float],
-             seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             seed: int, start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One APGD run on ``rows``: each item's most damaging iterate (the largest broken share, then
         the highest loss), its loss and its broken share.
 
@@ -249,7 +256,9 @@ class APGD(Attack):
 
         stop = self.early_stop and scorer is not None
         xk = x0.clone()
-        if self.random_start:
+        if start is not None:
+            xk = project(start.to(x0.dtype).clone(), x0, eps, norm, domain)
+        elif self.random_start:
             xk = project(x0 + random_delta(x0, eps, norm, seed=seed, index=index), x0, eps, norm, domain)
         loss, grad, share = probe(xk, rows)
         best_x, best_l, best_f = xk.clone(), loss.clone(), share.clone()  # what is returned

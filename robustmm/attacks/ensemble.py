@@ -73,15 +73,6 @@ VERSIONS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
 _APGD_LABELS = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}
 
 
-def _subset(batch: Batch, rows: torch.Tensor) -> Batch:
-    """The items ``rows`` of ``batch`` (their dataset indices kept, so per-item seeds match)."""
-    index = batch.index if batch.index is not None and len(batch.index) == len(batch) else torch.arange(len(batch))
-    r = rows.cpu()
-    return Batch(batch.modality, batch.x[rows], [batch.captions[i] for i in r.tolist()],
-                 None if batch.labels is None else batch.labels[rows.to(batch.labels.device)], batch.prompts,
-                 torch.as_tensor(index)[r])
-
-
 def runs_on(attack: Attack, classes: int | None) -> bool:
     """Whether an ensemble part can run on a zero-shot task of ``classes`` classes (None: no task):
     the DLR losses compare the third and fourth logits, so they need at least 4 classes."""
@@ -171,7 +162,7 @@ class Ensemble(Attack):
                 log.warning("ensemble: skipping %s, the DLR loss needs at least 4 classes (this task has %d)", label, classes)
                 continue
             with count_passes() as spent:  # the part's own passes, totals over the items it attacked
-                out = atk(encoder, _subset(batch.replace(x=x), todo)).x.detach()
+                out = atk(encoder, batch.replace(x=x).take(todo)).x.detach()
             self._ran[k][2] += spent.forward
             self._ran[k][3] += spent.backward
             with frozen(encoder), torch.no_grad():
