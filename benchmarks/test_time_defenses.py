@@ -67,7 +67,8 @@ def _build(name: str, enc: Any, train: Any, modality: str, args: argparse.Namesp
         return robustmm.defend(enc, "clipure", steps=args.clipure_steps)
     if name == "counterattack":
         return robustmm.defend(enc, "counterattack", data=train, modality=modality, steps=args.ttc_steps)
-    return robustmm.defend(enc, "invgc", data=train, modality=modality, bank_n=args.bank_n, beta=args.beta, k=args.k)
+    return robustmm.defend(enc, "invgc", data=train, modality=modality, bank_n=args.bank_n, beta=args.beta,
+                          beta_query=args.beta_query, k=args.k)
 
 
 def _adaptive(name: str, pgd: Any, args: argparse.Namespace) -> Any:
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import robustmm
     from robustmm.modalities import get_modality
 
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
     enc = robustmm.load_encoder("tinybind")
     data = robustmm.load_dataset("synthscenes", split="test", n=args.n)
     train = robustmm.load_dataset("synthscenes", split="train", n=args.train_n)
@@ -132,15 +135,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for eps in budgets:
                 rows.append(_cell(name, defended, enc, no_task if name == "invgc" else data, modality, eps, args))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
     out = {
         "command": "python benchmarks/test_time_defenses.py " + " ".join(sys.argv[1:]),
         "commit": commit,
         "machine": machine_info(args.device),
         "settings": {"n": args.n, "steps": args.steps, "eot_samples": args.eot, "clipure_steps": args.clipure_steps,
-                     "counterattack_steps": args.ttc_steps, "train_n": args.train_n, "invgc": {"beta": args.beta, "k": args.k,
-                                                                                                 "bank_n": args.bank_n}},
+                     "counterattack_steps": args.ttc_steps, "train_n": args.train_n,
+                     "invgc": {"beta": args.beta, "beta_query": args.beta_query, "k": args.k, "bank_n": args.bank_n}},
         "hubness_k_occurrence_skew": hub,
         "rows": rows,
     }
@@ -158,7 +159,8 @@ def main() -> None:
     ap.add_argument("--eot", type=int, default=2, help="EOT draws of the adaptive attack on the counterattack")
     ap.add_argument("--clipure-steps", type=int, default=10)
     ap.add_argument("--ttc-steps", type=int, default=2)
-    ap.add_argument("--beta", type=float, default=0.3, help="InvGC gallery-bank weight")
+    ap.add_argument("--beta", type=float, default=0.1, help="InvGC gallery-bank weight")
+    ap.add_argument("--beta-query", type=float, default=0.5, help="InvGC query-bank weight")
     ap.add_argument("--k", type=int, default=10, help="InvGC neighbours (LocalAdj)")
     ap.add_argument("--bank-n", type=int, default=256)
     ap.add_argument("--hub-k", type=int, default=10, help="k of the k-occurrence skewness")

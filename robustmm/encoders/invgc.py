@@ -35,8 +35,9 @@ WEIGHTINGS = ("mean", "similarity")
 
 def neighbour_mean(z: torch.Tensor, bank: torch.Tensor, k: int | None, weighting: str = "mean") -> torch.Tensor:
     """Per row of ``z`` (N, D): the mean of its ``k`` most similar rows of ``bank`` (M, D) -- all of
-    them when ``k`` is None -- equally weighted (``"mean"``) or weighted by their cosine
-    similarity, normalised to sum 1 (``"similarity"``)."""
+    them when ``k`` is None -- equally weighted (``"mean"``) or each weighted by its cosine
+    similarity (``"similarity"``, the paper's adjacency: not renormalised, so an embedding in a
+    crowded region, close to many bank entries, has more subtracted)."""
     if weighting not in WEIGHTINGS:
         raise RobustMMError(f"invgc weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     bank = bank.to(z)
@@ -48,19 +49,25 @@ def neighbour_mean(z: torch.Tensor, bank: torch.Tensor, k: int | None, weighting
         neighbours = bank.unsqueeze(0).expand(z.shape[0], -1, -1)
     if weighting == "mean":
         return neighbours.mean(1)
-    w = sims.clamp_min(0)
-    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    return (w.unsqueeze(-1) * neighbours).sum(1)
+    return (sims.clamp_min(0).unsqueeze(-1) * neighbours).mean(1)
 
 
 def invgc_adjust(z: torch.Tensor, bank: torch.Tensor, *, beta: float, k: int | None = None,
-                 query_bank: torch.Tensor | None = None, beta_query: float = 0.0, weighting: str = "mean") -> torch.Tensor:
-    """InvGC on embeddings ``z`` (N, D): ``normalize(z - beta * nb(z, bank) - beta_query * nb(z, query_bank))``
-    with ``nb`` the :func:`neighbour_mean` over ``k`` neighbours (LocalAdj; None: the whole bank)."""
+                 query_bank: torch.Tensor | None = None, beta_query: float = 0.0, weighting: str = "similarity",
+                 renormalize: bool = True) -> torch.Tensor:
+    """InvGC on embeddings ``z`` (N, D): ``z - beta * nb(z, bank) - beta_query * nb(z, query_bank)`` with
+    ``nb`` the :func:`neighbour_mean` over ``k`` neighbours (LocalAdj; None: the whole bank),
+    renormalised to unit length unless ``renormalize=False``.
+
+    The paper scores the adjusted gallery by dot product, so an embedding's shrunken length (an
+    item close to many bank entries loses more) lowers its scores: that is much of what reduces
+    hubness. Renormalising (what the Encoder contract asks for) keeps only the change of
+    direction, and can even favour items near the bank's centre; ``renormalize=False`` is the
+    paper's scoring for callers that rank by dot product (robustmm's retrieval metrics do)."""
     out = z - beta * neighbour_mean(z, bank, k, weighting)
     if query_bank is not None and beta_query:
         out = out - beta_query * neighbour_mean(z, query_bank, k, weighting)
-    return F.normalize(out, dim=-1)
+    return F.normalize(out, dim=-1) if renormalize else out
 
 
 def k_occurrence(queries: torch.Tensor, gallery: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -92,12 +99,15 @@ class InvGCEncoder(WrapperEncoder):
         query_banks: modality -> (M', D) query bank (embeddings of the queries of a reference
             split, e.g. captions), used with ``beta_query``.
         beta_query: weight of the query bank's neighbour mean (0: unused).
-        weighting: ``"mean"`` (neighbours count equally) or ``"similarity"``.
+        weighting: ``"similarity"`` (each neighbour weighted by its cosine, the paper's adjacency)
+            or ``"mean"`` (neighbours count equally).
+        renormalize: return unit vectors (the Encoder contract); False returns the adjusted
+            vectors as they are, the paper's dot-product scoring (see :func:`invgc_adjust`).
     """
 
-    def __init__(self, base: Encoder, banks: Mapping[str, torch.Tensor], *, beta: float = 0.3, k: int | None = 10,
-                 query_banks: Mapping[str, torch.Tensor] | None = None, beta_query: float = 0.0,
-                 weighting: str = "mean"):
+    def __init__(self, base: Encoder, banks: Mapping[str, torch.Tensor], *, beta: float = 0.1, k: int | None = 10,
+                 query_banks: Mapping[str, torch.Tensor] | None = None, beta_query: float = 0.5,
+                 weighting: str = "similarity", renormalize: bool = True):
         super().__init__(base)
         if not banks:
             raise RobustMMError("invgc needs a gallery bank: pass data=<reference split> and modality=...")
@@ -108,6 +118,7 @@ class InvGCEncoder(WrapperEncoder):
         if weighting not in WEIGHTINGS:
             raise RobustMMError(f"invgc weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
         self.beta, self.k, self.beta_query, self.weighting = float(beta), k, float(beta_query), weighting
+        self.renormalize = bool(renormalize)
         self.bank_modalities = tuple(banks)
         for m, bank in {**banks, **(query_banks or {})}.items():
             base.check_modality(m)
@@ -127,11 +138,12 @@ class InvGCEncoder(WrapperEncoder):
             return z
         query = getattr(self, f"query_bank_{modality}") if modality in self.query_modalities else None
         return invgc_adjust(z, getattr(self, f"bank_{modality}"), beta=self.beta, k=self.k, query_bank=query,
-                            beta_query=self.beta_query, weighting=self.weighting)
+                            beta_query=self.beta_query, weighting=self.weighting, renormalize=self.renormalize)
 
     def settings(self) -> dict[str, Any]:
         """The adjustment's settings and bank sizes (recorded in ``info()``)."""
         return {"beta": self.beta, "k": self.k, "beta_query": self.beta_query, "weighting": self.weighting,
+                "renormalize": self.renormalize,
                 "banks": {m: int(getattr(self, f"bank_{m}").shape[0]) for m in self.bank_modalities},
                 "query_banks": {m: int(getattr(self, f"query_bank_{m}").shape[0]) for m in self.query_modalities}}
 
