@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows, hub = [], {}
     for modality in args.modalities:
         grid = get_modality(modality).eps_grid
-        budgets = [grid[0], grid[len(grid) // 2]][: 1 if args.quick else 2]
+        budgets = [b for b, which in ((grid[0], "smallest"), (grid[len(grid) // 2], "middle")) if which in args.budgets]
+        budgets = budgets[:1] if args.quick else budgets
         for name in args.defenses:
             defended = _build(name, enc, train, modality, args)
             if name == "invgc":
@@ -167,6 +168,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--modalities", nargs="+", default=["image", "video", "audio", "depth", "thermal", "pointcloud"])
     ap.add_argument("--defenses", nargs="+", default=list(DEFENSES), choices=DEFENSES)
+    ap.add_argument("--budgets", nargs="+", default=["smallest", "middle"], choices=["smallest", "middle"],
+                    help="which eps of each modality's grid")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     if args.quick:
