@@ -20,7 +20,10 @@ white-box PGD at the same eps). CLIPure and the counterattack are scored by zero
 zero-shot CE loss); InvGC by retrieval recall@1 (PGD's caption loss, the zero-shot task dropped so
 the worst case picks by retrieval), with the k-occurrence skewness (hubness) of the clean gallery.
 
-    OMP_NUM_THREADS=1 python benchmarks/test_time_defenses.py --threads 1 --n 100 --out docs/results/test_time_defenses.json
+    OMP_NUM_THREADS=1 python benchmarks/test_time_defenses.py --threads 1 --n 64 --out docs/results/test_time_defenses.json
+
+(docs/results/test_time_defenses.json merges runs of this command split by ``--defenses``,
+``--modalities`` and ``--budgets``, run side by side on a shared machine; its ``commands`` list them.)
 """
 from __future__ import annotations
 
