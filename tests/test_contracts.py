@@ -713,6 +713,9 @@ DEFENSE_BUILDERS = {
     "noise-heads": _trained("noise-heads", modality="audio", sigma=0.01, draws=1, epochs=1, progress=False),
     "denoiser": _trained("denoiser", modality="depth", sigma=0.1, epochs=1, batch_size=4, width=4, depth=2),
     "fare": _trained("fare", modality="thermal", epochs=1, batch_size=4, steps=1, progress=False),
+    "clipure": lambda base, train: robustmm.defend(base, "clipure", steps=3),
+    "counterattack": _trained("counterattack", modality="image", steps=1, fit_n=8),
+    "invgc": _trained("invgc", modality="audio", k=3),
 }
 
 

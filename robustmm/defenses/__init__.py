@@ -12,7 +12,9 @@ from .fare import fare_finetune
 from .noise_heads import GaussianNoise, noise_calibrate, noisy_embeddings
 from .objectives import OBJECTIVES, parse_objective
 from .registry import DefenseFamily, defend, defense_family, list_defenses, register_defense_family, smooth
+from .test_time import embedding_banks, fit_tau_threshold
 
 __all__ = ["Calibration", "DefenseFamily", "GaussianNoise", "OBJECTIVES", "ResidualHead", "calibrate", "default_attack",
-           "defend", "defense_family", "fare_finetune", "list_defenses", "load_heads", "noise_calibrate", "noisy_embeddings",
+           "defend", "defense_family", "embedding_banks", "fare_finetune", "fit_tau_threshold", "list_defenses", "load_heads",
+           "noise_calibrate", "noisy_embeddings",
            "parse_objective", "register_defense_family", "save_heads", "smooth", "train_denoiser"]
