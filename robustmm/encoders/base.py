@@ -49,6 +49,12 @@ class Encoder(nn.Module):
     weights: str = ""
     #: a trained defense's training report (calibration heads, FARE); None for encoders nobody trained here
     training_info: dict[str, Any] | None = None
+    #: what an adaptive attack must know (a defense overrides them; wrappers are read through
+    #: ``straight_through.declared``, which looks into ``base``): whether ``encode`` draws randomness
+    #: (EOT averages over it), and the names of non-differentiable steps routed through
+    #: ``straight_through`` (BPDA approximates them). The defense-zoo audit also probes both.
+    randomized: bool = False
+    bpda_steps: tuple[str, ...] = ()
 
     # -- the public contract ---------------------------------------------------------------
     def encode(self, modality: str, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
