@@ -108,6 +108,8 @@ def plot_zoo(summary: Mapping[str, Any]) -> Any:
             vals = [r.get("clean"), r["eps"]["middle"].get("naive"), r["eps"]["middle"].get("worst")]
             for j, ((label, colour), v) in enumerate(zip(kinds, vals)):
                 ax.bar(i + (j - 1) * 0.27, 0.0 if v is None else v, 0.27, color=colour, label=label if i == 0 else None)
+            if vals[2] is not None:  # the headline number, written out (a zero bar is otherwise invisible)
+                ax.text(i + 0.27, vals[2] + 0.01, f"{vals[2]:.2f}", ha="center", va="bottom", fontsize=6)
             if r["eps"]["middle"].get("naive_overstates"):
                 ax.text(i, 1.02, "*", ha="center", va="bottom", fontsize=12, color="#d32f2f")
         ax.set_xticks(range(len(mine)), [r["defense"] for r in mine], rotation=35, ha="right", fontsize=8)
@@ -118,7 +120,7 @@ def plot_zoo(summary: Mapping[str, Any]) -> Any:
     for ax in list(axes.flat)[len(mods):]:
         ax.set_visible(False)
     if mods:
-        axes.flat[0].legend(fontsize=7, loc="lower left")
+        fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
     s = summary.get("settings", {})
     fig.suptitle(f"Defense zoo: {s.get('model', '?')} on {s.get('data', '?')}, n = {s.get('n')}; "
                  "* = naive overstates (> 2 SE above the adaptive worst case)", fontsize=10)
