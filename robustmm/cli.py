@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="PGD/APGD iterations (default 10; --quick 3)")
     p.add_argument("--eot-samples", type=int, default=None, help="EOT draws against randomized defenses (default 4)")
     p.add_argument("--cert-n", type=int, default=None, help="items certified for smoothing entries (default 32)")
+    p.add_argument("--cert-draws", type=int, default=None, help="noise draws per certified item (default 256; --quick 64)")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks (faster)")
     p.add_argument("--quick", action="store_true", help="small n, few steps, short training")
     p.add_argument("--resume", action="store_true", help="skip the (defense, modality) pairs already in --out")
@@ -287,7 +288,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     summary = zoo_command(model=args.model, data=args.data, defenses=args.defenses, modalities=args.modalities, n=args.n,
                           n_train=args.n_train, n_val=args.n_val, steps=args.steps, eot_samples=args.eot_samples,
-                          cert_n=args.cert_n, checks_on=not args.no_checks, out=args.out, quick=args.quick,
+                          cert_n=args.cert_n, cert_draws=args.cert_draws, checks_on=not args.no_checks, out=args.out,
+                          quick=args.quick,
                           resume=args.resume, seed=args.seed or 0, device=args.device,
                           command="robustmm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None)
     if not args.quiet:

@@ -78,12 +78,13 @@ class AuditConfig:
     targets: int = 3              # APGD-T target classes
     checks: bool = True           # gradient-masking checks on every defended model
     cert_n: int = 32              # items certified (smoothing entries)
+    cert_draws: int = 256         # Monte Carlo draws per certified item (selection draws: an eighth, at least 16)
     seed: int = 0
     quick: bool = False           # the recipes' quick settings
     batch_size: int = 128
 
     def __post_init__(self) -> None:
-        for k in ("n", "steps", "eot_samples", "targets", "cert_n", "batch_size"):
+        for k in ("n", "steps", "eot_samples", "targets", "cert_n", "cert_draws", "batch_size"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise RobustMMError(f"audit setting {k} must be an integer >= 1, got {v!r}")
@@ -383,16 +384,15 @@ def _checks(bare: Encoder, defended: Encoder, test: MultimodalDataset, modality:
 
 def _certify(defended: Encoder, test: MultimodalDataset, modality: str, settings: dict[str, Any],
              cfg: AuditConfig) -> tuple[dict[str, Any], Result] | None:
-    """Certified top-1 at the reference radii of a smoothing entry (its sigma; a SmoothedEncoder's
-    own Monte Carlo settings)."""
+    """Certified top-1 at the reference radii of a smoothing entry, at its sigma, with the audit's
+    draws for every entry (comparable across families)."""
     sigma = settings.get("sigma")
     if sigma is None:
         return None
-    kw: dict[str, Any] = {"n0": 32, "n": 256} if not cfg.quick else {"n0": 16, "n": 64}
+    kw: dict[str, Any] = {"n0": max(16, cfg.cert_draws // 8), "n": cfg.cert_draws}
     base = defended
-    if isinstance(defended, SmoothedEncoder):
-        kw = {"n0": defended.n0, "n": defended.draws, "alpha": defended.alpha}
-        base = defended.base
+    if isinstance(defended, SmoothedEncoder):  # its noise and failure probability, the audit's draws
+        kw["alpha"], base = defended.alpha, defended.base
     radii = list(reference_radii(modality))
     r = certify_dataset(base, test, modality=modality, sigma=float(sigma), radii=radii, retrieval=False,
                         n_items=min(cfg.cert_n, len(test)), seed=cfg.seed, progress=False, **kw)

@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "robustmm.zoo/1"
 #: --quick: items, training items, attack steps, EOT draws, certified items
-QUICK = {"n": 16, "n_train": 64, "n_val": 16, "steps": 3, "eot_samples": 2, "cert_n": 8}
+QUICK = {"n": 16, "n_train": 64, "n_val": 16, "steps": 3, "eot_samples": 2, "cert_n": 8, "cert_draws": 64}
 #: the keys that must match for --resume
-FINGERPRINT = ("model", "data", "n", "n_train", "n_val", "steps", "eot_samples", "targets", "cert_n", "seed", "quick",
-               "checks")
+FINGERPRINT = ("model", "data", "n", "n_train", "n_val", "steps", "eot_samples", "targets", "cert_n", "cert_draws", "seed",
+               "quick", "checks")
 
 
 def pick_names(spec: str, known: list[str], kind: str) -> list[str]:
@@ -91,7 +91,8 @@ def _load_summary(out: Path, settings: dict[str, Any], resume: bool) -> dict[str
 
 def zoo_command(*, model: str = "tinybind", data: str = "synthscenes", defenses: str = "all", modalities: str = "all",
                 n: int | None = None, n_train: int | None = None, n_val: int | None = None, steps: int | None = None,
-                eot_samples: int | None = None, cert_n: int | None = None, targets: int = 3, checks_on: bool = True,
+                eot_samples: int | None = None, cert_n: int | None = None, cert_draws: int | None = None,
+                targets: int = 3, checks_on: bool = True,
                 out: str | Path = "runs/zoo", quick: bool = False, resume: bool = False, seed: int = 0,
                 device: str = "cpu", command: str | None = None) -> dict[str, Any]:
     """Audit every chosen (family, modality) pair and write the output folder (see the module
@@ -102,8 +103,10 @@ def zoo_command(*, model: str = "tinybind", data: str = "synthscenes", defenses:
     mods = pick_names(modalities, ["image", "video", "audio", "depth", "thermal", "pointcloud"], "modalities")
     for m in mods:
         get_modality(m)
-    base = QUICK if quick else {"n": 64, "n_train": 256, "n_val": 64, "steps": 10, "eot_samples": 4, "cert_n": 32}
-    given = {"n": n, "n_train": n_train, "n_val": n_val, "steps": steps, "eot_samples": eot_samples, "cert_n": cert_n}
+    base = QUICK if quick else {"n": 64, "n_train": 256, "n_val": 64, "steps": 10, "eot_samples": 4, "cert_n": 32,
+                                "cert_draws": 256}
+    given = {"n": n, "n_train": n_train, "n_val": n_val, "steps": steps, "eot_samples": eot_samples, "cert_n": cert_n,
+             "cert_draws": cert_draws}
     sizes = {k: base[k] if v is None else v for k, v in given.items()}
     for k, v in [*sizes.items(), ("targets", targets)]:
         checks.check_count(v, "--" + k.replace("_", "-"))
@@ -116,7 +119,7 @@ def zoo_command(*, model: str = "tinybind", data: str = "synthscenes", defenses:
     settings = {"model": model, "data": data, **sizes, "targets": targets, "seed": seed, "quick": quick, "checks": checks_on}
     old = _load_summary(out, settings, resume)
     cfg = AuditConfig(n=sizes["n"], steps=sizes["steps"], eot_samples=sizes["eot_samples"], targets=targets,
-                      checks=checks_on, cert_n=sizes["cert_n"], seed=seed, quick=quick)
+                      checks=checks_on, cert_n=sizes["cert_n"], cert_draws=sizes["cert_draws"], seed=seed, quick=quick)
     with FolderLock(out):
         return _run(out, cfg, settings, families, mods, old, device, command)
 
