@@ -228,3 +228,16 @@ def test_zoo_command_writes_and_resumes(tmp_path, one_thread):
         zoo_command(**kw)                          # a finished folder without --resume
     with pytest.raises(Exception, match="other settings"):
         zoo_command(**(kw | {"n": 5}), resume=True)
+
+
+@pytest.mark.slow  # certification draws: a minute on a busy CPU
+def test_audit_defense_certifies_smoothing_entries(trained, synth_small, one_thread):
+    from robustmm.evaluation.certification import reference_radii
+
+    cfg = AuditConfig(n=4, steps=1, checks=False, cert_n=2, cert_draws=16)
+    row = audit_defense(trained, "smoothing", "audio", train=synth_small, val=synth_small, test=synth_small, config=cfg).row
+    cert = row["certified"]
+    assert cert["sigma"] == 0.01 and cert["draws"] == 16
+    assert {float(k) for k in cert["top1"]} >= set(reference_radii("audio"))
+    assert audit_defense(trained, "bit-depth", "audio", train=synth_small, val=synth_small, test=synth_small,
+                         config=cfg).row["certified"] is None
