@@ -138,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "{model} {data} {modality} are filled in")
     _common(p)
 
+    p = sub.add_parser("zoo", help="every registered defense on every modality, audited adaptively (table + figure)")
+    p.add_argument("--defenses", default="all", help="'all' or a comma-separated list (see `robustmm list defenses`)")
+    p.add_argument("--modalities", default="all", help="'all' or a comma-separated list")
+    p.add_argument("--model", default="tinybind")
+    p.add_argument("--data", default="synthscenes", help="dataset with train, val and test splits")
+    p.add_argument("--n", type=int, default=None, help="test items per pair (default 64; --quick 16)")
+    p.add_argument("--n-train", type=int, default=None, help="training items of trained defenses (default 256; --quick 64)")
+    p.add_argument("--n-val", type=int, default=None, help="selection items (default 64; --quick 16)")
+    p.add_argument("--steps", type=int, default=None, help="PGD/APGD iterations (default 10; --quick 3)")
+    p.add_argument("--eot-samples", type=int, default=None, help="EOT draws against randomized defenses (default 4)")
+    p.add_argument("--cert-n", type=int, default=None, help="items certified for smoothing entries (default 32)")
+    p.add_argument("--cert-draws", type=int, default=None, help="noise draws per certified item (default 256; --quick 64)")
+    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks (faster)")
+    p.add_argument("--quick", action="store_true", help="small n, few steps, short training")
+    p.add_argument("--resume", action="store_true", help="skip the (defense, modality) pairs already in --out")
+    p.add_argument("--out", default="runs/zoo", help="output folder (default runs/zoo)")
+    _common(p)
+
     p = sub.add_parser("list", help="list models, attacks, datasets, modalities, defenses or job cell kinds")
     p.add_argument("what", choices=["models", "attacks", "datasets", "modalities", "defenses", "cells"])
     return ap
@@ -270,6 +288,23 @@ def cmd_certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from .job.zoo import zoo_command
+
+    summary = zoo_command(model=args.model, data=args.data, defenses=args.defenses, modalities=args.modalities, n=args.n,
+                          n_train=args.n_train, n_val=args.n_val, steps=args.steps, eot_samples=args.eot_samples,
+                          cert_n=args.cert_n, cert_draws=args.cert_draws, checks_on=not args.no_checks, out=args.out,
+                          quick=args.quick,
+                          resume=args.resume, seed=args.seed or 0, device=args.device,
+                          command="robustmm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None)
+    if not args.quiet:
+        bad = [f"{r['defense']}/{r['modality']}" for r in summary["rows"] if r.get("naive_overstates")]
+        print(f"audited {len(summary['rows'])} (defense, modality) pairs in {summary['wall_s']:.0f}s; naive overstates: "
+              f"{', '.join(bad) or 'none'}")
+        print(f"wrote {Path(args.out) / 'summary.json'}, records.jsonl, defense_zoo.md, defense_zoo.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
@@ -299,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.data = with_options(args.data, skip_bad="true")
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
-                   "check-attack": cmd_check_attack, "certify": cmd_certify}[args.command]
+                   "check-attack": cmd_check_attack, "certify": cmd_certify, "zoo": cmd_zoo}[args.command]
         if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank
             if args.command not in ("eval", "run"):
                 raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` and `run`, not {args.command!r}")

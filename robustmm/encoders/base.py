@@ -77,6 +77,12 @@ class Encoder(nn.Module):
         super().__init_subclass__(**kwargs)
         if "encode_text" in cls.__dict__:
             cls.encode_text = _counted_text(cls.__dict__["encode_text"])  # type: ignore[method-assign]
+    #: what an adaptive attack must know (a defense overrides them; wrappers are read through
+    #: ``straight_through.declared``, which looks into ``base``): whether ``encode`` draws randomness
+    #: (EOT averages over it), and the names of non-differentiable steps routed through
+    #: ``straight_through`` (BPDA approximates them). The defense-zoo audit also probes both.
+    randomized: bool = False
+    bpda_steps: tuple[str, ...] = ()
 
     # -- the public contract ---------------------------------------------------------------
     def encode(self, modality: str, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:

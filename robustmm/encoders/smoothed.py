@@ -228,6 +228,9 @@ class SmoothedEncoder(WrapperEncoder):
         seed: mixed into every item's noise stream.
     """
 
+    #: ``encode`` is the base's, without noise: the randomness lives in ``predict`` and ``certify``
+    randomized = False
+
     def __init__(self, base: Encoder, sigma: float, *, n0: int = 100, draws: int = 1000, alpha: float = 0.001,
                  batch_noise: int = 256, seed: int = 0):
         check_smoothing_args(sigma=sigma, n0=n0, n=draws, alpha=alpha)
