@@ -226,7 +226,7 @@ def _score(r: Result | None, key: str = "attacked") -> float | None:
 # -- building -------------------------------------------------------------------------------------
 def _build(encoder: Encoder, family: str, modality: str, train: MultimodalDataset, settings: dict[str, Any]) -> Encoder:
     fam = defense_family(family)
-    if fam.trained:
+    if fam.trained or audit_recipe(family).fit:
         return defend(encoder, family, data=train, modality=modality, **settings)
     return defend(encoder, family, **settings)
 

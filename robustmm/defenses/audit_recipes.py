@@ -46,6 +46,9 @@ class AuditRecipe:
     candidates: tuple[Mapping[str, Any], ...] = ()
     certify: bool = False
     note: str = ""
+    #: hand an untrained family the train split and the modality (``data=``, ``modality=``): a
+    #: test-time defense that fits a threshold or embeds reference banks from them
+    fit: bool = False
 
     def settings_for(self, modality: str, quick: bool = False) -> list[dict[str, Any]]:
         """The candidate builder settings on ``modality`` (one unless ``candidates`` are given)."""
@@ -106,3 +109,9 @@ register_audit_recipe("smoothing", AuditRecipe(
 register_audit_recipe("bit-depth", AuditRecipe(settings={"bits": 3}))
 register_audit_recipe("jpeg", AuditRecipe(settings={"quality": 75}, note="image-like modalities only"))
 register_audit_recipe("random-resize-pad", AuditRecipe(note="image-like modalities only"))
+register_audit_recipe("clipure", AuditRecipe(
+    note="CLIPure-Cos purification unrolled: the adaptive attack differentiates through its steps"))
+register_audit_recipe("counterattack", AuditRecipe(
+    fit=True, note="tau threshold fitted on the train split; randomized start (EOT) and sign steps (BPDA)"))
+register_audit_recipe("invgc", AuditRecipe(
+    fit=True, note="retrieval post-processing: banks embedded from the train split; scores the zero-shot top-1 too"))
