@@ -53,6 +53,11 @@ def register_denoiser(name: str, summary: str, fits: Callable[[ModalitySpec], bo
     return deco
 
 
+def unregister_denoiser(name: str) -> None:
+    """Remove architecture ``name`` (a plugin's or a test's) from the registry; unknown names are ignored."""
+    _ARCHITECTURES.pop(name, None)
+
+
 def list_denoisers() -> dict[str, str]:
     """Every denoiser architecture and its one-line summary."""
     return {n: a.summary for n, a in _ARCHITECTURES.items()}
