@@ -80,14 +80,11 @@ def train_denoiser(encoder: Encoder, dataset: MultimodalDataset, *, modality: st
     _check_settings(objective, lr, batch_size, logit_scale, n_train)
     encoder.check_modality(modality)
     dataset.check_modality(modality)
-    if init is not None:
-        if not isinstance(init, DenoisedEncoder) or init.denoised_modality != modality:
-            raise RobustMMError(f"init= must be a DenoisedEncoder of {modality!r} (from train_denoiser), "
-                                f"got {type(init).__name__}")
-        den = copy.deepcopy(init.denoiser).requires_grad_(True)
-        width, depth = int(getattr(den, "width", width)), int(getattr(den, "depth", depth))
-    else:
-        den = build_denoiser(modality, architecture, width=width, depth=depth)
+    if init is not None and (not isinstance(init, DenoisedEncoder) or init.denoised_modality != modality):
+        raise RobustMMError(f"init= must be a DenoisedEncoder of {modality!r} (from train_denoiser), "
+                            f"got {type(init).__name__}")
+    with seeded(seed):  # the fresh weights come from the run's seed, never from the caller's RNG
+        den = _initial_denoiser(modality, architecture, width, depth, init)
     if n_train is not None:
         dataset = dataset.head(min(n_train, len(dataset)))
     dataset.check_nonempty()
@@ -112,6 +109,7 @@ def train_denoiser(encoder: Encoder, dataset: MultimodalDataset, *, modality: st
     log.info("trained %s denoiser (%s) for %s in %.1fs", den.architecture, objective, modality, seconds)
     out = DenoisedEncoder(encoder, modality, den)
     before = {} if init is None else (init.training_info or {})
+    width, depth = den.width, den.depth
     passes = len(x_all) * epochs + int(before.get("passes", 0))
     out.training_info = {"defense": "denoiser", "modality": modality, "architecture": den.architecture,
                          "objective": objective, "init": None if init is None else before.get("objective", "given"),
@@ -119,6 +117,14 @@ def train_denoiser(encoder: Encoder, dataset: MultimodalDataset, *, modality: st
                          "width": width, "depth": depth, "n_train": len(x_all), "passes": passes,
                          "final_loss": loss, "seconds": round(seconds, 2)}
     return out
+
+
+def _initial_denoiser(modality: str, architecture: str | None, width: int, depth: int,
+                      init: DenoisedEncoder | None) -> ResidualDenoiser:
+    """A fresh denoiser, or a trainable copy of ``init``'s (its architecture, width and depth kept)."""
+    if init is None:
+        return build_denoiser(modality, architecture, width=width, depth=depth)
+    return copy.deepcopy(init.denoiser).requires_grad_(True)
 
 
 def _fit(den: ResidualDenoiser, encoder: Encoder, centers: torch.Tensor | None, x_all: torch.Tensor, *, sigma: float,
