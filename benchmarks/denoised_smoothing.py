@@ -128,10 +128,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     records = work / "records.jsonl"
     done: dict[str, Any] = {}
+    made_by = {"commit": _commit(), "command": _command()}
+    provenance: dict[str, Any] = {}
     if args.resume and records.exists():
         for line in records.read_text().splitlines():
             rec = json.loads(line)
             done[rec["modality"]] = rec["result"]
+            provenance[rec["modality"]] = {k: rec.get(k, "not recorded") for k in ("commit", "command")}
     elif records.exists():
         records.unlink()
     enc = robustmm.load_encoder(args.model, device=args.device)
@@ -140,23 +143,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if modality not in done:
             t0 = time.perf_counter()
             done[modality] = run_modality(modality, enc, args) | {"wall_s": round(time.perf_counter() - t0, 1)}
+            provenance[modality] = made_by
             with records.open("a") as f:
-                f.write(json.dumps({"modality": modality, "result": done[modality]}) + "\n")
+                f.write(json.dumps({"modality": modality, "result": done[modality]} | made_by) + "\n")
         results[modality] = done[modality]
-        doc = _document(args, results)
+        doc = _document(args, results, provenance)
         if args.out and not args.quick:
             atomic_write_text(Path(args.out), json.dumps(doc, indent=1) + "\n")
-    return _document(args, results)
+    return _document(args, results, provenance)
 
 
-def _document(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+def _command() -> str:
+    return "OMP_NUM_THREADS=1 python " + " ".join(["benchmarks/denoised_smoothing.py", *sys.argv[1:]])
+
+
+def _document(args: argparse.Namespace, results: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """The JSON written and printed: settings, a summary row per modality, every number, and which
+    command at which commit measured each modality (a run may be split over processes and resumed)."""
+    commits = sorted({p["commit"] for p in provenance.values()})
+    commands = sorted({p["command"] for p in provenance.values()})
     summary = {m: {"sigma": r["sigma"], "r2": r["radii"][1], "kept": r["kept"],
                    **{f"{v} @r2": r["variants"][v]["certified_top1"][f"{r['radii'][1]:g}"] for v in VARIANTS},
                    "target reached": r["target_r2_reached"]} for m, r in results.items()}
     return {
         "benchmark": "denoised_smoothing",
-        "command": "OMP_NUM_THREADS=1 python " + " ".join(["benchmarks/denoised_smoothing.py", *sys.argv[1:]]),
-        "commit": _commit(),
+        "command": commands[0] if len(commands) == 1 else commands,
+        "commit": commits[0] if len(commits) == 1 else ", ".join(commits),
+        "measured_by": provenance,
         "machine": machine_info(args.device),
         "settings": {k: getattr(args, k) for k in ("model", "items", "n0", "draws", "alpha", "val_items", "val_n0",
                                                    "val_draws", "n_train", "head_draws", "head_epochs", "mse_epochs",
