@@ -50,8 +50,8 @@ def _commit() -> str:
         return "not recorded"
 
 
-def _train(variant: str, enc: Any, train: Any, modality: str, sigma: float, args: argparse.Namespace,
-           cache: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+def _train(variant: str, enc: Any, train: Any, val: Any, modality: str, sigma: float, args: argparse.Namespace,
+           cert: dict[str, Any], cache: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(encoder, heads, training report) of one variant; the MSE denoiser is reused as the consistency init."""
     t0 = time.perf_counter()
     if variant == "noise-head":
@@ -68,9 +68,27 @@ def _train(variant: str, enc: Any, train: Any, modality: str, sigma: float, args
         cache["mse"] = train_denoiser(enc, train, objective="mse", epochs=args.mse_epochs, lr=args.lr, **common)
     if variant == "denoiser-mse":
         return cache["mse"], None, dict(cache["mse"].training_info)
-    den = train_denoiser(enc, train, objective="consistency", epochs=args.consistency_epochs, lr=args.lr / 4,
-                         init=cache["mse"], **common)
-    return den, None, dict(den.training_info)
+    # consistency: continue from the MSE denoiser; with several epoch totals, each continues the
+    # previous one and the total is chosen on val (certified top-1 at r2; ties: fewer epochs)
+    totals = sorted(set(args.consistency_epochs))
+    best, best_score, on_val, prev, done = None, -1.0, {}, cache["mse"], 0
+    r2 = f"{cert['radii'][1]:g}"
+    for total in totals:
+        prev = train_denoiser(enc, train, objective="consistency", epochs=total - done, lr=args.lr / 4, init=prev,
+                              **common)
+        done = total
+        if len(totals) > 1:
+            score = certify_dataset(prev, val, n0=args.val_n0, n=args.val_draws, **cert).metrics["certified"]["top1"][r2]
+            on_val[str(total)] = rounded(score, 3)
+            if (score or 0.0) > best_score:
+                best, best_score = prev, score or 0.0
+        else:
+            best = prev
+    info = dict(best.training_info) | {"consistency_epochs": totals[0] if len(totals) == 1 else None}
+    if on_val:
+        info |= {"consistency_epochs_on_val_r2": on_val,
+                 "consistency_epochs": int(max(on_val, key=lambda k: (on_val[k] or 0.0, -int(k))))}
+    return best, None, info
 
 
 def _scores(res: Any, radii: list[float]) -> dict[str, Any]:
@@ -95,7 +113,7 @@ def run_modality(modality: str, enc: Any, args: argparse.Namespace) -> dict[str,
     cache: dict[str, Any] = {}
     built = {}
     for variant in VARIANTS:
-        model, heads, info = _train(variant, enc, train, modality, sigma, args, cache)
+        model, heads, info = _train(variant, enc, train, val, modality, sigma, args, cert, cache)
         built[variant] = (model, heads)
         v = certify_dataset(model, val, heads=heads, n0=args.val_n0, n=args.val_draws, **cert)
         t = certify_dataset(model, test, heads=heads, n0=args.n0, n=args.draws, **cert)
@@ -122,7 +140,7 @@ def run_modality(modality: str, enc: Any, args: argparse.Namespace) -> dict[str,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.items, args.val_items, args.n_train, args.draws, args.val_draws = 4, 4, 16, 32, 16
-        args.n0, args.val_n0, args.mse_epochs, args.consistency_epochs, args.head_epochs = 8, 8, 1, 1, 2
+        args.n0, args.val_n0, args.mse_epochs, args.consistency_epochs, args.head_epochs = 8, 8, 1, [1, 2], 2
         args.attack_items, args.attack_steps = 2, 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -197,7 +215,8 @@ def main() -> None:
     ap.add_argument("--head-draws", type=int, default=4)
     ap.add_argument("--head-epochs", type=int, default=30)
     ap.add_argument("--mse-epochs", type=int, default=5)
-    ap.add_argument("--consistency-epochs", type=int, default=1)
+    ap.add_argument("--consistency-epochs", type=int, nargs="+", default=[1],
+                    help="consistency epochs after the MSE ones; several totals: the one chosen on val is kept")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=24)
     ap.add_argument("--depth", type=int, default=3)
