@@ -193,6 +193,9 @@ def _document(args: argparse.Namespace, results: dict[str, Any], provenance: dic
                                                    "val_draws", "n_train", "head_draws", "head_epochs", "mse_epochs",
                                                    "consistency_epochs", "lr", "width", "depth", "batch_size",
                                                    "attack_items", "attack_steps", "attack_m", "attack_n", "seed")},
+        "settings_note": None if len(commands) <= 1 else "the modalities were measured by the commands in "
+        "measured_by; settings above are the defaults of the assembling command, and each modality's own "
+        "consistency epochs are in its denoiser-consistency training block",
         "target": f"certified top-1 >= {TARGET} at the second reference radius",
         "summary": summary,
         "results": results,
