@@ -108,7 +108,7 @@ def run_modality(modality: str, enc: Any, args: argparse.Namespace) -> dict[str,
     val = robustmm.load_dataset("synthscenes", split="val", n=args.val_items, modalities=(modality,))
     test = robustmm.load_dataset("synthscenes", split="test", n=args.items, modalities=(modality,))
     cert = {"modality": modality, "sigma": sigma, "alpha": args.alpha, "radii": radii, "retrieval": False,
-            "progress": False, "seed": args.seed}
+            "progress": False, "seed": args.seed, "batch_noise": args.batch_noise}
     out: dict[str, Any] = {"sigma": sigma, "radii": radii, "variants": {}}
     cache: dict[str, Any] = {}
     built = {}
@@ -191,7 +191,7 @@ def _document(args: argparse.Namespace, results: dict[str, Any], provenance: dic
         "machine": machine_info(args.device),
         "settings": {k: getattr(args, k) for k in ("model", "items", "n0", "draws", "alpha", "val_items", "val_n0",
                                                    "val_draws", "n_train", "head_draws", "head_epochs", "mse_epochs",
-                                                   "consistency_epochs", "lr", "width", "depth", "batch_size",
+                                                   "consistency_epochs", "lr", "width", "depth", "batch_size", "batch_noise",
                                                    "attack_items", "attack_steps", "attack_m", "attack_n", "seed")},
         "settings_note": None if len(commands) <= 1 else "the modalities were measured by the commands in "
         "measured_by; settings above are the defaults of the assembling command, and each modality's own "
@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=24)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-noise", type=int, default=256, help="noisy copies per forward (memory; part of the "
+                    "noise stream, so the draws change with it)")
     ap.add_argument("--attack-items", type=int, default=6)
     ap.add_argument("--attack-steps", type=int, default=3)
     ap.add_argument("--attack-m", type=int, default=4)
