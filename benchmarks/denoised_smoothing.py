@@ -168,7 +168,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         doc = _document(args, results, provenance)
         if args.out and not args.quick:
             atomic_write_text(Path(args.out), json.dumps(doc, indent=1) + "\n")
-    return _document(args, results, provenance)
+    doc = _document(args, results, provenance)
+    if args.unfinished_log:
+        doc["unfinished"] = _unfinished(args.unfinished_log, set(results))
+        if args.out and not args.quick:
+            atomic_write_text(Path(args.out), json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def _unfinished(logs: list[str], finished: set[str]) -> dict[str, Any]:
+    """Test certified top-1 at r2 of the variants a run finished before it was stopped, read from
+    its progress lines (``MODALITY VARIANT: test r2 X``), for the modalities with no full record."""
+    out: dict[str, Any] = {}
+    for log_path in logs:
+        for line in Path(log_path).read_text().splitlines():
+            head, _, value = line.partition(": test r2 ")
+            parts = head.split()
+            if value and len(parts) == 2 and parts[0] not in finished:
+                out.setdefault(parts[0], {"source": log_path, "test_certified_top1_r2": {}})
+                out[parts[0]]["test_certified_top1_r2"][parts[1]] = None if value == "None" else float(value)
+    return out
 
 
 def _command() -> str:
@@ -232,6 +251,8 @@ def main() -> None:
     ap.add_argument("--attack-n", type=int, default=32)
     ap.add_argument("--work", default="runs/denoised_smoothing")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--unfinished-log", nargs="*", default=[],
+                    help="stderr logs of stopped runs: their finished variants go under 'unfinished'")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs/results/denoised_smoothing.json"))
     execute(ap.parse_args(), run)
 
