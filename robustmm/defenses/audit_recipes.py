@@ -99,7 +99,7 @@ register_audit_recipe("noise-heads", AuditRecipe(
     note="heads trained on Gaussian-noised inputs at the smaller default sigma; certified as a smoothed classifier"))
 register_audit_recipe("denoiser", AuditRecipe(
     settings={"epochs": 3}, quick={"epochs": 1}, sigma=True, certify=True,
-    note="image-like modalities only; certified as a smoothed classifier (denoised smoothing)"))
+    note="a denoiser shaped for the modality; certified as a smoothed classifier (denoised smoothing)"))
 register_audit_recipe("fare", AuditRecipe(
     settings={"epochs": 2, "steps": 5, "progress": False}, quick={"epochs": 1, "steps": 2},
     note="the modality tower fine-tuned with FARE's inner PGD at the middle eps"))

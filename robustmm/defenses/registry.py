@@ -156,11 +156,13 @@ def noise_heads(encoder: Encoder, data: MultimodalDataset, *, modality: str | No
     return defended
 
 
-@register_defense_family("denoiser", "denoiser", "a small conv denoiser in front of an image-like modality (smoothing)",
-                         trained=True)
+@register_defense_family("denoiser", "denoiser", "a small denoiser (MSE or consistency) in front of any continuous "
+                         "modality (smoothing)", trained=True)
 def denoiser(encoder: Encoder, data: MultimodalDataset, *, modality: str | None = None, sigma: float,
              **settings: Any) -> Encoder:
-    """:func:`~robustmm.defenses.train_denoiser`: the encoder behind a trained denoiser."""
+    """:func:`~robustmm.defenses.train_denoiser`: the encoder behind a trained denoiser
+    (``architecture=`` one of ``list_denoisers()``, default by the modality's shape;
+    ``objective="mse"`` or ``"consistency"``)."""
     return train_denoiser(encoder, data, modality=_need_modality("denoiser", modality), sigma=sigma, **settings)
 
 

@@ -3,8 +3,10 @@
 The base classifier becomes ``f(D(clamp(x + d)))``; the denoiser ``D`` is trained on Gaussian-noised
 training inputs with the MSE objective (target: the clean input), so the frozen encoder sees
 inputs closer to its training distribution. A deterministic ``D`` is part of the base classifier,
-so the smoothing guarantee is unchanged. Implemented for the image-like modalities (image, depth,
-thermal, and video frame by frame): a residual 3x3 conv net of a few layers.
+so the smoothing guarantee is unchanged. The denoiser architectures for every continuous
+modality (conv nets for images and frames, a 1-D conv net for waveforms, a point-wise MLP for
+point clouds) are in :mod:`robustmm.encoders.denoiser_archs`; :class:`ConvDenoiser` is the
+original image-like one.
 """
 from __future__ import annotations
 
@@ -54,5 +56,6 @@ class DenoisedEncoder(WrapperEncoder):
 
     def info(self) -> dict[str, Any]:
         d = self.denoiser
-        return self.base.info() | {"denoiser": {"modality": self.denoised_modality, "width": getattr(d, "width", None),
-                                                "depth": getattr(d, "depth", None)}}
+        return self.base.info() | {"denoiser": {"modality": self.denoised_modality,
+                                                "architecture": getattr(d, "architecture", "conv2d"),
+                                                "width": getattr(d, "width", None), "depth": getattr(d, "depth", None)}}
