@@ -1,5 +1,5 @@
 """Defenses that are trained: calibration heads over frozen encoders, noise heads and the denoiser for
-randomized smoothing, and the FARE fine-tuning baseline; plus the defense registry
+randomized smoothing, and adversarial fine-tuning of a tower (FARE, TeCoA, optionally LoRA); plus the defense registry
 (:func:`list_defenses`, :func:`defend`) that builds every defense family as an Encoder.
 
 The defended encoders themselves (heads, input transforms, smoothing) live with the models in
@@ -9,10 +9,13 @@ from ..encoders.heads import Calibration, ResidualHead, load_heads, save_heads
 from .calibrate import calibrate, default_attack
 from .denoiser import train_denoiser
 from .fare import fare_finetune
+from .finetune import adversarial_finetune
 from .noise_heads import GaussianNoise, noise_calibrate, noisy_embeddings
 from .objectives import OBJECTIVES, parse_objective
 from .registry import DefenseFamily, defend, defense_family, list_defenses, register_defense_family, smooth
+from .tecoa import tecoa_finetune  # registers the "tecoa" defense family
 
 __all__ = ["Calibration", "DefenseFamily", "GaussianNoise", "OBJECTIVES", "ResidualHead", "calibrate", "default_attack",
            "defend", "defense_family", "fare_finetune", "list_defenses", "load_heads", "noise_calibrate", "noisy_embeddings",
-           "parse_objective", "register_defense_family", "save_heads", "smooth", "train_denoiser"]
+           "parse_objective", "register_defense_family", "save_heads", "smooth", "train_denoiser",
+           "adversarial_finetune", "tecoa_finetune"]
