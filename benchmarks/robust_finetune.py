@@ -76,7 +76,8 @@ def run_modality(args: argparse.Namespace, modality: str) -> list[dict[str, Any]
                f"robust_top1@{spec.format_eps(small)}": round(rob_small, 4),
                f"robust_top1@{spec.format_eps(mid)}": round(rob_mid, 4),
                "robust_small": round(rob_small, 4), "robust_mid": round(rob_mid, 4),
-               "eps_small": small, "eps_mid": mid, "attack": f"apgd-ce-{args.apgd_steps}", "eval_s": round(time.perf_counter() - t0, 1),
+               "eps_small": small, "eps_mid": mid, "attack": f"apgd-ce-{args.apgd_steps}",
+               "eval_s": round(time.perf_counter() - t0, 1),
                **extra}
         print(json.dumps(row), flush=True)
         with open(args.jsonl, "a") as f:
@@ -161,8 +162,8 @@ def main() -> None:
                     choices=["fare", "tecoa", "fare-lora", "tecoa-lora"])
     ap.add_argument("--n", type=int, default=200, help="test items")
     ap.add_argument("--n-val", type=int, default=100, help="val items (selection)")
-    ap.add_argument("--n-train", type=int, default=500, help="train items")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--n-train", type=int, default=800, help="train items")
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-steps", type=int, default=5, help="PGD steps of the inner attack during training")
     ap.add_argument("--apgd-steps", type=int, default=20, help="APGD-CE iterations on test")
     ap.add_argument("--val-steps", type=int, default=10, help="APGD-CE iterations on val (selection)")
