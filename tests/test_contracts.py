@@ -713,6 +713,7 @@ DEFENSE_BUILDERS = {
     "noise-heads": _trained("noise-heads", modality="audio", sigma=0.01, draws=1, epochs=1, progress=False),
     "denoiser": _trained("denoiser", modality="depth", sigma=0.1, epochs=1, batch_size=4, width=4, depth=2),
     "fare": _trained("fare", modality="thermal", epochs=1, batch_size=4, steps=1, progress=False),
+    "tecoa": _trained("tecoa", modality="audio", epochs=1, batch_size=4, steps=1, lora_rank=2, progress=False),
 }
 
 
