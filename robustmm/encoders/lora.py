@@ -74,8 +74,9 @@ class LoRALinear(nn.Module):
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` computing the same function (weight ``W + B A * alpha / r``)."""
-        out = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
-                        device=self.base.weight.device, dtype=self.base.weight.dtype)
+        # skip_init: no random initialisation (every value is copied below), so the global RNG is untouched
+        out = nn.utils.skip_init(nn.Linear, self.in_features, self.out_features, bias=self.base.bias is not None,
+                                 device=self.base.weight.device, dtype=self.base.weight.dtype)
         with torch.no_grad():
             out.weight.copy_(self.base.weight + self.delta_weight())
             if self.base.bias is not None:
