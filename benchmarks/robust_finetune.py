@@ -74,7 +74,8 @@ def run_modality(args: argparse.Namespace, modality: str) -> list[dict[str, Any]
         t0 = time.perf_counter()
         clean, rob_small = score(tuned, test, modality, small, args.apgd_steps, args.seed)
         _, rob_mid = score(tuned, test, modality, mid, args.apgd_steps, args.seed)
-        row = {"modality": modality, "model": model, "n_test": len(test), "clean_top1": round(clean, 4),
+        row = {"modality": modality, "model": model, "command": args.command_line, "n_test": len(test),
+               "clean_top1": round(clean, 4),
                f"robust_top1@{spec.format_eps(small)}": round(rob_small, 4),
                f"robust_top1@{spec.format_eps(mid)}": round(rob_mid, 4),
                "robust_small": round(rob_small, 4), "robust_mid": round(rob_mid, 4),
@@ -155,8 +156,11 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return {
         "benchmark": "robust_finetune",
-        "command": args.command_line,
+        # the commands that measured the rows (one per process), then this one that collected them
+        "command": " ; ".join([*sorted({r["command"] for r in runs.values() if "command" in r}), args.command_line]),
         "commit": commit,
+        "note": "timings (train_s, eval_s) were taken on a 2-core machine shared with other work (load average "
+                "8-30): compare them within this file only" + (f"; {args.note}" if args.note else ""),
         "machine": machine_info("cpu"),
         "config": {k: getattr(args, k) for k in ("model", "n", "n_val", "n_train", "epochs", "train_steps", "apgd_steps",
                                                  "val_steps", "clean_drop", "seed", "quick")},
@@ -185,6 +189,7 @@ def main() -> None:
     ap.add_argument("--jsonl", default=str(ROOT / "runs" / "robust_finetune.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "robust_finetune.json"))
     ap.add_argument("--collect", action="store_true", help="only rebuild --out from --jsonl")
+    ap.add_argument("--note", default="", help="a line about how the rows were run, kept in --out")
     ap.add_argument("--resume", action="store_true", help="skip the (modality, model) runs already in --jsonl")
     args = ap.parse_args()
     args.command_line = "python benchmarks/robust_finetune.py " + " ".join(sys.argv[1:])
