@@ -87,6 +87,8 @@ def test_every_tower_trains(rand_encoder, synth_small, family, modality):
     ({"eps": "four"}, "eps"),
     ({"eps": 4}, "did you mean 4/255"),
     ({"lora_rank": 0}, "lora_rank"),
+    ({"lora_alpha": 4.0}, "lora_rank=r"),
+    ({"lora_rank": 2, "lora_alpha": -1.0}, "lora_alpha"),
     ({"scale": 0}, "scale"),
     ({"modality": "smell"}, "smell"),
 ])

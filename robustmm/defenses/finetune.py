@@ -180,6 +180,8 @@ def adversarial_finetune(
     _check_settings(epochs, lr, batch_size)
     if lora_rank is not None:
         check_rank(lora_rank)
+    elif lora_alpha is not None:
+        raise RobustMMError("lora_alpha is set but lora_rank is not: pass lora_rank=r to train adapters")
     budget = inner_budget(modality, attack, eps, steps)
     tuned = copy.deepcopy(encoder)
     tuned.eval()
