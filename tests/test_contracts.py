@@ -716,6 +716,7 @@ DEFENSE_BUILDERS = {
     "clipure": lambda base, train: robustmm.defend(base, "clipure", steps=3),
     "counterattack": _trained("counterattack", modality="image", steps=1, fit_n=8),
     "invgc": _trained("invgc", modality="audio", k=3),
+    "tecoa": _trained("tecoa", modality="audio", epochs=1, batch_size=4, steps=1, lora_rank=2, progress=False),
 }
 
 

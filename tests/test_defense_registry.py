@@ -52,6 +52,7 @@ def test_defend_errors_name_the_fix(rand_encoder):
     ("calibration", {"modality": "image", "epochs": 1, "progress": False,
                      "attack": robustmm.build_attack("pgd", eps=2 / 255, steps=1)}),
     ("fare", {"modality": "image", "epochs": 1, "steps": 1, "batch_size": 4, "progress": False}),
+    ("tecoa", {"modality": "image", "epochs": 1, "steps": 1, "batch_size": 4, "lora_rank": 2, "progress": False}),
     ("denoiser", {"modality": "image", "sigma": 0.1, "epochs": 1, "width": 4, "depth": 2}),
 ])
 def test_training_leaves_the_global_rng_alone(rand_encoder, synth_small, name, settings):

@@ -92,3 +92,26 @@ def test_bad_arguments(rand_encoder, train):
         fare_finetune(rand_encoder, train, modality=MODALITY, epochs=0, progress=False)
     with pytest.raises(RobustMMError):
         fare_finetune(rand_encoder, train, modality="smell", epochs=1, progress=False)
+
+
+def test_the_report_counts_parameters_and_passes(rand_encoder, tuned, train):
+    _, report, _ = tuned
+    tower = sum(p.numel() for p in rand_encoder.tower(MODALITY).parameters())
+    assert report["tower_params"] == tower and report["trainable_share"] == 1.0
+    assert report["total_params"] == sum(p.numel() for p in rand_encoder.parameters())
+    assert report["training_passes"] == len(train) * 1 * (1 + 1)  # items x epochs x (attack steps + 1)
+    assert report["lora"] is None
+
+
+def test_fare_with_lora_trains_only_adapters(rand_encoder, train):
+    model = fare_finetune(rand_encoder, train, modality="pointcloud", epochs=1, lr=1e-2, batch_size=4, steps=1,
+                          lora_rank=4, lora_merge=False, progress=False)
+    report = model.training_info
+    assert report["lora"]["rank"] == 4 and not report["lora"]["merged"]
+    assert 0 < report["trainable_share"] < 0.05
+    names = {n for n, _ in model.tower("pointcloud").named_parameters()}
+    assert any("lora_A" in n for n in names)
+    base = rand_encoder.tower("pointcloud").state_dict()
+    for k, v in model.tower("pointcloud").state_dict().items():
+        if "lora_" not in k:
+            assert torch.equal(v, base[k.replace(".base.", ".")]), k

@@ -103,6 +103,9 @@ register_audit_recipe("denoiser", AuditRecipe(
 register_audit_recipe("fare", AuditRecipe(
     settings={"epochs": 2, "steps": 5, "progress": False}, quick={"epochs": 1, "steps": 2},
     note="the modality tower fine-tuned with FARE's inner PGD at the middle eps"))
+register_audit_recipe("tecoa", AuditRecipe(
+    settings={"epochs": 2, "steps": 3, "progress": False}, quick={"epochs": 1, "steps": 2},
+    note="the modality tower fine-tuned with TeCoA (zero-shot CE on PGD examples) at the middle eps"))
 register_audit_recipe("smoothing", AuditRecipe(
     settings={"n0": 32, "draws": 256}, quick={"n0": 16, "draws": 64}, sigma=True, certify=True,
     note="encode is the base model's (attack columns score the base classifier); the guarantee is the certificate"))

@@ -12,30 +12,15 @@ best robust top-1 among the rates that keep clean top-1 within 5 points; 1e-3 al
 """
 from __future__ import annotations
 
-import copy
-import logging
-import time
 from typing import Any
 
 import torch
 
 from ..attacks.base import Attack
+from ..batch import Batch
 from ..data.base import MultimodalDataset
 from ..encoders.base import Encoder
-from ..errors import BudgetError, RobustMMError
-from ..evaluation import iter_batches
-from ..modalities import get_modality
-from ..progress import tqdm
-from ..seeding import seeded
-
-log = logging.getLogger(__name__)
-
-
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    flat = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return delta * (eps / flat).clamp(max=1.0).view(-1, *[1] * (delta.dim() - 1))
+from .finetune import adversarial_finetune, pgd_maximise
 
 
 def fare_inner_attack(tuned: Encoder, modality: str, x: torch.Tensor, target: torch.Tensor, *, eps: float,
@@ -48,38 +33,29 @@ def fare_inner_attack(tuned: Encoder, modality: str, x: torch.Tensor, target: to
     gradient steps); every iterate clamped to the modality's domain. Returns ``x + delta``
     detached. The tuned tower's ``requires_grad`` flags are left as they were.
     """
-    spec = get_modality(modality)
-    norm = str(norm or spec.norm)
-    if norm not in ("linf", "l2"):
-        raise BudgetError(f"FARE's inner attack supports linf and l2, not {norm!r}")
-    if eps < 0 or steps < 0:
-        raise BudgetError(f"eps and steps must be >= 0, got eps={eps}, steps={steps}")
-    if steps == 0 or eps == 0:
-        return x.detach()
-    step = step_size if step_size is not None else (eps / 4 if norm == "linf" else 2.5 * eps / steps)
-    lo, hi = spec.domain
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1
-    delta = _project(noise * eps, eps, norm)
-    delta = ((x + delta).clamp(lo, hi) - x).detach()
-    params = [p for p in tuned.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            loss = (tuned.encode(modality, x + delta, validate=False) - target).square().sum(-1).sum()
-            (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                if norm == "linf":
-                    delta = delta + step * grad.sign()
-                else:
-                    g = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-                    delta = delta + step * grad / g
-                delta = ((x + _project(delta, eps, norm)).clamp(lo, hi) - x).detach()
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-    return (x + delta).detach()
+    return pgd_maximise(tuned, modality, x, lambda emb: (emb - target).square().sum(-1).sum(), eps=eps,
+                        steps=steps, step_size=step_size, norm=norm, generator=generator)
+
+
+class FareObjective:
+    """FARE's loss: the squared distance of the tuned embedding to the frozen original's clean one."""
+
+    name = "fare"
+    attack_name = "fare-pgd"
+    attack_loss = "l2-to-frozen-clean"
+
+    def reference(self, original: Encoder, batch: Batch, x: torch.Tensor) -> torch.Tensor:
+        """The frozen original's clean embeddings (never the tuned tower's own, which drift)."""
+        return original.encode(batch.modality, x)
+
+    def loss(self, emb: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Per item ``||emb - ref||^2``."""
+        return (emb - ref).square().sum(-1)
+
+    def inner(self, tuned: Encoder, modality: str, x: torch.Tensor, ref: torch.Tensor, budget: dict[str, Any],
+              generator: torch.Generator) -> torch.Tensor:
+        """:func:`fare_inner_attack` at ``budget``."""
+        return fare_inner_attack(tuned, modality, x, ref, generator=generator, **budget)
 
 
 def fare_finetune(
@@ -93,88 +69,28 @@ def fare_finetune(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
-    eps: float | None = None,
+    eps: float | str | None = None,
     steps: int = 10,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    lora_merge: bool = True,
 ) -> Encoder:
     """Return a FARE-tuned *copy* of ``encoder`` (the original is untouched).
 
-    Only the parameters of ``encoder.tower(modality)`` are trained; batch-norm statistics stay
-    frozen (eval mode) so the clean behaviour drifts only through the weights. The copy's
-    ``training_info`` attribute is the training report (epochs, steps, lr, the inner attack's
-    budget, time, losses).
+    Only the parameters of ``encoder.tower(modality)`` are trained (or, with ``lora_rank=r``, only
+    rank-``r`` adapters on its Linear layers); batch-norm statistics stay frozen (eval mode) so the
+    clean behaviour drifts only through the weights. The copy's ``training_info`` attribute is the
+    training report (epochs, steps, lr, the inner attack's budget, time, parameter counts, passes,
+    losses). The loop is :func:`~robustmm.defenses.finetune.adversarial_finetune`, shared with TeCoA.
 
     Args:
         attack: optional; only its budget is used (``eps``, ``steps``, ``step_size``, ``norm``
             settings), since FARE's inner loss is fixed (:func:`fare_inner_attack`).
         eps: the inner attack's budget (default: the modality's middle eps); ``steps`` its steps.
+        lora_rank, lora_alpha, lora_merge: low-rank adapters instead of the whole tower.
         seed: seeds the batch order and the inner attack's random starts, inside a fork of the
             global RNG (the caller's random state is left as it was).
     """
-    dataset.check_modality(modality)
-    dataset.check_nonempty()
-    if epochs <= 0:
-        raise RobustMMError(f"epochs must be positive, got {epochs}")
-    budget = _inner_budget(modality, attack, eps, steps)
-    tuned = copy.deepcopy(encoder)
-    tuned.eval()
-    params = list(tuned.tower(modality).parameters())
-    for p in params:
-        p.requires_grad_(True)
-    t0 = time.perf_counter()
-    with seeded(seed):
-        gen = torch.Generator().manual_seed(seed)
-        losses = _train_tower(encoder, tuned, params, dataset, modality, budget, epochs, lr, batch_size, gen, progress)
-    tuned.zero_grad(set_to_none=True)  # the tuned copy is frozen and carries no training gradients
-    for p in tuned.parameters():
-        p.requires_grad_(False)
-    tuned.eval()
-    report = {
-        "name": "fare",
-        "modality": modality,
-        "epochs": epochs,
-        "steps": len(losses),
-        "lr": lr,
-        "batch_size": batch_size,
-        "n_train": len(dataset),
-        "attack": {"name": "fare-pgd", "loss": "l2-to-frozen-clean", **budget},
-        "train_s": round(time.perf_counter() - t0, 2),
-        "trainable_params": sum(p.numel() for p in params),
-        "first_loss": round(losses[0], 4),
-        "final_loss": round(losses[-1], 4),
-    }
-    log.info("FARE %s/%s: %d steps in %.1fs", encoder.name, modality, len(losses), report["train_s"])
-    tuned.training_info = report
-    return tuned
-
-
-def _inner_budget(modality: str, attack: Attack | None, eps: float | None, steps: int) -> dict[str, Any]:
-    """The inner attack's ``eps``/``steps``/``step_size``/``norm``: ``attack``'s settings over the keywords."""
-    budget: dict[str, Any] = {"eps": eps, "steps": steps, "step_size": None, "norm": None}
-    if attack is not None:
-        given = attack.resolve(modality).settings()
-        budget |= {k: given[k] for k in budget if given.get(k) is not None}
-    budget["eps"] = get_modality(modality).middle_eps if budget["eps"] is None else float(budget["eps"])
-    return budget
-
-
-def _train_tower(encoder: Encoder, tuned: Encoder, params: list[torch.nn.Parameter], dataset: MultimodalDataset,
-                 modality: str, budget: dict[str, Any], epochs: int, lr: float, batch_size: int,
-                 gen: torch.Generator, progress: bool) -> list[float]:
-    """FARE's outer loop over ``epochs`` shuffled passes; the loss of every step."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    task = dataset.tasks.get(modality)
-    prompts = task.prompts() if task is not None else None
-    losses: list[float] = []
-    for _epoch in tqdm(range(epochs), desc=f"fare/{modality}", disable=not progress, leave=False):
-        shuffled = dataset.subset(torch.randperm(len(dataset), generator=gen))
-        for batch in iter_batches(shuffled, modality, batch_size, prompts):
-            x = batch.x.to(tuned.device)
-            with torch.no_grad():
-                target = encoder.encode(modality, x)  # the frozen original's clean embedding
-            xa = fare_inner_attack(tuned, modality, x, target, generator=gen, **budget)
-            loss = (tuned.encode(modality, xa, validate=False) - target).square().sum(-1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    return losses
+    return adversarial_finetune(encoder, dataset, FareObjective(), modality=modality, attack=attack, epochs=epochs,
+                                lr=lr, batch_size=batch_size, seed=seed, progress=progress, eps=eps, steps=steps,
+                                lora_rank=lora_rank, lora_alpha=lora_alpha, lora_merge=lora_merge)
