@@ -189,7 +189,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .job.commands import leaderboard_command
+    from .job.leaderboard import leaderboard_command
 
     pages = leaderboard_command(args.entries, args.out)
     if not args.quiet:
