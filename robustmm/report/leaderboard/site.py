@@ -95,7 +95,9 @@ def int_cell(v: int | None) -> str:
 def page(title: str, body: str) -> str:
     """One self-contained HTML page."""
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<style>{CSS}</style>\n</head>\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            '<link rel="icon" href="data:,">\n'  # no favicon request (a 404 in the console when served)
+            f'<style>{CSS}</style>\n</head>\n'
             f"<body>\n{body}\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n")
 
 
