@@ -111,9 +111,16 @@ def _modalities(entries: list[dict[str, Any]]) -> list[str]:
     return sorted({m for e in entries for m in e["modalities"]}, key=modality_order)
 
 
+def grid_mean(entry: dict[str, Any]) -> float | None:
+    """Mean robust accuracy over every modality's whole eps grid (a secondary column: it still
+    ranks models where the headline budget breaks them all); None when a number is missing."""
+    vals = [c["robust"] for num in entry["modalities"].values() for c in num["robust"]]
+    return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
+
+
 def overall_table(entries: list[tuple[str, dict[str, Any]]], mods: list[str]) -> str:
     """The overall table: one row per entry, headline robust, clean, each modality's headline."""
-    head = ('<tr><th class="name">model</th><th>robust (headline)</th><th>clean</th>'
+    head = ('<tr><th class="name">model</th><th>robust (headline)</th><th>clean</th><th>mean over eps grid</th>'
             + "".join(f"<th>{esc(m)}</th>" for m in mods)
             + "<th>parameters</th><th>trained share</th><th>defense</th></tr>")
     rows = []
@@ -121,7 +128,7 @@ def overall_table(entries: list[tuple[str, dict[str, Any]]], mods: list[str]) ->
         card, h = e["model"], e["headline"]
         defense = card["defense"]["name"] if card["defense"] else "none"
         rows.append(f'<tr><td class="name"><a href="entries/{esc(slug)}.html">{esc(card["name"])}</a></td>'
-                    + num_cell(h["robust"]) + num_cell(h["clean"])
+                    + num_cell(h["robust"]) + num_cell(h["clean"]) + num_cell(grid_mean(e))
                     + "".join(num_cell(h["per_modality"].get(m)) for m in mods)
                     + int_cell(card["parameters"]) + num_cell(card["trainable_share"], 2)
                     + f'<td class="text">{esc(defense)}</td></tr>')
@@ -165,7 +172,8 @@ def index_page(entries: list[tuple[str, dict[str, Any]]], overview: dict[str, st
     parts = ["<h1>robustmm leaderboard</h1>",
              f'<p class="note">Protocol: {esc(", ".join(protocols))}. Robust accuracy is the per-item worst case of '
              "the protocol's attack ensemble; the headline is the mean over modalities of the robust accuracy at each "
-             "modality's headline eps. Numbers are percentages; click a column header to sort.</p>", warn,
+             "modality's headline eps; "mean over eps grid" averages every budget of every modality. "
+             "Numbers are percentages; click a column header to sort.</p>", warn,
              "<h2>Overall</h2>", overall_table(entries, mods)]
     for m in mods:
         parts += [f'<h2 id="{esc(m)}">{esc(m)}</h2>', modality_table(entries, m),
