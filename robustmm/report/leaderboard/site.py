@@ -172,7 +172,7 @@ def index_page(entries: list[tuple[str, dict[str, Any]]], overview: dict[str, st
     parts = ["<h1>robustmm leaderboard</h1>",
              f'<p class="note">Protocol: {esc(", ".join(protocols))}. Robust accuracy is the per-item worst case of '
              "the protocol's attack ensemble; the headline is the mean over modalities of the robust accuracy at each "
-             "modality's headline eps; "mean over eps grid" averages every budget of every modality. "
+             "modality's headline eps; 'mean over eps grid' averages every budget of every modality. "
              "Numbers are percentages; click a column header to sort.</p>", warn,
              "<h2>Overall</h2>", overall_table(entries, mods)]
     for m in mods:
