@@ -216,3 +216,16 @@ def test_bench_input_defense_marks_uncovered_modalities(tmp_path):
     assert entry["modalities"]["audio"]["defended"] is False
     assert entry["headline"]["defended_modalities"] == ["image"]
     assert "jpeg quality=75" in entry["model"]["name"]
+
+
+def test_record_cost_reads_the_passes_when_a_record_has_them():
+    from robustmm.job.bench_entry import record_cost
+    from robustmm.records import Result
+
+    r = Result(model={"name": "m"}, dataset={"name": "d"}, modality="image", attack=None, defense=None, threat="clean",
+               metrics={"clean": {"zeroshot_top1": 0.5}}, n=4, seed=0, timing_s=0.1)
+    assert record_cost(r) is None and record_cost(None) is None
+    r.extra["cost"] = {"forward": 12, "backward": 10}
+    assert record_cost(r) == {"forward": 12, "backward": 10}
+    r.extra["cost"] = {"forward": "many"}
+    assert record_cost(r) is None
