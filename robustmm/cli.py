@@ -158,7 +158,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list models, attacks, datasets, modalities, defenses or job cell kinds")
     p.add_argument("what", choices=["models", "attacks", "datasets", "modalities", "defenses", "cells"])
+    _bench_parsers(sub)
     return ap
+
+
+def _bench_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="a model (and defense) through a benchmark protocol: one leaderboard entry")
+    p.add_argument("model", nargs="?", help="registry name or module:function, as load_encoder takes")
+    p.add_argument("--defense", default=None, help="NAME[,key=value...] of `robustmm list defenses`, e.g. jpeg,quality=75")
+    p.add_argument("--protocol", default="mm-v1", help="a shipped protocol name or a protocol .json path (default mm-v1)")
+    p.add_argument("--out", default="entry.json", help="the entry JSON to write (default entry.json)")
+    p.add_argument("--work", default=None, help="resumable work folder (default: --out with .work for .json)")
+    p.add_argument("--resume", action="store_true", help="continue the bench in the work folder, skipping finished cells")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier results in the work folder")
+    p.add_argument("--validate", nargs="+", metavar="ENTRY", default=None,
+                   help="only check entry files against the entry schema (exit 2 on the first bad one)")
+    _common(p)
+    p = sub.add_parser("leaderboard", help="render benchmark entries as a static site (no server, no network)")
+    p.add_argument("entries", nargs="+", help="entry JSON files (or folders of them)")
+    p.add_argument("--out", default="site", help="output folder (default site/)")
+    _common(p)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .job.bench_entry import validate_file
+
+    if args.validate is not None:
+        if args.model is not None:
+            raise RobustMMError("--validate checks entry files: give no MODEL with it")
+        for path in args.validate:
+            validate_file(path)
+            if not args.quiet:
+                print(f"{path}: valid")
+        return 0
+    if args.model is None:
+        raise RobustMMError("give the MODEL to benchmark (e.g. `robustmm bench tinybind --out entry.json`)")
+    from .distributed import rank
+    from .job.bench import BenchRequest, run_bench
+
+    req = BenchRequest(model=args.model, out=args.out, defense=args.defense, protocol=args.protocol, work=args.work,
+                       resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
+                       progress=not args.quiet, command=" ".join(["robustmm", *sys.argv[1:]]))
+    entry = run_bench(req)
+    if not args.quiet and rank() == 0:
+        h = entry["headline"]
+        shown = " ".join(f"{m} {v:.3f}" if v is not None else f"{m} -" for m, v in h["per_modality"].items())
+        robust = "-" if h["robust"] is None else f"{h['robust']:.3f}"
+        print(f"{entry['model']['name']}: robust {robust} ({shown}); wrote {args.out}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .job.leaderboard import leaderboard_command
+
+    pages = leaderboard_command(args.entries, args.out)
+    if not args.quiet:
+        print(f"wrote {Path(args.out) / 'index.html'} ({len(pages)} entries)")
+    return 0
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -334,10 +390,12 @@ def main(argv: list[str] | None = None) -> int:
 
             args.data = with_options(args.data, skip_bad="true")
         handler = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "calibrate": cmd_calibrate, "report": cmd_report,
-                   "check-attack": cmd_check_attack, "certify": cmd_certify, "zoo": cmd_zoo}[args.command]
+                   "check-attack": cmd_check_attack, "certify": cmd_certify, "zoo": cmd_zoo, "bench": cmd_bench,
+                   "leaderboard": cmd_leaderboard}[args.command]
         if distributed.env_world_size() > 1:  # launched by torchrun: one process per rank
-            if args.command not in ("eval", "run"):
-                raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval` and `run`, not {args.command!r}")
+            if args.command not in ("eval", "run", "bench"):
+                raise RobustMMError(f"multi-process (torchrun) runs support `robustmm eval`, `run` and `bench`, "
+                                    f"not {args.command!r}")
             started = distributed.init_from_env(args.device)
         return handler(args)
     except (RobustMMError, OSError) as e:  # bad input, or a file the user named that cannot be read/written

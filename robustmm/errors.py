@@ -57,3 +57,11 @@ class ResultFileError(RobustMMError):
 
 class MissingDataError(RobustMMError, FileNotFoundError):
     """Dataset files (annotations, images, pickled batches) that are not on disk."""
+
+
+class ProtocolError(RobustMMError):
+    """A benchmark protocol that cannot be read, or data that no longer matches its item hashes."""
+
+
+class EntryError(RobustMMError):
+    """A benchmark entry that does not follow the entry schema (robustmm/protocols/entry.schema.json)."""

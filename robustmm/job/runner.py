@@ -55,7 +55,7 @@ def job_cells(ctx: JobContext) -> list[Cell]:
     return [c for _, c in job_plan(ctx)]
 
 
-def _on_lead(fn: Callable[[], T]) -> T:
+def on_lead(fn: Callable[[], T]) -> T:
     """``fn()`` on rank 0 only, its value (or its error, as a one-line RobustMMError) on every rank.
 
     Whatever only rank 0 may do (lock the folder, read or write results) goes through here, so the
@@ -75,6 +75,9 @@ def _on_lead(fn: Callable[[], T]) -> T:
     if message is not None:
         raise RobustMMError(f"rank 0 failed: {message}")
     return dist.broadcast_object(value)
+
+
+_on_lead = on_lead
 
 
 def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: bool = False, resume: bool = False,
