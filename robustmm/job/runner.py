@@ -77,8 +77,6 @@ def on_lead(fn: Callable[[], T]) -> T:
     return dist.broadcast_object(value)
 
 
-_on_lead = on_lead
-
 
 def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: bool = False, resume: bool = False,
             overwrite: bool = False, device: str = "cpu", progress: bool = True, wait: bool = False) -> list[Result]:
@@ -104,7 +102,7 @@ def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: b
         held.append(FolderLock(folder, wait=wait).acquire())
         return str(folder)
 
-    folder = Path(_on_lead(lock))
+    folder = Path(on_lead(lock))
     scratch = None
     try:
         if dist.rank() != 0:
@@ -155,7 +153,7 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
                 device: str, progress: bool) -> list[Result]:
     results_path = out_dir / "results.jsonl"
     fingerprint = job_fingerprint(config, quick)
-    done = set(_on_lead(lambda: _start(results_path, resume, overwrite, fingerprint)))  # every rank skips the same cells
+    done = set(on_lead(lambda: _start(results_path, resume, overwrite, fingerprint)))  # every rank skips the same cells
     if scratch is not None and (out_dir / "heads").is_dir():  # heads of finished cells, for the calibrated checks
         shutil.copytree(out_dir / "heads", scratch / "heads", ignore=shutil.ignore_patterns(".*"))
     dist.barrier()  # copied before rank 0 writes any new heads
@@ -167,7 +165,7 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
     log.info("%d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
     if todo:
         preflight(ctx)
-        _on_lead(lambda: check_outputs(out_dir))
+        on_lead(lambda: check_outputs(out_dir))
 
     def commit(cell: Cell, results: list[Result]) -> None:  # rank 0 only
         append_jsonl(results_path, results)
@@ -189,10 +187,10 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
             log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
 
     # every rank draws a share of the figures (robustmm.job.figures); rank 0 writes them and the report
-    results = _on_lead(lambda: load_results([results_path]))
+    results = on_lead(lambda: load_results([results_path]))
     plots = render_figures(ctx, results, out_dir)
-    _on_lead(lambda: write_report(results, out_dir, plots=plots))
-    _on_lead(lambda: log_consistency(results))
+    on_lead(lambda: write_report(results, out_dir, plots=plots))
+    on_lead(lambda: log_consistency(results))
     return results
 
 
