@@ -73,9 +73,14 @@ class TableSort:
 
     @property
     def sorted(self) -> bool:
-        """Whether the column reads in ascending order after the click (empty cells last)."""
+        """Whether the column reads in order after the click, ascending or (a leaderboard's best
+        first) descending, as its ``aria-sort`` says when it says; empty cells last."""
         keys = [k for k in self.after if k is not None]
-        return keys == sorted(keys) and all(k is not None for k in self.after[:len(keys)])
+        if not all(k is not None for k in self.after[:len(keys)]):
+            return False
+        if self.aria_sort in ("ascending", "descending"):
+            return keys == sorted(keys, reverse=self.aria_sort == "descending")
+        return keys in (sorted(keys), sorted(keys, reverse=True))
 
 
 @dataclass
@@ -102,7 +107,7 @@ class PageReport:
         out += [f"table {s.table} column {s.column} ({s.header!r}) not sorted after a click: {s.after}"
                 for s in self.sorts if not s.sorted]
         out += [f"table {s.table}: the clicked header has aria-sort={s.aria_sort!r}" for s in self.sorts
-                if s.aria_sort != "ascending"]
+                if s.aria_sort not in ("ascending", "descending")]
         return out
 
 
