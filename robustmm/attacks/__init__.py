@@ -12,6 +12,7 @@ from .base import Attack, AttackWrapper, accepts_tensors, attack_class, build_at
 from .bpda import BPDA
 from .ensemble import Ensemble
 from .eot import EOT
+from .fab import FAB
 from .memo import MemoAttack
 from .noise import RandomNoise
 from .patch import UniversalPatch
@@ -22,7 +23,7 @@ from .torchattacks_adapter import TorchAttacksAttack
 from .xmai import XMAI
 
 __all__ = [
-    "APGD", "BPDA", "EOT", "PGD", "SGA", "XMAI", "Attack", "AttackWrapper", "AutocastAttack", "Ensemble", "MemoAttack",
+    "APGD", "BPDA", "EOT", "FAB", "PGD", "SGA", "XMAI", "Attack", "AttackWrapper", "AutocastAttack", "Ensemble", "MemoAttack",
     "RandomNoise", "Square", "TorchAttacksAttack", "UniversalPatch", "accepts_tensors", "attack_class", "build_attack",
     "list_attacks", "register_attack",
 ]
