@@ -100,7 +100,7 @@ def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, b: torch.Tensor, no
         caps = torch.where(aw > 0, room / aw.clamp_min(1e-30), torch.zeros_like(room))
         tau, _ = _water_level(aw * aw, caps, c)
         mag = torch.minimum(tau[:, None] * aw, room)
-    d = torch.sign(w) * mag * sgn[:, None]
+    d = torch.sign(w) * mag  # w is the flipped one: w . d = |c|, so the original w . d = c
     return torch.where((c > 0)[:, None], d, torch.zeros_like(d))
 
 
