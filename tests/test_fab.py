@@ -38,7 +38,7 @@ def _linf_lp(p, w, b) -> float:
     """min t s.t. |d_i| <= t, 0 <= p + d <= 1, w . (p + d) = b (variables d, t)."""
     dim = len(p)
     c = [0.0] * dim + [1.0]
-    a_ub, b_ub = [], []
+    a_ub = []
     for i in range(dim):
         row = [0.0] * (dim + 1)
         row[i], row[dim] = 1.0, -1.0
