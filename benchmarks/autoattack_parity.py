@@ -23,6 +23,8 @@ same classifier for every side. The target: every robustmm number within 0.5 poi
 
     python benchmarks/autoattack_parity.py --threads 2 --n 200 --official-settings \
         --write docs/performance/autoattack_parity.json
+    python benchmarks/autoattack_parity.py --eps 1 --audio-eps --write img1.json   # one budget per process ...
+    python benchmarks/autoattack_parity.py --merge img1.json img2.json --write docs/performance/autoattack_parity.json
     python benchmarks/autoattack_parity.py --quick
 """
 from __future__ import annotations
@@ -173,6 +175,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def merge(paths: list[str]) -> dict[str, Any]:
+    """One JSON from the files of runs split by budget (one process per eps runs them in
+    parallel): their rows side by side, each with its run's ``n``, and every run's command."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    out = {k: runs[0][k] for k in ("benchmark", "commit", "config", "machine", "targets")}
+    out["commands"] = [r["command"] for r in runs]
+    out["image"], out["audio"] = {}, {}
+    for r in runs:
+        for m in ("image", "audio"):
+            for label, row in r[m].items():
+                out[m][label] = {"n": r["config"]["n"], **row}
+    rows = [row for m in ("image", "audio") for row in out[m].values()]
+    out["config"] = {k: v for k, v in out["config"].items() if k != "n"} | {"n": sorted({row["n"] for row in rows})}
+    out["meets_targets"] = {"all_within_half_point": all(row["within_half_point"] for row in rows)}
+    out["complete"] = all(r.get("complete", False) for r in runs)
+    return out
+
+
 def _write(path: str, obj: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(obj, indent=1) + "\n")
 
@@ -189,8 +209,16 @@ def main() -> None:
     ap.add_argument("--official-settings", action="store_true",
                     help="torchattacks' four attacks with the official standard's FAB steps and Square schedule")
     ap.add_argument("--write", default=None, help="also write the JSON here (e.g. docs/performance/autoattack_parity.json)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: merge the files written by runs split by budget (--write them apart)")
     add_common(ap)
     args = ap.parse_args()
+    if args.merge:
+        merged = merge(args.merge)
+        if args.write:
+            _write(args.write, merged)
+        sys.stdout.write(json.dumps(merged) + "\n")
+        return
     if args.quick:
         args.n, args.batch_size, args.steps, args.n_queries = min(args.n, 6), 6, 2, 10
         args.eps, args.audio_eps = args.eps[:1], args.audio_eps[:1]
