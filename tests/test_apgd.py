@@ -10,7 +10,7 @@ import torch
 from _tiny import big_eps, first_batch, l2_eps, predicted, tiny_fixtures  # noqa: E402  (tests/ is on sys.path)
 
 from robustmm.attacks import build_attack
-from robustmm.attacks.apgd import APGD, checkpoints
+from robustmm.attacks.apgd import APGD, checkpoints, halve_step
 from robustmm.attacks.losses import make_objective
 from robustmm.attacks.margin_losses import Scorer, dlr
 from robustmm.attacks.pgd import PGD
@@ -155,6 +155,47 @@ def test_checkpoint_schedule_follows_the_paper():
     assert [t for t, _ in marks][:5] == [22, 41, 57, 70, 80]
     assert [g for _, g in marks][:8] == [22, 19, 16, 13, 10, 7, 6, 6]
     assert marks[-1][0] <= 100 and checkpoints(0) == [] and checkpoints(10)[0] == (2, 2)
+
+
+def test_halve_step_at_a_checkpoint_follows_the_reference():
+    """The reference halves when the loss rose in at most rho * k of the last k steps (<=, so
+    exactly 75 % halves), or when the step was not halved at the previous checkpoint and the best
+    loss has not improved since."""
+    t, f = torch.tensor([True]), torch.tensor([False])
+    one = lambda v: torch.tensor([float(v)])  # noqa: E731
+    improved, flat = (one(1.0), one(2.0)), (one(2.0), one(2.0))
+    # the rises rule alone (the best loss improved): 15 of 20 rises = 0.75 * 20 halves, 16 does not
+    assert halve_step(one(15), 20, 0.75, f, *improved).item()
+    assert not halve_step(one(16), 20, 0.75, f, *improved).item()
+    assert halve_step(one(16), 22, 0.75, f, *improved).item()  # 16 <= 16.5
+    assert not halve_step(one(17), 22, 0.75, f, *improved).item()
+    # no improvement: halves unless the step was halved at the previous checkpoint
+    assert halve_step(one(20), 20, 0.75, f, *flat).item()
+    assert not halve_step(one(20), 20, 0.75, t, *flat).item()
+    # batched, per item
+    got = halve_step(torch.tensor([20.0, 20.0, 5.0]), 20, 0.75, torch.tensor([True, False, True]),
+                     torch.tensor([2.0, 2.0, 0.0]), torch.tensor([2.0, 2.0, 1.0]))
+    assert got.tolist() == [False, True, True]
+
+
+def test_first_checkpoint_never_halves_for_lack_of_improvement(monkeypatch, enc, data):
+    """APGD passes "halved at the previous checkpoint" as all True at the first checkpoint (the
+    reference's initial state), and the halvings it returns at later ones."""
+    import robustmm.attacks.apgd as apgd_mod
+
+    seen = []
+
+    def spy(rises, gap, rho, halved_last, best_last, best_now):
+        out = halve_step(rises, gap, rho, halved_last, best_last, best_now)
+        seen.append((halved_last.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(apgd_mod, "halve_step", spy)
+    b = batch_of(data, enc, "audio")
+    APGD(eps=big_eps("audio"), steps=20)(enc, b)
+    assert len(seen) == len(checkpoints(20)) and seen[0][0].all()
+    for (_, prev), (last, _) in zip(seen, seen[1:]):
+        assert torch.equal(prev, last)
 
 
 @pytest.mark.parametrize("kwargs, err", [({"loss": "cw"}, UnknownNameError), ({"steps": -1}, BudgetError),

@@ -11,6 +11,7 @@ from _tiny import big_eps, first_batch, predicted, tiny_fixtures  # noqa: E402  
 from robustmm.attacks import build_attack
 from robustmm.attacks.apgd import APGD
 from robustmm.attacks.ensemble import Ensemble
+from robustmm.attacks.fab import FAB
 from robustmm.attacks.margin_losses import Scorer
 from robustmm.attacks.square import Square
 from robustmm.batch import Batch
@@ -111,17 +112,29 @@ def test_label_free_batches_use_x2t_r1(trained):
 def test_versions_and_settings():
     std = Ensemble()
     parts = {p["part"]: p for p in std.describe()["parts"]}
-    assert list(parts) == ["apgd-ce", "apgd-t", "square"]
+    assert list(parts) == ["apgd-ce", "apgd-t", "fab-t", "square"]  # AutoAttack's standard, in its order
     assert parts["apgd-ce"]["steps"] == 100 and parts["apgd-t"]["n_target_classes"] == 9
     assert parts["apgd-t"]["loss"] == "dlr-targeted" and parts["square"]["n_queries"] == 5000
+    assert parts["fab-t"]["name"] == "fab" and parts["fab-t"]["steps"] == 100 and parts["fab-t"]["n_target_classes"] == 9
+    assert parts["fab-t"]["alpha_max"] == 0.1 and parts["fab-t"]["eta"] == 1.05 and parts["fab-t"]["beta"] == 0.9
+    assert parts["square"]["rescale_schedule"] is False
     cheap = {p["part"]: p for p in build_attack("ensemble", version="cheap").describe()["parts"]}
     assert cheap["apgd-ce"]["steps"] == 10 and cheap["apgd-t"]["n_target_classes"] == 3
+    assert cheap["fab-t"]["steps"] == 10 and cheap["fab-t"]["n_target_classes"] == 3
     assert 100 <= cheap["square"]["n_queries"] <= 300
     r = Ensemble(["apgd-dlr", "pgd"], version="cheap").resolve("audio")
     assert r.eps == get_modality("audio").middle_eps
     assert all(p["eps"] == r.eps for p in r.describe()["parts"])
     assert r.with_eps(0.002).parts[1][1].eps == 0.002
     assert "ran" not in r.describe() and json.dumps(r.describe())
+
+
+def test_fab_can_be_left_out():
+    assert [label for label, _ in Ensemble(fab=False).parts] == ["apgd-ce", "apgd-t", "square"]
+    assert [label for label, _ in Ensemble(["apgd-ce", "fab-t"], fab=False).parts] == ["apgd-ce"]
+    assert Ensemble(fab=False).replace(version="cheap").settings()["fab"] is False
+    assert [label for label, _ in Ensemble(["apgd-ce", FAB(steps=3)]).parts] == ["apgd-ce", "fab-t"]
+    assert Ensemble(["apgd-ce", FAB(steps=3)], steps=7).parts[1][1].steps == 7
 
 
 @pytest.mark.parametrize("kwargs", [{"version": "strong"}, {"attacks": ["apgd-ce", "sqaure"]}, {"attacks": []}])

@@ -42,11 +42,12 @@ def test_cells_and_records(job):
     bare = cells["tinybind|image|ensemble"]
     assert [(r.attack["name"], r.threat, r.extra.get("ensemble_part")) for r in bare] == [
         ("ensemble", "white-box", None), ("apgd", "white-box", "apgd-ce"), ("apgd", "white-box", "apgd-t"),
-        ("square", "white-box", "square")]
-    assert bare[0].attack["version"] == "cheap" and all(p["steps"] == 3 for p in bare[0].attack["parts"][:2])
-    assert bare[0].attack["parts"][2]["n_queries"] == 20 and bare[0].n == 12  # quick_n
+        ("fab", "white-box", "fab-t"), ("square", "white-box", "square")]
+    assert bare[0].attack["version"] == "cheap" and all(p["steps"] == 3 for p in bare[0].attack["parts"][:3])
+    assert bare[0].attack["parts"][2]["n_target_classes"] == 3 and bare[0].attack["parts"][2]["early_stop"]
+    assert bare[0].attack["parts"][3]["n_queries"] == 20 and bare[0].n == 12  # quick_n
     heads = cells["tinybind|image|ensemble:calibration:ce"]
-    assert [r.threat for r in heads] == ["head-unaware", "adaptive", "worst-case", "adaptive", "adaptive", "adaptive"]
+    assert [r.threat for r in heads] == ["head-unaware", "adaptive", "worst-case"] + ["adaptive"] * 4
     assert all(r.defense["name"] == "calibration" and r.defense["objective"] == "ce" for r in heads)
     # the ensemble is at most the minimum of its parts; the worst case at most each threat
     for group in (bare, heads[1:2] + heads[3:]):

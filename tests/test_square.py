@@ -147,7 +147,25 @@ def test_windows_per_layout():
 
 def test_p_schedule():
     assert p_schedule(0, 10000, 0.8) == 0.8 and p_schedule(11, 10000, 0.8) == 0.4
-    assert p_schedule(9000, 10000, 0.8) == 0.8 / 512 and p_schedule(1, 100, 0.8) == 0.2 and p_schedule(6, 100, 0.8) == 0.05
+    assert p_schedule(9000, 10000, 0.8) == 0.8 / 512
+    assert p_schedule(1, 100, 0.8, rescale=True) == 0.2 and p_schedule(6, 100, 0.8, rescale=True) == 0.05
+
+
+def test_p_schedule_default_keeps_the_reference_halving_points_at_any_budget():
+    """AutoAttack's standard Square (5000 queries) halves after iterations 10, 50, 200, ..., 4000:
+    the points do not move with the budget unless the schedule is rescaled."""
+    fixed = [p_schedule(it, 5000, 0.8) for it in (10, 11, 50, 51, 200, 201, 4000, 4001, 4999)]
+    assert fixed == [0.8, 0.4, 0.4, 0.2, 0.2, 0.1, 0.8 / 64, 0.8 / 128, 0.8 / 128]
+    assert p_schedule(2001, 5000, 0.8, rescale=True) == 0.8 / 128  # 4002 of 10,000: two halvings earlier
+    assert p_schedule(2001, 5000, 0.8) == 0.8 / 64
+    assert [p_schedule(it, 10000, 0.8) for it in range(0, 10000, 37)] == \
+        [p_schedule(it, 10000, 0.8, rescale=True) for it in range(0, 10000, 37)]  # the same at 10,000
+
+
+def test_square_rescale_schedule_is_a_setting():
+    assert Square().rescale_schedule is False and Square().settings()["rescale_schedule"] is False
+    sq = Square(rescale_schedule=True)
+    assert sq.replace(n_queries=10).rescale_schedule is True and sq.describe()["rescale_schedule"] is True
 
 
 @pytest.mark.parametrize("kwargs, err", [({"n_queries": 0}, BudgetError), ({"n_queries": -5}, BudgetError),

@@ -13,6 +13,7 @@ from .bpda import BPDA
 from .budgeted import BudgetedEnsemble
 from .ensemble import Ensemble
 from .eot import EOT
+from .fab import FAB
 from .memo import MemoAttack
 from .noise import RandomNoise
 from .patch import UniversalPatch
@@ -23,7 +24,7 @@ from .torchattacks_adapter import TorchAttacksAttack
 from .xmai import XMAI
 
 __all__ = [
-    "APGD", "BPDA", "EOT", "PGD", "SGA", "XMAI", "Attack", "AttackWrapper", "AutocastAttack", "BudgetedEnsemble",
+    "APGD", "BPDA", "EOT", "FAB", "PGD", "SGA", "XMAI", "Attack", "AttackWrapper", "AutocastAttack", "BudgetedEnsemble",
     "Ensemble", "MemoAttack",
     "RandomNoise", "Square", "TorchAttacksAttack", "UniversalPatch", "accepts_tensors", "attack_class", "build_attack",
     "list_attacks", "register_attack",

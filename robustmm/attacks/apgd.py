@@ -4,9 +4,10 @@ diverse parameter-free attacks", ICML 2020) on any continuous modality of any en
 APGD is PGD without a step size to tune: it starts at step ``2 * eps``, moves with momentum
 ``MOMENTUM`` = 0.75 (``z = P(x_k + eta * dir(grad))``, ``x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1}))``),
 and at checkpoints (fractions 0, 0.22, then gaps shrinking by 0.03 down to 0.06 of ``steps``)
-halves the step of every item whose loss rose in fewer than ``rho`` of the steps since the last
-checkpoint, or whose step and best loss both stayed put; a halved item restarts from its best
-(highest-loss) point. ``n_restarts`` runs from fresh random starts on the items still robust.
+halves the step of every item whose loss rose in at most ``rho`` of the steps since the last
+checkpoint, or whose step and best loss both stayed put since the previous checkpoint (never at
+the first one, as in the reference); a halved item restarts from its best (highest-loss) point
+(:func:`halve_step`). ``n_restarts`` runs from fresh random starts on the items still robust.
 
 Losses (``loss``):
 
@@ -73,11 +74,11 @@ from .ops import ascent_step, check_eps, checked_input, frozen, item_seed, per_s
 
 log = logging.getLogger(__name__)
 
-__all__ = ["APGD", "LOSS_NAMES", "checkpoints"]
+__all__ = ["APGD", "LOSS_NAMES", "checkpoints", "halve_step"]
 
 LOSS_NAMES = ("ce", "dlr", "dlr-targeted", "caption", "embedding")
 #: weight of the new step against the previous one (AutoAttack's alpha); ``rho`` is another number,
-#: the share of rising steps below which a checkpoint halves an item's step size
+#: the share of rising steps at or below which a checkpoint halves an item's step size
 MOMENTUM = 0.75
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -92,6 +93,18 @@ def checkpoints(steps: int) -> list[tuple[int, int]]:
         gap = max(gap - dec, low)
         t += gap
     return out
+
+
+def halve_step(rises: torch.Tensor, gap: int, rho: float, halved_last: torch.Tensor, best_last: torch.Tensor,
+               best_now: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: which items halve their step at a checkpoint ``gap`` steps after the previous one.
+
+    As the reference APGD: an item halves when its loss rose in at most ``rho * gap`` of those
+    steps, or when its step was not halved at the previous checkpoint and its best loss has not
+    improved since. Pass ``halved_last`` all True at the first checkpoint: there the reference
+    counts every item as just halved, so only the first rule applies.
+    """
+    return (rises <= rho * gap) | (~halved_last & (best_last >= best_now))
 
 
 def _int(v: Any, what: str, low: int) -> int:
@@ -267,7 +280,7 @@ class APGD(Attack):
         st = {"x0": x0, "rows": rows, "xk": xk, "x_prev": xk, "grad": grad, "x_max": xk.clone(), "g_max": grad.clone(),
               "l_max": loss.clone(), "l_prev": loss, "rises": torch.zeros_like(loss),
               "eta": torch.full((len(rows),), 2.0 * eps, device=x0.device, dtype=x0.dtype),
-              "l_chk": loss.clone(), "h_chk": torch.zeros_like(share, dtype=torch.bool)}
+              "l_chk": loss.clone(), "h_chk": torch.ones_like(share, dtype=torch.bool)}
         if stop and bool((share >= 1).any()):
             pos, st = pos[share < 1], {k: v[share < 1] for k, v in st.items()}
         marks = dict(checkpoints(self.steps))
@@ -290,7 +303,7 @@ class APGD(Attack):
                 at = pos[better]
                 best_x[at], best_l[at], best_f[at] = xk[better], loss[better], share[better]
                 if k + 1 in marks:
-                    halve = (st["rises"] < self.rho * marks[k + 1]) | (~st["h_chk"] & (st["l_chk"] >= st["l_max"]))
+                    halve = halve_step(st["rises"], marks[k + 1], self.rho, st["h_chk"], st["l_chk"], st["l_max"])
                     st["h_chk"], st["l_chk"] = halve, st["l_max"].clone()
                     st["eta"][halve] /= 2
                     xk = torch.where(per_sample(halve, xk), st["x_max"], xk)

@@ -7,23 +7,25 @@ a batch without labels, X->text R@1 among the batch's captions (:class:`~.margin
 Because every part is per-item seeded and deterministic, the ensemble breaks every item that any
 of its parts alone breaks: it is at most the minimum of its parts, item by item.
 
-Parts (``attacks``, default ``("apgd-ce", "apgd-t", "square")``): ``apgd-ce``, ``apgd-dlr``,
-``apgd-t`` (targeted DLR), ``square``, or any registered attack name, or Attack instances.
-``version`` sets their budgets:
+Parts (``attacks``, default ``("apgd-ce", "apgd-t", "fab-t", "square")``: AutoAttack's ``standard``
+in its order): ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR), ``fab-t`` (targeted FAB,
+:mod:`~robustmm.attacks.fab`), ``square``, or any registered attack name, or Attack instances.
+``fab=False`` leaves FAB-T out (of the default parts or of the ones given). ``version`` sets their
+budgets:
 
-=========== ================== ================================ ===================
-version     APGD-CE / -DLR     APGD-T                           Square
-=========== ================== ================================ ===================
-standard    100 steps          100 steps, 9 target classes      5000 queries
-cheap       10 steps           10 steps, 3 target classes       200 queries
-=========== ================== ================================ ===================
+=========== ================== ============================ ============================ ============
+version     APGD-CE / -DLR     APGD-T                       FAB-T                        Square
+=========== ================== ============================ ============================ ============
+standard    100 steps          100 steps, 9 target classes  100 steps, 9 target classes  5000 queries
+cheap       10 steps           10 steps, 3 target classes   10 steps, 3 target classes   200 queries
+=========== ================== ============================ ============================ ============
 
 ``steps`` / ``n_queries`` override the version's iterations / queries for every part that has
-them. ``early_stop`` (default True) is handed to every part that takes it (APGD, PGD): an item
-leaves a part at its first breaking iterate, so each part spends its steps on the items still
-robust; False reproduces the full-batch parts exactly (and suits a randomized model, where one
-draw's verdict is not final). (AutoAttack's FAB-T is not included.) ``describe()`` lists the parts and, once the attack has
-run, how many items each part attacked and broke (``ran``).
+them. ``early_stop`` (default True) is handed to every part that takes it (APGD, FAB, PGD): an item
+leaves a part at its first breaking iterate (FAB: its first adversarial within eps), so each part
+spends its steps on the items still robust; False reproduces the full-batch parts exactly (and
+suits a randomized model, where one draw's verdict is not final). ``describe()`` lists the parts
+and, once the attack has run, how many items each part attacked and broke (``ran``).
 
 Example::
 
@@ -50,27 +52,36 @@ from .ops import check_eps, frozen, resolve_norm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PARTS", "Ensemble", "VERSIONS"]
+__all__ = ["DEFAULT_PARTS", "FAB_PART", "Ensemble", "VERSIONS"]
 
-DEFAULT_PARTS = ("apgd-ce", "apgd-t", "square")
+DEFAULT_PARTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+#: the part that ``fab=False`` leaves out
+FAB_PART = "fab-t"
 #: per version, the settings of each named part: (registered attack, keywords)
 VERSIONS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "standard": {
         "apgd-ce": ("apgd", {"loss": "ce", "steps": 100}),
         "apgd-dlr": ("apgd", {"loss": "dlr", "steps": 100}),
         "apgd-t": ("apgd", {"loss": "dlr-targeted", "steps": 100, "n_target_classes": 9}),
+        "fab-t": ("fab", {"steps": 100, "n_target_classes": 9}),
         "square": ("square", {"n_queries": 5000}),
     },
     "cheap": {
         "apgd-ce": ("apgd", {"loss": "ce", "steps": 10}),
         "apgd-dlr": ("apgd", {"loss": "dlr", "steps": 10}),
         "apgd-t": ("apgd", {"loss": "dlr-targeted", "steps": 10, "n_target_classes": 3}),
+        "fab-t": ("fab", {"steps": 10, "n_target_classes": 3}),
         "square": ("square", {"n_queries": 200}),
     },
 }
 
 
 _APGD_LABELS = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}
+
+
+def _is_fab(part: str | Attack) -> bool:
+    """Whether an ensemble part is FAB (by label or by attack)."""
+    return part in (FAB_PART, "fab") if isinstance(part, str) else part.name == "fab"
 
 
 def runs_on(attack: Attack, classes: int | None) -> bool:
@@ -81,7 +92,7 @@ def runs_on(attack: Attack, classes: int | None) -> bool:
 
 @register_attack("ensemble")
 class Ensemble(Attack):
-    """Worst case over APGD-CE, APGD-T and Square (configurable), each on the items still robust.
+    """Worst case over APGD-CE, APGD-T, FAB-T and Square (configurable), each on the items still robust.
 
     See the module docstring for the protocol, the versions and an example.
     """
@@ -91,7 +102,7 @@ class Ensemble(Attack):
     def __init__(self, attacks: Sequence[str | Attack] | None = None, version: str = "standard",
                  eps: float | None = None, norm: str | None = None, seed: int = 0,
                  logit_scale: float = DEFAULT_SCALE, steps: int | None = None, n_queries: int | None = None,
-                 early_stop: bool = True):
+                 early_stop: bool = True, fab: bool = True):
         if version not in VERSIONS:
             raise UnknownNameError("ensemble version", str(version), VERSIONS)
         self.version = version
@@ -101,7 +112,10 @@ class Ensemble(Attack):
         self.logit_scale = float(logit_scale)
         self.steps, self.n_queries = steps, n_queries
         self.early_stop = bool(early_stop)
+        self.fab = bool(fab)
         self.attacks = tuple(DEFAULT_PARTS if attacks is None else attacks)
+        if not self.fab:
+            self.attacks = tuple(a for a in self.attacks if not _is_fab(a))
         if not self.attacks:
             raise UnknownNameError("ensemble part", "(none)", VERSIONS[version])
         self.parts = [self._part(a) for a in self.attacks]
@@ -111,6 +125,7 @@ class Ensemble(Attack):
         """(label, attack) of one part, with the ensemble's eps, norm and seed where it takes them."""
         if isinstance(spec, Attack):
             atk, label = spec, _APGD_LABELS.get(getattr(spec, "loss", None), spec.name) if spec.name == "apgd" else spec.name
+            label = FAB_PART if spec.name == "fab" else label
             common = {k: v for k, v in (("eps", self.eps), ("norm", self.norm), ("steps", self.steps),
                                         ("n_queries", self.n_queries), ("early_stop", self.early_stop)) if v is not None}
             return label, atk.replace(**{k: v for k, v in common.items() if k in atk.settings()})
@@ -125,7 +140,7 @@ class Ensemble(Attack):
     def settings(self) -> dict[str, Any]:
         return {"attacks": list(self.attacks), "version": self.version, "eps": self.eps, "norm": self.norm,
                 "seed": self.seed, "logit_scale": self.logit_scale, "steps": self.steps, "n_queries": self.n_queries,
-                "early_stop": self.early_stop}
+                "early_stop": self.early_stop, "fab": self.fab}
 
     def resolve(self, modality: str) -> "Ensemble":
         """A copy with the modality's middle eps and default norm filled in (for every part)."""

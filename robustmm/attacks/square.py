@@ -5,8 +5,10 @@ Every query changes one window of the current best perturbation and keeps the ch
 drops. L-inf: the window is set to ``x +- eps`` (one random sign per channel) starting from
 random vertical stripes; L2: mass is moved from a second window into the first, which gets a
 two-lobed pseudo-Gaussian pattern, so the perturbation's norm stays ``eps``. The window covers a
-fraction ``p`` of the positions; ``p`` starts at ``p_init`` and is halved after 10, 50, 200, 500,
-1000, 2000, 4000, 6000 and 8000 of 10,000 queries (rescaled to ``n_queries``).
+fraction ``p`` of the positions; ``p`` starts at ``p_init`` and is halved after query 10, 50, 200,
+500, 1000, 2000, 4000, 6000 and 8000, whatever ``n_queries`` is (AutoAttack's ``standard``
+schedule); ``rescale_schedule=True`` scales those points to ``n_queries`` instead (e.g. after 1, 5,
+20, ... of 1000 queries), so a small budget still reaches the small windows.
 
 Windows per modality (the tensor is viewed as channels x positions):
 
@@ -69,7 +71,8 @@ class Square(Attack):
     perturbs = ("x",)
 
     def __init__(self, eps: float | None = None, norm: str | None = None, n_queries: int = 5000,
-                 p_init: float = 0.8, loss: str = "margin", seed: int = 0, logit_scale: float = DEFAULT_SCALE):
+                 p_init: float = 0.8, loss: str = "margin", seed: int = 0, logit_scale: float = DEFAULT_SCALE,
+                 rescale_schedule: bool = False):
         self.eps = None if eps is None else check_eps(eps)  # type: ignore[assignment]
         self.norm = None if norm is None else resolve_norm(norm)
         if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries <= 0:
@@ -83,10 +86,12 @@ class Square(Attack):
         self.loss = loss
         self.seed = int(seed)
         self.logit_scale = float(logit_scale)
+        self.rescale_schedule = bool(rescale_schedule)
 
     def settings(self) -> dict[str, Any]:
         return {"eps": self.eps, "norm": self.norm, "n_queries": self.n_queries, "p_init": self.p_init,
-                "loss": self.loss, "seed": self.seed, "logit_scale": self.logit_scale}
+                "loss": self.loss, "seed": self.seed, "logit_scale": self.logit_scale,
+                "rescale_schedule": self.rescale_schedule}
 
     def resolve(self, modality: str) -> "Square":
         """A copy with the modality's middle eps and default norm filled in."""
@@ -180,7 +185,7 @@ class Square(Attack):
             if it % _CHUNK == 0:  # each item's own stream, consumed one row per iteration
                 draws = torch.stack([torch.rand(_CHUNK, 5 + chans, generator=gens[i]) for i in ids.tolist()]).to(dev, dt)
             u, cur = draws[:, it % _CHUNK], work["best"]
-            p = p_schedule(it, self.n_queries, self.p_init)
+            p = p_schedule(it, self.n_queries, self.p_init, rescale=self.rescale_schedule)
             if norm == "linf":
                 mask, _ = window(cur, modality, p, u[:, 0:2], work.get("xyz"), pattern=False)
                 cand = torch.where(mask, torch.where((u[:, 5:] < 0.5)[:, :, None, None], work["lo"], work["hi"]), cur)

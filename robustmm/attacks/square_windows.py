@@ -13,9 +13,13 @@ __all__ = ["bump", "p_schedule", "unview", "view", "window"]
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def p_schedule(it: int, n_queries: int, p_init: float) -> float:
-    """The window fraction at iteration ``it``: ``p_init`` halved at the paper's breakpoints."""
-    t = int(it / n_queries * 10000)
+def p_schedule(it: int, n_queries: int, p_init: float, *, rescale: bool = False) -> float:
+    """The window fraction at iteration ``it``: ``p_init`` halved after iterations 10, 50, 200,
+    500, 1000, 2000, 4000, 6000 and 8000, as the reference's schedule for a 10,000-query budget
+    (what AutoAttack's ``standard`` runs at 5000 queries, so later halvings never come). With
+    ``rescale`` the halving points are scaled to ``n_queries`` (``it / n_queries * 10000``), so
+    a small budget still walks the whole schedule."""
+    t = int(it / n_queries * 10000) if rescale else int(it)
     return p_init / 2 ** sum(t > b for b in _HALVINGS)
 
 

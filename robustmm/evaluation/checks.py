@@ -9,7 +9,7 @@ Adversarial Robustness"): a robustness number is only trustworthy if
 4. random noise of the same budget is weaker than the attack;
 5. a transfer attack from a surrogate model is weaker than the white-box attack.
 
-For the worst-case ensemble (APGD-CE, APGD-T, Square; :mod:`robustmm.attacks.ensemble`) two more:
+For the worst-case ensemble (APGD-CE, APGD-T, FAB-T, Square; :mod:`robustmm.attacks.ensemble`) two more:
 
 6. the ensemble is no weaker than any of its parts run alone (it attacks each item with every
    part, so it can only be stronger);

@@ -1,4 +1,4 @@
-"""``[ensemble]``: the worst-case ensemble (APGD-CE, APGD-T, Square; AutoAttack's protocol) on every
+"""``[ensemble]``: the worst-case ensemble (APGD-CE, APGD-T, FAB-T, Square; AutoAttack's protocol) on every
 modality, for the bare model and, adaptively, for every calibrated head.
 
 Per modality one cell for the bare model (key ``MODEL|MODALITY|ensemble``: the ensemble white-box,
@@ -51,7 +51,7 @@ class EnsembleConfig(Section):
     attacks: list[str] = option(list(DEFAULT_PARTS), check=_check_part, nonempty=True)
     version: str = option("cheap", check=_check_version)  # standard = AutoAttack's 100 steps / 5000 queries
     quick_version: str | None = option("cheap", check=_check_version)
-    steps: int = option(10, minimum=0)  # APGD iterations of every part (0 = the version's)
+    steps: int = option(10, minimum=0)  # APGD and FAB iterations of every part (0 = the version's)
     quick_steps: int | None = option(5, minimum=0)
     n_queries: int = option(100, minimum=0)  # Square's query budget (0 = the version's)
     quick_n_queries: int | None = option(30, minimum=0)
