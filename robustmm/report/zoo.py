@@ -35,7 +35,9 @@ def _cost(c: Mapping[str, Any] | None) -> tuple[str, str, str]:
     infer, bare = c.get("infer_ms_per_item"), c.get("bare_infer_ms_per_item")
     ratio = f" (×{infer / bare:.1f})" if isinstance(infer, (int, float)) and isinstance(bare, (int, float)) and bare > 0 else ""
     passes = c.get("attack_passes")
-    passes = passes if isinstance(passes, str) else ", ".join(f"{k} {v:,}" for k, v in (passes or {}).items()) or "not recorded"
+    if not isinstance(passes, str):  # per item, summed over the audit's attack records
+        passes = (f"{passes['forward']:,}+{passes['backward']:,}" if isinstance(passes, Mapping) and "forward" in passes
+                  and "backward" in passes else "not recorded")
     return ("–" if train is None else f"{train:.1f}"), ("–" if infer is None else f"{infer:.2f}{ratio}"), passes
 
 
@@ -52,7 +54,8 @@ def zoo_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 HEADER = ["modality", "defense", "clean", "naive (small ε)", "adaptive WC (small ε)", "naive (mid ε)",
-          "adaptive WC (mid ε)", "trained params", "train s", "infer ms/item", "attack passes", "certified top-1",
+          "adaptive WC (mid ε)", "trained params", "train s", "infer ms/item", "attack passes/item (fwd+bwd)",
+          "certified top-1",
           "flags"]
 
 
