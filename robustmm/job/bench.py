@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ import torch
 
 from .. import distributed as dist
 from ..errors import RobustMMError
-from ..outdir import FolderLock, check_writable_dir
+from ..outdir import check_writable_dir
 from ..persist import atomic_write_text
 from ..records import Result, append_jsonl, load_results, read_jsonl
 from .bench_entry import build_entry, check_entry
@@ -47,7 +45,7 @@ from .config import JobConfig, RunConfig
 from .context import JobContext
 from .parallel import run_parallel, share_texts
 from .registry import Cell
-from .runner import on_lead
+from .runner import locked_folder, on_lead
 
 log = logging.getLogger(__name__)
 
@@ -270,25 +268,13 @@ def run_bench(req: BenchRequest) -> dict[str, Any]:
     protocol = load_protocol(req.protocol)
     seed = int(protocol.data["seed"] if req.seed is None else req.seed)
     work = work_folder(req)
-    held: list[FolderLock] = []
-
-    def lock() -> str:
+    def checked() -> Path:
         folder = check_writable_dir(work, "bench work folder")
         check_writable_dir(Path(req.out).parent if str(Path(req.out).parent) else Path("."), "entry folder")
-        held.append(FolderLock(folder).acquire())
-        return str(folder)
+        return folder
 
-    folder = Path(on_lead(lock))
-    scratch = None
-    try:
-        if dist.rank() != 0:
-            scratch = Path(tempfile.mkdtemp(prefix=f"robustmm-bench-rank{dist.rank()}-"))
+    with locked_folder(checked, prefix="robustmm-bench") as (folder, scratch):
         return _bench_locked(req, protocol, seed, folder, scratch)
-    finally:
-        for h in held:
-            h.release()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _context(req: BenchRequest, protocol: Protocol, seed: int, out_dir: Path) -> BenchContext:

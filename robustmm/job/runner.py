@@ -12,13 +12,14 @@ the lock, decides what --resume skips (and tells the others), and writes every f
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,6 +78,33 @@ def on_lead(fn: Callable[[], T]) -> T:
     return dist.broadcast_object(value)
 
 
+@contextlib.contextmanager
+def locked_folder(check: Callable[[], Path], *, wait: bool = False,
+                  prefix: str = "robustmm") -> Iterator[tuple[Path, Path | None]]:
+    """The output folder, locked by rank 0 for the block (``check()`` makes sure it is writable and
+    returns it; a live holder of its lock is a one-line error, or with ``wait`` this blocks), and on
+    the other ranks of a process group a private scratch folder for what cells write, deleted after
+    the block (None on rank 0). The other ranks never touch the lock file."""
+    held: list[FolderLock] = []
+
+    def lock() -> str:
+        folder = check()
+        held.append(FolderLock(folder, wait=wait).acquire())
+        return str(folder)
+
+    folder = Path(on_lead(lock))
+    scratch = None
+    try:
+        if dist.rank() != 0:
+            scratch = Path(tempfile.mkdtemp(prefix=f"{prefix}-rank{dist.rank()}-"))
+        yield folder, scratch
+    finally:
+        for h in held:
+            h.release()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 
 def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: bool = False, resume: bool = False,
             overwrite: bool = False, device: str = "cpu", progress: bool = True, wait: bool = False) -> list[Result]:
@@ -95,25 +123,9 @@ def run_job(config: JobConfig | dict[str, Any], out_dir: str | Path, *, quick: b
     check_run_options(out_dir, resume, overwrite)
     config = as_config(config)
 
-    held: list[FolderLock] = []
-
-    def lock() -> str:  # rank 0 only: the other ranks never touch the lock file
-        folder = check_writable_dir(out_dir)
-        held.append(FolderLock(folder, wait=wait).acquire())
-        return str(folder)
-
-    folder = Path(on_lead(lock))
-    scratch = None
-    try:
-        if dist.rank() != 0:
-            scratch = Path(tempfile.mkdtemp(prefix=f"robustmm-rank{dist.rank()}-"))
+    with locked_folder(lambda: check_writable_dir(out_dir), wait=wait) as (folder, scratch):
         return _run_locked(config, folder, scratch, quick=quick, resume=resume, overwrite=overwrite, device=device,
                            progress=progress)
-    finally:
-        for h in held:
-            h.release()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _start(results_path: Path, resume: bool, overwrite: bool, fingerprint: dict[str, Any]) -> list[str]:
