@@ -117,7 +117,9 @@ def plot_certified(results: Sequence[Result], out_dir: str | Path) -> list[Path]
             ex, ey = _curve((r.metrics.get("empirical") or {}).get("top1"))
             if ex:
                 drew_empirical = True
+                # a step too: between two measured radii nothing was measured, so no slope is drawn
                 ax.plot(ex, ey, "--", color=colour, marker=marker, markerfacecolor="none", markersize=5, linewidth=1,
+                        drawstyle="steps-post",
                         label=f"{_series(r)}: SmoothAdv ({(r.metrics.get('empirical') or {}).get('n_items', '?')} items)")
         ax.legend(fontsize=6, loc="upper right", frameon=False)
         ax.set_title(m, fontsize=10, fontweight="bold")
