@@ -38,14 +38,13 @@ from .. import distributed as dist
 from ..errors import RobustMMError
 from ..outdir import check_writable_dir
 from ..persist import atomic_write_text
-from ..records import Result, append_jsonl, load_results, read_jsonl
+from ..records import Result, load_results, read_jsonl
 from .bench_entry import build_entry, check_entry
 from .bench_protocol import Protocol, load_protocol, verify_items
 from .config import JobConfig, RunConfig
 from .context import JobContext
-from .parallel import run_parallel, share_texts
 from .registry import Cell
-from .runner import locked_folder, on_lead
+from .runner import locked_folder, on_lead, run_cells
 
 log = logging.getLogger(__name__)
 
@@ -312,22 +311,7 @@ def _bench_locked(req: BenchRequest, protocol: Protocol, seed: int, folder: Path
     log.info("bench: %d cells, %d already done, %d to run", len(plan), len(plan) - len(todo), len(todo))
     results_path = folder / RESULTS
 
-    def commit(cell: Cell, results: list[Result]) -> None:  # rank 0 only
-        append_jsonl(results_path, results)
-        log.info("%s written (%d results)", cell.key, len(results))
-
-    if dist.is_distributed():
-        run_parallel(todo, ctx, commit)
-    else:
-        if todo:
-            share_texts(ctx)
-        for _, cell in todo:
-            t = time.perf_counter()
-            results = cell.run()
-            for r in results:
-                r.extra["cell"] = cell.key
-            commit(cell, results)
-            log.info("%s done in %.1fs", cell.key, time.perf_counter() - t)
+    run_cells(todo, ctx, results_path, label="robustmm bench")
     keys = {c.key for _, c in plan}
 
     def finish() -> dict[str, Any]:

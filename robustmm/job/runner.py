@@ -161,6 +161,32 @@ def _check_same_job(stored: Path, fingerprint: dict[str, Any]) -> None:
                             "that job, pass --overwrite to start again, or choose another --out")
 
 
+def run_cells(todo: list[tuple[Any, Cell]], ctx: JobContext, results_path: Path, *, label: str,
+              progress: bool = False) -> None:
+    """Run the cells ``todo`` and append each one's results (tagged ``extra.cell``) to
+    ``results_path`` as it finishes: shared over the ranks under torchrun (rank 0 writes), else one
+    after another (the test texts embedded first in the same fixed chunks as on N ranks, so the
+    bits agree), with a progress bar titled ``label`` when ``progress``."""
+    def commit(cell: Cell, results: list[Result]) -> None:  # rank 0 only
+        append_jsonl(results_path, results)
+        log.info("%s written (%d results)", cell.key, len(results))
+
+    if dist.is_distributed():
+        run_parallel(todo, ctx, commit)
+        return
+    from ..progress import steps
+
+    if todo:
+        share_texts(ctx)
+    for cell in steps([c for _, c in todo], label, name=lambda c: c.key, enabled=progress):
+        t0 = time.perf_counter()
+        results = cell.run()
+        for r in results:
+            r.extra["cell"] = cell.key
+        commit(cell, results)
+        log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
+
+
 def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick: bool, resume: bool, overwrite: bool,
                 device: str, progress: bool) -> list[Result]:
     results_path = out_dir / "results.jsonl"
@@ -179,24 +205,7 @@ def _run_locked(config: JobConfig, out_dir: Path, scratch: Path | None, *, quick
         preflight(ctx)
         on_lead(lambda: check_outputs(out_dir))
 
-    def commit(cell: Cell, results: list[Result]) -> None:  # rank 0 only
-        append_jsonl(results_path, results)
-        log.info("%s written (%d results)", cell.key, len(results))
-
-    if dist.is_distributed():
-        run_parallel(todo, ctx, commit)
-    else:
-        from ..progress import steps
-
-        if todo:  # the test texts in the same fixed chunks as on N ranks (same bits)
-            share_texts(ctx)
-        for cell in steps([c for _, c in todo], "robustmm run", name=lambda c: c.key, enabled=progress):
-            t0 = time.perf_counter()
-            results = cell.run()
-            for r in results:
-                r.extra["cell"] = cell.key
-            commit(cell, results)
-            log.info("%s done in %.1fs", cell.key, time.perf_counter() - t0)
+    run_cells(todo, ctx, results_path, label="robustmm run", progress=progress)
 
     # every rank draws a share of the figures (robustmm.job.figures); rank 0 writes them and the report
     results = on_lead(lambda: load_results([results_path]))
